@@ -1,1 +1,29 @@
-pub fn placeholder() {}
+//! qrlogin auth service: the only writer of login session state.
+//!
+//! - [`config`]: the typed configuration (flags + environment) and the CLI.
+//! - [`domain`]: ids, secrets, states and transition rules (no I/O).
+//! - [`token`]: phone user token verification, access token signing, dev keys.
+//! - [`broker`]: the only NATS code: the key-value bucket (CAS writes) and
+//!   per-session event publishing.
+//! - [`service`]: the use cases (create, get, scan, confirm, deny, cancel,
+//!   redeem) over domain + broker.
+//! - [`grpc`]: the tonic service and the one error → `Status` mapping.
+//! - [`startup`]: build (validate, bind) and run (serve, health, reflection,
+//!   graceful stop).
+//! - [`dev`]: DEVELOPMENT ONLY key and user token generation.
+//! - [`telemetry`], [`shutdown`]: logging and the stop signal.
+//! - `testing` (feature `testing`): a real nats-server per test, test keys, an
+//!   in-process auth service on port 0.
+
+pub mod broker;
+pub mod config;
+pub mod dev;
+pub mod domain;
+pub mod grpc;
+pub mod service;
+pub mod shutdown;
+pub mod startup;
+pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod token;
