@@ -1,0 +1,186 @@
+//! Shared by the auth integration tests: a real nats-server, throw-away keys,
+//! the auth service on port 0, and a gRPC client with small helpers.
+#![allow(dead_code)]
+
+use qrlogin_auth::config::AuthConfig;
+use qrlogin_auth::testing::{NatsServer, TestAuth, TestKeys};
+use qrlogin_proto::auth::v1 as pb;
+use qrlogin_proto::auth::v1::auth_service_client::AuthServiceClient;
+use qrlogin_proto::events::v1::LoginState;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+
+pub type Client = AuthServiceClient<Channel>;
+
+pub struct Harness {
+    pub nats: NatsServer,
+    pub keys: TestKeys,
+    pub auth: TestAuth,
+    pub client: Client,
+}
+
+impl Harness {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut AuthConfig)) -> Self {
+        let nats = NatsServer::start().await;
+        let keys = TestKeys::generate();
+        let auth = TestAuth::spawn(&nats, &keys, tweak).await;
+        let client = client(&auth).await;
+        Self {
+            nats,
+            keys,
+            auth,
+            client,
+        }
+    }
+
+    pub fn alice(&self) -> String {
+        self.keys.user_token("alice", "Alice")
+    }
+
+    pub fn bob(&self) -> String {
+        self.keys.user_token("bob", "Bob")
+    }
+}
+
+pub async fn client(auth: &TestAuth) -> Client {
+    AuthServiceClient::connect(auth.url())
+        .await
+        .expect("connect to auth")
+}
+
+pub struct Created {
+    pub id: String,
+    pub secret: String,
+    pub version: u64,
+    pub qr_payload: String,
+}
+
+pub async fn create(c: &mut Client) -> Created {
+    let r = c
+        .create_login_session(pb::CreateLoginSessionRequest {
+            client_ip: "203.0.113.7".into(),
+            user_agent: "Mozilla/5.0 (X11; Linux x86_64) TestBrowser/1.0".into(),
+        })
+        .await
+        .expect("create")
+        .into_inner();
+    let s = r.session.expect("session");
+    Created {
+        id: s.session_id,
+        secret: r.browser_secret,
+        version: s.version,
+        qr_payload: r.qr_payload,
+    }
+}
+
+pub fn with_token<T>(msg: T, token: &str) -> Request<T> {
+    let mut req = Request::new(msg);
+    req.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("ascii token"),
+    );
+    req
+}
+
+pub async fn scan(c: &mut Client, id: &str, token: &str) -> Result<pb::ScanLoginSessionResponse, Status> {
+    c.scan_login_session(with_token(
+        pb::ScanLoginSessionRequest {
+            session_id: id.into(),
+        },
+        token,
+    ))
+    .await
+    .map(|r| r.into_inner())
+}
+
+pub async fn confirm(c: &mut Client, id: &str, token: &str) -> Result<pb::LoginSession, Status> {
+    c.confirm_login_session(with_token(
+        pb::ConfirmLoginSessionRequest {
+            session_id: id.into(),
+        },
+        token,
+    ))
+    .await
+    .map(|r| r.into_inner().session.expect("session"))
+}
+
+pub async fn deny(c: &mut Client, id: &str, token: &str) -> Result<pb::LoginSession, Status> {
+    c.deny_login_session(with_token(
+        pb::DenyLoginSessionRequest {
+            session_id: id.into(),
+        },
+        token,
+    ))
+    .await
+    .map(|r| r.into_inner().session.expect("session"))
+}
+
+pub async fn cancel(c: &mut Client, id: &str, secret: &str) -> Result<pb::LoginSession, Status> {
+    c.cancel_login_session(pb::CancelLoginSessionRequest {
+        session_id: id.into(),
+        browser_secret: secret.into(),
+    })
+    .await
+    .map(|r| r.into_inner().session.expect("session"))
+}
+
+pub async fn get(c: &mut Client, id: &str, secret: &str) -> Result<pb::LoginSession, Status> {
+    c.get_login_session(pb::GetLoginSessionRequest {
+        session_id: id.into(),
+        browser_secret: secret.into(),
+    })
+    .await
+    .map(|r| r.into_inner().session.expect("session"))
+}
+
+pub async fn redeem(
+    c: &mut Client,
+    id: &str,
+    secret: &str,
+) -> Result<pb::RedeemLoginSessionResponse, Status> {
+    c.redeem_login_session(pb::RedeemLoginSessionRequest {
+        session_id: id.into(),
+        browser_secret: secret.into(),
+    })
+    .await
+    .map(|r| r.into_inner())
+}
+
+pub fn state(s: &pb::LoginSession) -> LoginState {
+    LoginState::try_from(s.state).expect("known state")
+}
+
+#[track_caller]
+pub fn assert_code<T: std::fmt::Debug>(r: Result<T, Status>, code: Code, needle: &str) {
+    match r {
+        Ok(v) => panic!("expected {code:?}, got Ok({v:?})"),
+        Err(s) => {
+            assert_eq!(s.code(), code, "message: {}", s.message());
+            assert!(
+                s.message().to_lowercase().contains(&needle.to_lowercase()),
+                "message {:?} should mention {needle:?}",
+                s.message()
+            );
+        }
+    }
+}
+
+/// Takes a session to SCANNED by alice.
+pub async fn scanned(h: &mut Harness) -> Created {
+    let s = create(&mut h.client).await;
+    let token = h.alice();
+    scan(&mut h.client, &s.id, &token).await.expect("scan");
+    s
+}
+
+/// Takes a session to CONFIRMED by alice.
+pub async fn confirmed(h: &mut Harness) -> Created {
+    let s = scanned(h).await;
+    let token = h.alice();
+    confirm(&mut h.client, &s.id, &token).await.expect("confirm");
+    s
+}

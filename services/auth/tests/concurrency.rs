@@ -1,0 +1,95 @@
+//! Races: compare-and-swap must give exactly one winner, also across two auth
+//! instances sharing one NATS.
+mod common;
+
+use common::*;
+use futures::future::join_all;
+use qrlogin_auth::testing::TestAuth;
+use qrlogin_proto::events::v1::LoginState;
+use tonic::Code;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_concurrent_redeems_one_winner() {
+    let mut h = Harness::start().await;
+    let c = confirmed(&mut h).await;
+    let tasks = (0..100).map(|_| {
+        let mut client = h.client.clone();
+        let (id, secret) = (c.id.clone(), c.secret.clone());
+        tokio::spawn(async move { redeem(&mut client, &id, &secret).await })
+    });
+    let results: Vec<_> = join_all(tasks).await.into_iter().map(|r| r.unwrap()).collect();
+    let winners: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(winners.len(), 1, "exactly one redeem succeeds");
+    for r in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert!(
+            matches!(r.code(), Code::FailedPrecondition | Code::Aborted),
+            "losers fail cleanly: {r:?}"
+        );
+    }
+    let fin = get(&mut h.client, &c.id, &c.secret).await.unwrap();
+    assert_eq!(state(&fin), LoginState::Redeemed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confirm_deny_cancel_race_has_one_final_state() {
+    let mut h = Harness::start().await;
+    let token = h.alice();
+    for _ in 0..20 {
+        let s = scanned(&mut h).await;
+        let (mut a, mut b, mut c) = (h.client.clone(), h.client.clone(), h.client.clone());
+        let (ra, rb, rc) = tokio::join!(
+            confirm(&mut a, &s.id, &token),
+            deny(&mut b, &s.id, &token),
+            cancel(&mut c, &s.id, &s.secret),
+        );
+        let wins: Vec<LoginState> = [ra, rb, rc]
+            .into_iter()
+            .filter_map(|r| match r {
+                Ok(v) => Some(state(&v)),
+                Err(e) => {
+                    assert!(matches!(e.code(), Code::FailedPrecondition | Code::Aborted), "{e:?}");
+                    None
+                }
+            })
+            .collect();
+        assert_eq!(wins.len(), 1, "exactly one of confirm/deny/cancel wins: {wins:?}");
+        let fin = get(&mut h.client, &s.id, &s.secret).await.unwrap();
+        assert_eq!(state(&fin), wins[0], "the stored state is the winner's");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_auth_instances_share_one_nats() {
+    let mut h = Harness::start().await;
+    let second = TestAuth::spawn(&h.nats, &h.keys, |_| {}).await;
+    let mut other = client(&second).await;
+    let token = h.alice();
+
+    // Each step on alternating instances.
+    let s = create(&mut h.client).await;
+    scan(&mut other, &s.id, &token).await.unwrap();
+    confirm(&mut h.client, &s.id, &token).await.unwrap();
+    let view = get(&mut other, &s.id, &s.secret).await.unwrap();
+    assert_eq!(state(&view), LoginState::Confirmed);
+
+    // Concurrent redeems spread over both instances: one winner.
+    let tasks = (0..40).map(|i| {
+        let mut client = if i % 2 == 0 { h.client.clone() } else { other.clone() };
+        let (id, secret) = (s.id.clone(), s.secret.clone());
+        tokio::spawn(async move { redeem(&mut client, &id, &secret).await })
+    });
+    let ok = join_all(tasks)
+        .await
+        .into_iter()
+        .filter(|r| r.as_ref().unwrap().is_ok())
+        .count();
+    assert_eq!(ok, 1);
+
+    // Races between instances on many sessions: confirm on one, cancel on the other.
+    for _ in 0..10 {
+        let s = scanned(&mut h).await;
+        let (mut a, mut b) = (h.client.clone(), other.clone());
+        let (ra, rb) = tokio::join!(confirm(&mut a, &s.id, &token), cancel(&mut b, &s.id, &s.secret));
+        assert_eq!(ra.is_ok() as u8 + rb.is_ok() as u8, 1);
+    }
+}
