@@ -317,3 +317,14 @@ impl Drop for TestAuth {
         }
     }
 }
+
+/// Where the pinned grpcurl lives (`$QRLOGIN_GRPCURL_BIN` overrides).
+pub fn grpcurl_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("QRLOGIN_GRPCURL_BIN") {
+        return PathBuf::from(p);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../.tools/bin/grpcurl")
+        .canonicalize()
+        .unwrap_or_else(|_| PathBuf::from("grpcurl"))
+}
