@@ -11,7 +11,11 @@ use std::time::Duration;
 use crate::domain::Deadlines;
 
 #[derive(Debug, Parser)]
-#[command(name = "qrlogin-auth", version, about = "qrlogin auth service: login session state on NATS JetStream")]
+#[command(
+    name = "qrlogin-auth",
+    version,
+    about = "qrlogin auth service: login session state on NATS JetStream"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -45,7 +49,11 @@ pub struct AuthConfig {
     #[arg(long, env = "QRLOGIN_AUTH_LISTEN", default_value = "0.0.0.0:50051")]
     pub listen: SocketAddr,
     /// NATS server URL(s), comma-separated.
-    #[arg(long, env = "QRLOGIN_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    #[arg(
+        long,
+        env = "QRLOGIN_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
     pub nats_url: String,
     /// JetStream key-value bucket holding the sessions (created if missing).
     #[arg(long, env = "QRLOGIN_KV_BUCKET", default_value = "qrlogin_sessions")]
@@ -57,10 +65,18 @@ pub struct AuthConfig {
     #[arg(long, env = "QRLOGIN_KV_STORAGE", value_enum, default_value = "file")]
     pub kv_storage: KvStorage,
     /// Events go to `<prefix>.<session_id>`.
-    #[arg(long, env = "QRLOGIN_SUBJECT_PREFIX", default_value = "qrlogin.session")]
+    #[arg(
+        long,
+        env = "QRLOGIN_SUBJECT_PREFIX",
+        default_value = "qrlogin.session"
+    )]
     pub subject_prefix: String,
     /// The QR payload is `<base>/m/<session_id>`.
-    #[arg(long, env = "QRLOGIN_PUBLIC_BASE_URL", default_value = "http://localhost:8080")]
+    #[arg(
+        long,
+        env = "QRLOGIN_PUBLIC_BASE_URL",
+        default_value = "http://localhost:8080"
+    )]
     pub public_base_url: String,
     /// Deadline of PENDING.
     #[arg(long, env = "QRLOGIN_PENDING_TTL", default_value = "120s", value_parser = humantime::parse_duration)]
@@ -90,7 +106,11 @@ pub struct AuthConfig {
     #[arg(long, env = "QRLOGIN_ACCESS_TOKEN_ISSUER", default_value = "qrlogin")]
     pub access_token_issuer: String,
     /// `aud` of access tokens.
-    #[arg(long, env = "QRLOGIN_ACCESS_TOKEN_AUDIENCE", default_value = "qrlogin-web")]
+    #[arg(
+        long,
+        env = "QRLOGIN_ACCESS_TOKEN_AUDIENCE",
+        default_value = "qrlogin-web"
+    )]
     pub access_token_audience: String,
     /// Lifetime of access tokens.
     #[arg(long, env = "QRLOGIN_ACCESS_TOKEN_TTL", default_value = "1h", value_parser = humantime::parse_duration)]
@@ -231,7 +251,10 @@ impl AuthConfig {
                 return Err(invalid(name, "must be between 100ms and 24h"));
             }
         }
-        let longest = self.pending_ttl.max(self.scanned_ttl).max(self.confirmed_ttl);
+        let longest = self
+            .pending_ttl
+            .max(self.scanned_ttl)
+            .max(self.confirmed_ttl);
         if self.session_retention < longest {
             return Err(invalid(
                 "QRLOGIN_SESSION_RETENTION",
@@ -290,7 +313,10 @@ mod tests {
         for (flags, name) in cases {
             let mut args = base();
             args.extend_from_slice(flags);
-            let err = AuthConfig::from_flags(args).unwrap().validate().unwrap_err();
+            let err = AuthConfig::from_flags(args)
+                .unwrap()
+                .validate()
+                .unwrap_err();
             assert!(err.to_string().contains(name), "{err}");
         }
     }

@@ -5,7 +5,9 @@
 use std::path::Path;
 
 use crate::config::{DevKeygenArgs, DevTokenArgs};
-use crate::token::{generate_key_pair, mint_dev_user_token, unix_now_secs, DevTokenRequest, KeyError};
+use crate::token::{
+    generate_key_pair, mint_dev_user_token, unix_now_secs, DevTokenRequest, KeyError,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DevError {

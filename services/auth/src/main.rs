@@ -8,7 +8,9 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(config) => {
             telemetry::init(config.log_format);
-            let app = Application::build(*config).await.context("startup failed")?;
+            let app = Application::build(*config)
+                .await
+                .context("startup failed")?;
             app.run_until_stopped(shutdown::signal()).await?;
         }
         Command::DevKeygen(args) => dev::keygen(&args)?,

@@ -169,7 +169,9 @@ impl LoginService {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(ServiceError::Internal("could not allocate a session id".into()))
+        Err(ServiceError::Internal(
+            "could not allocate a session id".into(),
+        ))
     }
 
     pub async fn get(&self, id: &str, secret: &str) -> Result<SessionView, ServiceError> {
@@ -239,7 +241,9 @@ impl LoginService {
             .user
             .clone()
             .ok_or_else(|| ServiceError::Internal("redeemed session has no user".into()))?;
-        let token = self.signer.sign(&user, id.as_str(), view.record.updated_at)?;
+        let token = self
+            .signer
+            .sign(&user, id.as_str(), view.record.updated_at)?;
         tracing::info!(session_id = %id, user_id = %user.id, "login redeemed");
         Ok(Redeemed { view, token, user })
     }

@@ -63,12 +63,13 @@ impl Application {
             &config.access_token_audience,
             config.access_token_ttl,
         )?;
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| StartupError::Bind {
-                addr: config.listen,
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| StartupError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
         let local_addr = listener.local_addr().map_err(|source| StartupError::Bind {
             addr: config.listen,
             source,

@@ -57,12 +57,22 @@ impl NatsServer {
                 return server;
             }
         }
-        panic!("could not start nats-server ({})", nats_server_bin().display());
+        panic!(
+            "could not start nats-server ({})",
+            nats_server_bin().display()
+        );
     }
 
     async fn spawn(&mut self) -> bool {
         let child = Command::new(nats_server_bin())
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
             .arg(self.store.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -124,20 +124,18 @@ impl UserTokenVerifier {
 
     pub fn verify(&self, token: &str) -> Result<PhoneUser, TokenError> {
         use jsonwebtoken::errors::ErrorKind;
-        let data = decode::<UserClaims>(token, &self.key, &self.validation).map_err(|e| {
-            match e.kind() {
-                ErrorKind::ExpiredSignature => TokenError::Expired,
-                ErrorKind::InvalidSignature => TokenError::Invalid("bad signature".into()),
-                ErrorKind::InvalidIssuer => TokenError::Invalid("wrong issuer".into()),
-                ErrorKind::InvalidAudience => TokenError::Invalid("wrong audience".into()),
-                ErrorKind::InvalidAlgorithm => {
-                    TokenError::Invalid("algorithm must be EdDSA".into())
-                }
-                ErrorKind::MissingRequiredClaim(c) => {
-                    TokenError::Invalid(format!("missing claim `{c}`"))
-                }
-                _ => TokenError::Invalid("not a valid EdDSA JWT".into()),
+        let data = decode::<UserClaims>(token, &self.key, &self.validation).map_err(|e| match e
+            .kind()
+        {
+            ErrorKind::ExpiredSignature => TokenError::Expired,
+            ErrorKind::InvalidSignature => TokenError::Invalid("bad signature".into()),
+            ErrorKind::InvalidIssuer => TokenError::Invalid("wrong issuer".into()),
+            ErrorKind::InvalidAudience => TokenError::Invalid("wrong audience".into()),
+            ErrorKind::InvalidAlgorithm => TokenError::Invalid("algorithm must be EdDSA".into()),
+            ErrorKind::MissingRequiredClaim(c) => {
+                TokenError::Invalid(format!("missing claim `{c}`"))
             }
+            _ => TokenError::Invalid("not a valid EdDSA JWT".into()),
         })?;
         let claims = data.claims;
         if claims.sub.is_empty() || claims.sub.len() > MAX_CLAIM_LEN {
@@ -273,7 +271,10 @@ pub struct DevTokenRequest<'a> {
 }
 
 /// Mints a phone user token with a development key. For demos and tests.
-pub fn mint_dev_user_token(private_pem: &[u8], req: &DevTokenRequest<'_>) -> Result<String, KeyError> {
+pub fn mint_dev_user_token(
+    private_pem: &[u8],
+    req: &DevTokenRequest<'_>,
+) -> Result<String, KeyError> {
     let key = EncodingKey::from_ed_pem(private_pem).map_err(|e| KeyError::Sign(e.to_string()))?;
     let claims = UserClaims {
         sub: req.user_id.to_owned(),

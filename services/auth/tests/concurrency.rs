@@ -17,7 +17,11 @@ async fn hundred_concurrent_redeems_one_winner() {
         let (id, secret) = (c.id.clone(), c.secret.clone());
         tokio::spawn(async move { redeem(&mut client, &id, &secret).await })
     });
-    let results: Vec<_> = join_all(tasks).await.into_iter().map(|r| r.unwrap()).collect();
+    let results: Vec<_> = join_all(tasks)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
     let winners: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
     assert_eq!(winners.len(), 1, "exactly one redeem succeeds");
     for r in results.iter().filter_map(|r| r.as_ref().err()) {
@@ -47,12 +51,19 @@ async fn confirm_deny_cancel_race_has_one_final_state() {
             .filter_map(|r| match r {
                 Ok(v) => Some(state(&v)),
                 Err(e) => {
-                    assert!(matches!(e.code(), Code::FailedPrecondition | Code::Aborted), "{e:?}");
+                    assert!(
+                        matches!(e.code(), Code::FailedPrecondition | Code::Aborted),
+                        "{e:?}"
+                    );
                     None
                 }
             })
             .collect();
-        assert_eq!(wins.len(), 1, "exactly one of confirm/deny/cancel wins: {wins:?}");
+        assert_eq!(
+            wins.len(),
+            1,
+            "exactly one of confirm/deny/cancel wins: {wins:?}"
+        );
         let fin = get(&mut h.client, &s.id, &s.secret).await.unwrap();
         assert_eq!(state(&fin), wins[0], "the stored state is the winner's");
     }
@@ -74,7 +85,11 @@ async fn two_auth_instances_share_one_nats() {
 
     // Concurrent redeems spread over both instances: one winner.
     let tasks = (0..40).map(|i| {
-        let mut client = if i % 2 == 0 { h.client.clone() } else { other.clone() };
+        let mut client = if i % 2 == 0 {
+            h.client.clone()
+        } else {
+            other.clone()
+        };
         let (id, secret) = (s.id.clone(), s.secret.clone());
         tokio::spawn(async move { redeem(&mut client, &id, &secret).await })
     });
@@ -89,7 +104,10 @@ async fn two_auth_instances_share_one_nats() {
     for _ in 0..10 {
         let s = scanned(&mut h).await;
         let (mut a, mut b) = (h.client.clone(), other.clone());
-        let (ra, rb) = tokio::join!(confirm(&mut a, &s.id, &token), cancel(&mut b, &s.id, &s.secret));
+        let (ra, rb) = tokio::join!(
+            confirm(&mut a, &s.id, &token),
+            cancel(&mut b, &s.id, &s.secret)
+        );
         assert_eq!(ra.is_ok() as u8 + rb.is_ok() as u8, 1);
     }
 }

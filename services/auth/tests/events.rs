@@ -13,7 +13,10 @@ async fn next_event(sub: &mut async_nats::Subscriber) -> (LoginEvent, Vec<u8>) {
         .await
         .expect("event within 5 s")
         .expect("subscription open");
-    (LoginEvent::decode(msg.payload.as_ref()).expect("protobuf LoginEvent"), msg.payload.to_vec())
+    (
+        LoginEvent::decode(msg.payload.as_ref()).expect("protobuf LoginEvent"),
+        msg.payload.to_vec(),
+    )
 }
 
 #[tokio::test]
@@ -44,7 +47,10 @@ async fn every_transition_is_published_in_version_order() {
         assert!(event.version > last_version, "versions strictly increase");
         last_version = event.version;
         assert!(event.changed_at.is_some());
-        assert_eq!(event.expires_at.is_some(), !matches!(expected, LoginState::Redeemed));
+        assert_eq!(
+            event.expires_at.is_some(),
+            !matches!(expected, LoginState::Redeemed)
+        );
         let text = String::from_utf8_lossy(&raw);
         assert!(!text.contains(&s.secret), "no browser secret on the bus");
         seen.push(event);
@@ -63,7 +69,10 @@ async fn events_use_the_configured_prefix_and_report_expiry() {
     .await;
     let nats = async_nats::connect(h.nats.url()).await.unwrap();
     let s = create(&mut h.client).await;
-    let mut sub = nats.subscribe(format!("acme.logins.{}", s.id)).await.unwrap();
+    let mut sub = nats
+        .subscribe(format!("acme.logins.{}", s.id))
+        .await
+        .unwrap();
     nats.flush().await.unwrap();
     tokio::time::sleep(Duration::from_millis(450)).await;
     // The first reader after the deadline writes EXPIRED and publishes it.

@@ -7,7 +7,8 @@ use qrlogin_auth::testing::{grpcurl_bin, NatsServer, TestAuth};
 use std::process::{Command, Output};
 
 fn run(cmd: &mut Command) -> Output {
-    cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
 }
 
 fn text(o: &Output) -> String {
@@ -51,10 +52,14 @@ impl Grpcurl {
 async fn grpcurl_lists_describes_and_runs_a_full_login() {
     let bin = env!("CARGO_BIN_EXE_qrlogin-auth");
     let keys = tempfile::tempdir().unwrap();
-    let keygen = run(Command::new(bin).args(["dev-keygen", "--out"]).arg(keys.path()));
+    let keygen = run(Command::new(bin)
+        .args(["dev-keygen", "--out"])
+        .arg(keys.path()));
     assert!(keygen.status.success(), "{}", text(&keygen));
     // A second keygen refuses to overwrite.
-    let again = run(Command::new(bin).args(["dev-keygen", "--out"]).arg(keys.path()));
+    let again = run(Command::new(bin)
+        .args(["dev-keygen", "--out"])
+        .arg(keys.path()));
     assert!(!again.status.success());
     assert!(text(&again).contains("--force"));
 
@@ -87,7 +92,10 @@ async fn grpcurl_lists_describes_and_runs_a_full_login() {
     ] {
         assert!(described.contains(rpc), "describe lists {rpc}");
     }
-    assert!(described.contains("FAILED_PRECONDITION"), "comments are served");
+    assert!(
+        described.contains("FAILED_PRECONDITION"),
+        "comments are served"
+    );
     let event = text(&g.call(&["describe", "qrlogin.events.v1.LoginEvent"]));
     assert!(event.contains("version"), "{event}");
 
@@ -112,16 +120,32 @@ async fn grpcurl_lists_describes_and_runs_a_full_login() {
     let by_id = format!(r#"{{"session_id":"{id}"}}"#);
     let by_secret = format!(r#"{{"session_id":"{id}","browser_secret":"{secret}"}}"#);
 
-    let scanned = g.ok_json("qrlogin.auth.v1.AuthService/ScanLoginSession", &by_id, &bearer);
+    let scanned = g.ok_json(
+        "qrlogin.auth.v1.AuthService/ScanLoginSession",
+        &by_id,
+        &bearer,
+    );
     assert_eq!(scanned["session"]["state"], "LOGIN_STATE_SCANNED");
     assert_eq!(scanned["browser"]["ip"], "198.51.100.4");
-    let confirmed = g.ok_json("qrlogin.auth.v1.AuthService/ConfirmLoginSession", &by_id, &bearer);
+    let confirmed = g.ok_json(
+        "qrlogin.auth.v1.AuthService/ConfirmLoginSession",
+        &by_id,
+        &bearer,
+    );
     assert_eq!(confirmed["session"]["state"], "LOGIN_STATE_CONFIRMED");
-    let redeemed = g.ok_json("qrlogin.auth.v1.AuthService/RedeemLoginSession", &by_secret, &[]);
+    let redeemed = g.ok_json(
+        "qrlogin.auth.v1.AuthService/RedeemLoginSession",
+        &by_secret,
+        &[],
+    );
     assert_eq!(redeemed["userId"], "alice");
     assert!(redeemed["accessToken"].as_str().unwrap().len() > 40);
 
-    let second = g.invoke("qrlogin.auth.v1.AuthService/RedeemLoginSession", &by_secret, &[]);
+    let second = g.invoke(
+        "qrlogin.auth.v1.AuthService/RedeemLoginSession",
+        &by_secret,
+        &[],
+    );
     assert!(!second.status.success());
     let said = text(&second);
     assert!(said.contains("FailedPrecondition"), "{said}");

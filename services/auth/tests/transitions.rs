@@ -40,7 +40,10 @@ async fn full_flow_create_scan_confirm_redeem_once() {
     assert!(confirmed.version > session.version);
 
     let redeemed = redeem(&mut h.client, &s.id, &s.secret).await.unwrap();
-    assert_eq!(state(redeemed.session.as_ref().unwrap()), LoginState::Redeemed);
+    assert_eq!(
+        state(redeemed.session.as_ref().unwrap()),
+        LoginState::Redeemed
+    );
     assert_eq!(redeemed.user_id, "alice");
     assert_eq!(redeemed.user_display_name, "Alice");
     assert!(redeemed.access_token_expires_at.is_some());
@@ -74,17 +77,29 @@ async fn deny_and_cancel_end_the_session() {
     let s = scanned(&mut h).await;
     let denied = deny(&mut h.client, &s.id, &token).await.unwrap();
     assert_eq!(state(&denied), LoginState::Denied);
-    assert_code(redeem(&mut h.client, &s.id, &s.secret).await, Code::FailedPrecondition, "DENIED");
+    assert_code(
+        redeem(&mut h.client, &s.id, &s.secret).await,
+        Code::FailedPrecondition,
+        "DENIED",
+    );
 
     let s = create(&mut h.client).await;
     let cancelled = cancel(&mut h.client, &s.id, &s.secret).await.unwrap();
     assert_eq!(state(&cancelled), LoginState::Cancelled);
-    assert_code(scan(&mut h.client, &s.id, &token).await, Code::FailedPrecondition, "CANCELLED");
+    assert_code(
+        scan(&mut h.client, &s.id, &token).await,
+        Code::FailedPrecondition,
+        "CANCELLED",
+    );
 
     let s = scanned(&mut h).await;
     let cancelled = cancel(&mut h.client, &s.id, &s.secret).await.unwrap();
     assert_eq!(state(&cancelled), LoginState::Cancelled);
-    assert_code(confirm(&mut h.client, &s.id, &token).await, Code::FailedPrecondition, "CANCELLED");
+    assert_code(
+        confirm(&mut h.client, &s.id, &token).await,
+        Code::FailedPrecondition,
+        "CANCELLED",
+    );
 }
 
 #[tokio::test]
@@ -93,18 +108,50 @@ async fn forbidden_transitions_are_failed_precondition() {
     let token = h.alice();
 
     let p = create(&mut h.client).await;
-    assert_code(confirm(&mut h.client, &p.id, &token).await, Code::FailedPrecondition, "PENDING");
-    assert_code(deny(&mut h.client, &p.id, &token).await, Code::FailedPrecondition, "PENDING");
-    assert_code(redeem(&mut h.client, &p.id, &p.secret).await, Code::FailedPrecondition, "PENDING");
+    assert_code(
+        confirm(&mut h.client, &p.id, &token).await,
+        Code::FailedPrecondition,
+        "PENDING",
+    );
+    assert_code(
+        deny(&mut h.client, &p.id, &token).await,
+        Code::FailedPrecondition,
+        "PENDING",
+    );
+    assert_code(
+        redeem(&mut h.client, &p.id, &p.secret).await,
+        Code::FailedPrecondition,
+        "PENDING",
+    );
 
     let s = scanned(&mut h).await;
-    assert_code(redeem(&mut h.client, &s.id, &s.secret).await, Code::FailedPrecondition, "SCANNED");
+    assert_code(
+        redeem(&mut h.client, &s.id, &s.secret).await,
+        Code::FailedPrecondition,
+        "SCANNED",
+    );
 
     let c = confirmed(&mut h).await;
-    assert_code(scan(&mut h.client, &c.id, &token).await, Code::FailedPrecondition, "CONFIRMED");
-    assert_code(confirm(&mut h.client, &c.id, &token).await, Code::FailedPrecondition, "CONFIRMED");
-    assert_code(deny(&mut h.client, &c.id, &token).await, Code::FailedPrecondition, "CONFIRMED");
-    assert_code(cancel(&mut h.client, &c.id, &c.secret).await, Code::FailedPrecondition, "CONFIRMED");
+    assert_code(
+        scan(&mut h.client, &c.id, &token).await,
+        Code::FailedPrecondition,
+        "CONFIRMED",
+    );
+    assert_code(
+        confirm(&mut h.client, &c.id, &token).await,
+        Code::FailedPrecondition,
+        "CONFIRMED",
+    );
+    assert_code(
+        deny(&mut h.client, &c.id, &token).await,
+        Code::FailedPrecondition,
+        "CONFIRMED",
+    );
+    assert_code(
+        cancel(&mut h.client, &c.id, &c.secret).await,
+        Code::FailedPrecondition,
+        "CONFIRMED",
+    );
     // The refusals changed nothing.
     let still = get(&mut h.client, &c.id, &c.secret).await.unwrap();
     assert_eq!(state(&still), LoginState::Confirmed);
@@ -115,9 +162,21 @@ async fn only_the_scanning_user_decides() {
     let mut h = Harness::start().await;
     let s = scanned(&mut h).await;
     let bob = h.bob();
-    assert_code(scan(&mut h.client, &s.id, &bob).await, Code::PermissionDenied, "another user");
-    assert_code(confirm(&mut h.client, &s.id, &bob).await, Code::PermissionDenied, "another user");
-    assert_code(deny(&mut h.client, &s.id, &bob).await, Code::PermissionDenied, "another user");
+    assert_code(
+        scan(&mut h.client, &s.id, &bob).await,
+        Code::PermissionDenied,
+        "another user",
+    );
+    assert_code(
+        confirm(&mut h.client, &s.id, &bob).await,
+        Code::PermissionDenied,
+        "another user",
+    );
+    assert_code(
+        deny(&mut h.client, &s.id, &bob).await,
+        Code::PermissionDenied,
+        "another user",
+    );
     let still = get(&mut h.client, &s.id, &s.secret).await.unwrap();
     assert_eq!(state(&still), LoginState::Scanned);
     assert_eq!(still.user_display_name, "Alice");
@@ -129,13 +188,33 @@ async fn browser_secret_is_required_and_checked() {
     let s = create(&mut h.client).await;
     let other = create(&mut h.client).await;
 
-    assert_code(get(&mut h.client, &s.id, &other.secret).await, Code::PermissionDenied, "wrong browser secret");
-    assert_code(cancel(&mut h.client, &s.id, &other.secret).await, Code::PermissionDenied, "wrong browser secret");
-    assert_code(get(&mut h.client, &s.id, "").await, Code::Unauthenticated, "browser_secret is required");
-    assert_code(get(&mut h.client, &s.id, "not-a-secret").await, Code::PermissionDenied, "wrong browser secret");
+    assert_code(
+        get(&mut h.client, &s.id, &other.secret).await,
+        Code::PermissionDenied,
+        "wrong browser secret",
+    );
+    assert_code(
+        cancel(&mut h.client, &s.id, &other.secret).await,
+        Code::PermissionDenied,
+        "wrong browser secret",
+    );
+    assert_code(
+        get(&mut h.client, &s.id, "").await,
+        Code::Unauthenticated,
+        "browser_secret is required",
+    );
+    assert_code(
+        get(&mut h.client, &s.id, "not-a-secret").await,
+        Code::PermissionDenied,
+        "wrong browser secret",
+    );
 
     let c = confirmed(&mut h).await;
-    assert_code(redeem(&mut h.client, &c.id, &other.secret).await, Code::PermissionDenied, "wrong browser secret");
+    assert_code(
+        redeem(&mut h.client, &c.id, &other.secret).await,
+        Code::PermissionDenied,
+        "wrong browser secret",
+    );
     // A wrong secret did not use up the one redemption.
     redeem(&mut h.client, &c.id, &c.secret).await.unwrap();
 }
@@ -145,15 +224,45 @@ async fn malformed_and_unknown_ids() {
     let mut h = Harness::start().await;
     let s = create(&mut h.client).await;
     let token = h.alice();
-    for bad in ["", "abc", "qrlogin.session.>", "aaaaaaaaaaaaaaaaaaaaa*", &"x".repeat(5000)] {
-        let code = if bad.is_empty() { "empty" } else { "22 base64url" };
-        assert_code(get(&mut h.client, bad, &s.secret).await, Code::InvalidArgument, code);
-        assert_code(scan(&mut h.client, bad, &token).await, Code::InvalidArgument, code);
+    for bad in [
+        "",
+        "abc",
+        "qrlogin.session.>",
+        "aaaaaaaaaaaaaaaaaaaaa*",
+        &"x".repeat(5000),
+    ] {
+        let code = if bad.is_empty() {
+            "empty"
+        } else {
+            "22 base64url"
+        };
+        assert_code(
+            get(&mut h.client, bad, &s.secret).await,
+            Code::InvalidArgument,
+            code,
+        );
+        assert_code(
+            scan(&mut h.client, bad, &token).await,
+            Code::InvalidArgument,
+            code,
+        );
     }
     let unknown = "AAAAAAAAAAAAAAAAAAAAAA";
-    assert_code(get(&mut h.client, unknown, &s.secret).await, Code::NotFound, "no login session");
-    assert_code(scan(&mut h.client, unknown, &token).await, Code::NotFound, "no login session");
-    assert_code(redeem(&mut h.client, unknown, &s.secret).await, Code::NotFound, "no login session");
+    assert_code(
+        get(&mut h.client, unknown, &s.secret).await,
+        Code::NotFound,
+        "no login session",
+    );
+    assert_code(
+        scan(&mut h.client, unknown, &token).await,
+        Code::NotFound,
+        "no login session",
+    );
+    assert_code(
+        redeem(&mut h.client, unknown, &s.secret).await,
+        Code::NotFound,
+        "no login session",
+    );
 }
 
 #[tokio::test]
@@ -163,15 +272,27 @@ async fn create_validates_browser_context() {
         client_ip: ip.into(),
         user_agent: ua,
     };
-    let r = h.client.create_login_session(req("not an ip", "x".into())).await;
+    let r = h
+        .client
+        .create_login_session(req("not an ip", "x".into()))
+        .await;
     assert_code(r, Code::InvalidArgument, "client_ip");
     let r = h.client.create_login_session(req("", "x".into())).await;
     assert_code(r, Code::InvalidArgument, "client_ip");
-    let r = h.client.create_login_session(req("10.0.0.1", "x".repeat(513))).await;
+    let r = h
+        .client
+        .create_login_session(req("10.0.0.1", "x".repeat(513)))
+        .await;
     assert_code(r, Code::InvalidArgument, "512 bytes");
-    let r = h.client.create_login_session(req("10.0.0.1", "a\nb".into())).await;
+    let r = h
+        .client
+        .create_login_session(req("10.0.0.1", "a\nb".into()))
+        .await;
     assert_code(r, Code::InvalidArgument, "control");
-    let ok = h.client.create_login_session(req("2001:db8::1", "x".repeat(512))).await;
+    let ok = h
+        .client
+        .create_login_session(req("2001:db8::1", "x".repeat(512)))
+        .await;
     assert!(ok.is_ok());
 }
 
@@ -187,7 +308,10 @@ async fn oversized_requests_are_refused_and_the_service_keeps_working() {
         .await;
     let status = r.expect_err("64 KiB request must be refused");
     assert!(
-        matches!(status.code(), Code::ResourceExhausted | Code::OutOfRange | Code::InvalidArgument),
+        matches!(
+            status.code(),
+            Code::ResourceExhausted | Code::OutOfRange | Code::InvalidArgument
+        ),
         "{status:?}"
     );
     create(&mut h.client).await;
@@ -217,17 +341,33 @@ async fn user_tokens_are_verified() {
     )
     .unwrap();
     let cases: Vec<(String, &str)> = vec![
-        (keys.user_token_with("alice", "Alice", "qrlogin-dev", "qrlogin", now - 7200, 3600), "expired"),
+        (
+            keys.user_token_with("alice", "Alice", "qrlogin-dev", "qrlogin", now - 7200, 3600),
+            "expired",
+        ),
         (other_keys.user_token("alice", "Alice"), "signature"),
-        (keys.user_token_with("alice", "Alice", "someone-else", "qrlogin", now, 3600), "issuer"),
-        (keys.user_token_with("alice", "Alice", "qrlogin-dev", "other-app", now, 3600), "audience"),
-        (keys.user_token_with("", "Alice", "qrlogin-dev", "qrlogin", now, 3600), "sub"),
+        (
+            keys.user_token_with("alice", "Alice", "someone-else", "qrlogin", now, 3600),
+            "issuer",
+        ),
+        (
+            keys.user_token_with("alice", "Alice", "qrlogin-dev", "other-app", now, 3600),
+            "audience",
+        ),
+        (
+            keys.user_token_with("", "Alice", "qrlogin-dev", "qrlogin", now, 3600),
+            "sub",
+        ),
         (alg_none, "invalid user token"),
         (hs256, "EdDSA"),
         ("garbage".into(), "invalid user token"),
     ];
     for (token, needle) in cases {
-        assert_code(scan(&mut h.client, &s.id, &token).await, Code::Unauthenticated, needle);
+        assert_code(
+            scan(&mut h.client, &s.id, &token).await,
+            Code::Unauthenticated,
+            needle,
+        );
     }
     // No header, and a header of the wrong scheme.
     let r = h
@@ -242,7 +382,11 @@ async fn user_tokens_are_verified() {
     });
     req.metadata_mut()
         .insert("authorization", "Basic YWxpY2U6cHc=".parse().unwrap());
-    assert_code(h.client.scan_login_session(req).await, Code::Unauthenticated, "Bearer");
+    assert_code(
+        h.client.scan_login_session(req).await,
+        Code::Unauthenticated,
+        "Bearer",
+    );
     // None of that moved the session.
     let still = get(&mut h.client, &s.id, &s.secret).await.unwrap();
     assert_eq!(state(&still), LoginState::Pending);
@@ -263,22 +407,43 @@ async fn deadlines_expire_each_state() {
     // PENDING: a late scan is refused and the session reads EXPIRED.
     let p = create(&mut h.client).await;
     tokio::time::sleep(past).await;
-    assert_code(scan(&mut h.client, &p.id, &token).await, Code::FailedPrecondition, "expired");
+    assert_code(
+        scan(&mut h.client, &p.id, &token).await,
+        Code::FailedPrecondition,
+        "expired",
+    );
     let e = get(&mut h.client, &p.id, &p.secret).await.unwrap();
     assert_eq!(state(&e), LoginState::Expired);
-    assert!(e.version > p.version, "EXPIRED was written as a new version");
+    assert!(
+        e.version > p.version,
+        "EXPIRED was written as a new version"
+    );
 
     // SCANNED: a late confirm is refused.
     let s = scanned(&mut h).await;
     tokio::time::sleep(past).await;
-    assert_code(confirm(&mut h.client, &s.id, &token).await, Code::FailedPrecondition, "expired");
-    assert_eq!(state(&get(&mut h.client, &s.id, &s.secret).await.unwrap()), LoginState::Expired);
+    assert_code(
+        confirm(&mut h.client, &s.id, &token).await,
+        Code::FailedPrecondition,
+        "expired",
+    );
+    assert_eq!(
+        state(&get(&mut h.client, &s.id, &s.secret).await.unwrap()),
+        LoginState::Expired
+    );
 
     // CONFIRMED: a late redeem is refused.
     let c = confirmed(&mut h).await;
     tokio::time::sleep(past).await;
-    assert_code(redeem(&mut h.client, &c.id, &c.secret).await, Code::FailedPrecondition, "expired");
-    assert_eq!(state(&get(&mut h.client, &c.id, &c.secret).await.unwrap()), LoginState::Expired);
+    assert_code(
+        redeem(&mut h.client, &c.id, &c.secret).await,
+        Code::FailedPrecondition,
+        "expired",
+    );
+    assert_eq!(
+        state(&get(&mut h.client, &c.id, &c.secret).await.unwrap()),
+        LoginState::Expired
+    );
 
     // Each transition restarts the clock: scanning just before the pending
     // deadline gives a full scanned deadline.
@@ -295,9 +460,12 @@ async fn nats_outage_is_unavailable_and_recovers() {
     let mut h = Harness::start().await;
     let s = create(&mut h.client).await;
     h.nats.kill();
-    let r = tokio::time::timeout(Duration::from_secs(15), get(&mut h.client, &s.id, &s.secret))
-        .await
-        .expect("answers within the request timeout");
+    let r = tokio::time::timeout(
+        Duration::from_secs(15),
+        get(&mut h.client, &s.id, &s.secret),
+    )
+    .await
+    .expect("answers within the request timeout");
     assert_code(r, Code::Unavailable, "unavailable");
 
     let channel = tonic::transport::Channel::from_shared(h.auth.url())
@@ -318,7 +486,10 @@ async fn nats_outage_is_unavailable_and_recovers() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(saw_not_serving, "health must report NOT_SERVING while NATS is down");
+    assert!(
+        saw_not_serving,
+        "health must report NOT_SERVING while NATS is down"
+    );
 
     h.nats.restart().await;
     let mut recovered = false;

@@ -170,7 +170,11 @@ mod tests {
             "aaaaaaaaaaaaaaaaaaaaaaa",
             "aaaaaaaaaaaaaaaaaaaa==",
         ] {
-            assert_eq!(SessionId::parse(bad), Err(IdError::MalformedSessionId), "{bad}");
+            assert_eq!(
+                SessionId::parse(bad),
+                Err(IdError::MalformedSessionId),
+                "{bad}"
+            );
         }
     }
 
@@ -184,7 +188,10 @@ mod tests {
         assert_eq!(SecretHash::from_hex(&h.to_hex()), Some(h));
         assert!(SecretHash::from_hex("zz").is_none());
         assert!(!format!("{s:?}").contains(s.expose()));
-        assert_eq!(BrowserSecret::parse("x").err(), Some(IdError::MalformedSecret));
+        assert_eq!(
+            BrowserSecret::parse("x").err(),
+            Some(IdError::MalformedSecret)
+        );
         assert_eq!(BrowserSecret::parse("").err(), Some(IdError::EmptySecret));
     }
 }

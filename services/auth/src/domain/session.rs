@@ -74,8 +74,12 @@ pub struct PhoneUser {
 #[derive(Clone, Debug)]
 pub enum Action {
     Scan(PhoneUser),
-    Confirm { user_id: String },
-    Deny { user_id: String },
+    Confirm {
+        user_id: String,
+    },
+    Deny {
+        user_id: String,
+    },
     Cancel,
     Redeem,
     /// Written by whoever first notices a passed deadline.
@@ -321,7 +325,10 @@ mod tests {
         assert_eq!(redeemed.expires_at, None);
         assert!(matches!(
             redeemed.apply(&Action::Redeem, T0 + 5, &d),
-            Err(DomainError::NotAllowed { state: "REDEEMED", .. })
+            Err(DomainError::NotAllowed {
+                state: "REDEEMED",
+                ..
+            })
         ));
     }
 
@@ -355,16 +362,22 @@ mod tests {
         let mut finals = Vec::new();
         for (from, action) in [
             (&confirmed, Action::Redeem),
-            (&scanned, Action::Deny {
-                user_id: "alice".into(),
-            }),
+            (
+                &scanned,
+                Action::Deny {
+                    user_id: "alice".into(),
+                },
+            ),
             (&pending, Action::Cancel),
         ] {
             finals.push(write(from.apply(&action, T0, &d).unwrap()));
         }
         let expired = write(pending.apply(&Action::Expire, T0 + 120_000, &d).unwrap());
         finals.push(expired);
-        for rec in [&pending, &scanned, &confirmed].into_iter().chain(finals.iter()) {
+        for rec in [&pending, &scanned, &confirmed]
+            .into_iter()
+            .chain(finals.iter())
+        {
             for action in &actions {
                 let ok = allowed.contains(&(rec.state, action.name()));
                 let result = rec.apply(action, T0 + 1, &d);
@@ -382,7 +395,10 @@ mod tests {
         assert_eq!(rec.effective_state(late), LoginState::Expired);
         assert!(matches!(
             rec.apply(&Action::Scan(alice()), late, &d),
-            Err(DomainError::Expired { state: "PENDING", .. })
+            Err(DomainError::Expired {
+                state: "PENDING",
+                ..
+            })
         ));
         assert!(rec.apply(&Action::Expire, late - 1, &d).is_err());
         let seen = rec.as_seen_at(late);

@@ -86,7 +86,11 @@ pub fn with_token<T>(msg: T, token: &str) -> Request<T> {
     req
 }
 
-pub async fn scan(c: &mut Client, id: &str, token: &str) -> Result<pb::ScanLoginSessionResponse, Status> {
+pub async fn scan(
+    c: &mut Client,
+    id: &str,
+    token: &str,
+) -> Result<pb::ScanLoginSessionResponse, Status> {
     c.scan_login_session(with_token(
         pb::ScanLoginSessionRequest {
             session_id: id.into(),
@@ -181,6 +185,8 @@ pub async fn scanned(h: &mut Harness) -> Created {
 pub async fn confirmed(h: &mut Harness) -> Created {
     let s = scanned(h).await;
     let token = h.alice();
-    confirm(&mut h.client, &s.id, &token).await.expect("confirm");
+    confirm(&mut h.client, &s.id, &token)
+        .await
+        .expect("confirm");
     s
 }
