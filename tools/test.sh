@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Runs every test of the project, from a fresh clone on a fresh Debian machine
+# with only the Rust toolchain, Python 3 and Node present:
+#
+#   1. installs the pinned tools (tools/bootstrap.sh --all)
+#   2. cargo fmt --check, cargo clippy -D warnings
+#   3. cargo test: unit and integration tests (real nats-server per test)
+#   4. Kubernetes manifests: kustomize, kubernetes-validate --strict, invariants
+#   5. the local cluster (NATS, auth, two edges, HAProxy): end-to-end script
+#   6. browser tests (Debian's Chromium driven by playwright-core)
+#
+# Ends with one line `total: N passed, N failed` and exits non-zero if any
+# check failed.
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+export PATH="$ROOT/.tools/bin:$PATH"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+LOGDIR="$ROOT/artifacts/test-logs"
+mkdir -p "$LOGDIR"
+
+passed=0
+failed=0
+failures=()
+started=$(date +%s)
+
+stage() { printf '\n=== %s (%ss)\n' "$1" "$(($(date +%s) - started))"; }
+
+# Adds a step's own test counts (from its `N passed, N failed` lines, or
+# cargo's `test result:` lines) to the totals; a step that failed without
+# reporting a failed test counts as one failure.
+account() {
+  local name="$1" status="$2" log="$3" p=0 f=0 line
+  if [[ "$name" == cargo-test ]]; then
+    read -r p f < <(awk '/^test result: /{ for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } } END { print p + 0, f + 0 }' "$log")
+  else
+    line=$(grep -E '[0-9]+ passed, [0-9]+ failed' "$log" | tail -1 || true)
+    if [[ -n "$line" ]]; then
+      p=$(grep -oE '[0-9]+ passed' <<<"$line" | grep -oE '[0-9]+')
+      f=$(grep -oE '[0-9]+ failed' <<<"$line" | grep -oE '[0-9]+')
+    elif [[ "$status" == 0 ]]; then
+      p=1
+    fi
+  fi
+  p=${p:-0}; f=${f:-0}
+  if [[ "$status" != 0 && "$f" == 0 ]]; then f=1; fi
+  passed=$((passed + p))
+  failed=$((failed + f))
+  if [[ "$status" != 0 ]]; then failures+=("$name (log: ${log#"$ROOT"/})"); fi
+  echo "--- $name: exit $status, $p passed, $f failed"
+}
+
+run_step() {
+  local name="$1"; shift
+  local log="$LOGDIR/$name.log"
+  stage "$name"
+  "$@" 2>&1 | tee "$log"
+  local status=${PIPESTATUS[0]}
+  account "$name" "$status" "$log"
+  return "$status"
+}
+
+run_step bootstrap tools/bootstrap.sh --all || { echo "bootstrap failed; cannot go on"; exit 1; }
+run_step fmt cargo fmt --all -- --check
+run_step clippy cargo clippy --workspace --all-targets --locked -- -D warnings
+run_step cargo-test cargo test --workspace --locked
+run_step k8s deploy/k8s/check.sh
+run_step e2e deploy/local/e2e.sh --start --stop
+run_step browser deploy/local/browser-test.sh --start --stop
+
+total_secs=$(($(date +%s) - started))
+echo
+echo "=== summary (${total_secs}s)"
+for f in "${failures[@]}"; do echo "FAILED: $f"; done
+echo "total: $passed passed, $failed failed"
+[[ "$failed" == 0 ]]
