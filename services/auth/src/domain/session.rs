@@ -436,4 +436,61 @@ mod tests {
         let back: SessionRecord = serde_json::from_str(&json).unwrap();
         assert_eq!(back, rec);
     }
+
+    /// Random walks over every action at random times: no panic, a final
+    /// state never changes, `expires_at` is set exactly in waiting states,
+    /// and time only moves forward in the record.
+    #[test]
+    fn random_walks_keep_the_invariants() {
+        use rand::Rng as _;
+        let d = Deadlines {
+            pending: Duration::from_millis(50),
+            scanned: Duration::from_millis(50),
+            confirmed: Duration::from_millis(50),
+        };
+        let mut rng = rand::rng();
+        let bob = PhoneUser {
+            id: "bob".into(),
+            display_name: "Bob".into(),
+        };
+        for _ in 0..2000 {
+            let (mut rec, _) = fresh();
+            let mut now = T0;
+            for _ in 0..12 {
+                now += rng.random_range(0..40);
+                let action = match rng.random_range(0..8) {
+                    0 => Action::Scan(alice()),
+                    1 => Action::Scan(bob.clone()),
+                    2 => Action::Confirm {
+                        user_id: "alice".into(),
+                    },
+                    3 => Action::Confirm {
+                        user_id: "bob".into(),
+                    },
+                    4 => Action::Deny {
+                        user_id: "alice".into(),
+                    },
+                    5 => Action::Cancel,
+                    6 => Action::Redeem,
+                    _ => Action::Expire,
+                };
+                let before = rec.clone();
+                if let Ok(Outcome::Write(next)) = rec.apply(&action, now, &d) {
+                    assert!(
+                        !before.state.is_final(),
+                        "{:?} left a final state",
+                        before.state
+                    );
+                    assert!(next.updated_at >= before.updated_at);
+                    assert_eq!(next.expires_at.is_none(), next.state.is_final());
+                    assert_eq!(next.secret_sha256, before.secret_sha256);
+                    assert_eq!(next.browser, before.browser);
+                    if next.state != LoginState::Scanned && before.user.is_some() {
+                        assert_eq!(next.user, before.user, "the scanner never changes");
+                    }
+                    rec = next;
+                }
+            }
+        }
+    }
 }
