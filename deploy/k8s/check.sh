@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# Offline checks of the Kubernetes manifests and the container build. No
+# cluster and no container engine needed; uses the pinned tools of
+# tools/bootstrap.sh (.tools/) and kubectl.
+#
+#   deploy/k8s/check.sh
+#
+# 1. `kubectl kustomize` renders base and every overlay.
+# 2. Every rendered object validates (kubernetes-validate --strict) against
+#    Kubernetes 1.30, the oldest version we support (lifecycle.preStop.sleep
+#    is GA there), and against the newest schema the validator ships. So do
+#    the Secrets make-secrets.sh would create.
+# 3. The invariant test deploy/k8s/test_manifests.py (see its docstring).
+# 4. Shell scripts parse (bash -n; shellcheck and hadolint too when present).
+#
+# Prints one line per check, then `N passed, N failed`; exits 1 on any failure.
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+K8S="$ROOT/deploy/k8s"
+TOOLS="$ROOT/.tools"
+PY="$TOOLS/venv/bin/python"
+VALIDATE="$TOOLS/bin/kubernetes-validate"
+KUBECTL="${KUBECTL:-kubectl}"
+OLDEST_K8S="1.30.0"
+
+passed=0
+failed=0
+skipped=0
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+
+ok() { passed=$((passed + 1)); echo "ok   $*"; }
+bad() { failed=$((failed + 1)); echo "FAIL $*"; }
+skip() { skipped=$((skipped + 1)); echo "skip $*"; }
+
+# check NAME -- COMMAND...: runs COMMAND, shows its output only on failure.
+check() {
+  local name="$1"
+  shift 2
+  if "$@" >"$work/out" 2>&1; then
+    ok "$name"
+  else
+    bad "$name"
+    sed 's/^/       /' "$work/out" | tail -40
+  fi
+}
+
+# keys_ok DIR: the private keys are Ed25519 and readable by the owner only.
+keys_ok() {
+  local key
+  for key in "$1/access-token.pem" "$1/user-token.pem"; do
+    openssl pkey -in "$key" -noout -text | grep -q '^ED25519 Private-Key' || return 1
+    [[ "$(stat -c %a "$key")" == 600 ]] || { echo "$key is not mode 600"; return 1; }
+  done
+  openssl pkey -pubin -in "$1/user-token.pub.pem" -noout
+}
+
+# auth_signs BINARY DIR: qrlogin-auth reads the generated key and prints a JWT.
+auth_signs() {
+  local token
+  token="$("$1" dev-token --key "$2/user-token.pem" --sub alice --name Alice)" || return 1
+  [[ "$token" =~ ^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$ ]] || { echo "not a JWT: $token"; return 1; }
+}
+
+for tool in "$PY" "$VALIDATE"; do
+  if [[ ! -x "$tool" ]]; then
+    echo "check.sh: $tool missing; run tools/bootstrap.sh" >&2
+    echo "0 passed, 1 failed"
+    exit 1
+  fi
+done
+if ! command -v "$KUBECTL" >/dev/null; then
+  echo "check.sh: kubectl not found" >&2
+  echo "0 passed, 1 failed"
+  exit 1
+fi
+
+newest="$("$PY" -c 'import kubernetes_validate.utils as u; print(u.latest_version())')"
+
+# 1 + 2: render and validate.
+renderings=(base overlays/dev overlays/prod)
+for dir in "${renderings[@]}"; do
+  file="$work/$(basename "$dir").yaml"
+  check "kustomize $dir" -- "$KUBECTL" kustomize "$K8S/$dir" -o "$file"
+  [[ -s "$file" ]] || continue
+  for version in "$OLDEST_K8S" "$newest"; do
+    check "validate $dir against Kubernetes ${version%.0} (strict)" -- \
+      "$VALIDATE" --strict --quiet -k "$version" "$file"
+  done
+done
+
+secrets="$work/secrets.yaml"
+if "$K8S/make-secrets.sh" --out "$work/keys" --dev --dry-run >"$secrets" 2>"$work/out"; then
+  for version in "$OLDEST_K8S" "$newest"; do
+    check "validate make-secrets.sh Secrets against Kubernetes ${version%.0} (strict)" -- \
+      "$VALIDATE" --strict --quiet -k "$version" "$secrets"
+  done
+  check "make-secrets.sh keys are Ed25519 and private (0600)" -- keys_ok "$work/keys"
+  # The auth binary must accept the generated key format when it is built.
+  auth_bin=""
+  for candidate in "$ROOT/target/release/qrlogin-auth" "$ROOT/target/debug/qrlogin-auth"; do
+    [[ -x "$candidate" ]] && { auth_bin="$candidate"; break; }
+  done
+  if [[ -n "$auth_bin" ]]; then
+    check "qrlogin-auth signs with a make-secrets.sh key ($(basename "$(dirname "$auth_bin")") build)" -- \
+      auth_signs "$auth_bin" "$work/keys"
+  else
+    skip "qrlogin-auth signs with a make-secrets.sh key (no qrlogin-auth binary built)"
+  fi
+else
+  bad "make-secrets.sh --dry-run"
+  sed 's/^/       /' "$work/out"
+fi
+
+# 3: invariants. Its own checks count one by one.
+"$PY" "$K8S/test_manifests.py" >"$work/invariants" 2>&1
+rc=$?
+grep -v -E '^[0-9]+ passed, [0-9]+ failed' "$work/invariants"
+summary="$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$work/invariants" | tail -1)"
+if [[ "$summary" =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed(,\ ([0-9]+)\ skipped)? ]]; then
+  passed=$((passed + BASH_REMATCH[1]))
+  failed=$((failed + BASH_REMATCH[2]))
+  skipped=$((skipped + ${BASH_REMATCH[4]:-0}))
+  if ((rc != 0 && BASH_REMATCH[2] == 0)); then
+    bad "test_manifests.py exited $rc"
+  fi
+else
+  bad "test_manifests.py did not finish (exit $rc)"
+fi
+
+# 4: scripts and Dockerfile.
+for script in "$K8S/make-secrets.sh" "$K8S/check.sh"; do
+  check "bash -n ${script#"$ROOT"/}" -- bash -n "$script"
+done
+# find_tool NAME: the project's copy first, then PATH.
+find_tool() {
+  local candidate
+  for candidate in "$TOOLS/bin/$1" "$TOOLS/venv/bin/$1"; do
+    [[ -x "$candidate" ]] && { echo "$candidate"; return; }
+  done
+  command -v "$1" || true
+}
+shellcheck="$(find_tool shellcheck)"
+if [[ -n "$shellcheck" ]]; then
+  check "shellcheck deploy/k8s/*.sh" -- "$shellcheck" "$K8S/make-secrets.sh" "$K8S/check.sh"
+else
+  skip "shellcheck (not installed)"
+fi
+hadolint="$(find_tool hadolint)"
+if [[ -n "$hadolint" ]]; then
+  check "hadolint deploy/docker/Dockerfile" -- "$hadolint" "$ROOT/deploy/docker/Dockerfile"
+else
+  skip "hadolint (not installed)"
+fi
+
+echo "$passed passed, $failed failed, $skipped skipped"
+((failed == 0))

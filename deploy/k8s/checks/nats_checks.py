@@ -1,0 +1,173 @@
+"""The NATS server configuration carried in the rendered ConfigMap.
+
+Structure (routes name every StatefulSet pod through the headless Service,
+JetStream stores on the persistent volume, ports agree with the probes) is
+checked in Python; syntax and meaning by the pinned nats-server itself:
+`nats-server -t`, and a real start of the single-server configuration with
+its ports moved to free loopback ports, until /healthz?js-enabled-only=true
+answers 200.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import code_config as cc
+import manifest_model as m
+
+NATS_SERVER = Path(__file__).resolve().parents[3] / ".tools/bin/nats-server"
+ROUTES_RE = re.compile(r"\broutes\s*[:=]?\s*\[(.*?)\]", re.S)
+CLUSTER_RE = re.compile(r"^\s*cluster\s*[:=]?\s*\{", re.M)
+STORE_RE = re.compile(r"\bstore_dir\s*[:=]?\s*\"?([^\s\"]+)")
+# nats-server's defaults when the configuration does not say.
+LAME_DUCK_DEFAULTS = {"lame_duck_duration": "2m", "lame_duck_grace_period": "10s"}
+
+
+def _config_of(objs, sts) -> tuple[str | None, list[str]]:
+    """The nats.conf text the StatefulSet's command reads."""
+    c = next(c for c in m.containers(sts, init=False) if m.is_nats(c))
+    args = (c.get("command") or []) + (c.get("args") or [])
+    path = next((args[i + 1] for i, a in enumerate(args[:-1]) if a in ("--config", "-c")), None)
+    if path is None:
+        return None, [f"{m.name_of(sts)}: nats-server is started without --config"]
+    mount = next((vm for vm in c.get("volumeMounts", []) if path.startswith(vm["mountPath"] + "/")), None)
+    if mount is None:
+        return None, [f"{m.name_of(sts)}: {path} is on no mounted volume"]
+    volume = next(v for v in m.pod_spec(sts)["volumes"] if v["name"] == mount["name"])
+    cm_name = (volume.get("configMap") or {}).get("name")
+    cm = next((o for o in objs if o.get("kind") == "ConfigMap" and o["metadata"]["name"] == cm_name), None)
+    key = path[len(mount["mountPath"]) + 1 :]
+    if cm is None or key not in (cm.get("data") or {}):
+        return None, [f"{m.name_of(sts)}: ConfigMap {cm_name} has no {key}"]
+    return cm["data"][key], []
+
+
+def structure(objs, sts, conf: str) -> list[str]:
+    bad = []
+    replicas = sts["spec"].get("replicas", 1)
+    name = sts["metadata"]["name"]
+    headless = sts["spec"].get("serviceName")
+    svc = next((o for o in objs if o.get("kind") == "Service" and o["metadata"]["name"] == headless), None)
+    if svc is None or svc["spec"].get("clusterIP") != "None":
+        bad.append(f"{m.name_of(sts)}: serviceName {headless!r} is not a headless Service")
+    elif not svc["spec"].get("publishNotReadyAddresses"):
+        bad.append(f"Service/{headless}: publishNotReadyAddresses must be true for the cluster to form")
+    c = next(c for c in m.containers(sts, init=False) if m.is_nats(c))
+    ports = m.container_ports(c)
+    routes_block = ROUTES_RE.search(conf)
+    if replicas > 1:
+        if not CLUSTER_RE.search(conf) or routes_block is None:
+            bad.append(f"{m.name_of(sts)}: {replicas} replicas but no cluster routes")
+        else:
+            routes = set(re.findall(r"nats://([^\s,\]]+)", routes_block.group(1)))
+            want = {f"{name}-{i}.{headless}:{ports.get('cluster')}" for i in range(replicas)}
+            if routes != want:
+                bad.append(f"{m.name_of(sts)}: routes {sorted(routes)} != {sorted(want)}")
+    elif routes_block is not None:
+        bad.append(f"{m.name_of(sts)}: a single server must not wait for route peers")
+    # The preStop hook starts lame duck mode; the kubelet must not kill the
+    # server before it has moved its clients away.
+    lame = 0.0
+    for key, default in LAME_DUCK_DEFAULTS.items():
+        found = re.search(rf"\b{key}\s*[:=]\s*\"?(\w+)", conf)
+        lame += cc.parse_duration(found.group(1) if found else default)
+    grace = m.pod_spec(sts).get("terminationGracePeriodSeconds", 30)
+    if grace <= lame:
+        bad.append(f"{m.name_of(sts)}: terminationGracePeriodSeconds {grace} <= lame duck mode ({lame:.0f} s)")
+    if "jetstream" not in conf:
+        bad.append(f"{m.name_of(sts)}: JetStream is not enabled")
+    store = STORE_RE.search(conf)
+    claims = {t["metadata"]["name"] for t in sts["spec"].get("volumeClaimTemplates", [])}
+    mounts = {vm["mountPath"]: vm["name"] for vm in c.get("volumeMounts", [])}
+    if store is None or not any(store.group(1).startswith(p) and n in claims for p, n in mounts.items()):
+        bad.append(f"{m.name_of(sts)}: JetStream store_dir is not on a volumeClaimTemplate")
+    for port_name, pattern in (("client", r"\blisten\s*[:=]\s*[\d.]*:(\d+)"),
+                               ("monitor", r"\bhttp\s*[:=]\s*[\d.]*:(\d+)")):
+        found = re.search(pattern, conf)
+        if found is None or int(found.group(1)) != ports.get(port_name):
+            bad.append(f"{m.name_of(sts)}: config {port_name} port does not match containerPort {port_name}")
+    return bad
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def syntax(conf: str, pod_name: str) -> list[str]:
+    if not NATS_SERVER.exists():
+        return [f"{NATS_SERVER} missing (run tools/bootstrap.sh)"]
+    with tempfile.NamedTemporaryFile("w", suffix=".conf") as f:
+        f.write(conf)
+        f.flush()
+        out = subprocess.run([str(NATS_SERVER), "-t", "-c", f.name], capture_output=True, text=True,
+                             env={**os.environ, "POD_NAME": pod_name}, timeout=30)
+    return [] if out.returncode == 0 else [(out.stdout + out.stderr).strip()]
+
+
+def boots(conf: str, pod_name: str, timeout: float = 20.0) -> list[str]:
+    """Start the configuration for real, its ports, store and pid file moved
+    to free loopback ports and a temporary directory, and wait for JetStream
+    to report healthy."""
+    with tempfile.TemporaryDirectory() as tmp:
+        monitor = _free_port()
+        moved = {
+            "listen": f"127.0.0.1:{_free_port()}",
+            "http": f"127.0.0.1:{monitor}",
+            "store_dir": f"{tmp}/store",
+            "pid_file": f"{tmp}/nats.pid",
+        }
+        for key, value in moved.items():
+            conf, found = re.subn(rf"^(\s*{key}\s*[:=]\s*)\S+",
+                                  lambda hit, v=value: f'{hit.group(1)}"{v}"', conf, flags=re.M)
+            if found != 1:
+                return [f"cannot move {key} for the test: {found} occurrences"]
+        conf_path = Path(tmp, "nats.conf")
+        conf_path.write_text(conf)
+        proc = subprocess.Popen([str(NATS_SERVER), "-c", str(conf_path)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True, env={**os.environ, "POD_NAME": pod_name})
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if proc.poll() is not None:
+                    return [f"nats-server exited: {proc.stderr.read().strip()[-500:]}"]
+                try:
+                    url = f"http://127.0.0.1:{monitor}/healthz?js-enabled-only=true"
+                    with urllib.request.urlopen(url, timeout=2) as resp:
+                        if resp.status == 200:
+                            return []
+                except (urllib.error.URLError, ConnectionError):
+                    pass
+                time.sleep(0.1)
+            return [f"JetStream not healthy after {timeout:.0f} s"]
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def run(objs):
+    """(check name, problems) for every NATS StatefulSet in a rendering."""
+    for sts in m.workload_for(objs, "nats"):
+        conf, problems = _config_of(objs, sts)
+        label = f"nats config of {m.name_of(sts)}"
+        if conf is None:
+            yield label, problems
+            continue
+        pod = f"{sts['metadata']['name']}-0"
+        yield f"{label}: structure", structure(objs, sts, conf)
+        yield f"{label}: nats-server -t", syntax(conf, pod)
+        if sts["spec"].get("replicas", 1) == 1:
+            yield f"{label}: boots, JetStream healthy", boots(conf, pod)
