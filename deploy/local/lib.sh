@@ -1,0 +1,324 @@
+# shellcheck shell=bash
+# shellcheck disable=SC2034  # variables here are used by the scripts that source this file
+# Shared definitions of the local cluster: ports, paths, and how to start,
+# stop and wait for each component. Sourced by up.sh, down.sh, ctl.sh and
+# e2e.sh so that all of them agree on what "edge-1" or "nats" means.
+#
+# Every port can be changed through the environment (see below). Any other
+# QRLOGIN_* variable in the environment (QRLOGIN_PENDING_TTL,
+# QRLOGIN_LONG_POLL_MAX, QRLOGIN_LOG_FORMAT, ...) reaches the services as it
+# is, which is how tests shorten deadlines.
+
+LOCAL_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$LOCAL_DIR/../.." && pwd)"
+RUN_DIR="$LOCAL_DIR/run"
+PID_DIR="$RUN_DIR/pids"
+LOG_DIR="$RUN_DIR/logs"
+KEY_DIR="$RUN_DIR/keys"
+NATS_STORE="$RUN_DIR/nats"
+CLUSTER_ENV="$RUN_DIR/cluster.env"
+
+# A running cluster records the settings it was started with; scripts that
+# act on it (ctl.sh, e2e.sh, down.sh) read them back so they find the same
+# ports even when the caller's environment differs.
+if [[ -z "${QRLOGIN_LOCAL_IGNORE_RUNNING:-}" && -f "$CLUSTER_ENV" ]]; then
+  # shellcheck disable=SC1090
+  source "$CLUSTER_ENV"
+fi
+
+: "${QRLOGIN_LOCAL_BIND:=127.0.0.1}"
+: "${QRLOGIN_LOCAL_HTTP_PORT:=8080}"
+: "${QRLOGIN_LOCAL_STATS_PORT:=8404}"
+: "${QRLOGIN_LOCAL_EDGE1_PORT:=8081}"
+: "${QRLOGIN_LOCAL_EDGE2_PORT:=8082}"
+: "${QRLOGIN_LOCAL_AUTH_PORT:=50051}"
+: "${QRLOGIN_LOCAL_NATS_PORT:=4222}"
+: "${QRLOGIN_LOCAL_NATS_MONITOR_PORT:=8222}"
+: "${QRLOGIN_LOCAL_PUBLIC_URL:=http://127.0.0.1:${QRLOGIN_LOCAL_HTTP_PORT}}"
+: "${QRLOGIN_LOCAL_BIN_DIR:=$ROOT/target/release}"
+
+TOOLS_BIN="$ROOT/.tools/bin"
+AUTH_BIN="$QRLOGIN_LOCAL_BIN_DIR/qrlogin-auth"
+EDGE_BIN="$QRLOGIN_LOCAL_BIN_DIR/qrlogin-edge"
+NATS_BIN="$TOOLS_BIN/nats-server"
+HAPROXY_BIN="$(command -v haproxy 2>/dev/null || echo /usr/sbin/haproxy)"
+
+HTTP_URL="$QRLOGIN_LOCAL_PUBLIC_URL"
+EDGE1_URL="http://127.0.0.1:${QRLOGIN_LOCAL_EDGE1_PORT}"
+EDGE2_URL="http://127.0.0.1:${QRLOGIN_LOCAL_EDGE2_PORT}"
+AUTH_ADDR="127.0.0.1:${QRLOGIN_LOCAL_AUTH_PORT}"
+NATS_URL="nats://127.0.0.1:${QRLOGIN_LOCAL_NATS_PORT}"
+NATS_MONITOR_URL="http://127.0.0.1:${QRLOGIN_LOCAL_NATS_MONITOR_PORT}"
+STATS_URL="http://127.0.0.1:${QRLOGIN_LOCAL_STATS_PORT}/"
+
+# Start order; stop runs it backwards.
+COMPONENTS=(nats auth edge-1 edge-2 haproxy)
+
+log() { printf 'local: %s\n' "$*" >&2; }
+die() { printf 'local: error: %s\n' "$*" >&2; exit 1; }
+
+save_cluster_env() {
+  mkdir -p "$RUN_DIR"
+  {
+    echo "# Written by deploy/local/up.sh: the settings of the running cluster."
+    local v
+    for v in QRLOGIN_LOCAL_BIND QRLOGIN_LOCAL_HTTP_PORT QRLOGIN_LOCAL_STATS_PORT \
+      QRLOGIN_LOCAL_EDGE1_PORT QRLOGIN_LOCAL_EDGE2_PORT QRLOGIN_LOCAL_AUTH_PORT \
+      QRLOGIN_LOCAL_NATS_PORT QRLOGIN_LOCAL_NATS_MONITOR_PORT QRLOGIN_LOCAL_PUBLIC_URL \
+      QRLOGIN_LOCAL_BIN_DIR; do
+      printf '%s=%q\n' "$v" "${!v}"
+    done
+    # Service overrides given to up.sh, so that a restarted component gets them too.
+    while IFS='=' read -r name _; do
+      [[ "$name" == QRLOGIN_LOCAL_* ]] && continue
+      printf 'export %s=%q\n' "$name" "${!name}"
+    done < <(env | grep -E '^QRLOGIN_[A-Z0-9_]+=' || true)
+  } >"$CLUSTER_ENV"
+}
+
+# --- processes ----------------------------------------------------------------
+
+pid_file() { echo "$PID_DIR/$1.pid"; }
+
+# Prints the pid of a running component, or nothing.
+component_pid() {
+  local f pid
+  f="$(pid_file "$1")"
+  [[ -f "$f" ]] || return 0
+  pid="$(cat "$f")"
+  if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then echo "$pid"; fi
+}
+
+is_running() { [[ -n "$(component_pid "$1")" ]]; }
+
+# True when something accepts TCP connections on 127.0.0.1:PORT.
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# True when PORT can be bound on the configured address (nothing else holds it).
+port_free() {
+  python3 - "$QRLOGIN_LOCAL_BIND" "$1" <<'PY' 2>/dev/null
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.close()
+PY
+}
+
+# The variables that hold a component's ports.
+component_port_vars() {
+  case "$1" in
+    nats) echo QRLOGIN_LOCAL_NATS_PORT QRLOGIN_LOCAL_NATS_MONITOR_PORT ;;
+    auth) echo QRLOGIN_LOCAL_AUTH_PORT ;;
+    edge-1) echo QRLOGIN_LOCAL_EDGE1_PORT ;;
+    edge-2) echo QRLOGIN_LOCAL_EDGE2_PORT ;;
+    haproxy) echo QRLOGIN_LOCAL_HTTP_PORT QRLOGIN_LOCAL_STATS_PORT ;;
+    *) die "unknown component '$1' (one of: ${COMPONENTS[*]})" ;;
+  esac
+}
+
+# Fails with a message naming each taken port and the variable that moves it.
+check_ports_free() {
+  local c var taken=()
+  for c in "$@"; do
+    for var in $(component_port_vars "$c"); do
+      if ! port_free "${!var}"; then
+        log "port ${!var} ($c) is already in use on $QRLOGIN_LOCAL_BIND; choose another with $var=<port>"
+        taken+=("$var")
+      fi
+    done
+  done
+  if ((${#taken[@]})); then
+    die "cannot start: ${#taken[@]} port(s) taken (see above); stop what holds them or set ${taken[*]}"
+  fi
+}
+
+# Runs a command in its own session (so a Ctrl-C in the terminal reaches only
+# up.sh, which then stops everything in order), logs to run/logs/NAME.log and
+# records its pid.
+spawn() {
+  local name="$1"
+  shift
+  mkdir -p "$PID_DIR" "$LOG_DIR"
+  printf '\n==== %s start %s ====\n' "$name" "$(date -u +%FT%TZ)" >>"$LOG_DIR/$name.log"
+  # NO_COLOR: plain log files, without terminal colour codes.
+  NO_COLOR=1 setsid "$@" >>"$LOG_DIR/$name.log" 2>&1 </dev/null &
+  echo $! >"$(pid_file "$name")"
+  # Not a job of this shell: its end is watched through the pid file, and
+  # bash should not report "Killed" when ctl.sh kills it on purpose.
+  disown $!
+}
+
+start_nats() {
+  mkdir -p "$NATS_STORE"
+  spawn nats "$NATS_BIN" --jetstream --store_dir "$NATS_STORE" \
+    --addr 127.0.0.1 --port "$QRLOGIN_LOCAL_NATS_PORT" \
+    --http_port "$QRLOGIN_LOCAL_NATS_MONITOR_PORT" --server_name qrlogin-local
+}
+
+start_auth() {
+  spawn auth env \
+    QRLOGIN_AUTH_LISTEN="127.0.0.1:$QRLOGIN_LOCAL_AUTH_PORT" \
+    QRLOGIN_NATS_URL="$NATS_URL" \
+    QRLOGIN_PUBLIC_BASE_URL="$QRLOGIN_LOCAL_PUBLIC_URL" \
+    QRLOGIN_USER_TOKEN_PUBLIC_KEY_FILE="$KEY_DIR/user-token.pub.pem" \
+    QRLOGIN_ACCESS_TOKEN_PRIVATE_KEY_FILE="$KEY_DIR/access-token.pem" \
+    "$AUTH_BIN" serve
+}
+
+# Every client of the local cluster comes from 127.0.0.1, so the per-IP create
+# limit (30 a minute by default, meant for the public) is raised to 600 unless
+# QRLOGIN_CREATE_RATE_PER_IP says otherwise.
+#
+# Origins a browser may open the WebSocket from: the public URL and its
+# localhost / 127.0.0.1 twin, so both spellings work in a local browser.
+allowed_origins() {
+  local port="$QRLOGIN_LOCAL_HTTP_PORT"
+  local list="$QRLOGIN_LOCAL_PUBLIC_URL,http://127.0.0.1:$port,http://localhost:$port"
+  echo "${QRLOGIN_ALLOWED_ORIGINS:-$list}"
+}
+
+start_edge() {
+  local name="$1" port
+  case "$name" in
+    edge-1) port="$QRLOGIN_LOCAL_EDGE1_PORT" ;;
+    edge-2) port="$QRLOGIN_LOCAL_EDGE2_PORT" ;;
+    *) die "unknown edge '$name'" ;;
+  esac
+  spawn "$name" env \
+    QRLOGIN_EDGE_LISTEN="$QRLOGIN_LOCAL_BIND:$port" \
+    QRLOGIN_NODE_NAME="$name" \
+    QRLOGIN_AUTH_URL="http://$AUTH_ADDR" \
+    QRLOGIN_NATS_URL="$NATS_URL" \
+    QRLOGIN_WEB_DIR="$ROOT/web" \
+    QRLOGIN_PUBLIC_BASE_URL="$QRLOGIN_LOCAL_PUBLIC_URL" \
+    QRLOGIN_DEV_USER_TOKEN_KEY_FILE="$KEY_DIR/user-token.pem" \
+    QRLOGIN_CREATE_RATE_PER_IP="${QRLOGIN_CREATE_RATE_PER_IP:-600}" \
+    QRLOGIN_ALLOWED_ORIGINS="$(allowed_origins)" \
+    QRLOGIN_TRUSTED_PROXIES="${QRLOGIN_TRUSTED_PROXIES:-127.0.0.1/32}" \
+    "$EDGE_BIN"
+}
+
+render_haproxy_cfg() {
+  mkdir -p "$RUN_DIR"
+  sed -e "s|@BIND@|$QRLOGIN_LOCAL_BIND|g" \
+    -e "s|@HTTP_PORT@|$QRLOGIN_LOCAL_HTTP_PORT|g" \
+    -e "s|@STATS_PORT@|$QRLOGIN_LOCAL_STATS_PORT|g" \
+    -e "s|@EDGE1_PORT@|$QRLOGIN_LOCAL_EDGE1_PORT|g" \
+    -e "s|@EDGE2_PORT@|$QRLOGIN_LOCAL_EDGE2_PORT|g" \
+    "$LOCAL_DIR/haproxy.cfg.in" >"$RUN_DIR/haproxy.cfg"
+  "$HAPROXY_BIN" -c -q -f "$RUN_DIR/haproxy.cfg" || die "HAProxy rejected $RUN_DIR/haproxy.cfg"
+}
+
+start_haproxy() {
+  render_haproxy_cfg
+  # -db: stay in the foreground (no daemon), so the recorded pid is HAProxy's.
+  spawn haproxy "$HAPROXY_BIN" -db -f "$RUN_DIR/haproxy.cfg"
+}
+
+start_component() {
+  case "$1" in
+    nats) start_nats ;;
+    auth) start_auth ;;
+    edge-1 | edge-2) start_edge "$1" ;;
+    haproxy) start_haproxy ;;
+    *) die "unknown component '$1' (one of: ${COMPONENTS[*]})" ;;
+  esac
+}
+
+http_ok() { curl -fsS -o /dev/null --max-time 2 "$1" 2>/dev/null; }
+
+component_ready() {
+  case "$1" in
+    nats) http_ok "$NATS_MONITOR_URL/healthz?js-enabled-only=true" ;;
+    auth) port_open "$QRLOGIN_LOCAL_AUTH_PORT" ;;
+    edge-1) http_ok "$EDGE1_URL/readyz" ;;
+    edge-2) http_ok "$EDGE2_URL/readyz" ;;
+    haproxy) http_ok "$HTTP_URL/readyz" && port_open "$QRLOGIN_LOCAL_STATS_PORT" ;;
+  esac
+}
+
+# Waits until a component answers its readiness check; fails early when the
+# process died, pointing at its log.
+wait_ready() {
+  local name="$1" timeout="${2:-30}" deadline
+  deadline=$((SECONDS + timeout))
+  until component_ready "$name"; do
+    if ! is_running "$name"; then
+      log "$name exited during start-up; last lines of $LOG_DIR/$name.log:"
+      tail -n 20 "$LOG_DIR/$name.log" >&2 || true
+      return 1
+    fi
+    if ((SECONDS >= deadline)); then
+      log "$name not ready after ${timeout}s; see $LOG_DIR/$name.log"
+      return 1
+    fi
+    sleep 0.2
+  done
+}
+
+# Stops one component: SIGTERM (graceful: edges drain), then SIGKILL after
+# the grace period.
+stop_component() {
+  local name="$1" grace="${2:-20}" pid deadline
+  pid="$(component_pid "$name")"
+  if [[ -n "$pid" ]]; then
+    kill -TERM "$pid" 2>/dev/null || true
+    deadline=$((SECONDS + grace))
+    while kill -0 "$pid" 2>/dev/null; do
+      if ((SECONDS >= deadline)); then
+        log "$name did not stop within ${grace}s; killing it"
+        kill -KILL "$pid" 2>/dev/null || true
+        break
+      fi
+      sleep 0.1
+    done
+  fi
+  rm -f "$(pid_file "$name")"
+}
+
+# Kills one component at once (SIGKILL), as a crash would.
+kill_component() {
+  local name="$1" pid
+  pid="$(component_pid "$name")"
+  if [[ -n "$pid" ]]; then
+    kill -KILL "$pid" 2>/dev/null || true
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+  fi
+  rm -f "$(pid_file "$name")"
+}
+
+# Stops several components together: SIGTERM to all, then SIGKILL to those
+# still running after the grace period. Used for the two edges, which each
+# take up to QRLOGIN_DRAIN_DEADLINE to drain.
+stop_together() {
+  local grace=20 name pid deadline pids=()
+  for name in "$@"; do
+    pid="$(component_pid "$name")"
+    if [[ -n "$pid" ]]; then
+      kill -TERM "$pid" 2>/dev/null || true
+      pids+=("$pid")
+    fi
+  done
+  deadline=$((SECONDS + grace))
+  for pid in "${pids[@]}"; do
+    while kill -0 "$pid" 2>/dev/null; do
+      if ((SECONDS >= deadline)); then
+        log "pid $pid did not stop within ${grace}s; killing it"
+        kill -KILL "$pid" 2>/dev/null || true
+        break
+      fi
+      sleep 0.1
+    done
+  done
+  for name in "$@"; do rm -f "$(pid_file "$name")"; done
+}
+
+# HAProxy first (no new requests), then the edges (they drain together),
+# auth, and NATS last.
+stop_all() {
+  stop_component haproxy
+  stop_together edge-1 edge-2
+  stop_component auth
+  stop_component nats
+}

@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# Starts a local qrlogin cluster of real processes: NATS (JetStream), one auth,
+# two edges (edge-1, edge-2) and HAProxy (round-robin, no affinity) in front.
+#
+#   deploy/local/up.sh              install tools, build, start, stay in the
+#                                   foreground; Ctrl-C or SIGTERM stops all
+#   deploy/local/up.sh --detach     same, but return once everything is ready
+#                                   (stop with deploy/local/down.sh)
+#   deploy/local/up.sh --no-build   skip tools/bootstrap.sh and cargo build
+#
+# Ports (defaults): QRLOGIN_LOCAL_HTTP_PORT (8080, HAProxy),
+# QRLOGIN_LOCAL_STATS_PORT (8404), QRLOGIN_LOCAL_EDGE1_PORT (8081),
+# QRLOGIN_LOCAL_EDGE2_PORT (8082), QRLOGIN_LOCAL_AUTH_PORT (50051),
+# QRLOGIN_LOCAL_NATS_PORT (4222), QRLOGIN_LOCAL_NATS_MONITOR_PORT (8222).
+# QRLOGIN_LOCAL_BIND (127.0.0.1) is where HAProxy and the edges listen; set
+# QRLOGIN_LOCAL_BIND=0.0.0.0 and QRLOGIN_LOCAL_PUBLIC_URL=http://<lan-ip>:8080
+# to scan the QR code with a real phone on the same network.
+# Other QRLOGIN_* variables (e.g. QRLOGIN_PENDING_TTL=15s) reach the services.
+set -euo pipefail
+
+export QRLOGIN_LOCAL_IGNORE_RUNNING=1
+# shellcheck source=deploy/local/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+unset QRLOGIN_LOCAL_IGNORE_RUNNING
+
+detach=0
+build=1
+for arg in "$@"; do
+  case "$arg" in
+    --detach | -d) detach=1 ;;
+    --no-build) build=0 ;;
+    -h | --help)
+      sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'
+      exit 0
+      ;;
+    *) die "unknown option '$arg' (see --help)" ;;
+  esac
+done
+
+for c in "${COMPONENTS[@]}"; do
+  if is_running "$c"; then
+    die "a local cluster is already running ($c has pid $(component_pid "$c")); stop it with deploy/local/down.sh"
+  fi
+done
+
+if ((build)); then
+  log "installing pinned tools and system packages (tools/bootstrap.sh --system)"
+  "$ROOT/tools/bootstrap.sh" --system
+  log "building the services (cargo build --release)"
+  (cd "$ROOT" && cargo build --release -p qrlogin-auth -p qrlogin-edge)
+fi
+
+for bin in "$NATS_BIN" "$AUTH_BIN" "$EDGE_BIN" "$HAPROXY_BIN"; do
+  [[ -x "$bin" ]] || die "$bin is missing; run deploy/local/up.sh without --no-build"
+done
+command -v curl >/dev/null || die "curl is missing; run tools/bootstrap.sh --system"
+
+check_ports_free "${COMPONENTS[@]}"
+
+mkdir -p "$RUN_DIR" "$LOG_DIR" "$PID_DIR"
+if [[ ! -f "$KEY_DIR/user-token.pem" || ! -f "$KEY_DIR/access-token.pem" ]]; then
+  log "generating development keys in $KEY_DIR"
+  "$AUTH_BIN" dev-keygen --out "$KEY_DIR" >/dev/null
+fi
+save_cluster_env
+
+stopping=0
+shutdown() {
+  ((stopping)) && return
+  stopping=1
+  log "stopping (HAProxy, edges drain, auth, NATS)"
+  stop_all
+  log "stopped; logs stay in $LOG_DIR"
+}
+
+# In the foreground a failed start or a signal stops what was started; with
+# --detach only a failed start does.
+trap 'status=$?; if ((status != 0)); then shutdown; fi' EXIT
+trap 'shutdown; exit 130' INT
+trap 'shutdown; exit 143' TERM
+
+for c in "${COMPONENTS[@]}"; do
+  log "starting $c"
+  start_component "$c"
+  wait_ready "$c" 60 || die "$c did not start; the cluster was stopped"
+done
+
+cat <<EOF
+
+qrlogin local cluster is up.
+
+  Login page (demo)    $HTTP_URL/
+  Phone page           $HTTP_URL/phone.html
+  HAProxy stats        $STATS_URL
+  Edges (direct)       edge-1 $EDGE1_URL   edge-2 $EDGE2_URL
+  gRPC (auth)          $AUTH_ADDR    e.g. $TOOLS_BIN/grpcurl -plaintext -import-path $ROOT/proto -proto qrlogin/auth/v1/auth.proto $AUTH_ADDR describe
+  NATS                 $NATS_URL    monitor $NATS_MONITOR_URL/
+  Logs                 $LOG_DIR/{nats,auth,edge-1,edge-2,haproxy}.log
+  Kill/restart one     deploy/local/ctl.sh {kill|stop|start|restart} {nats|auth|edge-1|edge-2|haproxy}
+  End-to-end checks    deploy/local/e2e.sh
+
+EOF
+
+if ((detach)); then
+  trap - EXIT INT TERM
+  echo "Running in the background; stop it with deploy/local/down.sh"
+  exit 0
+fi
+
+echo "Press Ctrl-C to stop."
+# Stay in the foreground and say when a component goes away or comes back
+# (ctl.sh may kill and restart components while the cluster runs).
+declare -A seen_down=()
+while :; do
+  for c in "${COMPONENTS[@]}"; do
+    if is_running "$c"; then
+      if [[ -n "${seen_down[$c]:-}" ]]; then
+        log "$c is running again (pid $(component_pid "$c"))"
+        unset "seen_down[$c]"
+      fi
+    elif [[ -z "${seen_down[$c]:-}" ]]; then
+      log "$c is not running; see $LOG_DIR/$c.log (deploy/local/ctl.sh start $c)"
+      seen_down[$c]=1
+    fi
+  done
+  # Sleep in the background and wait for it, so that signals are handled at once.
+  sleep 1 &
+  wait $! || true
+done

@@ -1,0 +1,86 @@
+/**
+ * qrlogin-client.js: browser client for qrlogin cross-device QR-code login.
+ *
+ * Plain ES modules without dependencies: this file (the API) with
+ * qrlogin-http.js (requests, errors) and qrlogin-watcher.js (transports)
+ * beside it. Serve them from the same origin as the qrlogin edge API
+ * (directly or through your reverse proxy): the browser secret travels in
+ * the HttpOnly cookie that `createLogin()` receives, and that cookie is only
+ * sent to the same origin (SameSite=Strict).
+ *
+ *   import { createLogin, watch, redeem, cancel } from '/qrlogin-client.js';
+ *
+ *   const login = await createLogin();
+ *   // login = { sessionId, qrPayload, qrSvg, snapshot, node }
+ *   //   qrSvg: SVG text of the QR code; qrPayload: the URL it encodes;
+ *   //   snapshot: the session (see below); node: edge that created it.
+ *
+ *   const watcher = watch(login.sessionId, {
+ *     transport: 'auto',          // 'auto' | 'ws' | 'sse' | 'longpoll' | 'poll'
+ *     snapshot: login.snapshot,   // optional: the newest snapshot already known
+ *     onState(snapshot, info) {}, // each newer snapshot; info = { transport }
+ *     onTransport(info) {},       // { transport, status, node, reason, delayMs }
+ *                                 // status: 'connecting' | 'open' | 'held' (node:
+ *                                 // the edge now serving this watcher) |
+ *                                 // 'reconnecting' | 'fallback' | 'closed'
+ *     onError(error) {},          // fatal QrLoginError; the watcher has stopped
+ *     pollIntervalMs: 2000,       // short polling period
+ *     longPollWaitSeconds: 25,    // long-poll hold asked from the server
+ *     baseUrl: '',                // prefix of the API (default: same origin)
+ *   });
+ *   watcher.stop();               // stop watching (no request is sent)
+ *   await watcher.cancel();       // cancel the login (over the WebSocket when
+ *                                 // one is open, else DELETE)
+ *   watcher.transport;            // the transport in use now
+ *   watcher.snapshot;             // the newest snapshot seen
+ *
+ *   const result = await redeem(login.sessionId);
+ *   // { access_token, token_type, expires_at, user: { id, display_name }, node }
+ *   await cancel(login.sessionId); // the CANCELLED snapshot
+ *
+ * A snapshot is the JSON of docs/protocol.md: { session_id, state, version,
+ * expires_at, updated_at, user_display_name, node }, where `node` is the edge
+ * that delivered it. Failed requests reject with QrLoginError { status, code,
+ * message, node }, `code` being the API's stable error code ('network' when
+ * no response came back).
+ *
+ * Behaviour of watch():
+ * - 'auto' starts with WebSocket and falls back to SSE, then long polling,
+ *   then short polling when a transport cannot be established twice in a row
+ *   while the API itself answers (a blocked upgrade, a buffering proxy). An
+ *   explicit transport never falls back.
+ * - Every reconnect resumes from the newest version seen: WebSocket and SSE
+ *   with `?since=`, EventSource's own reconnects with Last-Event-ID, long
+ *   polling with `since`. Reconnects wait with jittered exponential backoff
+ *   (0.5 s doubling up to 15 s); a WebSocket closed with 1012 (node draining)
+ *   comes back after a short jittered delay, and SSE follows the server's
+ *   `retry:`.
+ * - Snapshots are de-duplicated by version: one is new when its version is
+ *   higher, or when it is final and the previous one was not (an edge reports
+ *   a deadline as EXPIRED with the last stored version).
+ * - Watching stops by itself at a final state (REDEEMED, DENIED, CANCELLED,
+ *   EXPIRED), and on errors that retrying cannot fix (unknown session, not
+ *   the creating browser), which are passed to onError.
+ */
+
+import { Watcher } from './qrlogin-watcher.js';
+import { TRANSPORTS, QrLoginError, checkSessionId } from './qrlogin-http.js';
+
+export {
+  TRANSPORTS, STATES, QrLoginError, isFinal, createLogin, redeem, cancel, getSnapshot,
+} from './qrlogin-http.js';
+
+/** Watches a session over the best transport; see the header for options. */
+export function watch(sessionId, options = {}) {
+  checkSessionId(sessionId);
+  const mode = options.transport ?? 'auto';
+  if (mode !== 'auto' && !TRANSPORTS.includes(mode)) {
+    throw new QrLoginError(`unknown transport "${mode}" (auto, ${TRANSPORTS.join(', ')})`, {
+      status: 400,
+      code: 'invalid_argument',
+    });
+  }
+  const watcher = new Watcher(sessionId, mode, options);
+  watcher.connect();
+  return watcher;
+}

@@ -1,0 +1,331 @@
+// Browser tests of the demo pages against a running local cluster
+// (deploy/local/up.sh): Debian's Chromium, driven by playwright-core, opens
+// the login page through HAProxy, a second browser context plays the phone
+// (signs in, opens the QR link, confirms), and the login page must show the
+// signed-in user. Once per transport; then a denied and a cancelled login,
+// an expired QR code being replaced (skipped unless the PENDING deadline is
+// at most 30 s), 'auto' falling back to SSE when WebSockets are refused, and
+// failover: the edge holding the page's WebSocket or event stream is killed
+// (deploy/local/ctl.sh) and started again, so run these against a local
+// cluster only.
+//
+//   cd web/tests && npm ci && node browser.test.mjs [TEST...]
+//   TEST: ws sse longpoll poll deny cancel expiry fallback failover-ws failover-sse
+//
+// QRLOGIN_BASE_URL overrides the URL (default: the running cluster's public
+// URL from deploy/local/run/cluster.env, else http://127.0.0.1:8080).
+// Screenshots go to artifacts/screenshots/. The last line is
+// "N passed, N failed" (", N skipped" when some were); the exit status is 1
+// when a test failed.
+import { chromium } from 'playwright-core';
+import { mkdirSync, readFileSync, existsSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const root = path.resolve(here, '../..');
+const shots = path.join(root, 'artifacts', 'screenshots');
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+const TRANSPORT_LABEL = { ws: 'WebSocket', sse: 'Server-Sent Events', longpoll: 'long polling', poll: 'short polling' };
+
+function baseUrl() {
+  if (process.env.QRLOGIN_BASE_URL) return process.env.QRLOGIN_BASE_URL.replace(/\/$/, '');
+  const envFile = path.join(root, 'deploy/local/run/cluster.env');
+  if (existsSync(envFile)) {
+    const match = readFileSync(envFile, 'utf8').match(/^QRLOGIN_LOCAL_PUBLIC_URL=(\S+)$/m);
+    if (match) return match[1].replace(/^'|'$/g, '').replace(/\/$/, '');
+  }
+  return 'http://127.0.0.1:8080';
+}
+
+const BASE = baseUrl();
+
+function assert(condition, message) {
+  if (!condition) throw new Error(message);
+}
+
+/** Opens the login page with a transport preset; returns the page and the phone link. */
+async function openLogin(browser, transport, errors, { blockWebSocket = false } = {}) {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+  if (blockWebSocket) {
+    // A network that refuses WebSocket upgrades: every socket fails before it opens.
+    await context.addInitScript(() => {
+      class RefusedWebSocket extends EventTarget {
+        constructor() {
+          super();
+          this.readyState = 0;
+          setTimeout(() => {
+            this.readyState = 3;
+            if (this.onerror) this.onerror(new Event('error'));
+            if (this.onclose) this.onclose({ code: 1006, reason: '' });
+          }, 50);
+        }
+        send() {}
+        close() {}
+      }
+      Object.assign(RefusedWebSocket, { CONNECTING: 0, OPEN: 1, CLOSING: 2, CLOSED: 3 });
+      window.WebSocket = RefusedWebSocket;
+    });
+  }
+  const page = await context.newPage();
+  page.on('pageerror', (err) => errors.push(`login page: ${err.message}`));
+  await page.goto(`${BASE}/?transport=${transport}`);
+  const link = page.locator('#phone-link');
+  await link.waitFor({ state: 'visible', timeout: 10000 });
+  const href = await link.getAttribute('href');
+  assert(/\/m\/[A-Za-z0-9_-]{22}$/.test(href), `phone link ${href} is not <base>/m/<id>`);
+  assert(await page.locator('#qr').isVisible(), 'QR code image is not visible');
+  const sessionId = (await page.locator('#session-id').textContent()).trim();
+  assert(href.endsWith(`/m/${sessionId}`), `phone link ${href} does not name session ${sessionId}`);
+  await page.locator('#state[data-state="PENDING"]').waitFor({ timeout: 5000 });
+  // Every transport names the edge serving it once its first answer arrives.
+  await page.waitForFunction(() => /^edge-\d$/.test(document.getElementById('held-node').textContent), null, {
+    timeout: 10000,
+  });
+  return { context, page, href };
+}
+
+/** The phone: signs in as `name`, opens the QR link, and returns the page on the request view. */
+async function openPhone(browser, href, name, errors) {
+  const context = await browser.newContext({ viewport: { width: 420, height: 860 }, isMobile: true });
+  const page = await context.newPage();
+  page.on('pageerror', (err) => errors.push(`phone page: ${err.message}`));
+  await page.goto(href);
+  await page.locator('#user-name').fill(name);
+  await page.locator('#sign-in').click();
+  await page.locator('#confirm').waitFor({ state: 'visible', timeout: 10000 });
+  const ip = (await page.locator('#ctx-ip').textContent()).trim();
+  assert(/^(\d{1,3}\.){3}\d{1,3}$|:/.test(ip), `phone shows "${ip}" as the browser's IP`);
+  const ua = await page.locator('#ctx-ua').textContent();
+  assert(/Chrome/.test(ua), `phone shows "${ua}" as the browser`);
+  assert(/^edge-\d$/.test((await page.locator('#scan-node').textContent()).trim()), 'phone does not name the scanning node');
+  return { context, page };
+}
+
+async function loginFlow(browser, transport) {
+  const errors = [];
+  const name = { ws: 'Alice', sse: 'Bob', longpoll: 'Carol', poll: 'Dave' }[transport];
+  const login = await openLogin(browser, transport, errors);
+  await login.page.screenshot({ path: path.join(shots, `login-${transport}-qr.png`) });
+  const phone = await openPhone(browser, login.href, name, errors);
+  await login.page.locator('#state[data-state="SCANNED"]').waitFor({ timeout: 10000 });
+  await phone.page.screenshot({ path: path.join(shots, `phone-${transport}-request.png`) });
+  await phone.page.locator('#confirm').click();
+  await phone.page.locator('#result[data-kind="ok"]').waitFor({ timeout: 10000 });
+  await phone.page.screenshot({ path: path.join(shots, `phone-${transport}-confirmed.png`) });
+
+  const signedIn = login.page.locator('#signed-in-name');
+  await signedIn.waitFor({ state: 'visible', timeout: 15000 });
+  const shown = (await signedIn.textContent()).trim();
+  assert(shown === name, `login page shows "${shown}", expected ${name}`);
+  const over = (await login.page.locator('#signed-in-transport').textContent()).trim();
+  assert(over === TRANSPORT_LABEL[transport], `delivered over "${over}", expected ${TRANSPORT_LABEL[transport]}`);
+  const timeline = await login.page.locator('#timeline').textContent();
+  assert(timeline.includes(`Confirmed by ${name}`), 'timeline lacks the confirmation');
+  await login.page.screenshot({ path: path.join(shots, `login-${transport}-signed-in.png`) });
+  assert(errors.length === 0, errors.join('; '));
+  await login.context.close();
+  await phone.context.close();
+  return `${name} signed in over ${over}`;
+}
+
+async function denyFlow(browser) {
+  const errors = [];
+  const login = await openLogin(browser, 'auto', errors);
+  const phone = await openPhone(browser, login.href, 'Erin', errors);
+  await phone.page.locator('#deny').click();
+  await phone.page.locator('#result[data-kind="denied"]').waitFor({ timeout: 10000 });
+  await login.page.locator('#state[data-state="DENIED"]').waitFor({ timeout: 10000 });
+  assert(await login.page.locator('#restart').isVisible(), 'no "New QR code" button after a denial');
+  assert(!(await login.page.locator('#signed-in-view').isVisible()), 'signed in after a denial');
+  const over = (await login.page.locator('#transport-now').textContent()).trim();
+  await login.page.screenshot({ path: path.join(shots, 'login-auto-denied.png') });
+  assert(errors.length === 0, errors.join('; '));
+  await login.context.close();
+  await phone.context.close();
+  return `denial shown on the login page (auto picked ${over})`;
+}
+
+/** Cancel on the login page (over the open WebSocket) ends the login. */
+async function cancelFlow(browser) {
+  const errors = [];
+  const login = await openLogin(browser, 'ws', errors);
+  await login.page.locator('#cancel').click();
+  await login.page.locator('#state[data-state="CANCELLED"]').waitFor({ timeout: 10000 });
+  assert(await login.page.locator('#restart').isVisible(), 'no "New QR code" button after cancelling');
+  const first = (await login.page.locator('#session-id').textContent()).trim();
+  await login.page.locator('#restart').click();
+  await login.page.locator('#state[data-state="PENDING"]').waitFor({ timeout: 10000 });
+  const second = (await login.page.locator('#session-id').textContent()).trim();
+  assert(second !== first, '"New QR code" kept the cancelled session');
+  assert(errors.length === 0, errors.join('; '));
+  await login.context.close();
+  return 'cancelled over the WebSocket; "New QR code" started a fresh session';
+}
+
+/**
+ * An expired QR code is replaced by a fresh session. Needs a short PENDING
+ * deadline (e2e.sh --start and up.sh with QRLOGIN_PENDING_TTL=15s); with a
+ * longer one the test is reported as skipped.
+ */
+async function expiryFlow(browser) {
+  const errors = [];
+  const login = await openLogin(browser, 'auto', errors);
+  const first = (await login.page.locator('#session-id').textContent()).trim();
+  const ttl = await login.page.evaluate(() => {
+    const m = document.getElementById('countdown').textContent.match(/(\d+):(\d+)/);
+    return m ? Number(m[1]) * 60 + Number(m[2]) : null;
+  });
+  if (ttl === null || ttl > 30) {
+    await login.context.close();
+    return { skip: `PENDING deadline is ${ttl}s; start the cluster with QRLOGIN_PENDING_TTL=15s` };
+  }
+  await login.page.waitForFunction(
+    (old) => {
+      const id = document.getElementById('session-id').textContent.trim();
+      return id !== old && /^[A-Za-z0-9_-]{22}$/.test(id) && !document.getElementById('qr').hidden;
+    },
+    first,
+    { timeout: (ttl + 10) * 1000 },
+  );
+  const timeline = await login.page.locator('#timeline').textContent();
+  assert(timeline.includes('EXPIRED'), 'timeline does not show EXPIRED');
+  assert(timeline.includes('The QR code expired; creating a fresh one'), 'timeline does not show the renewal');
+  await login.page.locator('#state[data-state="PENDING"]').waitFor({ timeout: 5000 });
+  await login.page.screenshot({ path: path.join(shots, 'login-auto-renewed.png') });
+  assert(errors.length === 0, errors.join('; '));
+  await login.context.close();
+  return `the ${ttl}s QR code expired and a fresh session replaced it`;
+}
+
+/** With WebSockets refused, 'auto' must fall back to SSE and still sign in. */
+async function fallbackFlow(browser) {
+  const errors = [];
+  const login = await openLogin(browser, 'auto', errors, { blockWebSocket: true });
+  const now = (await login.page.locator('#transport-now').textContent()).trim();
+  assert(now === 'Server-Sent Events', `auto settled on "${now}", expected Server-Sent Events`);
+  const timeline = await login.page.locator('#timeline').textContent();
+  assert(timeline.includes('Falling back to Server-Sent Events'), 'timeline does not show the fallback');
+  const phone = await openPhone(browser, login.href, 'Heidi', errors);
+  await phone.page.locator('#confirm').click();
+  await login.page.locator('#signed-in-name').waitFor({ state: 'visible', timeout: 15000 });
+  const shown = (await login.page.locator('#signed-in-name').textContent()).trim();
+  assert(shown === 'Heidi', `login page shows "${shown}", expected Heidi`);
+  await login.page.screenshot({ path: path.join(shots, 'login-auto-fallback.png') });
+  assert(errors.length === 0, errors.join('; '));
+  await phone.context.close();
+  await login.context.close();
+  return 'WebSocket refused twice, auto fell back to SSE, Heidi signed in';
+}
+
+/**
+ * Kills (SIGKILL) the edge that holds the login page's WebSocket or event
+ * stream, confirms on the phone meanwhile, and expects the page to resume on
+ * the other edge and sign in. The killed edge is started again afterwards.
+ */
+async function failoverFlow(browser, transport) {
+  const errors = [];
+  const name = transport === 'ws' ? 'Frank' : 'Grace';
+  const login = await openLogin(browser, transport, errors);
+  const held = login.page.locator('#held-node');
+  const victim = (await held.textContent()).trim();
+  const ctl = path.join(root, 'deploy/local/ctl.sh');
+  execFileSync(ctl, ['kill', victim], { stdio: 'ignore' });
+  try {
+    const phone = await openPhone(browser, login.href, name, errors);
+    await phone.page.locator('#confirm').click();
+    await phone.page.locator('#result[data-kind="ok"]').waitFor({ timeout: 10000 });
+    await login.page.locator('#signed-in-name').waitFor({ state: 'visible', timeout: 20000 });
+    const shown = (await login.page.locator('#signed-in-name').textContent()).trim();
+    assert(shown === name, `login page shows "${shown}", expected ${name}`);
+    const now = (await held.textContent()).trim();
+    assert(now !== victim && /^edge-\d$/.test(now), `after killing ${victim} the page is served by "${now}"`);
+    await login.page.screenshot({ path: path.join(shots, `login-${transport}-failover.png`) });
+    assert(errors.length === 0, errors.join('; '));
+    await phone.context.close();
+    await login.context.close();
+    return `killed ${victim} under the ${TRANSPORT_LABEL[transport]} watcher; resumed on ${now}; ${name} signed in`;
+  } finally {
+    execFileSync(ctl, ['start', victim], { stdio: 'ignore' });
+  }
+}
+
+const TESTS = {
+  ws: (b) => loginFlow(b, 'ws'),
+  sse: (b) => loginFlow(b, 'sse'),
+  longpoll: (b) => loginFlow(b, 'longpoll'),
+  poll: (b) => loginFlow(b, 'poll'),
+  deny: denyFlow,
+  cancel: cancelFlow,
+  fallback: fallbackFlow,
+  expiry: expiryFlow,
+  'failover-ws': (b) => failoverFlow(b, 'ws'),
+  'failover-sse': (b) => failoverFlow(b, 'sse'),
+};
+
+async function main() {
+  const wanted = process.argv.slice(2);
+  for (const name of wanted) {
+    if (!TESTS[name]) {
+      console.error(`unknown test "${name}" (${Object.keys(TESTS).join(', ')})`);
+      process.exit(2);
+    }
+  }
+  const names = wanted.length ? wanted : Object.keys(TESTS);
+  mkdirSync(shots, { recursive: true });
+  let passed = 0;
+  let failed = 0;
+  let skipped = 0;
+  let browser;
+  try {
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      headless: true,
+      args: [
+        '--headless',
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-background-networking',
+        '--no-first-run',
+        '--disable-component-update',
+        '--disable-sync',
+      ],
+    });
+  } catch (err) {
+    console.error(`cannot start ${CHROMIUM}: ${err.message}`);
+    console.log(`0 passed, ${names.length} failed`);
+    process.exit(1);
+  }
+  try {
+    const ready = await fetch(`${BASE}/readyz`).catch(() => null);
+    if (!ready || !ready.ok) {
+      console.error(`${BASE} is not ready; start the cluster with deploy/local/up.sh`);
+      console.log(`0 passed, ${names.length} failed`);
+      process.exit(1);
+    }
+    for (const name of names) {
+      const started = Date.now();
+      try {
+        const detail = await TESTS[name](browser);
+        if (detail && detail.skip) {
+          console.log(`skip - ${name}: ${detail.skip}`);
+          skipped += 1;
+        } else {
+          console.log(`ok - ${name}: ${detail} (${Date.now() - started} ms)`);
+          passed += 1;
+        }
+      } catch (err) {
+        console.log(`FAIL - ${name}: ${err.message.split('\n')[0]}`);
+        failed += 1;
+      }
+    }
+  } finally {
+    await browser.close();
+  }
+  console.log(`screenshots: ${shots}`);
+  console.log(`${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}`);
+  process.exit(failed ? 1 : 0);
+}
+
+main();
