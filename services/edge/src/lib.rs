@@ -1,1 +1,29 @@
-pub fn placeholder() {}
+//! qrlogin edge: holds browser connections (short and long polling, SSE,
+//! WebSocket) for login sessions and serves the phone's HTTP routes.
+//! Stateless: any edge delivers any session's events.
+//!
+//! - [`config`]: the typed, validated configuration (flags + environment).
+//! - [`startup`]: [`startup::Application`] builds, binds and runs the node.
+//! - [`server`]: the HTTP/1.1 front (lean path for idle streams, hyper for the rest).
+//! - [`routes`]: the HTTP surface, one file per concern.
+//! - [`delivery`]: per-session watching: subscribe, read, expire, re-read.
+//! - [`hub`]: which local watchers watch which session (no NATS in it).
+//! - [`broker`]: the only NATS code. [`auth_client`]: the only gRPC code.
+//! - [`domain`]: snapshots and their ordering rules.
+//! - [`error`]: the one mapping of failures to HTTP.
+//! - [`limits`], [`metrics`], [`shutdown`], [`telemetry`].
+
+pub mod auth_client;
+pub mod broker;
+pub mod config;
+pub mod delivery;
+pub mod domain;
+pub mod error;
+pub mod hub;
+pub mod limits;
+pub mod metrics;
+pub mod routes;
+pub mod server;
+pub mod shutdown;
+pub mod startup;
+pub mod telemetry;

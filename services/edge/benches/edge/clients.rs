@@ -1,0 +1,201 @@
+//! The benchmark's clients: the edge as a child process, raw HTTP/SSE and
+//! WebSocket connections that stay idle, session creation over gRPC.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    process::{Child, Command, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use qrlogin_auth::testing::{NatsServer, TestAuth};
+use qrlogin_proto::auth::v1::{auth_service_client::AuthServiceClient, CreateLoginSessionRequest};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpSocket, TcpStream},
+    sync::Semaphore,
+};
+
+/// An edge as a separate process (so its RSS is its own).
+pub struct EdgeProcess {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl EdgeProcess {
+    pub async fn start(name: &str, auth: &TestAuth, nats: &NatsServer) -> Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        let child = Command::new(env!("CARGO_BIN_EXE_qrlogin-edge"))
+            .env("QRLOGIN_EDGE_LISTEN", format!("127.0.0.1:{port}"))
+            .env("QRLOGIN_NODE_NAME", name)
+            .env("QRLOGIN_AUTH_URL", auth.url())
+            .env("QRLOGIN_NATS_URL", nats.url())
+            .env("QRLOGIN_MAX_CONNECTIONS", "19500")
+            .env("QRLOGIN_CREATE_RATE_PER_IP", "1000000")
+            .env("QRLOGIN_WS_PING", "30m")
+            .env("QRLOGIN_IDLE_TIMEOUT", "1h")
+            .env("QRLOGIN_RECHECK_INTERVAL", "1h")
+            .env("QRLOGIN_WEB_DIR", "/nonexistent")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .context("spawn qrlogin-edge")?;
+        let edge = Self { child, addr };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(body) = http_get(addr, "/readyz").await {
+                if body.starts_with("HTTP/1.1 200") {
+                    return Ok(edge);
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("edge {name} did not become ready");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn rss_kib(&self) -> Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .context("no VmRSS")?;
+        Ok(line
+            .split_whitespace()
+            .nth(1)
+            .context("VmRSS value")?
+            .parse()?)
+    }
+
+    pub async fn gauge(&self, series: &str) -> Result<f64> {
+        let text = http_get(self.addr, "/metrics").await?;
+        Ok(text
+            .lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0.0))
+    }
+}
+
+impl Drop for EdgeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One-shot HTTP/1.1 GET with `Connection: close`; returns the raw answer.
+pub async fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
+    let mut s = TcpStream::connect(addr).await?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+pub async fn create_sessions(auth: &TestAuth, n: usize) -> Result<Vec<(String, String)>> {
+    let client = AuthServiceClient::connect(auth.url()).await?;
+    let limit = Arc::new(Semaphore::new(64));
+    let mut tasks = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut client = client.clone();
+        let permit = limit.clone().acquire_owned().await?;
+        tasks.push(tokio::spawn(async move {
+            let _permit = permit;
+            let r = client
+                .create_login_session(CreateLoginSessionRequest {
+                    client_ip: "127.0.0.2".into(),
+                    user_agent: "bench".into(),
+                })
+                .await?
+                .into_inner();
+            anyhow::Ok((r.session.context("session")?.session_id, r.browser_secret))
+        }));
+    }
+    let mut out = Vec::with_capacity(n);
+    for t in tasks {
+        out.push(t.await??);
+    }
+    Ok(out)
+}
+
+/// Connects from 127.0.0.2 or 127.0.0.3 (spreading source ports).
+pub async fn connect_from(i: usize, to: SocketAddr) -> Result<TcpStream> {
+    let source: IpAddr = if i % 2 == 0 {
+        [127, 0, 0, 2].into()
+    } else {
+        [127, 0, 0, 3].into()
+    };
+    // Earlier runs leave many ports of these addresses in TIME_WAIT; with
+    // SO_REUSEADDR binding stays fast, and the rare port whose 4-tuple is
+    // still taken is retried on another port.
+    let mut last = None;
+    for _ in 0..16 {
+        let socket = TcpSocket::new_v4()?;
+        socket.set_reuseaddr(true)?;
+        socket.bind(SocketAddr::new(source, 0))?;
+        match socket.connect(to).await {
+            Ok(s) => return Ok(s),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => last = Some(e),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(last
+        .map(Into::into)
+        .unwrap_or_else(|| anyhow::anyhow!("no source port")))
+}
+
+/// Reads until `needle` appears; returns what was read.
+pub async fn read_until(s: &mut TcpStream, buf: &mut Vec<u8>, needle: &[u8]) -> Result<()> {
+    let mut chunk = [0u8; 2048];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !buf.windows(needle.len()).any(|w| w == needle) {
+        let n = tokio::time::timeout_at(deadline.into(), s.read(&mut chunk)).await??;
+        if n == 0 {
+            bail!(
+                "closed before {:?}: {}",
+                String::from_utf8_lossy(needle),
+                String::from_utf8_lossy(buf)
+            );
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Ok(())
+}
+
+/// Opens an idle watcher and waits for its first snapshot.
+pub async fn open_watcher(
+    i: usize,
+    edge: SocketAddr,
+    id: &str,
+    secret: &str,
+    ws: bool,
+) -> Result<TcpStream> {
+    let mut s = connect_from(i, edge).await?;
+    if std::env::var_os("BENCH_KEEPALIVE_ONLY").is_some() {
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            .await?;
+        let mut buf = Vec::new();
+        read_until(&mut s, &mut buf, b"ok").await?;
+        return Ok(s);
+    }
+    let req = if ws {
+        format!(
+            "GET /v1/login-sessions/{id}/ws?since=0 HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer {secret}\r\n\r\n"
+        )
+    } else {
+        format!("GET /v1/login-sessions/{id}/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {secret}\r\n\r\n")
+    };
+    s.write_all(req.as_bytes()).await?;
+    let mut buf = Vec::new();
+    read_until(&mut s, &mut buf, b"PENDING").await?;
+    Ok(s)
+}

@@ -1,0 +1,307 @@
+//! Hand-run benchmarks of the edge, printing figures:
+//!
+//! ```text
+//! cargo bench -p qrlogin-edge --bench edge -- memory  [--n 10000] [--per-session 1] [--transport sse|ws]
+//! cargo bench -p qrlogin-edge --bench edge -- latency [--logins 1000] [--idle 0] [--rate 500] [--transport sse|ws]
+//! ```
+//!
+//! `--transport` defaults to both (memory) or SSE (latency). With
+//! `BENCH_KEEPALIVE_ONLY=1`, `memory` opens plain kept-alive connections
+//! (one `GET /healthz` each) instead of streams: the cost of an idle hyper
+//! connection, for comparison.
+//!
+//! ```text
+//! ```
+//!
+//! `memory`: an edge process (the release binary) holds N idle SSE, then
+//! (fresh process) N idle WebSocket connections opened by this process from
+//! 127.0.0.2 and 127.0.0.3; prints the edge's RSS growth per connection.
+//! `latency`: watchers on edge 1, scan and confirm through edge 2 at a fixed
+//! rate; prints median and p99 from the confirm request to the event, and
+//! from auth's commit (`updated_at` of the event) to the event.
+//!
+//! Without `--bench` (as under `cargo test --benches`) it runs a tiny smoke
+//! version of both.
+
+mod clients;
+
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use clients::{create_sessions, open_watcher, read_until, EdgeProcess};
+use qrlogin_auth::testing::{NatsServer, TestAuth, TestKeys};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    sync::Semaphore,
+};
+
+struct Args {
+    mode: String,
+    n: usize,
+    per_session: usize,
+    logins: usize,
+    idle: usize,
+    rate: f64,
+    transport: String,
+}
+
+fn parse_args() -> Result<Args> {
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    let bench = raw.iter().any(|a| a == "--bench");
+    let mut a = Args {
+        mode: if bench { "all".into() } else { "smoke".into() },
+        n: 10_000,
+        per_session: 1,
+        logins: 1_000,
+        idle: 0,
+        rate: 500.0,
+        transport: "both".into(),
+    };
+    let mut it = raw.iter().filter(|a| *a != "--bench");
+    while let Some(arg) = it.next() {
+        let mut val = || it.next().cloned().context("flag needs a value");
+        match arg.as_str() {
+            "memory" | "latency" | "all" | "smoke" => a.mode = arg.clone(),
+            "--n" => a.n = val()?.parse()?,
+            "--per-session" => a.per_session = val()?.parse()?,
+            "--logins" => a.logins = val()?.parse()?,
+            "--idle" => a.idle = val()?.parse()?,
+            "--rate" => a.rate = val()?.parse()?,
+            "--transport" => a.transport = val()?,
+            other => bail!("unknown argument {other:?}"),
+        }
+    }
+    if a.n > 19_000 {
+        bail!("--n at most 19000 (20,000 open files per process)");
+    }
+    if a.per_session == 0 || a.per_session > 8 {
+        bail!("--per-session 1..=8");
+    }
+    Ok(a)
+}
+
+async fn memory_run(
+    auth: &TestAuth,
+    nats: &NatsServer,
+    n: usize,
+    per_session: usize,
+    ws: bool,
+) -> Result<f64> {
+    let kind = if ws { "WebSocket" } else { "SSE" };
+    let sessions = create_sessions(auth, n.div_ceil(per_session)).await?;
+    let edge = EdgeProcess::start("bench-mem", auth, nats).await?;
+    // Warm up allocator arenas and lazily built state with a few connections.
+    let mut warm = Vec::new();
+    for i in 0..16.min(n) {
+        let (id, secret) = &sessions[i / per_session];
+        warm.push(open_watcher(i, edge.addr, id, secret, ws).await?);
+    }
+    drop(warm);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = edge.rss_kib()?;
+    let started = Instant::now();
+    let limit = Arc::new(Semaphore::new(256));
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let (id, secret) = sessions[i / per_session].clone();
+        let permit = limit.clone().acquire_owned().await?;
+        let addr = edge.addr;
+        tasks.push(tokio::spawn(async move {
+            let _permit = permit;
+            open_watcher(i, addr, &id, &secret, ws).await
+        }));
+    }
+    let mut held = Vec::with_capacity(n);
+    for t in tasks {
+        held.push(t.await??);
+    }
+    let opened = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = edge.rss_kib()?;
+    let label = if ws { "websocket" } else { "sse" };
+    let gauge = edge
+        .gauge(&format!(
+            "qrlogin_edge_connections{{transport=\"{label}\"}}"
+        ))
+        .await?;
+    let subs = edge.gauge("qrlogin_edge_nats_subscriptions").await?;
+    let per_conn = (after.saturating_sub(before) as f64 * 1024.0) / n as f64;
+    println!(
+        "memory {kind}: {n} idle connections ({per_session} per session, gauge {gauge}, {subs} NATS subscriptions) opened in {:.1}s; \
+         edge RSS {before} KiB -> {after} KiB; {:.0} bytes = {:.2} KiB per connection",
+        opened.as_secs_f64(),
+        per_conn,
+        per_conn / 1024.0
+    );
+    drop(held);
+    Ok(per_conn)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+async fn phone(edge: SocketAddr, id: &str, action: &str, token: &str) -> Result<()> {
+    let mut s = TcpStream::connect(edge).await?;
+    s.set_nodelay(true)?;
+    let req = format!(
+        "POST /v1/login-sessions/{id}/{action} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await?;
+    if !out.starts_with(b"HTTP/1.1 200") {
+        bail!("{action} failed: {}", String::from_utf8_lossy(&out));
+    }
+    Ok(())
+}
+
+/// Extracts `updated_at` from the CONFIRMED snapshot in `buf`.
+fn confirmed_updated_at(buf: &[u8]) -> Option<time::OffsetDateTime> {
+    let text = String::from_utf8_lossy(buf);
+    let at = text.find("\"state\":\"CONFIRMED\"")?;
+    let rest = &text[at..];
+    let k = rest.find("\"updated_at\":\"")? + "\"updated_at\":\"".len();
+    let v = &rest[k..k + rest[k..].find('"')?];
+    time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339).ok()
+}
+
+async fn latency_run(
+    auth: &TestAuth,
+    nats: &NatsServer,
+    keys: &TestKeys,
+    logins: usize,
+    idle: usize,
+    rate: f64,
+    ws: bool,
+) -> Result<()> {
+    let edge1 = EdgeProcess::start("bench-1", auth, nats).await?;
+    let edge2 = EdgeProcess::start("bench-2", auth, nats).await?;
+    let sessions = create_sessions(auth, logins + idle).await?;
+    let token = keys.user_token("alice", "Alice");
+    // Idle waiting clients that never see an event (load on edge 1).
+    let mut idle_conns = Vec::with_capacity(idle);
+    for (i, (id, secret)) in sessions[logins..].iter().enumerate() {
+        idle_conns.push(open_watcher(i, edge1.addr, id, secret, ws).await?);
+    }
+    // Active watchers, scanned first (unmeasured).
+    let mut watchers = Vec::with_capacity(logins);
+    for (i, (id, secret)) in sessions[..logins].iter().enumerate() {
+        let mut s = open_watcher(i, edge1.addr, id, secret, ws).await?;
+        phone(edge2.addr, id, "scan", &token).await?;
+        let mut buf = Vec::new();
+        read_until(&mut s, &mut buf, b"SCANNED").await?;
+        watchers.push(s);
+    }
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(logins);
+    for (i, mut s) in watchers.into_iter().enumerate() {
+        let due = started + interval * i as u32;
+        tokio::time::sleep_until(due.into()).await;
+        let id = sessions[i].0.clone();
+        let token = token.clone();
+        let addr = edge2.addr;
+        tasks.push(tokio::spawn(async move {
+            let read = async {
+                let mut buf = Vec::new();
+                read_until(&mut s, &mut buf, b"CONFIRMED").await?;
+                if !buf.ends_with(b"\n\n") && !ws {
+                    read_until(&mut s, &mut buf, b"}\n\n").await?;
+                }
+                let received = Instant::now();
+                let received_wall = time::OffsetDateTime::now_utc();
+                anyhow::Ok((received, received_wall, confirmed_updated_at(&buf)))
+            };
+            let sent = Instant::now();
+            let (read, confirm) = tokio::join!(read, phone(addr, &id, "confirm", &token));
+            confirm?;
+            let (received, wall, committed) = read?;
+            let commit_delay = committed.and_then(|c| Duration::try_from(wall - c).ok());
+            anyhow::Ok((received - sent, commit_delay))
+        }));
+    }
+    let mut end_to_end = Vec::with_capacity(logins);
+    let mut after_commit = Vec::with_capacity(logins);
+    for t in tasks {
+        let (e2e, commit) = t.await??;
+        end_to_end.push(e2e);
+        after_commit.extend(commit);
+    }
+    let elapsed = started.elapsed();
+    end_to_end.sort();
+    after_commit.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "latency {}: {logins} logins at {rate}/s target ({:.0}/s achieved), {idle} idle waiting clients on edge 1; \
+         confirm request on edge 2 -> event on edge 1: median {:.2} ms, p99 {:.2} ms, max {:.2} ms; \
+         auth commit -> event: median {:.2} ms, p99 {:.2} ms",
+        if ws { "WebSocket" } else { "SSE" },
+        logins as f64 / elapsed.as_secs_f64(),
+        ms(percentile(&end_to_end, 0.5)),
+        ms(percentile(&end_to_end, 0.99)),
+        ms(*end_to_end.last().unwrap_or(&Duration::ZERO)),
+        ms(percentile(&after_commit, 0.5)),
+        ms(percentile(&after_commit, 0.99)),
+    );
+    drop(idle_conns);
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = parse_args()?;
+    let nats = NatsServer::start().await;
+    let keys = TestKeys::generate();
+    let auth = TestAuth::spawn(&nats, &keys, |c| {
+        c.pending_ttl = Duration::from_secs(3600);
+        c.scanned_ttl = Duration::from_secs(3600);
+        c.confirmed_ttl = Duration::from_secs(3600);
+        c.session_retention = Duration::from_secs(7200);
+    })
+    .await;
+    let ws = args.transport == "ws" || args.transport == "websocket";
+    match args.mode.as_str() {
+        "smoke" => {
+            memory_run(&auth, &nats, 50, 1, false).await?;
+            memory_run(&auth, &nats, 50, 1, true).await?;
+            latency_run(&auth, &nats, &keys, 20, 10, 200.0, false).await?;
+            latency_run(&auth, &nats, &keys, 20, 10, 200.0, true).await?;
+        }
+        "memory" => {
+            if args.transport != "ws" {
+                memory_run(&auth, &nats, args.n, args.per_session, false).await?;
+            }
+            if args.transport != "sse" {
+                memory_run(&auth, &nats, args.n, args.per_session, true).await?;
+            }
+        }
+        "latency" => {
+            latency_run(&auth, &nats, &keys, args.logins, args.idle, args.rate, ws).await?
+        }
+        _ => {
+            memory_run(&auth, &nats, args.n, args.per_session, false).await?;
+            memory_run(&auth, &nats, args.n, args.per_session, true).await?;
+            latency_run(
+                &auth,
+                &nats,
+                &keys,
+                args.logins,
+                args.idle,
+                args.rate,
+                false,
+            )
+            .await?;
+            latency_run(&auth, &nats, &keys, args.logins, args.idle, args.rate, true).await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,326 @@
+//! The edge's one typed configuration: flags, each with an environment
+//! variable (flags win), validated before any port is bound.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Parser, ValueEnum};
+use ipnet::IpNet;
+
+/// Why a configuration was refused; names the variable at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{var}: {reason}")]
+    Invalid { var: &'static str, reason: String },
+}
+
+fn invalid(var: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        var,
+        reason: reason.into(),
+    }
+}
+
+/// When the redeem and browser-secret cookies get the `Secure` attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CookieSecure {
+    /// When a trusted proxy says the request came over TLS (`X-Forwarded-Proto: https`).
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+fn duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| e.to_string())
+}
+
+fn cidr_list(text: &str) -> Result<CidrList, String> {
+    let mut nets = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let net = match part.parse::<IpNet>() {
+            Ok(net) => net,
+            Err(_) => part
+                .parse::<std::net::IpAddr>()
+                .map(IpNet::from)
+                .map_err(|_| format!("{part:?} is not a CIDR or an IP address"))?,
+        };
+        nets.push(net);
+    }
+    Ok(CidrList(nets))
+}
+
+fn origin_list(text: &str) -> Result<OriginList, String> {
+    let mut origins = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (scheme, rest) = part
+            .split_once("://")
+            .ok_or_else(|| format!("{part:?} is not an origin like https://example.com"))?;
+        if !matches!(scheme, "http" | "https") || rest.is_empty() || rest.contains('/') {
+            return Err(format!(
+                "{part:?} is not an origin like https://example.com"
+            ));
+        }
+        origins.push(part.to_ascii_lowercase());
+    }
+    Ok(OriginList(origins))
+}
+
+/// CIDRs whose X-Forwarded-For and X-Forwarded-Proto headers are believed.
+#[derive(Debug, Clone, Default)]
+pub struct CidrList(pub Vec<IpNet>);
+
+/// Exact origins allowed to open a WebSocket; empty means same-origin only.
+#[derive(Debug, Clone, Default)]
+pub struct OriginList(pub Vec<String>);
+
+/// Configuration of `qrlogin-edge`. See docs/configuration.md, "edge".
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "qrlogin-edge",
+    version,
+    about = "qrlogin edge: browser push and phone routes"
+)]
+pub struct EdgeConfig {
+    /// HTTP listen address (port 0 picks a free port, reported in the log).
+    #[arg(long, env = "QRLOGIN_EDGE_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// Name of this node in `X-Edge-Node` and snapshots; default: host name.
+    #[arg(long, env = "QRLOGIN_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// gRPC address of the auth service.
+    #[arg(
+        long,
+        env = "QRLOGIN_AUTH_URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub auth_url: String,
+    /// Connect and per-request timeout of calls to auth.
+    #[arg(long, env = "QRLOGIN_AUTH_TIMEOUT", default_value = "5s", value_parser = duration)]
+    pub auth_timeout: Duration,
+    /// NATS server(s), comma-separated.
+    #[arg(
+        long,
+        env = "QRLOGIN_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    pub nats_url: String,
+    /// Events are on `<prefix>.<session_id>`; must match auth.
+    #[arg(
+        long,
+        env = "QRLOGIN_SUBJECT_PREFIX",
+        default_value = "qrlogin.session"
+    )]
+    pub subject_prefix: String,
+    /// Base of QR payload URLs (`<base>/m/<id>`) for `qr.svg`; must match auth.
+    #[arg(
+        long,
+        env = "QRLOGIN_PUBLIC_BASE_URL",
+        default_value = "http://localhost:8080"
+    )]
+    pub public_base_url: String,
+    /// Peers whose X-Forwarded-For / X-Forwarded-Proto are believed.
+    #[arg(long, env = "QRLOGIN_TRUSTED_PROXIES", default_value = "127.0.0.0/8,::1/128", value_parser = cidr_list)]
+    pub trusted_proxies: CidrList,
+    /// Origins allowed to open WebSockets; empty: only the request's own host.
+    #[arg(long, env = "QRLOGIN_ALLOWED_ORIGINS", default_value = "", value_parser = origin_list)]
+    pub allowed_origins: OriginList,
+    /// Concurrent requests and streams; beyond: 503 over_capacity.
+    #[arg(long, env = "QRLOGIN_MAX_CONNECTIONS", default_value_t = 18_000)]
+    pub max_connections: usize,
+    /// Watchers of one session on this node; beyond: 429 too_many_watchers.
+    #[arg(long, env = "QRLOGIN_MAX_WATCHERS_PER_SESSION", default_value_t = 8)]
+    pub max_watchers_per_session: usize,
+    /// Login sessions one client IP may create per minute.
+    #[arg(long, env = "QRLOGIN_CREATE_RATE_PER_IP", default_value_t = 30)]
+    pub create_rate_per_ip: u32,
+    /// Largest accepted request body.
+    #[arg(long, env = "QRLOGIN_MAX_BODY_BYTES", default_value_t = 4096)]
+    pub max_body_bytes: usize,
+    /// Longest a long poll is held.
+    #[arg(long, env = "QRLOGIN_LONG_POLL_MAX", default_value = "25s", value_parser = duration)]
+    pub long_poll_max: Duration,
+    /// Interval of SSE heartbeat comments.
+    #[arg(long, env = "QRLOGIN_SSE_HEARTBEAT", default_value = "15s", value_parser = duration)]
+    pub sse_heartbeat: Duration,
+    /// Reconnect delay suggested to SSE clients (`retry:`).
+    #[arg(long, env = "QRLOGIN_SSE_RETRY", default_value = "2s", value_parser = duration)]
+    pub sse_retry: Duration,
+    /// Interval of WebSocket pings.
+    #[arg(long, env = "QRLOGIN_WS_PING", default_value = "20s", value_parser = duration)]
+    pub ws_ping: Duration,
+    /// A WebSocket from which nothing was heard for this long is dropped.
+    #[arg(long, env = "QRLOGIN_IDLE_TIMEOUT", default_value = "60s", value_parser = duration)]
+    pub idle_timeout: Duration,
+    /// Each watched session is re-read from auth this often (jittered).
+    #[arg(long, env = "QRLOGIN_RECHECK_INTERVAL", default_value = "30s", value_parser = duration)]
+    pub recheck_interval: Duration,
+    /// After the stop signal, the node answers (503) this long, then exits.
+    #[arg(long, env = "QRLOGIN_DRAIN_DEADLINE", default_value = "10s", value_parser = duration)]
+    pub drain_deadline: Duration,
+    /// Directory of the demo pages; missing: those routes 404.
+    #[arg(long, env = "QRLOGIN_WEB_DIR", default_value = "web")]
+    pub web_dir: PathBuf,
+    #[arg(
+        long,
+        env = "QRLOGIN_COOKIE_SECURE",
+        value_enum,
+        default_value = "auto"
+    )]
+    pub cookie_secure: CookieSecure,
+    /// Development only: Ed25519 PEM private key that enables POST /v1/dev/token.
+    #[arg(long, env = "QRLOGIN_DEV_USER_TOKEN_KEY_FILE")]
+    pub dev_user_token_key_file: Option<PathBuf>,
+    #[arg(long, env = "QRLOGIN_USER_TOKEN_ISSUER", default_value = "qrlogin-dev")]
+    pub user_token_issuer: String,
+    #[arg(long, env = "QRLOGIN_USER_TOKEN_AUDIENCE", default_value = "qrlogin")]
+    pub user_token_audience: String,
+    #[arg(long, env = "QRLOGIN_LOG_FORMAT", value_enum, default_value = "pretty")]
+    pub log_format: LogFormat,
+}
+
+impl EdgeConfig {
+    /// A configuration with every default, for tests and tools.
+    pub fn defaults() -> Self {
+        Self::parse_from(["qrlogin-edge"])
+    }
+
+    /// The node name: configured, else the host name, else `edge`.
+    pub fn node(&self) -> String {
+        self.node_name.clone().unwrap_or_else(|| {
+            hostname::get()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "edge".to_owned())
+        })
+    }
+
+    /// Checks what clap's types cannot; called before anything is bound.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let node = self.node();
+        if node.is_empty() || node.len() > 64 || !node.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(invalid(
+                "QRLOGIN_NODE_NAME",
+                "1..=64 visible ASCII characters",
+            ));
+        }
+        if !(self.auth_url.starts_with("http://") || self.auth_url.starts_with("https://")) {
+            return Err(invalid(
+                "QRLOGIN_AUTH_URL",
+                "must start with http:// or https://",
+            ));
+        }
+        if self.auth_url.parse::<http::Uri>().is_err() {
+            return Err(invalid("QRLOGIN_AUTH_URL", "not a valid URL"));
+        }
+        if self.nats_url.trim().is_empty() {
+            return Err(invalid("QRLOGIN_NATS_URL", "must not be empty"));
+        }
+        let prefix_ok = !self.subject_prefix.is_empty()
+            && self.subject_prefix.split('.').all(|t| {
+                !t.is_empty()
+                    && t.bytes()
+                        .all(|b| b.is_ascii_graphic() && b != b'*' && b != b'>')
+            });
+        if !prefix_ok {
+            return Err(invalid(
+                "QRLOGIN_SUBJECT_PREFIX",
+                "dot-separated NATS tokens without wildcards",
+            ));
+        }
+        if self.public_base_url.parse::<http::Uri>().is_err() {
+            return Err(invalid("QRLOGIN_PUBLIC_BASE_URL", "not a valid URL"));
+        }
+        let positive = [
+            ("QRLOGIN_AUTH_TIMEOUT", self.auth_timeout),
+            ("QRLOGIN_LONG_POLL_MAX", self.long_poll_max),
+            ("QRLOGIN_SSE_HEARTBEAT", self.sse_heartbeat),
+            ("QRLOGIN_SSE_RETRY", self.sse_retry),
+            ("QRLOGIN_WS_PING", self.ws_ping),
+            ("QRLOGIN_IDLE_TIMEOUT", self.idle_timeout),
+            ("QRLOGIN_RECHECK_INTERVAL", self.recheck_interval),
+        ];
+        for (var, value) in positive {
+            if value.is_zero() {
+                return Err(invalid(var, "must be greater than zero"));
+            }
+        }
+        if self.idle_timeout <= self.ws_ping {
+            return Err(invalid(
+                "QRLOGIN_IDLE_TIMEOUT",
+                "must be longer than QRLOGIN_WS_PING",
+            ));
+        }
+        if self.max_connections == 0 || self.max_connections > 1_000_000 {
+            return Err(invalid("QRLOGIN_MAX_CONNECTIONS", "1..=1000000"));
+        }
+        if self.max_watchers_per_session == 0 || self.max_watchers_per_session > 1024 {
+            return Err(invalid("QRLOGIN_MAX_WATCHERS_PER_SESSION", "1..=1024"));
+        }
+        if self.create_rate_per_ip == 0 {
+            return Err(invalid("QRLOGIN_CREATE_RATE_PER_IP", "must be at least 1"));
+        }
+        if !(64..=1 << 20).contains(&self.max_body_bytes) {
+            return Err(invalid("QRLOGIN_MAX_BODY_BYTES", "64..=1048576"));
+        }
+        if let Some(path) = &self.dev_user_token_key_file {
+            if !path.is_file() {
+                return Err(invalid(
+                    "QRLOGIN_DEV_USER_TOKEN_KEY_FILE",
+                    format!("{} is not a readable file", path.display()),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_as_documented() {
+        let c = EdgeConfig::defaults();
+        c.validate().unwrap();
+        assert_eq!(c.listen, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(c.long_poll_max, Duration::from_secs(25));
+        assert_eq!(c.trusted_proxies.0.len(), 2);
+        assert!(c.allowed_origins.0.is_empty());
+        assert_eq!(c.max_connections, 18_000);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let mut c = EdgeConfig::defaults();
+        c.subject_prefix = "qrlogin.*".into();
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("QRLOGIN_SUBJECT_PREFIX"));
+        let mut c = EdgeConfig::defaults();
+        c.ws_ping = Duration::from_secs(90);
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("QRLOGIN_IDLE_TIMEOUT"));
+        assert!(EdgeConfig::try_parse_from(["e", "--trusted-proxies", "10.0.0.0/33"]).is_err());
+        assert!(EdgeConfig::try_parse_from(["e", "--allowed-origins", "example.com"]).is_err());
+        let ok = EdgeConfig::try_parse_from([
+            "e",
+            "--allowed-origins",
+            "https://A.example, http://b:8080",
+        ])
+        .unwrap();
+        assert_eq!(
+            ok.allowed_origins.0,
+            vec!["https://a.example", "http://b:8080"]
+        );
+    }
+}

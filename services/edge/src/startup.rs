@@ -1,0 +1,146 @@
+//! Building and running the edge: everything is checked and connected
+//! before `build` returns; `run_until_stopped` serves until the stop
+//! signal, drains, and returns within the drain deadline.
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use tokio::net::TcpListener;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    auth_client::{AuthClient, AuthError},
+    broker::{Broker, BrokerError},
+    config::{ConfigError, EdgeConfig},
+    delivery::Watches,
+    hub::Hub,
+    limits::{ConnectionGate, CreateRateLimiter},
+    metrics::Metrics,
+    routes::{self, AppState, DevTokens, Shared},
+    server,
+    shutdown::Drain,
+};
+
+/// Why the edge could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error("auth client: {0}")]
+    Auth(#[from] AuthError),
+    #[error("QRLOGIN_DEV_USER_TOKEN_KEY_FILE: {0}")]
+    DevKey(#[from] crate::routes::DevTokenError),
+    #[error("server error: {0}")]
+    Serve(std::io::Error),
+}
+
+/// A built, bound, not yet serving edge.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Application {
+    pub async fn build(config: EdgeConfig) -> Result<Self, StartupError> {
+        config.validate()?;
+        let node = config.node();
+        let metrics = Arc::new(Metrics::default());
+        let dev_tokens = match &config.dev_user_token_key_file {
+            Some(path) => {
+                let tokens =
+                    DevTokens::load(path, &config.user_token_issuer, &config.user_token_audience)?;
+                tracing::warn!(path = %path.display(), "development endpoint POST /v1/dev/token is ON: it mints user tokens for anyone; never enable it in production");
+                Some(tokens)
+            }
+            None => None,
+        };
+        let auth = AuthClient::new(&config.auth_url, config.auth_timeout)?;
+        let broker =
+            Broker::connect(&config.nats_url, &config.subject_prefix, metrics.clone()).await?;
+        let hub = Hub::new(config.max_watchers_per_session);
+        let watches = Watches::new(
+            hub,
+            broker.clone(),
+            auth.clone(),
+            metrics.clone(),
+            config.recheck_interval,
+        );
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| StartupError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let state = Arc::new(Shared {
+            node,
+            auth,
+            broker,
+            watches,
+            metrics,
+            drain: Drain::default(),
+            gate: ConnectionGate::new(config.max_connections),
+            create_rate: CreateRateLimiter::new(config.create_rate_per_ip),
+            dev_tokens,
+            config,
+        });
+        Ok(Self { listener, state })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| self.state.config.listen)
+    }
+
+    pub fn node(&self) -> &str {
+        &self.state.node
+    }
+
+    /// Serves until `stop` resolves, then drains: readiness fails at once,
+    /// new requests get 503 draining, streams are told to go elsewhere; the
+    /// node keeps answering for the drain deadline (so load balancers see it
+    /// leave) and then returns.
+    pub async fn run_until_stopped(
+        self,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartupError> {
+        let Self { listener, state } = self;
+        let drain = state.drain.clone();
+        let deadline = state.config.drain_deadline;
+        tracing::info!(addr = %listener.local_addr().map_err(StartupError::Serve)?, node = %state.node, "edge listening");
+        let app = routes::app(state.clone());
+        let closing = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let server = tokio::spawn(server::serve(
+            listener,
+            app,
+            closing.clone(),
+            tracker.clone(),
+        ));
+        stop.await;
+        tracing::info!(deadline = ?deadline, "draining");
+        drain.start();
+        // Answer (readiness 503, requests 503 draining) until the deadline,
+        // minus a margin for closing what is still open.
+        let margin = Duration::from_millis(250).min(deadline / 4);
+        tokio::time::sleep(deadline.saturating_sub(margin)).await;
+        closing.cancel();
+        tracker.close();
+        let _ = server.await;
+        if tokio::time::timeout(margin, tracker.wait()).await.is_err() {
+            tracing::warn!(
+                open = tracker.len(),
+                "connections still open at the drain deadline; dropping them"
+            );
+        }
+        Ok(())
+    }
+}

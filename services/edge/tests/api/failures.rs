@@ -1,0 +1,134 @@
+//! Failures: garbage on the bus, NATS restarting under waiting watchers.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn a_malformed_event_is_dropped_and_counted() {
+    let cluster = Cluster::start().await;
+    let created = cluster.create(&cluster.edge1).await;
+    let url = cluster
+        .edge1
+        .url(&format!("/v1/login-sessions/{}/events", created.id));
+    let mut sse = SseClient::open(&cluster.http, &url, &created, None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        sse.next_snapshot().await.unwrap().event.as_deref(),
+        Some("PENDING")
+    );
+    let nats = async_nats::connect(cluster.nats.url()).await.unwrap();
+    let subject = format!("qrlogin.session.{}", created.id);
+    nats.publish(subject.clone(), "\u{1}not a protobuf \u{ff}".into())
+        .await
+        .unwrap();
+    nats.publish(subject, vec![0xff, 0xff, 0xff].into())
+        .await
+        .unwrap();
+    nats.flush().await.unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while metric(
+        &cluster.edge1.metrics().await,
+        "qrlogin_edge_undecodable_events_total",
+    ) < 2.0
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "undecodable events not counted"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The node still delivers.
+    assert_eq!(
+        cluster
+            .phone(&cluster.edge2, &created.id, "scan")
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        sse.next_snapshot().await.unwrap().event.as_deref(),
+        Some("SCANNED")
+    );
+    assert_eq!(
+        cluster
+            .http
+            .get(cluster.edge1.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn events_after_a_nats_restart_still_arrive() {
+    let mut cluster = Cluster::start().await;
+    let created = cluster.create(&cluster.edge1).await;
+    let url = cluster
+        .edge1
+        .url(&format!("/v1/login-sessions/{}/events", created.id));
+    let mut sse = SseClient::open(&cluster.http, &url, &created, None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        sse.next_snapshot().await.unwrap().event.as_deref(),
+        Some("PENDING")
+    );
+    let v0 = created.json["version"].as_u64().unwrap();
+    let ws_url = cluster
+        .edge1
+        .ws_url(&format!("/v1/login-sessions/{}/ws?since={v0}", created.id));
+    let mut ws = ws_connect(&ws_url, &created, None).await.unwrap();
+
+    cluster.nats.restart().await;
+    cluster.edge1.wait_ready().await;
+    cluster.edge2.wait_ready().await;
+    // Auth reconnects on its own schedule; the phone retries while it says 503.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = cluster.phone(&cluster.edge2, &created.id, "scan").await;
+        if r.status() == StatusCode::OK {
+            break;
+        }
+        assert_eq!(
+            r.status(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "only unavailability is expected"
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "auth never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        sse.next_snapshot().await.unwrap().event.as_deref(),
+        Some("SCANNED")
+    );
+    assert_eq!(ws_state(&mut ws).await["state"], "SCANNED");
+    assert_eq!(
+        cluster
+            .phone(&cluster.edge2, &created.id, "confirm")
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        sse.next_snapshot().await.unwrap().event.as_deref(),
+        Some("CONFIRMED")
+    );
+    assert_eq!(ws_state(&mut ws).await["state"], "CONFIRMED");
+    assert!(
+        metric(
+            &cluster.edge1.metrics().await,
+            "qrlogin_edge_nats_reconnects_total"
+        ) >= 2.0
+    );
+}

@@ -1,0 +1,412 @@
+//! A real cluster per test: nats-server on a random port, auth in-process
+//! on port 0, two edges on port 0; plus small HTTP, SSE and WebSocket
+//! clients that read what a browser would.
+
+use std::{net::SocketAddr, time::Duration};
+
+use futures::StreamExt;
+use qrlogin_auth::{
+    config::AuthConfig,
+    testing::{NatsServer, TestAuth, TestKeys},
+};
+use qrlogin_edge::{config::EdgeConfig, startup::Application};
+use reqwest::{header, StatusCode};
+use serde_json::Value;
+use tokio::{sync::oneshot, task::JoinHandle};
+use tokio_tungstenite::{
+    tungstenite::{client::IntoClientRequest, Message},
+    MaybeTlsStream, WebSocketStream,
+};
+
+/// Longest any single wait in a test may take before it fails.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub struct TestEdge {
+    pub addr: SocketAddr,
+    pub node: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl TestEdge {
+    pub async fn spawn(config: EdgeConfig) -> Self {
+        let app = Application::build(config).await.expect("edge builds");
+        let addr = app.local_addr();
+        let node = app.node().to_owned();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            app.run_until_stopped(async {
+                let _ = rx.await;
+            })
+            .await
+            .expect("edge runs");
+        });
+        let edge = Self {
+            addr,
+            node,
+            stop: Some(tx),
+            task: Some(task),
+        };
+        edge.wait_ready().await;
+        edge
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.addr)
+    }
+
+    /// Polls /readyz until it answers 200.
+    pub async fn wait_ready(&self) {
+        let http = reqwest::Client::new();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Ok(r) = http.get(self.url("/readyz")).send().await {
+                if r.status() == StatusCode::OK {
+                    return;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "edge {} never became ready",
+                self.node
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Sends the stop signal (as SIGTERM would); returns the task to await.
+    pub fn stop(&mut self) -> JoinHandle<()> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        self.task.take().expect("edge still running")
+    }
+
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for TestEdge {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// The value of one metric line (`name{labels} value`) in a scrape.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.trim().parse().ok())
+        })
+        .unwrap_or(0.0)
+}
+
+pub fn edge_config(name: &str, auth: &TestAuth, nats: &NatsServer) -> EdgeConfig {
+    let mut c = EdgeConfig::defaults();
+    c.listen = "127.0.0.1:0".parse().unwrap();
+    c.node_name = Some(name.to_owned());
+    c.auth_url = auth.url();
+    c.nats_url = nats.url();
+    c.web_dir = "/nonexistent-qrlogin-web".into();
+    c.drain_deadline = Duration::from_millis(1500);
+    c
+}
+
+pub struct Cluster {
+    pub edge1: TestEdge,
+    pub edge2: TestEdge,
+    pub auth: TestAuth,
+    pub keys: TestKeys,
+    pub nats: NatsServer,
+    pub http: reqwest::Client,
+}
+
+impl Cluster {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}, |_| {}).await
+    }
+
+    pub async fn start_with(
+        auth_tweak: impl FnOnce(&mut AuthConfig),
+        edge_tweak: impl Fn(&mut EdgeConfig),
+    ) -> Self {
+        let nats = NatsServer::start().await;
+        let keys = TestKeys::generate();
+        let auth = TestAuth::spawn(&nats, &keys, auth_tweak).await;
+        let mut c1 = edge_config("edge-1", &auth, &nats);
+        edge_tweak(&mut c1);
+        let mut c2 = edge_config("edge-2", &auth, &nats);
+        edge_tweak(&mut c2);
+        let edge1 = TestEdge::spawn(c1).await;
+        let edge2 = TestEdge::spawn(c2).await;
+        Self {
+            edge1,
+            edge2,
+            auth,
+            keys,
+            nats,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Creates a login session through `edge`.
+    pub async fn create(&self, edge: &TestEdge) -> Created {
+        let r = self
+            .http
+            .post(edge.url("/v1/login-sessions"))
+            .header(header::USER_AGENT, "TestBrowser/1.0")
+            .json(&serde_json::json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED, "create failed");
+        let cookie = r.headers()[header::SET_COOKIE].to_str().unwrap().to_owned();
+        let json: Value = r.json().await.unwrap();
+        Created {
+            id: json["session_id"].as_str().unwrap().to_owned(),
+            secret: json["browser_secret"].as_str().unwrap().to_owned(),
+            cookie,
+            json,
+        }
+    }
+
+    /// A phone request (scan/confirm/deny) through `edge` as user `alice`.
+    pub async fn phone(&self, edge: &TestEdge, id: &str, action: &str) -> reqwest::Response {
+        let token = self.keys.user_token("alice", "Alice");
+        self.http
+            .post(edge.url(&format!("/v1/login-sessions/{id}/{action}")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Browser request with the secret as the cookie the browser holds.
+    pub fn browser(
+        &self,
+        method: reqwest::Method,
+        edge: &TestEdge,
+        created: &Created,
+        suffix: &str,
+    ) -> reqwest::RequestBuilder {
+        self.http
+            .request(
+                method,
+                edge.url(&format!("/v1/login-sessions/{}{suffix}", created.id)),
+            )
+            .header(
+                header::COOKIE,
+                format!("qrl_bs_{}={}", created.id, created.secret),
+            )
+    }
+
+    pub async fn redeem(&self, edge: &TestEdge, created: &Created) -> reqwest::Response {
+        self.browser(reqwest::Method::POST, edge, created, "/redeem")
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+pub struct Created {
+    pub id: String,
+    pub secret: String,
+    pub cookie: String,
+    pub json: Value,
+}
+
+/// The error code of an error response.
+pub async fn error_code(r: reqwest::Response) -> (StatusCode, String) {
+    let status = r.status();
+    let body: Value = r.json().await.unwrap();
+    (
+        status,
+        body["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    )
+}
+
+/// One SSE event as a browser's EventSource sees it.
+#[derive(Debug, Default, Clone)]
+pub struct SseEvent {
+    pub id: Option<String>,
+    pub event: Option<String>,
+    pub data: Option<String>,
+    pub retry: Option<u64>,
+    pub comment: bool,
+}
+
+impl SseEvent {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(self.data.as_deref().unwrap_or("null")).unwrap()
+    }
+}
+
+/// Reads an SSE response block by block.
+pub struct SseClient {
+    body: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    buf: String,
+}
+
+impl SseClient {
+    pub async fn open(
+        http: &reqwest::Client,
+        url: &str,
+        created: &Created,
+        last_event_id: Option<u64>,
+    ) -> reqwest::Result<Result<Self, reqwest::Response>> {
+        let mut req = http
+            .get(url)
+            .header(
+                header::COOKIE,
+                format!("qrl_bs_{}={}", created.id, created.secret),
+            )
+            .header(header::ACCEPT, "text/event-stream");
+        if let Some(v) = last_event_id {
+            req = req.header("Last-Event-ID", v.to_string());
+        }
+        let r = req.send().await?;
+        if r.status() != StatusCode::OK {
+            return Ok(Err(r));
+        }
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "text/event-stream");
+        assert_eq!(r.headers()[header::CACHE_CONTROL], "no-cache");
+        assert_eq!(r.headers()["x-accel-buffering"], "no");
+        Ok(Ok(Self {
+            body: r.bytes_stream().boxed(),
+            buf: String::new(),
+        }))
+    }
+
+    /// The next block (event, retry or comment); `None` at the end of the stream.
+    pub async fn next(&mut self) -> Option<SseEvent> {
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..end + 2).collect();
+                let mut ev = SseEvent::default();
+                for line in block.lines() {
+                    if let Some(c) = line.strip_prefix(':') {
+                        let _ = c;
+                        ev.comment = true;
+                    } else if let Some((k, v)) = line.split_once(": ") {
+                        match k {
+                            "id" => ev.id = Some(v.to_owned()),
+                            "event" => ev.event = Some(v.to_owned()),
+                            "data" => ev.data = Some(v.to_owned()),
+                            "retry" => ev.retry = v.parse().ok(),
+                            _ => {}
+                        }
+                    }
+                }
+                return Some(ev);
+            }
+            let chunk = tokio::time::timeout(WAIT, self.body.next())
+                .await
+                .expect("SSE stalled")?;
+            self.buf.push_str(&String::from_utf8_lossy(&chunk.ok()?));
+        }
+    }
+
+    /// The next snapshot event, skipping `retry:` blocks and heartbeats.
+    pub async fn next_snapshot(&mut self) -> Option<SseEvent> {
+        loop {
+            let ev = self.next().await?;
+            if ev.data.is_some() {
+                return Some(ev);
+            }
+        }
+    }
+}
+
+pub type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Anything a WebSocket client can run over.
+pub trait WsIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> WsIo for T {}
+
+/// Opens a WebSocket with the browser cookie and an Origin header.
+pub async fn ws_connect(
+    url: &str,
+    created: &Created,
+    origin: Option<&str>,
+) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut().insert(
+        header::COOKIE,
+        format!("qrl_bs_{}={}", created.id, created.secret)
+            .parse()
+            .unwrap(),
+    );
+    if let Some(o) = origin {
+        req.headers_mut().insert(header::ORIGIN, o.parse().unwrap());
+    }
+    let (ws, _) = tokio_tungstenite::connect_async(req).await?;
+    Ok(ws)
+}
+
+/// What the server sent next: a JSON message or a close code.
+#[derive(Debug)]
+pub enum WsEvent {
+    Json(Value),
+    Close(Option<u16>),
+}
+
+pub async fn ws_next<S: WsIo>(ws: &mut WebSocketStream<S>) -> WsEvent {
+    loop {
+        let msg = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("WebSocket stalled");
+        match msg {
+            Some(Ok(Message::Text(t))) => return WsEvent::Json(serde_json::from_str(&t).unwrap()),
+            Some(Ok(Message::Close(frame))) => return WsEvent::Close(frame.map(|f| f.code.into())),
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => return WsEvent::Close(None),
+        }
+    }
+}
+
+/// The next `state` message's snapshot.
+pub async fn ws_state<S: WsIo>(ws: &mut WebSocketStream<S>) -> Value {
+    match ws_next(ws).await {
+        WsEvent::Json(v) if v["type"] == "state" => v["session"].clone(),
+        other => panic!("expected a state message, got {other:?}"),
+    }
+}
+
+/// Long poll: `GET ?since=V&wait=W`.
+pub async fn long_poll(
+    cluster: &Cluster,
+    edge: &TestEdge,
+    created: &Created,
+    since: u64,
+    wait: &str,
+) -> Value {
+    let r = cluster
+        .browser(
+            reqwest::Method::GET,
+            edge,
+            created,
+            &format!("?since={since}&wait={wait}"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["x-edge-node"], edge.node.as_str());
+    r.json().await.unwrap()
+}

@@ -1,0 +1,9 @@
+//! Black-box tests of the edge: real NATS, real auth, two edges.
+
+mod drain;
+mod failures;
+mod helpers;
+mod limits;
+mod resume;
+mod security;
+mod transports;

@@ -1,0 +1,153 @@
+//! The other side of each login: the phone scans and confirms on an edge
+//! other than the browser's, and the browser redeems and is checked
+//! against the stored state. Every step retries what is safe to retry
+//! (network errors, 503, `conflict`) on the next edge, until the stop
+//! signal.
+
+use std::{
+    sync::{atomic::Ordering, Arc},
+    time::Duration,
+};
+
+use tokio::time::Instant;
+
+use crate::{
+    api::{self, ApiError},
+    watch::Browser,
+    worker::Ctx,
+};
+
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+const RETRY_LAST: Duration = Duration::from_millis(1000);
+
+/// Waits before retry number `tries`; false when the stop signal came.
+async fn retry_wait(ctx: &Ctx, tries: usize) -> bool {
+    ctx.counters.retries.fetch_add(1, Ordering::Relaxed);
+    let wait = RETRY_FIRST
+        .saturating_mul(1 << tries.min(5))
+        .min(RETRY_LAST);
+    tokio::select! {
+        _ = ctx.stop.cancelled() => false,
+        _ = tokio::time::sleep(wait) => true,
+    }
+}
+
+fn fail(ctx: &Ctx, b: &Browser, what: String) {
+    tracing::warn!(session = %b.id, "{what}");
+    ctx.counters.phone_failures.fetch_add(1, Ordering::Relaxed);
+    let _ = b.failure.set(what);
+}
+
+/// The session's state as an edge stores it (short poll with the secret).
+async fn stored_state(ctx: &Ctx, b: &Browser) -> Result<api::Snapshot, ApiError> {
+    let pools = &ctx.watch_pools;
+    let mut tries = 0;
+    loop {
+        match api::get(&pools[(b.home + tries) % pools.len()], &b.id, &b.secret).await {
+            Err(e) if e.is_retryable() && retry_wait(ctx, tries).await => tries += 1,
+            other => return other,
+        }
+    }
+}
+
+/// A phone route with retries. A refusal after a retry can mean that an
+/// earlier attempt landed and only its answer was lost: then the stored
+/// state decides.
+async fn phone_step(ctx: &Ctx, b: &Browser, action: &str, reached: &[&str]) -> Result<(), String> {
+    let pools = &ctx.phone_pools;
+    let first = (b.home + 1) % pools.len();
+    let mut tries = 0;
+    loop {
+        let pool = &pools[(first + tries) % pools.len()];
+        let on_send = || {
+            if action == "confirm" {
+                let _ = b.confirm_sent.set(Instant::now());
+                if tries > 0 {
+                    let _ = b.confirm_retried.set(());
+                }
+            }
+        };
+        match api::phone(pool, &b.id, action, &ctx.plan.user_token, on_send).await {
+            Ok(_) => return Ok(()),
+            Err(e) if tries > 0 && e.code() == "failed_precondition" => {
+                return match stored_state(ctx, b).await {
+                    Ok(s) if reached.contains(&s.state.as_str()) => Ok(()),
+                    Ok(s) => Err(format!("{action}: {e} (stored state {})", s.state)),
+                    Err(read) => Err(format!("{action}: {e}; reading the state: {read}")),
+                };
+            }
+            Err(e) if e.is_retryable() => {
+                if !retry_wait(ctx, tries).await {
+                    return Err(format!("{action}: stopped while retrying after {e}"));
+                }
+                tries += 1;
+            }
+            Err(e) => return Err(format!("{action}: {e}")),
+        }
+    }
+}
+
+/// Scan, then confirm.
+pub async fn login(ctx: Arc<Ctx>, b: Arc<Browser>) {
+    let step = async {
+        phone_step(&ctx, &b, "scan", &["SCANNED", "CONFIRMED", "REDEEMED"]).await?;
+        phone_step(&ctx, &b, "confirm", &["CONFIRMED", "REDEEMED"]).await
+    };
+    match step.await {
+        Ok(()) => {
+            let _ = b.confirm_ok_at.set(Instant::now());
+            ctx.counters.confirm_ok.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(what) => fail(&ctx, &b, what),
+    }
+}
+
+/// The browser redeems its confirmed login (once; a refusal after a lost
+/// answer is settled by the stored state).
+pub async fn redeem(ctx: Arc<Ctx>, b: Arc<Browser>) {
+    let pools = &ctx.watch_pools;
+    let mut tries = 0;
+    loop {
+        let pool = &pools[(b.home + tries) % pools.len()];
+        match api::redeem(pool, &b.id, &b.secret).await {
+            Ok(()) => break,
+            Err(e) if tries > 0 && e.code() == "failed_precondition" => {
+                match stored_state(&ctx, &b).await {
+                    Ok(s) if s.state == "REDEEMED" => break,
+                    Ok(s) => return fail(&ctx, &b, format!("redeem: {e} (stored {})", s.state)),
+                    Err(read) => return fail(&ctx, &b, format!("redeem: {e}; read: {read}")),
+                }
+            }
+            Err(e) if e.is_retryable() => {
+                if !retry_wait(&ctx, tries).await {
+                    return fail(
+                        &ctx,
+                        &b,
+                        format!("redeem: stopped while retrying after {e}"),
+                    );
+                }
+                tries += 1;
+            }
+            Err(e) => return fail(&ctx, &b, format!("redeem: {e}")),
+        }
+    }
+    ctx.counters.redeemed.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Whether the browser holds exactly the stored state of its session.
+pub async fn verify(ctx: Arc<Ctx>, b: Arc<Browser>) -> Result<(), String> {
+    let stored = stored_state(&ctx, &b)
+        .await
+        .map_err(|e| format!("reading the stored state: {e}"))?;
+    match b.held() {
+        Some(held) if held == stored => Ok(()),
+        Some(held) => Err(format!(
+            "holds {} v{}, stored {} v{}",
+            held.state, held.version, stored.state, stored.version
+        )),
+        None => Err(format!(
+            "holds nothing, stored {} v{}",
+            stored.state, stored.version
+        )),
+    }
+}
