@@ -16,17 +16,7 @@ async fn drain_closes_streams_answers_polls_and_fails_readiness() {
         .ws_url(&format!("/v1/login-sessions/{}/ws", created.id));
     let mut ws = ws_connect(&ws_url, &created, None).await.unwrap();
     assert_eq!(ws_state(&mut ws).await["state"], "PENDING");
-    let sse_url = cluster
-        .edge1
-        .url(&format!("/v1/login-sessions/{}/events", created.id));
-    let mut sse = SseClient::open(&cluster.http, &sse_url, &created, None)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        sse.next_snapshot().await.unwrap().event.as_deref(),
-        Some("PENDING")
-    );
+    let mut sse = cluster.sse_pending(&cluster.edge1, &created).await;
     let poll_url = cluster.edge1.url(&format!(
         "/v1/login-sessions/{}?since={v0}&wait=20s",
         created.id

@@ -10,17 +10,7 @@ use crate::helpers::*;
 async fn a_malformed_event_is_dropped_and_counted() {
     let cluster = Cluster::start().await;
     let created = cluster.create(&cluster.edge1).await;
-    let url = cluster
-        .edge1
-        .url(&format!("/v1/login-sessions/{}/events", created.id));
-    let mut sse = SseClient::open(&cluster.http, &url, &created, None)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        sse.next_snapshot().await.unwrap().event.as_deref(),
-        Some("PENDING")
-    );
+    let mut sse = cluster.sse_pending(&cluster.edge1, &created).await;
     let nats = async_nats::connect(cluster.nats.url()).await.unwrap();
     let subject = format!("qrlogin.session.{}", created.id);
     nats.publish(subject.clone(), "\u{1}not a protobuf \u{ff}".into())
@@ -70,17 +60,7 @@ async fn a_malformed_event_is_dropped_and_counted() {
 async fn events_after_a_nats_restart_still_arrive() {
     let mut cluster = Cluster::start().await;
     let created = cluster.create(&cluster.edge1).await;
-    let url = cluster
-        .edge1
-        .url(&format!("/v1/login-sessions/{}/events", created.id));
-    let mut sse = SseClient::open(&cluster.http, &url, &created, None)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        sse.next_snapshot().await.unwrap().event.as_deref(),
-        Some("PENDING")
-    );
+    let mut sse = cluster.sse_pending(&cluster.edge1, &created).await;
     let v0 = created.json["version"].as_u64().unwrap();
     let ws_url = cluster
         .edge1

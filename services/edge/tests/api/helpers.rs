@@ -213,6 +213,24 @@ impl Cluster {
             )
     }
 
+    /// Opens an SSE watch on `edge` and checks that its first event is PENDING.
+    pub async fn sse_pending(&self, edge: &TestEdge, created: &Created) -> SseClient {
+        let url = edge.url(&format!("/v1/login-sessions/{}/events", created.id));
+        let mut sse = SseClient::open(&self.http, &url, created, None)
+            .await
+            .expect("SSE request")
+            .expect("SSE 200 OK");
+        assert_eq!(
+            sse.next_snapshot()
+                .await
+                .expect("first event")
+                .event
+                .as_deref(),
+            Some("PENDING")
+        );
+        sse
+    }
+
     pub async fn redeem(&self, edge: &TestEdge, created: &Created) -> reqwest::Response {
         self.browser(reqwest::Method::POST, edge, created, "/redeem")
             .send()

@@ -170,17 +170,7 @@ async fn watchers_are_told_expired_at_the_deadline() {
     let cluster = Cluster::start_with(|c| c.pending_ttl = Duration::from_secs(2), |_| {}).await;
     let created = cluster.create(&cluster.edge1).await;
     let v0 = created.json["version"].as_u64().unwrap();
-    let sse_url = cluster
-        .edge1
-        .url(&format!("/v1/login-sessions/{}/events", created.id));
-    let mut sse = SseClient::open(&cluster.http, &sse_url, &created, None)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        sse.next_snapshot().await.unwrap().event.as_deref(),
-        Some("PENDING")
-    );
+    let mut sse = cluster.sse_pending(&cluster.edge1, &created).await;
     let ws_url = cluster
         .edge2
         .ws_url(&format!("/v1/login-sessions/{}/ws", created.id));
@@ -205,17 +195,7 @@ async fn watchers_are_told_expired_at_the_deadline() {
 async fn cancel_over_websocket_reaches_every_watcher() {
     let cluster = Cluster::start().await;
     let created = cluster.create(&cluster.edge1).await;
-    let sse_url = cluster
-        .edge2
-        .url(&format!("/v1/login-sessions/{}/events", created.id));
-    let mut sse = SseClient::open(&cluster.http, &sse_url, &created, None)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        sse.next_snapshot().await.unwrap().event.as_deref(),
-        Some("PENDING")
-    );
+    let mut sse = cluster.sse_pending(&cluster.edge2, &created).await;
     let url = cluster
         .edge1
         .ws_url(&format!("/v1/login-sessions/{}/ws", created.id));
