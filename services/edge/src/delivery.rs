@@ -107,20 +107,79 @@ impl Watches {
         }
     }
 
-    async fn reread(&self, entry: &Entry) {
-        let Some(secret) = entry.secret() else { return };
+    /// Reads the session from auth and offers the answer to its watchers.
+    async fn reread(&self, entry: &Entry) -> Reread {
+        let Some(secret) = entry.secret() else {
+            return Reread::Answered;
+        };
         let Ok(_permit) = self.rereads.acquire().await else {
-            return;
+            return Reread::Answered;
         };
         self.metrics.recheck();
         match self.auth.get(&entry.id, &secret).await {
             Ok(snapshot) => {
                 entry.offer(snapshot);
+                Reread::Answered
             }
             Err(AuthError::Unavailable(e)) => {
-                tracing::debug!(session = %entry.id, error = %e, "re-read failed; next recheck repairs it")
+                tracing::debug!(session = %entry.id, error = %e, "re-read failed; retrying with backoff");
+                Reread::Unreachable
             }
-            Err(e) => tracing::info!(session = %entry.id, error = %e, "re-read refused"),
+            Err(e) => {
+                tracing::info!(session = %entry.id, error = %e, "re-read refused");
+                Reread::Answered
+            }
+        }
+    }
+}
+
+/// What a re-read from auth came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reread {
+    /// Auth answered (with the state, or with a refusal): the view is as
+    /// current as auth can make it.
+    Answered,
+    /// Auth could not be reached; the view may be behind.
+    Unreachable,
+}
+
+/// First and longest wait before retrying a failed re-read. Short enough
+/// that a session whose events were lost during an outage catches up within
+/// seconds of auth coming back, long enough not to hammer a restarting auth.
+const RETRY_MIN: Duration = Duration::from_millis(250);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Re-read bookkeeping of one watched session.
+struct Sync {
+    /// Events may have been missed (NATS reconnected) and no re-read has
+    /// succeeded since. While stale, the edge does not announce a local
+    /// EXPIRED: the view might be hiding a confirm that auth already holds.
+    stale: bool,
+    /// When to try again after a failed re-read.
+    retry_at: Option<Instant>,
+    backoff: Duration,
+}
+
+impl Sync {
+    fn new() -> Self {
+        Self {
+            stale: false,
+            retry_at: None,
+            backoff: RETRY_MIN,
+        }
+    }
+
+    fn settle(&mut self, outcome: Reread) {
+        match outcome {
+            Reread::Answered => {
+                self.stale = false;
+                self.retry_at = None;
+                self.backoff = RETRY_MIN;
+            }
+            Reread::Unreachable => {
+                self.retry_at = Some(Instant::now() + jitter(self.backoff));
+                self.backoff = (self.backoff * 2).min(RETRY_MAX);
+            }
         }
     }
 }
@@ -132,6 +191,7 @@ async fn run_session(watches: Watches, entry: Arc<Entry>, mut events: SessionEve
     let mut resync = watches.broker.resync_signal();
     resync.mark_unchanged();
     let mut resync_open = true;
+    let mut sync = Sync::new();
     let far = Duration::from_secs(86_400 * 365);
     loop {
         let deadline = entry
@@ -140,7 +200,9 @@ async fn run_session(watches: Watches, entry: Arc<Entry>, mut events: SessionEve
             .and_then(|s| s.expires_at)
             .map(instant_at)
             .unwrap_or_else(|| Instant::now() + far);
-        let recheck = Instant::now() + jitter(watches.recheck);
+        let recheck = sync
+            .retry_at
+            .unwrap_or_else(|| Instant::now() + jitter(watches.recheck));
         tokio::select! {
             biased;
             _ = entry.stop.cancelled() => break,
@@ -152,19 +214,40 @@ async fn run_session(watches: Watches, entry: Arc<Entry>, mut events: SessionEve
                 }
             },
             _ = view.changed() => {}
-            _ = tokio::time::sleep_until(deadline) => {
-                if let Some(expired) = entry.current().and_then(|s| s.expired_at(OffsetDateTime::now_utc())) {
+            // Not while stale: the retries below must catch up first.
+            _ = tokio::time::sleep_until(deadline), if !sync.stale => {
+                // Ask auth before announcing the deadline: a publish lost
+                // between auth's write and its publish would otherwise turn
+                // a confirmed login into EXPIRED on the screen. Auth answers
+                // EXPIRED itself when the deadline really passed.
+                let outcome = Box::pin(watches.reread(&entry)).await;
+                sync.settle(outcome);
+                // Unreachable auth, or clocks a little apart: the edge keeps
+                // its promise to announce the deadline on time, unless the
+                // NATS link is down (events may be missing; the retries and
+                // the re-read after reconnect settle it).
+                if outcome == Reread::Unreachable && !watches.broker.is_connected() {
+                    sync.stale = true;
+                } else if let Some(expired) = entry.current().and_then(|s| s.expired_at(OffsetDateTime::now_utc())) {
                     entry.offer(expired);
                 }
             }
             changed = resync.changed(), if resync_open => match changed {
-                Ok(()) => Box::pin(watches.reread(&entry)).await,
+                Ok(()) => {
+                    sync.stale = true;
+                    let outcome = Box::pin(watches.reread(&entry)).await;
+                    sync.settle(outcome);
+                }
                 // The NATS client is gone (shutdown); periodic rechecks remain.
                 Err(_) => resync_open = false,
             },
-            // Boxed: the gRPC call's future is large and would otherwise
-            // be part of every watched session's task.
-            _ = tokio::time::sleep_until(recheck) => Box::pin(watches.reread(&entry)).await,
+            // Periodic recheck, or the retry of a failed re-read. Boxed: the
+            // gRPC call's future is large and would otherwise be part of
+            // every watched session's task.
+            _ = tokio::time::sleep_until(recheck) => {
+                let outcome = Box::pin(watches.reread(&entry)).await;
+                sync.settle(outcome);
+            }
         }
     }
 }
