@@ -8,6 +8,7 @@
 #   4. Kubernetes manifests: kustomize, kubernetes-validate --strict, invariants
 #   5. the local cluster (NATS, auth, two edges, HAProxy): end-to-end script
 #   6. browser tests (Debian's Chromium driven by playwright-core)
+#   7. a small load run: 200 browsers, an edge killed, nothing lost
 #
 # Ends with one line `total: N passed, N failed` and exits non-zero if any
 # check failed.
@@ -71,6 +72,9 @@ run_step k8s deploy/k8s/check.sh
 run_step e2e deploy/local/e2e.sh --start --keep
 run_step browser bash -c 'cd web/tests && node browser.test.mjs'
 deploy/local/down.sh >/dev/null 2>&1 || true
+# A small load run on a throw-away cluster (release binaries from above):
+# 200 browsers over two edges, one edge killed mid-way, nothing lost.
+run_step load-smoke env QRLOGIN_BENCH_NO_BUILD=1 tools/bench/smoke.sh
 
 total_secs=$(($(date +%s) - started))
 echo
