@@ -74,7 +74,7 @@ run_step browser bash -c 'cd web/tests && node browser.test.mjs'
 deploy/local/down.sh >/dev/null 2>&1 || true
 # A small load run on a throw-away cluster (release binaries from above):
 # 200 browsers over two edges, one edge killed mid-way, nothing lost.
-run_step load-smoke env QRLOGIN_BENCH_NO_BUILD=1 tools/bench/smoke.sh
+run_step load-smoke bash -c 'cargo build --release --locked -q -p qrlogin-loadgen && QRLOGIN_BENCH_NO_BUILD=1 tools/bench/smoke.sh'
 
 total_secs=$(($(date +%s) - started))
 echo
