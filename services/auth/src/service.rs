@@ -199,9 +199,7 @@ impl LoginService {
         id: &str,
         authorization: Option<&str>,
     ) -> Result<SessionView, ServiceError> {
-        let id = SessionId::parse(id)?;
-        let user = self.verifier.verify_header(authorization)?;
-        self.transition(&id, None, Action::Scan(user)).await
+        self.phone(id, authorization, Action::Scan).await
     }
 
     pub async fn confirm(
@@ -209,10 +207,10 @@ impl LoginService {
         id: &str,
         authorization: Option<&str>,
     ) -> Result<SessionView, ServiceError> {
-        let id = SessionId::parse(id)?;
-        let user = self.verifier.verify_header(authorization)?;
-        self.transition(&id, None, Action::Confirm { user_id: user.id })
-            .await
+        self.phone(id, authorization, |user| Action::Confirm {
+            user_id: user.id,
+        })
+        .await
     }
 
     pub async fn deny(
@@ -220,10 +218,21 @@ impl LoginService {
         id: &str,
         authorization: Option<&str>,
     ) -> Result<SessionView, ServiceError> {
+        self.phone(id, authorization, |user| Action::Deny { user_id: user.id })
+            .await
+    }
+
+    /// A phone call: the id is checked, then the user's token, then the
+    /// action made for that user is applied.
+    async fn phone(
+        &self,
+        id: &str,
+        authorization: Option<&str>,
+        action: impl FnOnce(PhoneUser) -> Action,
+    ) -> Result<SessionView, ServiceError> {
         let id = SessionId::parse(id)?;
         let user = self.verifier.verify_header(authorization)?;
-        self.transition(&id, None, Action::Deny { user_id: user.id })
-            .await
+        self.transition(&id, None, action(user)).await
     }
 
     pub async fn cancel(&self, id: &str, secret: &str) -> Result<SessionView, ServiceError> {
