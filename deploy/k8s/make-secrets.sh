@@ -17,13 +17,16 @@
 #                                belongs to your identity provider: pass its
 #                                public key with --user-token-public-key instead.
 #
+#   record.key                   seals the private part of stored sessions (auth)
+#
 # NATS users (nkeys; the seed signs the server's challenge, the public key is
 # what nats.conf lists; no password ever crosses the network):
 #   nats-auth.seed / .pub        auth's user: its bucket's JetStream API only
 #   nats-edge.seed / .pub        the edges' user: subscribe to session events only
 #
 # Secrets (namespace "qrlogin" unless --namespace):
-#   qrlogin-auth-keys        user-token.pub.pem, access-token.pem, nats-auth.seed   (auth)
+#   qrlogin-auth-keys        user-token.pub.pem, access-token.pem, nats-auth.seed,
+#                            record.key                                              (auth)
 #   qrlogin-edge-keys        nats-edge.seed                                          (edge)
 #   qrlogin-nats-users       nats-auth.pub, nats-edge.pub                            (NATS)
 #   qrlogin-dev-user-token   user-token.pem                        (edge, dev overlay only)
@@ -130,6 +133,9 @@ PY
 genkey access-token
 gennkey nats-auth
 gennkey nats-edge
+# record.key: 32 random bytes (base64) that seal the private part of stored
+# sessions (AEAD); every auth replica uses the same one.
+openssl rand -base64 32 >"$out/record.key"
 if [[ -n "$user_pub_in" ]]; then
   cp "$user_pub_in" "$out/user-token.pub.pem"
 else
@@ -142,7 +148,8 @@ echo "make-secrets: keys written to $out" >&2
 auth_cmd=(kubectl create secret generic qrlogin-auth-keys --namespace "$namespace"
   "--from-file=user-token.pub.pem=$out/user-token.pub.pem"
   "--from-file=access-token.pem=$out/access-token.pem"
-  "--from-file=nats-auth.seed=$out/nats-auth.seed")
+  "--from-file=nats-auth.seed=$out/nats-auth.seed"
+  "--from-file=record.key=$out/record.key")
 # shellcheck disable=SC2034
 edge_cmd=(kubectl create secret generic qrlogin-edge-keys --namespace "$namespace"
   "--from-file=nats-edge.seed=$out/nats-edge.seed")

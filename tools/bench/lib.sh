@@ -144,6 +144,7 @@ start_auth() {
     QRLOGIN_AUTH_LISTEN="127.0.0.1:$AUTH_PORT" \
     QRLOGIN_NATS_URL="$NATS_URL" \
     QRLOGIN_NATS_NKEY_SEED_FILE="$RUN/keys/nats-auth.seed" \
+    QRLOGIN_RECORD_KEY_FILE="$RUN/keys/record.key" \
     QRLOGIN_USER_TOKEN_PUBLIC_KEY_FILE="$RUN/keys/user-token.pub.pem" \
     QRLOGIN_ACCESS_TOKEN_PRIVATE_KEY_FILE="$RUN/keys/access-token.pem" \
     "$AUTH_BIN" serve

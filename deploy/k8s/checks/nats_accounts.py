@@ -13,7 +13,8 @@ cluster:
   * edge: subscribe `<prefix>.*` only (the edges' QRLOGIN_SUBJECT_PREFIX),
     publish nothing;
   * auth: subscribe its inbox prefix only; publish its bucket's JetStream API
-    and `$KV.<bucket>.>`, no wildcard over `$JS`, `$KV` or everything;
+    and `$KV.<bucket>.>`, no wildcard over `$JS`, `$KV` or everything, and
+    no event subject (NATS republishes the bucket's writes);
   * auth and edge read their own seed (QRLOGIN_NATS_NKEY_SEED_FILE) from a
     mounted Secret key of the matching name.
 """
@@ -133,6 +134,10 @@ def check_nats_accounts(objs, ctx):
                 elif subject.startswith("$JS.") and subject != "$JS.API.INFO" \
                         and f"KV_{bucket}" not in subject:
                     bad.append(f"{where}: the auth user may use {subject}, outside its bucket {bucket}")
+            if any(s == prefix or s.startswith(prefix + ".") or s.startswith(prefix.split(".")[0] + ".>")
+                   for s in allowed):
+                bad.append(f"{where}: the auth user may publish events on {prefix}; "
+                           "the bucket's republish rule does that")
             if f"$KV.{bucket}.>" not in allowed:
                 bad.append(f"{where}: the auth user may not write its bucket ($KV.{bucket}.>)")
     for service, key in SEED_KEYS.items():

@@ -144,6 +144,8 @@ MUTATIONS = [
      lambda o: _nats_conf(o, lambda c: c.replace('allow: ["qrlogin.session.*"]', 'allow: [">"]'))),
     ("nats-accounts", "the auth user with the whole JetStream API",
      lambda o: _nats_conf(o, lambda c: c.replace('"$JS.API.INFO",', '"$JS.API.>",'))),
+    ("nats-accounts", "the auth user publishing events itself",
+     lambda o: _nats_conf(o, lambda c: c.replace('"$JS.API.INFO",', '"$JS.API.INFO", "qrlogin.session.>",'))),
     ("nats-accounts", "an nkey written into the ConfigMap",
      lambda o: _nats_conf(o, lambda c: c.replace("nkey: $EDGE_NKEY", "nkey: UABC"))),
     ("nats-accounts", "the edge without its NATS seed",

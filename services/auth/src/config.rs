@@ -103,6 +103,14 @@ pub struct AuthConfig {
     /// Deadline of CONFIRMED.
     #[arg(long, env = "QRLOGIN_CONFIRMED_TTL", default_value = "30s", value_parser = humantime::parse_duration)]
     pub confirmed_ttl: Duration,
+    /// Key that seals the private part of stored sessions: 32 random bytes,
+    /// base64 (`openssl rand -base64 32`). Every auth replica uses the same.
+    #[arg(long, env = "QRLOGIN_RECORD_KEY_FILE")]
+    pub record_key_file: PathBuf,
+    /// The key used before the current one, during a rotation: records it
+    /// sealed still open. Drop it once QRLOGIN_SESSION_RETENTION has passed.
+    #[arg(long, env = "QRLOGIN_RECORD_PREVIOUS_KEY_FILE")]
+    pub record_previous_key_file: Option<PathBuf>,
     /// How long a record stays in the bucket after its last change.
     #[arg(long, env = "QRLOGIN_SESSION_RETENTION", default_value = "10m", value_parser = humantime::parse_duration)]
     pub session_retention: Duration,
@@ -354,6 +362,8 @@ mod tests {
             "/k/u.pub",
             "--access-token-private-key-file",
             "/k/a.pem",
+            "--record-key-file",
+            "/k/record.key",
         ]
     }
 

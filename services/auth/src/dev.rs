@@ -43,6 +43,7 @@ pub const NATS_AUTH_SEED: &str = "nats-auth.seed";
 pub const NATS_AUTH_PUB: &str = "nats-auth.pub";
 pub const NATS_EDGE_SEED: &str = "nats-edge.seed";
 pub const NATS_EDGE_PUB: &str = "nats-edge.pub";
+pub const RECORD_KEY: &str = "record.key";
 
 /// What one generated item writes: (file, content, private).
 type Files = Vec<(&'static str, String, bool)>;
@@ -62,6 +63,13 @@ fn items() -> Vec<(&'static [&'static str], Maker)> {
         }),
         (&[NATS_EDGE_SEED, NATS_EDGE_PUB], || {
             nkey(NATS_EDGE_SEED, NATS_EDGE_PUB)
+        }),
+        (&[RECORD_KEY], || {
+            Ok(vec![(
+                RECORD_KEY,
+                crate::sealing::generate_key_text(),
+                true,
+            )])
         }),
     ]
 }
@@ -154,7 +162,7 @@ pub fn nats_config(args: &DevNatsConfigArgs) -> Result<String, DevError> {
         User {
             name: "auth".into(),
             nkey: read_public_nkey(&args.keys.join(NATS_AUTH_PUB))?,
-            permissions: nats_accounts::auth_permissions(&[&args.kv_bucket], &args.subject_prefix),
+            permissions: nats_accounts::auth_permissions(&[&args.kv_bucket]),
         },
         User {
             name: "edge".into(),

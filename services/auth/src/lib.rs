@@ -3,8 +3,10 @@
 //! - [`config`]: the typed configuration (flags + environment) and the CLI.
 //! - [`domain`]: ids, secrets, states and transition rules (no I/O).
 //! - [`token`]: phone user token verification, access token signing, dev keys.
-//! - [`broker`]: the only NATS code: the key-value bucket (CAS writes) and
-//!   per-session event publishing; credentials and TLS of the connection.
+//! - [`broker`]: the only NATS code: the key-value bucket (CAS writes as
+//!   JetStream publishes, republished by the server as per-session events),
+//!   the stored bytes (`StoredSession`), credentials and TLS.
+//! - [`sealing`]: the AEAD that seals the private part of stored sessions.
 //! - [`nats_accounts`]: the NATS accounts and least-privilege users, rendered
 //!   into nats.conf for tests and the local cluster.
 //! - [`service`]: the use cases (create, get, scan, confirm, deny, cancel,
@@ -23,6 +25,7 @@ pub mod dev;
 pub mod domain;
 pub mod grpc;
 pub mod nats_accounts;
+pub mod sealing;
 pub mod service;
 pub mod shutdown;
 pub mod startup;

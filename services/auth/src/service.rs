@@ -1,6 +1,7 @@
 //! The use cases: create, read and move login sessions. Every transition is
-//! read → decide (domain) → compare-and-swap → publish, retried a bounded
-//! number of times when another writer wins the race in between.
+//! read → decide (domain) → compare-and-swap, retried a bounded number of
+//! times when another writer wins the race in between. Events need no step
+//! of ours: NATS republishes every committed write on the session's subject.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -46,7 +47,7 @@ impl From<BrokerError> for ServiceError {
         match e {
             BrokerError::Unavailable(m) => Self::Unavailable(m),
             BrokerError::Conflict => Self::Aborted(1),
-            BrokerError::Corrupt(m) => Self::Internal(format!("corrupt session record: {m}")),
+            BrokerError::Corrupt(e) => Self::Internal(format!("session record refused: {e}")),
         }
     }
 }
@@ -157,7 +158,6 @@ impl LoginService {
             let record = SessionRecord::new(&id, &secret, browser.clone(), now, &self.deadlines);
             match broker.create(&record).await {
                 Ok(version) => {
-                    self.publish(broker, &record, version).await;
                     tracing::info!(session_id = %id, version, "login session created");
                     return Ok(Created {
                         qr_payload: format!("{}/m/{}", self.public_base, id),
@@ -257,7 +257,7 @@ impl LoginService {
         Ok(Redeemed { view, token, user })
     }
 
-    /// Read → decide → compare-and-swap → publish, retried on lost races.
+    /// Read → decide → compare-and-swap, retried on lost races.
     async fn transition(
         &self,
         id: &SessionId,
@@ -276,7 +276,6 @@ impl LoginService {
             match record.apply(&action, now, &self.deadlines) {
                 Ok(Outcome::Write(next)) => match broker.update(&next, version).await {
                     Ok(new_version) => {
-                        self.publish(broker, &next, new_version).await;
                         tracing::info!(
                             session_id = %id,
                             action = action.name(),
@@ -306,9 +305,9 @@ impl LoginService {
         Err(ServiceError::Aborted(MAX_CAS_ATTEMPTS))
     }
 
-    /// Writes EXPIRED for a record past its deadline and publishes it, so
-    /// watchers that rely on events hear about it too. Losing the race is
-    /// fine: whoever won wrote a newer state.
+    /// Writes EXPIRED for a record past its deadline (its event tells the
+    /// watchers that rely on events). Losing the race is fine: whoever won
+    /// wrote a newer state.
     async fn expire(
         &self,
         broker: &Broker,
@@ -321,7 +320,6 @@ impl LoginService {
         };
         match broker.update(&next, version).await {
             Ok(new_version) => {
-                self.publish(broker, &next, new_version).await;
                 tracing::info!(session_id = %next.id, version = new_version, "login session expired");
                 Some(SessionView {
                     record: next,
@@ -332,15 +330,6 @@ impl LoginService {
                 tracing::debug!(session_id = %record.id, error = %e, "expiry write skipped");
                 None
             }
-        }
-    }
-
-    /// A failed publish is logged, not returned: the state is already
-    /// committed, and edges find it by their re-read after reconnect and by
-    /// their periodic check.
-    async fn publish(&self, broker: &Broker, record: &SessionRecord, version: u64) {
-        if let Err(e) = broker.publish(record, version).await {
-            tracing::warn!(session_id = %record.id, version, error = %e, "event publish failed");
         }
     }
 }

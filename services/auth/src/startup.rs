@@ -13,6 +13,7 @@ use tonic_health::ServingStatus;
 use crate::broker::{AccessError, Broker, BrokerSettings, LinkState, NatsAccess};
 use crate::config::{AuthConfig, ConfigError};
 use crate::grpc::GrpcAuth;
+use crate::sealing::{SealError, Sealer};
 use crate::service::{BrokerSlot, LoginService};
 use crate::token::{AccessTokenSigner, KeyError, UserTokenVerifier};
 use qrlogin_proto::auth::v1::auth_service_server::AuthServiceServer;
@@ -32,6 +33,8 @@ pub enum StartupError {
     Key(#[from] KeyError),
     #[error(transparent)]
     NatsAccess(#[from] AccessError),
+    #[error(transparent)]
+    RecordKey(#[from] SealError),
     #[error("cannot bind {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -48,6 +51,7 @@ pub struct Application {
     local_addr: SocketAddr,
     config: AuthConfig,
     nats_access: NatsAccess,
+    sealer: Arc<Sealer>,
     service: Arc<LoginService>,
     broker: BrokerSlot,
 }
@@ -66,6 +70,10 @@ impl Application {
             &config.access_token_audience,
             config.access_token_ttl,
         )?;
+        let sealer = Arc::new(Sealer::from_files(
+            &config.record_key_file,
+            config.record_previous_key_file.as_deref(),
+        )?);
         let nats_access = NatsAccess::load(&config)?;
         if !nats_access.has_credentials() {
             tracing::warn!("QRLOGIN_NATS_NKEY_SEED_FILE is not set: connecting to NATS without credentials (development only)");
@@ -94,6 +102,7 @@ impl Application {
             local_addr,
             config,
             nats_access,
+            sealer,
             service,
             broker,
         })
@@ -130,6 +139,7 @@ impl Application {
 
         let connector = tokio::spawn(connect_broker(
             BrokerSettings::from_config(&self.config, self.nats_access.clone()),
+            self.sealer.clone(),
             self.broker.clone(),
             health.clone(),
         ));
@@ -180,6 +190,7 @@ impl Application {
 /// SERVING. Later link changes flip it back and forth.
 async fn connect_broker(
     settings: BrokerSettings,
+    sealer: Arc<Sealer>,
     slot: BrokerSlot,
     health: tonic_health::server::HealthReporter,
 ) {
@@ -203,7 +214,7 @@ async fn connect_broker(
                 reporter.set_service_status(HEALTH_NAME, status).await;
             });
         };
-        match Broker::connect(&settings, on_link).await {
+        match Broker::connect(&settings, sealer.clone(), on_link).await {
             Ok(broker) => {
                 if slot.set(broker).is_err() {
                     return;

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use crate::config::AuthConfig;
 pub use crate::nats_accounts::Permissions;
 use crate::nats_accounts::{self, ServerSettings, User};
+use crate::sealing::generate_key_text;
 use crate::startup::Application;
 use crate::token::{generate_key_pair, mint_dev_user_token, unix_now_secs, DevTokenRequest};
 
@@ -100,10 +101,7 @@ impl NatsServer {
             let dir = tempfile::tempdir().expect("temp dir for NATS users");
             let mut list = Vec::new();
             for (name, permissions) in [
-                (
-                    "auth",
-                    nats_accounts::auth_permissions(&[&layout.bucket], &layout.subject_prefix),
-                ),
+                ("auth", nats_accounts::auth_permissions(&[&layout.bucket])),
                 (
                     "edge",
                     nats_accounts::edge_permissions(&layout.subject_prefix),
@@ -343,6 +341,7 @@ impl TestKeys {
             std::fs::write(dir.path().join(key), pair.private_pem).expect("write key");
             std::fs::write(dir.path().join(public), pair.public_pem).expect("write key");
         }
+        std::fs::write(dir.path().join("record.key"), generate_key_text()).expect("write key");
         Self { dir }
     }
 
@@ -364,6 +363,11 @@ impl TestKeys {
 
     pub fn access_public_key_path(&self) -> PathBuf {
         self.dir.path().join("access-token.pub.pem")
+    }
+
+    /// The record key auth seals stored sessions with.
+    pub fn record_key_path(&self) -> PathBuf {
+        self.dir.path().join("record.key")
     }
 
     /// A valid phone user token for 1 hour.
@@ -422,6 +426,8 @@ impl TestAuth {
             user_pub.display().to_string(),
             "--access-token-private-key-file".into(),
             access.display().to_string(),
+            "--record-key-file".into(),
+            keys.record_key_path().display().to_string(),
             "--shutdown-grace".into(),
             "1s".into(),
         ])

@@ -67,6 +67,7 @@ async fn grpcurl_lists_describes_and_runs_a_full_login() {
     let mut config = TestAuth::config(&nats, &qrlogin_auth::testing::TestKeys::generate());
     config.user_token_public_key_file = keys.path().join("user-token.pub.pem");
     config.access_token_private_key_file = keys.path().join("access-token.pem");
+    config.record_key_file = keys.path().join("record.key");
     let auth = TestAuth::spawn_config(config).await;
     let g = Grpcurl {
         addr: auth.addr().to_string(),

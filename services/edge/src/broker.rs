@@ -1,13 +1,15 @@
 //! The only file that speaks NATS: the connection, one subscription per
-//! watched session, decoding of `LoginEvent`, and connection events turned
-//! into a "re-read everything" signal.
+//! watched session, decoding of the republished session writes
+//! (`StoredSession`, version from `Nats-Sequence`; a bare `LoginEvent` is
+//! still understood), and connection events turned into a "re-read
+//! everything" signal.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use futures::StreamExt;
 use prost::Message as _;
-use qrlogin_proto::events::v1::LoginEvent;
+use qrlogin_proto::events::v1::{LoginEvent, StoredSession};
 use tokio::sync::watch;
 
 use crate::{
@@ -232,7 +234,7 @@ impl SessionEvents {
     pub async fn next(&mut self, id: &SessionId) -> Option<Snapshot> {
         loop {
             let msg = self.subscriber.next().await?;
-            match decode(&msg.payload, id) {
+            match decode(&msg.payload, msg.headers.as_ref(), id) {
                 Some(s) => return Some(s),
                 None => {
                     self.metrics.undecodable();
@@ -249,11 +251,36 @@ impl Drop for SessionEvents {
     }
 }
 
-/// Decodes a `LoginEvent` about `id`; `None` when the bytes are not one, name
-/// another session, or carry no known state.
-fn decode(payload: &[u8], id: &SessionId) -> Option<Snapshot> {
-    let e = LoginEvent::decode(payload).ok()?;
-    if e.session_id != id.as_str() {
+/// The version of a republished write: the stream sequence NATS adds as
+/// `Nats-Sequence` (the key-value revision).
+fn header_version(headers: Option<&async_nats::HeaderMap>) -> Option<u64> {
+    headers?.get("Nats-Sequence")?.as_str().parse().ok()
+}
+
+/// Decodes an event about `id`: a republished `StoredSession` write (its
+/// public `event`, version from `Nats-Sequence`; the sealed part is auth's
+/// and never looked at), or a bare `LoginEvent` with its own version as
+/// older auth services published it. `None` when the bytes are neither,
+/// name another session, or carry no known state or version.
+fn decode(
+    payload: &[u8],
+    headers: Option<&async_nats::HeaderMap>,
+    id: &SessionId,
+) -> Option<Snapshot> {
+    let stored = StoredSession::decode(payload)
+        .ok()
+        .and_then(|s| s.event)
+        .filter(|e| e.session_id == id.as_str());
+    let e = match stored {
+        Some(mut e) => {
+            e.version = header_version(headers).unwrap_or(e.version);
+            e
+        }
+        None => LoginEvent::decode(payload)
+            .ok()
+            .filter(|e| e.session_id == id.as_str())?,
+    };
+    if e.version == 0 {
         return None;
     }
     let state = login_state(e.state)?;
@@ -295,17 +322,43 @@ mod tests {
             }),
             user_display_name: "Alice".into(),
         };
-        let s = decode(&event.encode_to_vec(), &id).unwrap();
+        let s = decode(&event.encode_to_vec(), None, &id).unwrap();
         assert_eq!(s.version, 4);
         assert_eq!(s.user_display_name.as_deref(), Some("Alice"));
         assert!(s.changed_at.is_some());
-        assert!(decode(b"\xff\xff not protobuf", &id).is_none());
+        assert!(decode(b"\xff\xff not protobuf", None, &id).is_none());
         let other = LoginEvent {
             session_id: "AAAAAAAAAAAAAAAAAAAAAA".into(),
             ..event.clone()
         };
-        assert!(decode(&other.encode_to_vec(), &id).is_none());
-        let unspecified = LoginEvent { state: 0, ..event };
-        assert!(decode(&unspecified.encode_to_vec(), &id).is_none());
+        assert!(decode(&other.encode_to_vec(), None, &id).is_none());
+        let unspecified = LoginEvent {
+            state: 0,
+            ..event.clone()
+        };
+        assert!(decode(&unspecified.encode_to_vec(), None, &id).is_none());
+
+        // A republished write: the version is the Nats-Sequence header.
+        let stored = StoredSession {
+            event: Some(LoginEvent {
+                version: 0,
+                ..event.clone()
+            }),
+            sealed: vec![1, 2, 3],
+        };
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Sequence", "17");
+        headers.insert("Nats-Last-Sequence", "9");
+        let s = decode(&stored.encode_to_vec(), Some(&headers), &id).unwrap();
+        assert_eq!(s.version, 17);
+        assert_eq!(s.state, crate::domain::LoginState::Scanned);
+        // Without a version from anywhere it is refused, not taken as 0.
+        assert!(decode(&stored.encode_to_vec(), None, &id).is_none());
+        // A stored session about another session is refused too.
+        let elsewhere = StoredSession {
+            event: Some(other),
+            sealed: vec![],
+        };
+        assert!(decode(&elsewhere.encode_to_vec(), Some(&headers), &id).is_none());
     }
 }
