@@ -53,6 +53,8 @@ struct Users {
 pub struct NatsServer {
     child: Option<Child>,
     port: u16,
+    /// The monitoring port (`/subsz`), for [`NatsServer::wait_for_interest`].
+    monitor_port: u16,
     store: tempfile::TempDir,
     users: Mutex<Users>,
 }
@@ -118,6 +120,7 @@ impl NatsServer {
             let mut server = Self {
                 child: None,
                 port: free_port(),
+                monitor_port: free_port(),
                 store: tempfile::tempdir().expect("temp dir for JetStream store"),
                 users: Mutex::new(Users { dir, list }),
             };
@@ -145,6 +148,7 @@ impl NatsServer {
         let server = ServerSettings {
             host: "127.0.0.1".into(),
             port: self.port,
+            http_port: Some(self.monitor_port),
             store_dir: self.store.path().display().to_string(),
             ..ServerSettings::default()
         };
@@ -238,6 +242,55 @@ impl NatsServer {
             .connection_timeout(Duration::from_secs(2))
             .connect(self.url())
             .await
+    }
+
+    /// Waits until the server holds a subscription (in the qrlogin account)
+    /// that a message on `subject` (a literal subject) would reach.
+    ///
+    /// async-nats's `flush` only writes the client's buffer to the socket:
+    /// when it returns, the server may not have read the SUB yet, and a
+    /// message published meanwhile from another connection is not delivered.
+    /// A test that subscribes and then makes something publish waits here
+    /// first.
+    pub async fn wait_for_interest(&self, subject: &str) {
+        let path = format!(
+            "/subsz?subs=1&acc={}&test={subject}",
+            nats_accounts::ACCOUNT
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(body) = self.monitor_get(&path).await {
+                if let Some(total) = serde_json::from_str::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v["total"].as_u64())
+                {
+                    if total > 0 {
+                        return;
+                    }
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no subscription for {subject} within 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// A GET on the monitoring port; the body, if the answer was 200.
+    async fn monitor_get(&self, path: &str) -> Option<String> {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.monitor_port))
+            .await
+            .ok()?;
+        let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.ok()?;
+        let (head, body) = answer.split_once("\r\n\r\n")?;
+        head.starts_with("HTTP/1.0 200")
+            .then(|| body.to_owned())
+            .or_else(|| head.starts_with("HTTP/1.1 200").then(|| body.to_owned()))
     }
 
     /// Connects as auth does (its seed and inbox prefix), e.g. to inspect or

@@ -70,6 +70,7 @@ async fn every_write_is_republished_in_order_with_nothing_private_in_clear() {
     // Subscribe to all sessions first, so the creation event is caught too.
     let mut sub = nats.subscribe("qrlogin.session.*").await.unwrap();
     nats.flush().await.unwrap();
+    h.nats.wait_for_interest("qrlogin.session.probe").await;
 
     let user_agent = "Mozilla/5.0 UniqueBrowser/77.1";
     let created = h
@@ -177,6 +178,9 @@ async fn events_use_the_configured_prefix_and_report_expiry() {
         .await
         .unwrap();
     nats.flush().await.unwrap();
+    h.nats
+        .wait_for_interest(&format!("acme.logins.{}", s.id))
+        .await;
     // Wait for the clock to pass the PENDING deadline (the rule under test),
     // not for anything to happen.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -209,6 +213,9 @@ async fn republished_writes_keep_the_writers_headers() {
         .await
         .unwrap();
     edge.flush().await.unwrap();
+    h.nats
+        .wait_for_interest(&format!("qrlogin.session.{id}"))
+        .await;
 
     let write = |expected: u64, trace: &'static str| {
         let js = js.clone();
@@ -285,8 +292,38 @@ async fn auth_adds_the_republish_rule_to_an_existing_bucket() {
     let edge = h.nats.connect(&h.nats.edge_seed_file()).await.unwrap();
     let mut sub = edge.subscribe("qrlogin.session.*").await.unwrap();
     edge.flush().await.unwrap();
+    h.nats.wait_for_interest("qrlogin.session.probe").await;
     let s = create(&mut h.client).await;
     let got = next_event(&mut sub).await;
     assert_eq!(got.event.session_id, s.id);
     assert_eq!(got.version, s.version);
+}
+
+/// The cause of the old `events_use_the_configured_prefix_and_report_expiry`
+/// flake, made certain: auth used to publish each event itself, fire and
+/// forget, after its write; when create returned, the creation event could
+/// still be on its way (in auth's client buffer or the server's read loop
+/// of auth's connection), so a subscriber that started afterwards on the
+/// same subject received it. Now NATS routes a write's event before it
+/// acknowledges the write, and auth answers only after the acknowledgement.
+/// (On the earlier code this failed within 50 rounds in 5 runs of 5.)
+#[tokio::test]
+async fn a_subscription_opened_after_a_write_returned_never_sees_that_write() {
+    let mut h = Harness::start().await;
+    let nats = h.nats.connect(&h.nats.edge_seed_file()).await.unwrap();
+    for round in 0..50 {
+        let s = create(&mut h.client).await;
+        let mut sub = nats
+            .subscribe(format!("qrlogin.session.{}", s.id))
+            .await
+            .unwrap();
+        nats.flush().await.unwrap();
+        h.nats
+            .wait_for_interest(&format!("qrlogin.session.{}", s.id))
+            .await;
+        cancel(&mut h.client, &s.id, &s.secret).await.unwrap();
+        let got = next_event(&mut sub).await;
+        assert_eq!(got.event.state(), LoginState::Cancelled, "round {round}");
+        assert_eq!(got.previous, s.version, "round {round}");
+    }
 }

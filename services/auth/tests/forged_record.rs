@@ -70,7 +70,10 @@ fn assert_not_admin(
         redeemed.as_ref().map_or(true, |r| r.user_id != "admin"),
         "signed in as admin with a forged record: {redeemed:?}"
     );
-    assert!(redeemed.is_err(), "redeem of an unconfirmed session succeeded");
+    assert!(
+        redeemed.is_err(),
+        "redeem of an unconfirmed session succeeded"
+    );
 }
 
 #[tokio::test]
@@ -87,7 +90,11 @@ async fn a_record_forged_on_nats_does_not_sign_anyone_in() {
     assert!(!write(edge, &s.id, forged_stored(&s.id, &s.secret)).await);
     assert_not_admin(&redeem(&mut h.client, &s.id, &s.secret).await);
     let read = get(&mut h.client, &s.id, &s.secret).await.unwrap();
-    assert_eq!(state(&read), LoginState::Pending, "the session is untouched");
+    assert_eq!(
+        state(&read),
+        LoginState::Pending,
+        "the session is untouched"
+    );
 
     // 3. A client that can write the bucket (a leaked write credential, a
     // mistake in nats.conf) still cannot forge: auth reads only the sealed

@@ -49,6 +49,9 @@ async fn the_edge_credential_cannot_publish_nor_use_jetstream() {
         .await
         .unwrap();
     watcher.flush().await.unwrap();
+    h.nats
+        .wait_for_interest(&format!("qrlogin.session.{}", s.id))
+        .await;
 
     // A fake event on the session's subject never reaches a subscriber.
     edge.publish(format!("qrlogin.session.{}", s.id), "forged event".into())
