@@ -18,6 +18,8 @@
 #                                public key with --user-token-public-key instead.
 #
 #   record.key                   seals the private part of stored sessions (auth)
+#   service-token(s)             the edges' credential towards auth (edge: the token;
+#                                auth: the accepted tokens, one per line)
 #
 # NATS users (nkeys; the seed signs the server's challenge, the public key is
 # what nats.conf lists; no password ever crosses the network):
@@ -26,8 +28,8 @@
 #
 # Secrets (namespace "qrlogin" unless --namespace):
 #   qrlogin-auth-keys        user-token.pub.pem, access-token.pem, nats-auth.seed,
-#                            record.key                                              (auth)
-#   qrlogin-edge-keys        nats-edge.seed                                          (edge)
+#                            record.key, service-tokens                              (auth)
+#   qrlogin-edge-keys        nats-edge.seed, service-token                           (edge)
 #   qrlogin-nats-users       nats-auth.pub, nats-edge.pub                            (NATS)
 #   qrlogin-dev-user-token   user-token.pem                        (edge, dev overlay only)
 set -euo pipefail
@@ -136,6 +138,10 @@ gennkey nats-edge
 # record.key: 32 random bytes (base64) that seal the private part of stored
 # sessions (AEAD); every auth replica uses the same one.
 openssl rand -base64 32 >"$out/record.key"
+# service-tokens / service-token: what the edges present to auth
+# (x-qrlogin-service-token). auth's file may list several (rotation).
+openssl rand -hex 32 >"$out/service-token"
+cp "$out/service-token" "$out/service-tokens"
 if [[ -n "$user_pub_in" ]]; then
   cp "$user_pub_in" "$out/user-token.pub.pem"
 else
@@ -149,10 +155,12 @@ auth_cmd=(kubectl create secret generic qrlogin-auth-keys --namespace "$namespac
   "--from-file=user-token.pub.pem=$out/user-token.pub.pem"
   "--from-file=access-token.pem=$out/access-token.pem"
   "--from-file=nats-auth.seed=$out/nats-auth.seed"
-  "--from-file=record.key=$out/record.key")
+  "--from-file=record.key=$out/record.key"
+  "--from-file=service-tokens=$out/service-tokens")
 # shellcheck disable=SC2034
 edge_cmd=(kubectl create secret generic qrlogin-edge-keys --namespace "$namespace"
-  "--from-file=nats-edge.seed=$out/nats-edge.seed")
+  "--from-file=nats-edge.seed=$out/nats-edge.seed"
+  "--from-file=service-token=$out/service-token")
 # shellcheck disable=SC2034
 nats_cmd=(kubectl create secret generic qrlogin-nats-users --namespace "$namespace"
   "--from-file=nats-auth.pub=$out/nats-auth.pub"

@@ -275,6 +275,8 @@ def check_prod_shape(objs, ctx):
             bad.append(f"{m.name_of(wl)}: QRLOGIN_LOG_FORMAT is not json")
         if service == "qrlogin-auth" and env.get("QRLOGIN_KV_REPLICAS") != "3":
             bad.append(f"{m.name_of(wl)}: QRLOGIN_KV_REPLICAS is not 3")
+        if service == "qrlogin-auth" and _setting(ctx, c, service, "QRLOGIN_GRPC_REFLECTION") != "false":
+            bad.append(f"{m.name_of(wl)}: gRPC reflection is on in production")
         for vol in m.pod_spec(wl).get("volumes", []) or []:
             if (vol.get("secret") or {}).get("secretName") == "qrlogin-dev-user-token":
                 bad.append(f"{m.name_of(wl)}: mounts the development user-token key")

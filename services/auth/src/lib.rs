@@ -12,6 +12,8 @@
 //! - [`service`]: the use cases (create, get, scan, confirm, deny, cancel,
 //!   redeem) over domain + broker.
 //! - [`grpc`]: the tonic service and the one error → `Status` mapping.
+//! - [`callers`]: service tokens (who may make browser-side calls).
+//! - [`admission`]: the concurrency cap and the timeout of AuthService calls.
 //! - [`startup`]: build (validate, bind) and run (serve, health, reflection,
 //!   graceful stop).
 //! - [`dev`]: DEVELOPMENT ONLY key and user token generation.
@@ -19,7 +21,9 @@
 //! - `testing` (feature `testing`): a real nats-server per test, test keys, an
 //!   in-process auth service on port 0.
 
+pub mod admission;
 pub mod broker;
+pub mod callers;
 pub mod config;
 pub mod dev;
 pub mod domain;

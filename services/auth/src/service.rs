@@ -7,10 +7,11 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use tokio::sync::OnceCell;
 
+use crate::broker::limits::{self, Decision};
 use crate::broker::{Broker, BrokerError};
 use crate::domain::{
-    Action, BrowserContext, BrowserSecret, Deadlines, DomainError, IdError, LoginState, Outcome,
-    PhoneUser, SessionId, SessionRecord, UnixMillis,
+    text, Action, BrowserContext, BrowserSecret, Deadlines, DomainError, IdError, LoginState,
+    Outcome, PhoneUser, SessionId, SessionRecord, UnixMillis,
 };
 use crate::token::{AccessToken, AccessTokenSigner, KeyError, TokenError, UserTokenVerifier};
 
@@ -36,8 +37,13 @@ pub enum ServiceError {
     Domain(#[from] DomainError),
     #[error("the login session changed concurrently {0} times; retry")]
     Aborted(usize),
+    /// The detail is for the log; callers get a fixed text.
     #[error("session store unavailable: {0}")]
     Unavailable(String),
+    #[error("too many login sessions created from this network; retry later")]
+    RateLimited { retry_after: std::time::Duration },
+    #[error("the session store is full; retry later")]
+    StorageFull,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -46,6 +52,7 @@ impl From<BrokerError> for ServiceError {
     fn from(e: BrokerError) -> Self {
         match e {
             BrokerError::Unavailable(m) => Self::Unavailable(m),
+            BrokerError::Full => Self::StorageFull,
             BrokerError::Conflict => Self::Aborted(1),
             BrokerError::Corrupt(e) => Self::Internal(format!("session record refused: {e}")),
         }
@@ -98,6 +105,8 @@ pub struct LoginService {
     verifier: UserTokenVerifier,
     signer: AccessTokenSigner,
     public_base: String,
+    /// Creates per client network and window, across the cluster; 0: off.
+    create_limit: u32,
 }
 
 pub fn now_millis() -> UnixMillis {
@@ -114,6 +123,7 @@ impl LoginService {
         verifier: UserTokenVerifier,
         signer: AccessTokenSigner,
         public_base: String,
+        create_limit: u32,
     ) -> Self {
         Self {
             broker,
@@ -121,6 +131,7 @@ impl LoginService {
             verifier,
             signer,
             public_base,
+            create_limit,
         }
     }
 
@@ -139,13 +150,25 @@ impl LoginService {
                 "user_agent must be at most {MAX_USER_AGENT} bytes"
             )));
         }
-        if user_agent.chars().any(char::is_control) {
+        if !text::is_displayable(user_agent) {
             return Err(ServiceError::InvalidArgument(
-                "user_agent must not contain control characters".into(),
+                "user_agent must not contain control or format (bidi, zero-width) characters"
+                    .into(),
             ));
         }
         let broker = self.broker()?;
         let now = now_millis();
+        if self.create_limit > 0 {
+            match broker.limits().count(ip, self.create_limit, now).await {
+                Ok(Decision::Allowed) => {}
+                Ok(Decision::Limited { retry_after }) => {
+                    tracing::info!(network = %limits::network_key(ip), "create limit reached");
+                    return Err(ServiceError::RateLimited { retry_after });
+                }
+                // The write below will tell whether NATS is really away.
+                Err(e) => tracing::warn!(error = %e, "create counter unavailable"),
+            }
+        }
         let browser = BrowserContext {
             ip: ip.to_string(),
             user_agent: user_agent.to_owned(),

@@ -4,8 +4,11 @@
 //!   temporary store, secured with the production accounts and nkey users
 //!   (`auth`, `edge`, and throw-away users a test adds), killed on drop;
 //!   restartable on the same port and store.
-//! - [`TestKeys`]: throw-away Ed25519 keys and user tokens.
-//! - [`TestAuth`]: the auth service in-process on port 0, stopped on drop.
+//! - [`TestKeys`]: throw-away Ed25519 keys, user tokens, the record key and
+//!   a service token.
+//! - [`TestTls`]: a throw-away CA with server and client certificates.
+//! - [`TestAuth`]: the auth service in-process on port 0 (reflection on, the
+//!   create limit out of the way), stopped on drop.
 //!
 //! The nats-server binary comes from `$QRLOGIN_NATS_SERVER_BIN`, else the
 //! project's pinned copy in `.tools/bin` (installed by `tools/bootstrap.sh`).
@@ -62,6 +65,7 @@ pub struct NatsServer {
 /// The session bucket and subject prefix the test server's permissions are
 /// written for by default: the services' defaults.
 pub const TEST_BUCKET: &str = "qrlogin_sessions";
+pub const TEST_LIMITS_BUCKET: &str = "qrlogin_limits";
 pub const TEST_SUBJECT_PREFIX: &str = "qrlogin.session";
 
 /// Which bucket and subjects a test server's `auth` and `edge` users are
@@ -69,6 +73,7 @@ pub const TEST_SUBJECT_PREFIX: &str = "qrlogin.session";
 #[derive(Debug, Clone)]
 pub struct NatsLayout {
     pub bucket: String,
+    pub limits_bucket: String,
     pub subject_prefix: String,
 }
 
@@ -76,6 +81,7 @@ impl Default for NatsLayout {
     fn default() -> Self {
         Self {
             bucket: TEST_BUCKET.into(),
+            limits_bucket: TEST_LIMITS_BUCKET.into(),
             subject_prefix: TEST_SUBJECT_PREFIX.into(),
         }
     }
@@ -103,7 +109,10 @@ impl NatsServer {
             let dir = tempfile::tempdir().expect("temp dir for NATS users");
             let mut list = Vec::new();
             for (name, permissions) in [
-                ("auth", nats_accounts::auth_permissions(&[&layout.bucket])),
+                (
+                    "auth",
+                    nats_accounts::auth_permissions(&[&layout.bucket, &layout.limits_bucket]),
+                ),
                 (
                     "edge",
                     nats_accounts::edge_permissions(&layout.subject_prefix),
@@ -395,6 +404,10 @@ impl TestKeys {
             std::fs::write(dir.path().join(public), pair.public_pem).expect("write key");
         }
         std::fs::write(dir.path().join("record.key"), generate_key_text()).expect("write key");
+        let token = crate::dev::generate_service_token();
+        std::fs::write(dir.path().join("service-tokens"), format!("{token}\n"))
+            .expect("write token");
+        std::fs::write(dir.path().join("service-token"), &token).expect("write token");
         Self { dir }
     }
 
@@ -416,6 +429,16 @@ impl TestKeys {
 
     pub fn access_public_key_path(&self) -> PathBuf {
         self.dir.path().join("access-token.pub.pem")
+    }
+
+    /// auth's list of accepted service tokens (one token).
+    pub fn service_tokens_path(&self) -> PathBuf {
+        self.dir.path().join("service-tokens")
+    }
+
+    /// The file an edge reads its service token from.
+    pub fn service_token_path(&self) -> PathBuf {
+        self.dir.path().join("service-token")
     }
 
     /// The record key auth seals stored sessions with.
@@ -454,9 +477,72 @@ impl TestKeys {
     }
 }
 
+/// Throw-away TLS material: a CA, a server certificate for `localhost` and
+/// 127.0.0.1 signed by it, a client certificate signed by it, and a client
+/// certificate signed by another CA (which a server must refuse).
+pub struct TestTls {
+    dir: tempfile::TempDir,
+}
+
+impl TestTls {
+    pub fn generate() -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+        let dir = tempfile::tempdir().expect("temp dir for TLS");
+        let write = |name: &str, text: String| {
+            std::fs::write(dir.path().join(name), text).expect("write TLS file");
+        };
+        let ca = |name: &str| {
+            let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.distinguished_name.push(DnType::CommonName, name);
+            let key = KeyPair::generate().expect("CA key");
+            let cert = params.self_signed(&key).expect("CA certificate");
+            (cert, key)
+        };
+        let (ca_cert, ca_key) = ca("qrlogin test CA");
+        let (other_cert, other_key) = ca("some other CA");
+        write("ca.pem", ca_cert.pem());
+        for (name, sans, issuer, issuer_key) in [
+            (
+                "server",
+                vec!["localhost".to_owned(), "127.0.0.1".to_owned()],
+                &ca_cert,
+                &ca_key,
+            ),
+            ("client", vec!["qrlogin-edge".to_owned()], &ca_cert, &ca_key),
+            (
+                "stranger",
+                vec!["qrlogin-edge".to_owned()],
+                &other_cert,
+                &other_key,
+            ),
+        ] {
+            let params = CertificateParams::new(sans).expect("certificate params");
+            let key = KeyPair::generate().expect("key");
+            let cert = params
+                .signed_by(&key, issuer, issuer_key)
+                .expect("certificate");
+            write(&format!("{name}.pem"), cert.pem());
+            write(&format!("{name}.key"), key.serialize_pem());
+        }
+        Self { dir }
+    }
+
+    /// A file of this set: `ca.pem`, `server.pem`/`.key`, `client.pem`/`.key`,
+    /// `stranger.pem`/`.key`.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
 /// The auth service running in-process on 127.0.0.1, port 0.
 pub struct TestAuth {
     addr: SocketAddr,
+    /// Where its health answers in plaintext (the main port may be TLS).
+    health_addr: SocketAddr,
+    tls: bool,
+    service_token: String,
+    service_token_file: PathBuf,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -481,6 +567,14 @@ impl TestAuth {
             access.display().to_string(),
             "--record-key-file".into(),
             keys.record_key_path().display().to_string(),
+            "--service-tokens-file".into(),
+            keys.service_tokens_path().display().to_string(),
+            "--grpc-reflection".into(),
+            "true".into(),
+            // Every test client comes from one address; tests of the limit
+            // set their own.
+            "--create-limit".into(),
+            "1000000".into(),
             "--shutdown-grace".into(),
             "1s".into(),
         ])
@@ -498,9 +592,28 @@ impl TestAuth {
         Self::spawn_config(config).await
     }
 
-    pub async fn spawn_config(config: AuthConfig) -> Self {
+    /// Starts auth from `config` as it is. Its first service token becomes
+    /// [`service_token`](Self::service_token); with TLS on, a plaintext
+    /// health listener on port 0 is added for the readiness wait.
+    pub async fn spawn_config(mut config: AuthConfig) -> Self {
+        let tls = config.tls_cert_file.is_some();
+        if tls && config.health_listen.is_none() {
+            config.health_listen = Some("127.0.0.1:0".parse().expect("address"));
+        }
+        let tokens = std::fs::read_to_string(&config.service_tokens_file).expect("read tokens");
+        let service_token = tokens
+            .lines()
+            .map(|l| l.split('#').next().unwrap_or("").trim())
+            .find(|l| !l.is_empty())
+            .expect("a service token")
+            .to_owned();
+        let service_token_file = config.service_tokens_file.with_file_name("service-token");
+        if !service_token_file.exists() {
+            std::fs::write(&service_token_file, &service_token).expect("write token");
+        }
         let app = Application::build(config).await.expect("auth builds");
         let addr = app.local_addr();
+        let health_addr = app.health_addr().unwrap_or(addr);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let _ = app
@@ -511,6 +624,10 @@ impl TestAuth {
         });
         let auth = Self {
             addr,
+            health_addr,
+            tls,
+            service_token,
+            service_token_file,
             stop: Some(tx),
             task: Some(task),
         };
@@ -523,10 +640,11 @@ impl TestAuth {
         use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
-            let channel = tonic::transport::Channel::from_shared(self.url())
-                .expect("valid url")
-                .connect()
-                .await;
+            let channel =
+                tonic::transport::Channel::from_shared(format!("http://{}", self.health_addr))
+                    .expect("valid url")
+                    .connect()
+                    .await;
             if let Ok(channel) = channel {
                 let mut client = HealthClient::new(channel);
                 let req = HealthCheckRequest {
@@ -547,8 +665,25 @@ impl TestAuth {
         self.addr
     }
 
+    /// `http://` or, with TLS, `https://localhost:<port>` (the name the
+    /// test certificate carries).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        if self.tls {
+            format!("https://localhost:{}", self.addr.port())
+        } else {
+            format!("http://{}", self.addr)
+        }
+    }
+
+    /// A service token auth accepts (for `x-qrlogin-service-token`).
+    pub fn service_token(&self) -> &str {
+        &self.service_token
+    }
+
+    /// A file holding [`service_token`](Self::service_token), for an edge's
+    /// QRLOGIN_AUTH_SERVICE_TOKEN_FILE.
+    pub fn service_token_file(&self) -> &Path {
+        &self.service_token_file
     }
 
     /// Stops the service and waits for it to finish.

@@ -8,7 +8,7 @@ use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    auth_client::{AuthClient, AuthError},
+    auth_client::{AuthAccess, AuthClient, AuthError},
     broker::{Broker, BrokerError, NatsAccess},
     config::{ConfigError, EdgeConfig},
     delivery::Watches,
@@ -64,7 +64,11 @@ impl Application {
         if !nats_access.has_credentials() {
             tracing::warn!("QRLOGIN_NATS_NKEY_SEED_FILE is not set: connecting to NATS without credentials (development only)");
         }
-        let auth = AuthClient::new(&config.auth_url, config.auth_timeout)?;
+        let auth_access = AuthAccess::load(&config)?;
+        if !auth_access.has_token() {
+            tracing::warn!("QRLOGIN_AUTH_SERVICE_TOKEN_FILE is not set: auth will refuse browser-side calls from this edge");
+        }
+        let auth = AuthClient::new(&config.auth_url, config.auth_timeout, &auth_access)?;
         let broker = Broker::connect(
             &config.nats_url,
             &config.subject_prefix,

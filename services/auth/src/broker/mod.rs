@@ -13,6 +13,7 @@ use crate::domain::{SessionId, SessionRecord};
 use crate::sealing::Sealer;
 
 mod access;
+pub mod limits;
 mod record;
 pub use access::{AccessError, NatsAccess, NkeySeed};
 pub use record::{login_event, proto_state, timestamp, RecordError};
@@ -32,6 +33,9 @@ pub enum BrokerError {
     Conflict,
     #[error("stored record refused: {0}")]
     Corrupt(#[from] RecordError),
+    /// The bucket reached QRLOGIN_KV_MAX_BYTES (or the account its limits).
+    #[error("the session bucket is full")]
+    Full,
 }
 
 /// Where and how to keep sessions.
@@ -44,6 +48,10 @@ pub struct BrokerSettings {
     pub storage: KvStorage,
     pub retention: Duration,
     pub subject_prefix: String,
+    pub max_bytes: u64,
+    /// The create counters' bucket and window (see [`limits`]).
+    pub limits_bucket: String,
+    pub limits_window: Duration,
 }
 
 impl BrokerSettings {
@@ -56,6 +64,9 @@ impl BrokerSettings {
             storage: c.kv_storage,
             retention: c.session_retention,
             subject_prefix: c.subject_prefix.clone(),
+            max_bytes: c.kv_max_bytes,
+            limits_bucket: c.limits_bucket.clone(),
+            limits_window: c.create_limit_window,
         }
     }
 
@@ -82,6 +93,7 @@ impl BrokerSettings {
             },
             num_replicas: self.replicas,
             republish: Some(self.republish()),
+            max_bytes: i64::try_from(self.max_bytes).unwrap_or(i64::MAX),
             ..Default::default()
         }
     }
@@ -97,6 +109,7 @@ pub enum LinkState {
 pub struct Broker {
     js: jetstream::Context,
     kv: kv::Store,
+    limits: limits::Counters,
     /// `$KV.<bucket>.`: a session's key subject is this plus its id.
     key_prefix: String,
     sealer: Arc<Sealer>,
@@ -137,9 +150,11 @@ impl Broker {
         let mut js = jetstream::new(client);
         js.set_timeout(Duration::from_secs(3));
         let kv = open_bucket(&js, settings).await?;
+        let limits = limits::Counters::open(&js, settings).await?;
         Ok(Self {
             js,
             kv,
+            limits,
             key_prefix: format!("$KV.{}.", settings.bucket),
             sealer,
         })
@@ -187,12 +202,33 @@ impl Broker {
             .await;
         match ack {
             Ok(ack) => Ok(ack.sequence),
-            Err(e) => Err(match e.kind() {
-                jetstream::context::PublishErrorKind::WrongLastSequence => BrokerError::Conflict,
-                _ => unavailable(e),
-            }),
+            Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => {
+                Err(BrokerError::Conflict)
+            }
+            Err(e) if is_full(&e) => Err(BrokerError::Full),
+            Err(e) => Err(unavailable(e)),
         }
     }
+
+    /// The create counters shared by every auth replica.
+    pub fn limits(&self) -> &limits::Counters {
+        &self.limits
+    }
+}
+
+/// Whether a refused write means "no room": the stream's `max_bytes` (its
+/// discard policy is New, so a full bucket refuses writes instead of
+/// dropping old sessions) or the account's JetStream limits.
+fn is_full(e: &jetstream::context::PublishError) -> bool {
+    use jetstream::ErrorCode;
+    let Some(api) = std::error::Error::source(e).and_then(|s| s.downcast_ref::<jetstream::Error>())
+    else {
+        return false;
+    };
+    let text = api.to_string();
+    api.error_code() == ErrorCode::ACCOUNT_RESOURCES_EXCEEDED
+        || (api.error_code() == ErrorCode::STREAM_STORE_FAILED
+            && (text.contains("maximum bytes") || text.contains("maximum messages")))
 }
 
 /// Opens the bucket, creating it with the republish rule, or adding the rule
@@ -201,35 +237,51 @@ async fn open_bucket(
     js: &jetstream::Context,
     settings: &BrokerSettings,
 ) -> Result<kv::Store, BrokerError> {
-    let stream_name = format!("KV_{}", settings.bucket);
-    let want = settings.republish();
+    let want = settings.kv_config();
+    ensure_bucket(js, want, |config| {
+        let republish = settings.republish();
+        if config.republish.as_ref() != Some(&republish) {
+            if let Some(old) = &config.republish {
+                tracing::warn!(
+                    from = %old.destination,
+                    to = %republish.destination,
+                    "the session bucket republished elsewhere; every auth and edge must use the same QRLOGIN_SUBJECT_PREFIX"
+                );
+            }
+            config.republish = Some(republish);
+        }
+        config.max_bytes = i64::try_from(settings.max_bytes).unwrap_or(i64::MAX);
+    })
+    .await
+}
+
+/// Opens the bucket `want.bucket`, creating it from `want` if missing; an
+/// existing one whose stream differs from what `adjust` makes of its
+/// configuration is updated (and the change logged).
+async fn ensure_bucket(
+    js: &jetstream::Context,
+    want: kv::Config,
+    adjust: impl Fn(&mut stream::Config),
+) -> Result<kv::Store, BrokerError> {
+    let stream_name = format!("KV_{}", want.bucket);
+    let bucket = want.bucket.clone();
     match js.get_stream(&stream_name).await {
         Ok(existing) => {
             let mut config = existing.cached_info().config.clone();
-            if config.republish.as_ref() != Some(&want) {
-                if let Some(old) = &config.republish {
-                    tracing::warn!(
-                        from = %old.destination,
-                        to = %want.destination,
-                        "the session bucket republished elsewhere; every auth and edge must use the same QRLOGIN_SUBJECT_PREFIX"
-                    );
-                }
-                config.republish = Some(want);
+            adjust(&mut config);
+            if config != existing.cached_info().config {
                 js.update_stream(&config).await.map_err(unavailable)?;
-                tracing::info!(bucket = %settings.bucket, "session bucket now republishes every write");
+                tracing::info!(%bucket, "bucket configuration updated (republish, size or age)");
             }
         }
         Err(_) => {
-            if let Err(create) = js.create_key_value(settings.kv_config()).await {
-                // Another auth instance may have created it a moment ago;
-                // then it holds the same rule.
+            if let Err(create) = js.create_key_value(want).await {
+                // Another auth instance may have created it a moment ago.
                 if js.get_stream(&stream_name).await.is_err() {
                     return Err(unavailable(create));
                 }
             }
         }
     }
-    js.get_key_value(settings.bucket.as_str())
-        .await
-        .map_err(unavailable)
+    js.get_key_value(bucket.as_str()).await.map_err(unavailable)
 }

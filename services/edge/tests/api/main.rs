@@ -7,3 +7,4 @@ mod limits;
 mod resume;
 mod security;
 mod transports;
+mod trust;
