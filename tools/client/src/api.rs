@@ -70,9 +70,7 @@ impl Snapshot {
     pub fn is_newer_than(&self, held: Option<&Snapshot>) -> bool {
         match held {
             None => true,
-            Some(h) => {
-                self.version > h.version || (self.state.is_final() && !h.state.is_final())
-            }
+            Some(h) => self.version > h.version || (self.state.is_final() && !h.state.is_final()),
         }
     }
 }

@@ -102,7 +102,9 @@ async fn streams_snapshots_then_ends_ok_and_resumes_with_since() {
     let addr = serve().await;
     let src: IpAddr = "127.0.0.7".parse().unwrap();
     let ch = channel(addr, Some(src)).await.unwrap();
-    let mut w = GrpcWatch::open(ch.clone(), ID, "s3cret", None).await.unwrap();
+    let mut w = GrpcWatch::open(ch.clone(), ID, "s3cret", None)
+        .await
+        .unwrap();
     assert_eq!(
         collect(&mut w).await,
         [

@@ -95,7 +95,6 @@ pub async fn connect(src: Option<IpAddr>, addr: SocketAddr) -> Result<TcpStream,
     Ok(stream)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -130,7 +130,11 @@ impl SseWatch {
         secret: &str,
         since: Option<u64>,
     ) -> Result<Self, WatchError> {
-        let mut conn = Conn::new(crate::net::connect(src, addr).await.map_err(http::HttpError::from)?);
+        let mut conn = Conn::new(
+            crate::net::connect(src, addr)
+                .await
+                .map_err(http::HttpError::from)?,
+        );
         let auth = format!("Bearer {secret}");
         let last = since.map(|v| v.to_string());
         let mut headers = vec![

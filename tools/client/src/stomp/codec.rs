@@ -74,11 +74,7 @@ fn unescape(text: &str) -> Result<String, StompError> {
                 'r' => '\r',
                 'c' => ':',
                 '\\' => '\\',
-                other => {
-                    return Err(StompError::Malformed(format!(
-                        "undefined escape \\{other}"
-                    )))
-                }
+                other => return Err(StompError::Malformed(format!("undefined escape \\{other}"))),
             });
             escaped = false;
         } else if c == '\\' {
@@ -190,7 +186,11 @@ mod tests {
     #[test]
     fn connect_is_not_escaped_and_others_are() {
         assert_eq!(
-            encode("CONNECT", &[("accept-version", "1.2,1.1"), ("host", "a:1")], b""),
+            encode(
+                "CONNECT",
+                &[("accept-version", "1.2,1.1"), ("host", "a:1")],
+                b""
+            ),
             b"CONNECT\naccept-version:1.2,1.1\nhost:a:1\n\n\0"
         );
         assert_eq!(
@@ -221,7 +221,8 @@ mod tests {
 
     #[test]
     fn heart_beats_crlf_and_several_frames_in_one_message() {
-        let got = decode(b"\n\r\nRECEIPT\r\nreceipt-id:1\r\n\r\n\0\nRECEIPT\nreceipt-id:2\n\n\0").unwrap();
+        let got = decode(b"\n\r\nRECEIPT\r\nreceipt-id:1\r\n\r\n\0\nRECEIPT\nreceipt-id:2\n\n\0")
+            .unwrap();
         assert_eq!(got.len(), 5);
         assert_eq!(got[0], Received::HeartBeat);
         assert_eq!(got[1], Received::HeartBeat);

@@ -161,7 +161,9 @@ impl StompWatch {
         if let Some(since) = &since {
             headers.push(("since", since));
         }
-        watch.send(codec::encode("SUBSCRIBE", &headers, b"")).await?;
+        watch
+            .send(codec::encode("SUBSCRIBE", &headers, b""))
+            .await?;
         Ok(watch)
     }
 
@@ -328,9 +330,7 @@ fn client_interval(cx: Duration, server_header: &str) -> Result<Option<Duration>
     let sy = server_header
         .split_once(',')
         .and_then(|(_, y)| y.trim().parse::<u64>().ok())
-        .ok_or_else(|| {
-            StompError::Malformed(format!("CONNECTED heart-beat {server_header:?}"))
-        })?;
+        .ok_or_else(|| StompError::Malformed(format!("CONNECTED heart-beat {server_header:?}")))?;
     let cx = cx.as_millis() as u64;
     Ok((cx != 0 && sy != 0).then(|| Duration::from_millis(cx.max(sy))))
 }

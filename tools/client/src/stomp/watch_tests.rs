@@ -34,6 +34,8 @@ fn message_frame(id: u64, json: &str) -> String {
 type ServerSocket = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
 
 /// Accepts one WebSocket, checks the handshake, answers `v12.stomp`.
+// The callback's error type is tungstenite's, not ours.
+#[allow(clippy::result_large_err)]
 async fn accept(listener: TcpListener) -> ServerSocket {
     let (tcp, _) = listener.accept().await.unwrap();
     tokio_tungstenite::accept_hdr_async(tcp, |req: &Request, mut resp: Response| {
@@ -43,8 +45,10 @@ async fn accept(listener: TcpListener) -> ServerSocket {
             req.headers()["sec-websocket-protocol"],
             "v12.stomp, v11.stomp"
         );
-        resp.headers_mut()
-            .insert("sec-websocket-protocol", HeaderValue::from_static("v12.stomp"));
+        resp.headers_mut().insert(
+            "sec-websocket-protocol",
+            HeaderValue::from_static("v12.stomp"),
+        );
         resp.headers_mut()
             .insert("x-edge-node", HeaderValue::from_static("edge-1"));
         Ok(resp)
@@ -85,7 +89,11 @@ async fn connect_subscribe_with_since_messages_cancel_and_disconnect() {
             recv(&mut s).await,
             format!("CONNECT\naccept-version:1.2,1.1\nhost:{addr}\nheart-beat:0,10000\n\n\0")
         );
-        send(&mut s, "CONNECTED\nversion:1.2\nheart-beat:15000,20000\nserver:qrlogin\n\n\0").await;
+        send(
+            &mut s,
+            "CONNECTED\nversion:1.2\nheart-beat:15000,20000\nserver:qrlogin\n\n\0",
+        )
+        .await;
         assert_eq!(
             recv(&mut s).await,
             format!("SUBSCRIBE\nid:sub-0\ndestination:/topic/login-sessions.{ID}\nsince:7\n\n\0")
@@ -204,8 +212,14 @@ async fn a_message_of_another_subscription_is_refused() {
 #[test]
 fn client_interval_is_the_larger_unless_either_is_zero() {
     let ms = Duration::from_millis;
-    assert_eq!(client_interval(ms(10_000), "15000,20000").unwrap(), Some(ms(20_000)));
-    assert_eq!(client_interval(ms(30_000), "15000,20000").unwrap(), Some(ms(30_000)));
+    assert_eq!(
+        client_interval(ms(10_000), "15000,20000").unwrap(),
+        Some(ms(20_000))
+    );
+    assert_eq!(
+        client_interval(ms(30_000), "15000,20000").unwrap(),
+        Some(ms(30_000))
+    );
     assert_eq!(client_interval(ms(0), "15000,20000").unwrap(), None);
     assert_eq!(client_interval(ms(10_000), "15000,0").unwrap(), None);
     assert!(client_interval(ms(10_000), "nonsense").is_err());
