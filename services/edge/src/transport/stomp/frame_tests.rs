@@ -77,6 +77,11 @@ fn what_stompjs_sends() {
     let f = one(b"SEND\ndestination:/app/login-sessions.abc.cancel\ncontent-length:0\n\n\0");
     assert!(f.body.is_empty());
     assert_eq!(d.decode_message(b"\n").unwrap(), [Incoming::HeartBeat]);
+    // A content-length of 0 (some clients send one on every frame) is no body.
+    let f = one(b"SUBSCRIBE\nid:sub-0\ndestination:/topic/x\ncontent-length:0\n\n\0");
+    assert_eq!(f.command, Command::Subscribe);
+    let f = one(b"DISCONNECT\nreceipt:close-1\ncontent-length:0\n\n\0");
+    assert_eq!(f.header("receipt"), Some("close-1"));
 }
 
 #[test]
