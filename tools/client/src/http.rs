@@ -332,6 +332,12 @@ impl Conn {
         Ok(Response { head, body })
     }
 
+    /// The socket and the bytes read past the last response head (the
+    /// first bytes of the next protocol after a `101`).
+    pub fn into_parts(self) -> (TcpStream, Vec<u8>) {
+        (self.stream, self.buf.to_vec())
+    }
+
     /// Turns the connection into a stream of body bytes (SSE).
     pub fn into_body_stream(self, head: &Head) -> Result<BodyStream, HttpError> {
         Ok(BodyStream {

@@ -1,6 +1,6 @@
 //! WebSocket: the handshake every WebSocket transport shares (a socket bound
-//! to a chosen source address, the browser secret in `Authorization`, small
-//! buffers) and the JSON watch of `GET /v1/login-sessions/{id}/ws`
+//! to a chosen source address, the browser secret in `Authorization`, the
+//! upgrade over this crate's HTTP client, small buffers) and the JSON watch of `GET /v1/login-sessions/{id}/ws`
 //! (`since` resume, `{"type":"cancel"}`).
 
 use std::net::{IpAddr, SocketAddr};
@@ -10,14 +10,16 @@ use serde::Deserialize;
 use tokio::net::TcpStream;
 use tokio_tungstenite::{
     tungstenite::{
-        self, client::IntoClientRequest, http::HeaderValue, protocol::WebSocketConfig, Message,
+        handshake::{client::generate_key, derive_accept_key},
+        protocol::{Role, WebSocketConfig},
+        Message,
     },
     WebSocketStream,
 };
 
 use crate::{
     api::{self, Snapshot},
-    http::HttpError,
+    http::{self, Conn, HttpError},
     watch::{Push, WatchError},
 };
 
@@ -40,7 +42,9 @@ pub struct Handshake<'a> {
 /// Connects to `ws://<addr><path>` from `src` with the browser secret.
 /// Returns the socket and the response's `X-Edge-Node` and chosen
 /// subprotocol. A refused upgrade comes back as [`WatchError::Api`] with the
-/// edge's error code.
+/// edge's error code: the handshake is this crate's own HTTP exchange, so
+/// the refusal's whole body is read (a WebSocket library returns only what
+/// arrived with the head).
 pub async fn connect(
     addr: SocketAddr,
     src: Option<IpAddr>,
@@ -51,46 +55,48 @@ pub async fn connect(
     let stream = crate::net::connect(src, addr)
         .await
         .map_err(HttpError::from)?;
-    let mut request = format!("ws://{addr}{path}").into_client_request()?;
-    let header = |v: String| {
-        HeaderValue::from_str(&v)
-            .map_err(|_| WatchError::Protocol(format!("not a header value: {v:?}")))
-    };
-    let headers = request.headers_mut();
-    headers.insert("authorization", header(format!("Bearer {secret}"))?);
+    let mut conn = Conn::new(stream);
+    let key = generate_key();
+    let auth = format!("Bearer {secret}");
+    let offers = handshake.subprotocols.join(", ");
+    let mut headers = vec![
+        ("Connection", "Upgrade"),
+        ("Upgrade", "websocket"),
+        ("Sec-WebSocket-Version", "13"),
+        ("Sec-WebSocket-Key", key.as_str()),
+        ("Authorization", auth.as_str()),
+    ];
     if let Some(origin) = handshake.origin {
-        headers.insert("origin", header(origin.to_owned())?);
+        headers.push(("Origin", origin));
     }
-    if !handshake.subprotocols.is_empty() {
-        headers.insert(
-            "sec-websocket-protocol",
-            header(handshake.subprotocols.join(", "))?,
-        );
+    if !offers.is_empty() {
+        headers.push(("Sec-WebSocket-Protocol", offers.as_str()));
     }
+    conn.send(&http::encode_request("GET", addr, path, &headers, None))
+        .await?;
+    let head = conn.read_head().await?;
+    if head.status != 101 {
+        let body = conn.read_body(&head).await.unwrap_or_default();
+        return Err(api::status_error(head.status, &body).into());
+    }
+    let accept = derive_accept_key(key.as_bytes());
+    if head.header("sec-websocket-accept") != Some(accept.as_str()) {
+        return Err(WatchError::Protocol(
+            "the upgrade answer has a wrong Sec-WebSocket-Accept".into(),
+        ));
+    }
+    let node = head.header("x-edge-node").map(str::to_owned);
+    let protocol = head.header("sec-websocket-protocol").map(str::to_owned);
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)
         .max_write_buffer_size(MAX_MESSAGE)
         .max_message_size(Some(MAX_MESSAGE))
         .max_frame_size(Some(MAX_MESSAGE));
-    match tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await {
-        Ok((socket, response)) => {
-            let text = |name: &str| {
-                response
-                    .headers()
-                    .get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned)
-            };
-            Ok((socket, text("x-edge-node"), text("sec-websocket-protocol")))
-        }
-        Err(tungstenite::Error::Http(response)) => {
-            let status = response.status().as_u16();
-            let body = response.body().clone().unwrap_or_default();
-            Err(api::status_error(status, &body).into())
-        }
-        Err(e) => Err(e.into()),
-    }
+    let (stream, leftover) = conn.into_parts();
+    let socket =
+        WebSocketStream::from_partially_read(stream, leftover, Role::Client, Some(config)).await;
+    Ok((socket, node, protocol))
 }
 
 #[derive(Deserialize)]
