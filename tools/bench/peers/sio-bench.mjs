@@ -265,8 +265,12 @@ async function coordinator() {
     const rooms = Object.keys(nodeOf);
     for (const [k, rate] of o.rates.entries()) {
       const round = k + 1;
+      const started = await Promise.all(workers.map((w) => w.ask({ cmd: 'round', round }, 10000)));
+      const openAtStart = started.reduce((a, s) => a + s.open, 0);
+      for (const s of started) {
+        for (const [k, v] of Object.entries(s.errors)) count(errors, `before round ${round}: ${k}`, v);
+      }
       const roundErrors = { ...errors };
-      await Promise.all(workers.map((w) => w.ask({ cmd: 'round', round }, 10000)));
       const redisBefore = await redisBytes(o.redis);
       const order = rooms.map((room) => ({ room, node: otherNode(room) }));
       log(`round ${round}: ${order.length} confirms at ${rate}/s`);
@@ -293,7 +297,8 @@ async function coordinator() {
         system: 'socketio',
         variant: o.variant,
         transport: 'ws',
-        waiting: held,
+        waiting: openAtStart,
+        held_after_setup: held,
         rate,
         achieved_rate: Number((order.length / sent.sendSecs).toFixed(1)),
         latency_ms: latencySummary(samples),
@@ -302,6 +307,8 @@ async function coordinator() {
         expected: order.length,
         confirms_accepted: sent.accepted,
         bytes_per_event: delivered ? Number((rx / delivered).toFixed(1)) : null,
+        bytes_per_login: delivered && held
+          ? Number(((setupBytes.rx + setupBytes.tx) / held + (rx + tx) / delivered).toFixed(1)) : null,
         bytes: {
           client_rx_per_event: delivered ? Number((rx / delivered).toFixed(1)) : null,
           client_tx_per_event: delivered ? Number((tx / delivered).toFixed(1)) : null,
@@ -335,7 +342,8 @@ async function coordinator() {
       room,
       node: o.nodes.find((n) => n.name !== nodeOf[room]) ?? o.nodes[0],
     }));
-    await workers[0].ask({ cmd: 'round', round: 1 }, 10000);
+    const atConfirm = await workers[0].ask({ cmd: 'round', round: 1 }, 10000);
+    mergeCounts(errors, atConfirm.errors);
     const roundErrors = {};
     const sent = await confirmAtRate(order, 100, 1, agent, roundErrors);
     await sleep(o.deliverTimeoutMs);
@@ -351,7 +359,8 @@ async function coordinator() {
       waiting: total,
       connected: held,
       failed_to_connect: total - held,
-      still_connected_at_confirm: c.stillConnected,
+      still_connected_at_confirm: atConfirm.open,
+      still_connected_at_end: c.stillConnected,
       delivered: c.samples.length,
       expected: total,
       lost: total - c.samples.length,

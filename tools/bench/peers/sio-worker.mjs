@@ -121,14 +121,20 @@ process.on('message', async (msg) => {
     case 'connect':
       process.send(await connectAll(msg));
       break;
-    case 'round':
+    case 'round': {
+      // Errors since the last answer (sockets that dropped after the
+      // connect phase) go back with the count of sockets still connected.
+      let open = 0;
+      for (const c of clients.values()) if (c.socket.connected) open += 1;
+      const before = errors;
       round = msg.round;
       samples = [];
       frameBytes = 0;
       errors = {};
       roundBytes = socketBytes();
-      process.send({ ok: true });
+      process.send({ open, errors: before });
       break;
+    }
     case 'progress':
       process.send({ delivered: samples.length });
       break;

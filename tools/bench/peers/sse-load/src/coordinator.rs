@@ -21,7 +21,7 @@ use tokio::{
 
 use crate::{
     config::RunArgs,
-    proto::{Collected, Command, ConnectPlan, Connected, Progress},
+    proto::{Collected, Command, ConnectPlan, Connected, Progress, RoundStarted},
     publish::Publisher,
     stats,
 };
@@ -98,6 +98,15 @@ fn per(x: f64, n: usize) -> Value {
     }
 }
 
+/// Setup bytes both ways per client plus one event's bytes.
+fn bytes_per_login(setup: u64, held: usize, rx: u64, delivered: usize) -> Value {
+    if held == 0 || delivered == 0 {
+        return Value::Null;
+    }
+    let v = setup as f64 / held as f64 + rx as f64 / delivered as f64;
+    json!((v * 10.0).round() / 10.0)
+}
+
 fn rss_of(named: &[(String, u32)]) -> BTreeMap<String, Option<u64>> {
     named
         .iter()
@@ -165,12 +174,21 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     for (k, &rate) in args.rates.iter().enumerate() {
         let round = k as u32 + 1;
-        let _: Vec<Value> = ask_all(
+        let started: Vec<RoundStarted> = ask_all(
             &mut workers,
             &Command::Round { round },
             Duration::from_secs(10),
         )
         .await?;
+        let open_at_start: usize = started.iter().map(|s| s.open).sum();
+        for s in started {
+            // Streams that ended between the connect phase and this round.
+            for (k, v) in s.errors {
+                *setup_errors
+                    .entry(format!("before round {round}: {k}"))
+                    .or_default() += v;
+            }
+        }
         let mut errors = setup_errors.clone();
         eprintln!(
             "peer-sse: round {round}: {} publishes at {rate}/s",
@@ -237,7 +255,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             "system": args.system,
             "variant": args.variant,
             "transport": args.transport,
-            "waiting": held,
+            "waiting": open_at_start,
+            "held_after_setup": held,
             "rate": rate,
             "achieved_rate": ((args.waiting as f64 / publish_secs) * 10.0).round() / 10.0,
             "latency_ms": latency,
@@ -247,6 +266,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             "publishes_accepted": accepted,
             "publish_answer_ms": stats::summary(&answer_ms),
             "bytes_per_event": per(rx as f64, delivered),
+            "bytes_per_login": bytes_per_login(setup_rx + setup_tx, held, rx, delivered),
             "bytes": {
                 "client_rx_per_event": per(rx as f64, delivered),
                 "publish_request_per_event": per(req_bytes as f64, accepted),

@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 pub enum Command {
     /// Open one SSE stream per session in `first..first + count`.
     Connect(ConnectPlan),
-    /// Start counting events of round `round` (earlier counts are reset).
+    /// Start counting events of round `round`; answered with [`RoundStarted`]
+    /// (streams open now, and what went wrong since the last answer).
     Round { round: u32 },
     /// How many events of the current round arrived so far.
     Progress,
@@ -38,6 +39,12 @@ pub struct Connected {
     pub secs: f64,
     pub rx_bytes: u64,
     pub tx_bytes: u64,
+    pub errors: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct RoundStarted {
+    pub open: usize,
     pub errors: BTreeMap<String, u64>,
 }
 

@@ -16,7 +16,7 @@ use tokio::{
 
 use crate::{
     client::{self, Shared},
-    proto::{Collected, Command, ConnectPlan, Connected, Progress},
+    proto::{Collected, Command, ConnectPlan, Connected, Progress, RoundStarted},
 };
 
 /// Attempts per client before it counts as failed, and the pause before a
@@ -34,10 +34,12 @@ pub async fn run() -> anyhow::Result<()> {
             Command::Round { round } => {
                 let mut d = shared.round_data.lock().unwrap_or_else(|e| e.into_inner());
                 d.samples_us.clear();
-                d.errors.clear();
                 shared.round.store(round, Ordering::Relaxed);
                 shared.rx_bytes.store(0, Ordering::Relaxed);
-                "{}".to_owned()
+                serde_json::to_string(&RoundStarted {
+                    open: shared.open.load(Ordering::Relaxed),
+                    errors: std::mem::take(&mut d.errors),
+                })?
             }
             Command::Progress => {
                 let d = shared.round_data.lock().unwrap_or_else(|e| e.into_inner());
