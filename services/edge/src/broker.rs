@@ -2,6 +2,7 @@
 //! watched session, decoding of `LoginEvent`, and connection events turned
 //! into a "re-read everything" signal.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -11,6 +12,7 @@ use tokio::sync::watch;
 
 use crate::{
     auth_client::{login_state, timestamp_opt},
+    config::EdgeConfig,
     domain::{SessionId, Snapshot},
     metrics::Metrics,
 };
@@ -26,13 +28,110 @@ const FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
-    #[error("cannot reach NATS at {url}: {source}")]
-    Connect {
-        url: String,
-        source: async_nats::ConnectError,
-    },
+    /// No URL in the text: URLs end up in logs.
+    #[error("cannot reach NATS: {0}")]
+    Connect(async_nats::ConnectError),
     #[error("NATS subscribe failed: {0}")]
     Subscribe(#[from] async_nats::SubscribeError),
+    #[error("{var}: cannot read {path}: {source}")]
+    ReadFile {
+        var: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("QRLOGIN_NATS_NKEY_SEED_FILE: {path} does not hold an nkey user seed (SU...)")]
+    BadSeed { path: String },
+}
+
+/// The edge's NATS credentials and TLS files, read and checked before the
+/// edge binds; the seed is never printed.
+#[derive(Clone, Default)]
+pub struct NatsAccess {
+    seed: Option<String>,
+    ca_file: Option<PathBuf>,
+    client_cert: Option<(PathBuf, PathBuf)>,
+}
+
+impl std::fmt::Debug for NatsAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsAccess")
+            .field("seed", &self.seed.as_ref().map(|_| "<redacted>"))
+            .field("ca_file", &self.ca_file)
+            .field("client_cert", &self.client_cert)
+            .finish()
+    }
+}
+
+fn readable(var: &'static str, path: &Path) -> Result<PathBuf, BrokerError> {
+    std::fs::File::open(path).map_err(|source| BrokerError::ReadFile {
+        var,
+        path: path.display().to_string(),
+        source,
+    })?;
+    Ok(path.to_owned())
+}
+
+impl NatsAccess {
+    pub fn load(c: &EdgeConfig) -> Result<Self, BrokerError> {
+        let seed = match &c.nats_nkey_seed_file {
+            Some(path) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| BrokerError::ReadFile {
+                        var: "QRLOGIN_NATS_NKEY_SEED_FILE",
+                        path: path.display().to_string(),
+                        source,
+                    })?;
+                let seed = text.trim().to_owned();
+                // The server only ever sees a signature; a malformed seed
+                // would fail on every connect, so refuse it at start.
+                if !seed.starts_with("SU") || nkeys::KeyPair::from_seed(&seed).is_err() {
+                    return Err(BrokerError::BadSeed {
+                        path: path.display().to_string(),
+                    });
+                }
+                Some(seed)
+            }
+            None => None,
+        };
+        let ca_file = c
+            .nats_tls_ca_file
+            .as_deref()
+            .map(|p| readable("QRLOGIN_NATS_TLS_CA_FILE", p))
+            .transpose()?;
+        let client_cert = match (&c.nats_tls_cert_file, &c.nats_tls_key_file) {
+            (Some(cert), Some(key)) => Some((
+                readable("QRLOGIN_NATS_TLS_CERT_FILE", cert)?,
+                readable("QRLOGIN_NATS_TLS_KEY_FILE", key)?,
+            )),
+            _ => None,
+        };
+        Ok(Self {
+            seed,
+            ca_file,
+            client_cert,
+        })
+    }
+
+    pub fn has_credentials(&self) -> bool {
+        self.seed.is_some()
+    }
+
+    /// Connection options carrying the credentials and TLS settings.
+    pub fn options(&self) -> async_nats::ConnectOptions {
+        let mut options = async_nats::ConnectOptions::new();
+        if let Some(seed) = &self.seed {
+            options = options.nkey(seed.clone());
+        }
+        if let Some(ca) = &self.ca_file {
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        if let Some((cert, key)) = &self.client_cert {
+            options = options
+                .add_client_certificate(cert.clone(), key.clone())
+                .require_tls(true);
+        }
+        options
+    }
 }
 
 /// A connected NATS client for the edge.
@@ -57,13 +156,15 @@ impl Broker {
     pub async fn connect(
         url: &str,
         prefix: &str,
+        access: &NatsAccess,
         metrics: Arc<Metrics>,
     ) -> Result<Self, BrokerError> {
         // Bumped after every (re)connection and slow-consumer report: every
         // watched session re-reads its state from auth when it changes.
         let (resync_tx, resync) = watch::channel(0u64);
         let cb_metrics = metrics.clone();
-        let options = async_nats::ConnectOptions::new()
+        let options = access
+            .options()
             .name("qrlogin-edge")
             .retry_on_initial_connect()
             .max_reconnects(None)
@@ -87,13 +188,7 @@ impl Broker {
                     }
                 }
             });
-        let client = options
-            .connect(url)
-            .await
-            .map_err(|source| BrokerError::Connect {
-                url: url.to_owned(),
-                source,
-            })?;
+        let client = options.connect(url).await.map_err(BrokerError::Connect)?;
         Ok(Self {
             client,
             prefix: prefix.into(),

@@ -9,7 +9,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     auth_client::{AuthClient, AuthError},
-    broker::{Broker, BrokerError},
+    broker::{Broker, BrokerError, NatsAccess},
     config::{ConfigError, EdgeConfig},
     delivery::Watches,
     hub::Hub,
@@ -60,9 +60,18 @@ impl Application {
             }
             None => None,
         };
+        let nats_access = NatsAccess::load(&config)?;
+        if !nats_access.has_credentials() {
+            tracing::warn!("QRLOGIN_NATS_NKEY_SEED_FILE is not set: connecting to NATS without credentials (development only)");
+        }
         let auth = AuthClient::new(&config.auth_url, config.auth_timeout)?;
-        let broker =
-            Broker::connect(&config.nats_url, &config.subject_prefix, metrics.clone()).await?;
+        let broker = Broker::connect(
+            &config.nats_url,
+            &config.subject_prefix,
+            &nats_access,
+            metrics.clone(),
+        )
+        .await?;
         let hub = Hub::new(config.max_watchers_per_session);
         let watches = Watches::new(
             hub,
