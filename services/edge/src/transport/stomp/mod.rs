@@ -1,5 +1,6 @@
 //! STOMP 1.2 over WebSocket, as `@stomp/stompjs` speaks it: the frame codec
-//! ([`frame`] decodes client frames, [`encode`] writes server frames),
+//! ([`command`], [`frame`] decodes client frames, [`encode`] writes server
+//! frames),
 //! version and heart-beat negotiation ([`negotiate`]), and the names qrlogin
 //! gives to its destinations and headers (below), so the transport and the
 //! clients agree on them in one place.
@@ -22,6 +23,7 @@
 //! frame is processed. Anything the server cannot accept gets an ERROR frame
 //! and the connection is closed, as the specification requires.
 
+pub mod command;
 pub mod encode;
 pub mod frame;
 pub mod negotiate;
