@@ -81,6 +81,7 @@ impl Application {
             &config.user_token_public_key_file,
             &config.user_token_issuer,
             &config.user_token_audience,
+            config.user_token_max_lifetime,
         )?;
         let signer = AccessTokenSigner::from_pem_file(
             &config.access_token_private_key_file,

@@ -451,6 +451,19 @@ impl TestKeys {
         self.user_token_with(sub, name, TEST_ISSUER, TEST_AUDIENCE, unix_now_secs(), 3600)
     }
 
+    /// A token signed with the user-token key whose claims are exactly
+    /// `claims` (for tests of malformed or hostile tokens).
+    pub fn user_token_claims(&self, claims: &serde_json::Value) -> String {
+        let pem = std::fs::read(self.user_private_key_path()).expect("read key");
+        let key = jsonwebtoken::EncodingKey::from_ed_pem(&pem).expect("Ed25519 key");
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA),
+            claims,
+            &key,
+        )
+        .expect("sign")
+    }
+
     /// A user token with every claim chosen by the test.
     pub fn user_token_with(
         &self,

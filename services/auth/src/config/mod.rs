@@ -126,6 +126,9 @@ pub struct AuthConfig {
     /// Required `aud` of user tokens.
     #[arg(long, env = "QRLOGIN_USER_TOKEN_AUDIENCE", default_value = "qrlogin")]
     pub user_token_audience: String,
+    /// Longest lifetime (`exp - iat`) a user token may have.
+    #[arg(long, env = "QRLOGIN_USER_TOKEN_MAX_LIFETIME", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub user_token_max_lifetime: Duration,
     /// PEM Ed25519 private key that signs access tokens issued by redeem.
     #[arg(long, env = "QRLOGIN_ACCESS_TOKEN_PRIVATE_KEY_FILE")]
     pub access_token_private_key_file: PathBuf,
@@ -388,6 +391,22 @@ impl AuthConfig {
         if self.access_token_ttl < Duration::from_secs(1) {
             return Err(invalid("QRLOGIN_ACCESS_TOKEN_TTL", "must be at least 1s"));
         }
+        if self.user_token_max_lifetime < Duration::from_secs(60) {
+            return Err(invalid(
+                "QRLOGIN_USER_TOKEN_MAX_LIFETIME",
+                "must be at least 1m",
+            ));
+        }
+        // Otherwise an access token auth issued could pass where a user
+        // token is expected, should the keys ever be shared too.
+        if self.user_token_issuer == self.access_token_issuer
+            && self.user_token_audience == self.access_token_audience
+        {
+            return Err(invalid(
+                "QRLOGIN_ACCESS_TOKEN_AUDIENCE",
+                "user and access tokens must not share both issuer and audience",
+            ));
+        }
         for (name, value) in [
             ("QRLOGIN_USER_TOKEN_ISSUER", &self.user_token_issuer),
             ("QRLOGIN_USER_TOKEN_AUDIENCE", &self.user_token_audience),
@@ -456,6 +475,19 @@ mod tests {
             ),
             (&["--request-timeout", "1ms"], "QRLOGIN_REQUEST_TIMEOUT"),
             (&["--kv-max-bytes", "1KiB"], "QRLOGIN_KV_MAX_BYTES"),
+            (
+                &["--user-token-max-lifetime", "10s"],
+                "QRLOGIN_USER_TOKEN_MAX_LIFETIME",
+            ),
+            (
+                &[
+                    "--access-token-issuer",
+                    "qrlogin-dev",
+                    "--access-token-audience",
+                    "qrlogin",
+                ],
+                "QRLOGIN_ACCESS_TOKEN_AUDIENCE",
+            ),
         ];
         for (flags, name) in cases {
             let mut args = base();
