@@ -109,6 +109,18 @@ pub struct EdgeConfig {
         default_value = "nats://127.0.0.1:4222"
     )]
     pub nats_url: String,
+    /// nkey user seed (`SU...`) for NATS authentication (contract C2).
+    #[arg(long, env = "QRLOGIN_NATS_NKEY_SEED_FILE")]
+    pub nats_nkey_seed_file: Option<PathBuf>,
+    /// CA certificate(s) (PEM) that NATS's TLS certificate must chain to;
+    /// setting it (or a `tls://` URL) turns TLS on.
+    #[arg(long, env = "QRLOGIN_NATS_TLS_CA_FILE")]
+    pub nats_tls_ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for NATS, with its key.
+    #[arg(long, env = "QRLOGIN_NATS_TLS_CERT_FILE")]
+    pub nats_tls_cert_file: Option<PathBuf>,
+    #[arg(long, env = "QRLOGIN_NATS_TLS_KEY_FILE")]
+    pub nats_tls_key_file: Option<PathBuf>,
     /// Events are on `<prefix>.<session_id>`; must match auth.
     #[arg(
         long,
@@ -156,9 +168,6 @@ pub struct EdgeConfig {
     /// A WebSocket from which nothing was heard for this long is dropped.
     #[arg(long, env = "QRLOGIN_IDLE_TIMEOUT", default_value = "60s", value_parser = duration)]
     pub idle_timeout: Duration,
-    /// Each watched session is re-read from auth this often (jittered).
-    #[arg(long, env = "QRLOGIN_RECHECK_INTERVAL", default_value = "30s", value_parser = duration)]
-    pub recheck_interval: Duration,
     /// After the stop signal, the node answers (503) this long, then exits.
     #[arg(long, env = "QRLOGIN_DRAIN_DEADLINE", default_value = "10s", value_parser = duration)]
     pub drain_deadline: Duration,
@@ -242,7 +251,6 @@ impl EdgeConfig {
             ("QRLOGIN_SSE_RETRY", self.sse_retry),
             ("QRLOGIN_WS_PING", self.ws_ping),
             ("QRLOGIN_IDLE_TIMEOUT", self.idle_timeout),
-            ("QRLOGIN_RECHECK_INTERVAL", self.recheck_interval),
         ];
         for (var, value) in positive {
             if value.is_zero() {
@@ -266,6 +274,28 @@ impl EdgeConfig {
         }
         if !(64..=1 << 20).contains(&self.max_body_bytes) {
             return Err(invalid("QRLOGIN_MAX_BODY_BYTES", "64..=1048576"));
+        }
+        let files = [
+            ("QRLOGIN_NATS_NKEY_SEED_FILE", &self.nats_nkey_seed_file),
+            ("QRLOGIN_NATS_TLS_CA_FILE", &self.nats_tls_ca_file),
+            ("QRLOGIN_NATS_TLS_CERT_FILE", &self.nats_tls_cert_file),
+            ("QRLOGIN_NATS_TLS_KEY_FILE", &self.nats_tls_key_file),
+        ];
+        for (var, path) in files {
+            if let Some(path) = path {
+                if !path.is_file() {
+                    return Err(invalid(
+                        var,
+                        format!("{} is not a readable file", path.display()),
+                    ));
+                }
+            }
+        }
+        if self.nats_tls_cert_file.is_some() != self.nats_tls_key_file.is_some() {
+            return Err(invalid(
+                "QRLOGIN_NATS_TLS_CERT_FILE",
+                "goes with QRLOGIN_NATS_TLS_KEY_FILE",
+            ));
         }
         if let Some(path) = &self.dev_user_token_key_file {
             if !path.is_file() {
