@@ -5,8 +5,10 @@
 //! [`Inbox`], so no queue or channel exists per subscription.
 //!
 //! - [`proto`]: the protocol parser (bounded lines and payloads).
+//! - [`server`]: where and how to connect (URLs, nkey seed, TLS settings).
 //! - [`conn`]: connecting (INFO, TLS, CONNECT with an nkey signature of the
-//!   server's nonce), reading, writing, pinging, reconnecting.
+//!   server's nonce) and reconnecting.
+//! - [`link`]: one live connection: reading, writing, pinging.
 //! - [`decode`]: the event payloads.
 //!
 //! What can queue, and its bound: the outgoing buffer holds our own
@@ -18,7 +20,9 @@
 
 mod conn;
 mod decode;
+mod link;
 pub mod proto;
+mod server;
 mod tls;
 
 use std::{
@@ -96,7 +100,7 @@ pub struct Broker {
 /// Starts the connection once delivery's inbox exists.
 pub struct Starter {
     shared: Arc<Shared>,
-    settings: conn::Settings,
+    settings: server::Settings,
 }
 
 struct Shared {
@@ -157,7 +161,7 @@ impl Broker {
         config: &BrokerConfig,
         metrics: Arc<Metrics>,
     ) -> Result<(Self, Starter), BrokerError> {
-        let settings = conn::Settings::from_config(config)?;
+        let settings = server::Settings::from_config(config)?;
         let shared = Arc::new(Shared {
             prefix: config.prefix.clone(),
             state: Mutex::new(State::default()),
@@ -212,7 +216,7 @@ impl EventBus for Broker {
             return Box::pin(std::future::ready(Ok(())));
         }
         let (tx, rx) = oneshot::channel();
-        conn::write_sub(&mut st.out, &subject, sid);
+        link::write_sub(&mut st.out, &subject, sid);
         st.waiting.push(Waiter { subject, tx });
         drop(st);
         shared.wake.notify_one();

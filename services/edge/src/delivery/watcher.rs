@@ -2,14 +2,11 @@
 
 use std::sync::Arc;
 
-use tokio::sync::watch;
-
 use super::Membership;
-use crate::{domain::Snapshot, hub::Published, metrics::Metrics};
+use crate::{domain::Snapshot, hub::Entry, metrics::Metrics};
 
 pub struct Watcher {
-    _membership: Membership,
-    view: watch::Receiver<Option<Published>>,
+    membership: Membership,
     last: Option<Arc<Snapshot>>,
     last_seq: u64,
     since: Option<u64>,
@@ -17,19 +14,24 @@ pub struct Watcher {
 
 impl Watcher {
     pub(super) fn new(membership: Membership, since: Option<u64>) -> Self {
-        let view = membership.entry().subscribe_view();
         Self {
-            _membership: membership,
-            view,
+            membership,
             last: None,
             last_seq: 0,
             since,
         }
     }
 
+    fn entry(&self) -> &Entry {
+        self.membership.entry()
+    }
+
     /// The newest snapshot if it is news to this client; does not wait.
     pub fn news(&mut self, metrics: &Metrics) -> Option<Arc<Snapshot>> {
-        let published = self.view.borrow_and_update().clone()?;
+        let published = self.entry().published()?;
+        if published.seq == self.last_seq {
+            return None;
+        }
         if self.last_seq > 0 && published.seq > self.last_seq + 1 {
             metrics.coalesced(published.seq - self.last_seq - 1);
         }
@@ -52,16 +54,21 @@ impl Watcher {
     /// Cancel-safe: nothing is lost if the future is dropped.
     pub async fn next(&mut self, metrics: &Metrics) -> Option<Arc<Snapshot>> {
         loop {
+            // Registered before looking, so a change in between still wakes.
+            let entry = self.membership.entry.clone();
+            let notified = entry.changed.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
             if let Some(s) = self.news(metrics) {
                 return Some(s);
             }
-            self.view.changed().await.ok()?;
+            notified.await;
         }
     }
 
     /// The newest snapshot whether news or not.
     pub fn current(&self) -> Option<Arc<Snapshot>> {
-        self.view.borrow().as_ref().map(|p| p.snapshot.clone())
+        self.entry().current()
     }
 
     /// Whether this client has been sent a final state.
