@@ -113,8 +113,13 @@ pub async fn run(s: RunSettings) -> anyhow::Result<bool> {
     let at_ready = memory(&s);
     let workers_rss: u64 = ready.iter().map(|r| r.rss_kib).sum();
     eprintln!(
-        "loadgen: {connected} of {} browsers watching after {connect_wall:.1} s; confirming",
-        s.clients
+        "loadgen: {connected} of {} browsers watching after {connect_wall:.1} s; {}",
+        s.clients,
+        if s.idle_for.is_zero() {
+            "confirming".to_owned()
+        } else {
+            format!("idle for {:?}, then confirming", s.idle_for)
+        }
     );
     let mut cpu_idle: Vec<String> = Vec::new();
     if !s.idle_for.is_zero() {

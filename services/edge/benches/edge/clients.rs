@@ -58,7 +58,6 @@ impl EdgeProcess {
             .env("QRLOGIN_CREATE_RATE_PER_IP", "1000000")
             .env("QRLOGIN_WS_PING", "30m")
             .env("QRLOGIN_IDLE_TIMEOUT", "1h")
-            .env("QRLOGIN_RECHECK_INTERVAL", "1h")
             .env("QRLOGIN_WEB_DIR", "/nonexistent")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
