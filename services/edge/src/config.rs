@@ -109,16 +109,16 @@ pub struct EdgeConfig {
         default_value = "nats://127.0.0.1:4222"
     )]
     pub nats_url: String,
-    /// nkey user seed (`SU...`) for NATS authentication (contract C2).
+    /// File holding the edge's NATS nkey user seed (`SU...`); never logged.
     #[arg(long, env = "QRLOGIN_NATS_NKEY_SEED_FILE")]
     pub nats_nkey_seed_file: Option<PathBuf>,
-    /// CA certificate(s) (PEM) that NATS's TLS certificate must chain to;
-    /// setting it (or a `tls://` URL) turns TLS on.
+    /// PEM CA bundle that verifies the NATS servers; implies TLS.
     #[arg(long, env = "QRLOGIN_NATS_TLS_CA_FILE")]
     pub nats_tls_ca_file: Option<PathBuf>,
-    /// Client certificate (PEM) for NATS, with its key.
+    /// PEM client certificate for NATS (with QRLOGIN_NATS_TLS_KEY_FILE).
     #[arg(long, env = "QRLOGIN_NATS_TLS_CERT_FILE")]
     pub nats_tls_cert_file: Option<PathBuf>,
+    /// PEM private key of the NATS client certificate.
     #[arg(long, env = "QRLOGIN_NATS_TLS_KEY_FILE")]
     pub nats_tls_key_file: Option<PathBuf>,
     /// Events are on `<prefix>.<session_id>`; must match auth.
@@ -229,6 +229,19 @@ impl EdgeConfig {
         if self.nats_url.trim().is_empty() {
             return Err(invalid("QRLOGIN_NATS_URL", "must not be empty"));
         }
+        // Credentials in a URL end up in logs and process listings.
+        if self.nats_url.contains('@') {
+            return Err(invalid(
+                "QRLOGIN_NATS_URL",
+                "must not carry credentials; use QRLOGIN_NATS_NKEY_SEED_FILE",
+            ));
+        }
+        if self.nats_tls_cert_file.is_some() != self.nats_tls_key_file.is_some() {
+            return Err(invalid(
+                "QRLOGIN_NATS_TLS_CERT_FILE",
+                "set together with QRLOGIN_NATS_TLS_KEY_FILE",
+            ));
+        }
         let prefix_ok = !self.subject_prefix.is_empty()
             && self.subject_prefix.split('.').all(|t| {
                 !t.is_empty()
@@ -290,12 +303,6 @@ impl EdgeConfig {
                     ));
                 }
             }
-        }
-        if self.nats_tls_cert_file.is_some() != self.nats_tls_key_file.is_some() {
-            return Err(invalid(
-                "QRLOGIN_NATS_TLS_CERT_FILE",
-                "goes with QRLOGIN_NATS_TLS_KEY_FILE",
-            ));
         }
         if let Some(path) = &self.dev_user_token_key_file {
             if !path.is_file() {

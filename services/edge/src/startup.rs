@@ -59,6 +59,9 @@ impl Application {
             }
             None => None,
         };
+        if config.nats_nkey_seed_file.is_none() {
+            tracing::warn!("QRLOGIN_NATS_NKEY_SEED_FILE is not set: connecting to NATS without credentials (development only)");
+        }
         let auth = AuthClient::new(&config.auth_url, config.auth_timeout)?;
         let broker_config = BrokerConfig {
             name: format!("qrlogin-edge {node}"),

@@ -54,6 +54,7 @@ impl EdgeProcess {
             .env("QRLOGIN_NODE_NAME", name)
             .env("QRLOGIN_AUTH_URL", auth.url())
             .env("QRLOGIN_NATS_URL", nats.url())
+            .env("QRLOGIN_NATS_NKEY_SEED_FILE", nats.edge_seed_file())
             .env("QRLOGIN_MAX_CONNECTIONS", "19500")
             .env("QRLOGIN_CREATE_RATE_PER_IP", "1000000")
             .env("QRLOGIN_WS_PING", "30m")

@@ -107,8 +107,15 @@ impl Settings {
             Some(path) => {
                 let seed = std::fs::read_to_string(path)
                     .map_err(|e| BrokerError::Seed(format!("{}: {e}", path.display())))?;
-                let pair = nkeys::KeyPair::from_seed(seed.trim())
-                    .map_err(|_| BrokerError::Seed("not an nkey seed".into()))?;
+                // A user seed (`SU...`): the server only ever sees a
+                // signature, and a malformed seed would fail every connect.
+                let seed = seed.trim();
+                let pair = nkeys::KeyPair::from_seed(seed)
+                    .ok()
+                    .filter(|_| seed.starts_with("SU"))
+                    .ok_or_else(|| {
+                        BrokerError::Seed(format!("{} is not an nkey user seed", path.display()))
+                    })?;
                 Some(Arc::new(pair))
             }
             None => None,

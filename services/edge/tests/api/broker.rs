@@ -14,7 +14,7 @@ use std::{
 };
 
 use prost::Message as _;
-use qrlogin_auth::testing::{nats_server_bin, NatsServer};
+use qrlogin_auth::testing::{nats_server_bin, NatsServer, Permissions};
 use qrlogin_edge::{
     broker::{Broker, BrokerConfig},
     delivery::ports::{BusError, BusEvent, EventBus, Inbox},
@@ -83,13 +83,31 @@ fn event(version: u64) -> Vec<u8> {
     .encode_to_vec()
 }
 
+/// A publisher on the session subjects (neither auth's nor the edge's
+/// credential is allowed to publish there).
+async fn publisher(nats: &NatsServer) -> (std::path::PathBuf, async_nats::Client) {
+    let seed = nats
+        .add_user(
+            "publisher",
+            Permissions {
+                publish: vec!["qrlogin.session.>".into()],
+                subscribe: vec![],
+            },
+        )
+        .await;
+    let client = nats.connect(&seed).await.unwrap();
+    (seed, client)
+}
+
 #[tokio::test]
 async fn a_server_restart_resubscribes_and_resyncs() {
     let mut nats = NatsServer::start().await;
-    let (broker, rec, _) = start(BrokerConfig::new(&nats.url(), "qrlogin.session"));
+    let mut config = BrokerConfig::new(&nats.url(), "qrlogin.session");
+    config.nkey_seed_file = Some(nats.edge_seed_file());
+    let (broker, rec, _) = start(config);
     until("connected", || broker.is_connected()).await;
     broker.subscribe(&id()).await.unwrap();
-    let publisher = async_nats::connect(nats.url()).await.unwrap();
+    let (seed, publisher) = publisher(&nats).await;
     let subject = format!("qrlogin.session.{}", id());
     publisher
         .publish(subject.clone(), event(1).into())
@@ -106,7 +124,7 @@ async fn a_server_restart_resubscribes_and_resyncs() {
     .await;
     // The resync comes after the server proved the re-subscription: an event
     // published now arrives.
-    let publisher = async_nats::connect(nats.url()).await.unwrap();
+    let publisher = nats.connect(&seed).await.unwrap();
     publisher.publish(subject, event(2).into()).await.unwrap();
     publisher.flush().await.unwrap();
     until("event after the restart", || rec.versions() == [1, 2]).await;

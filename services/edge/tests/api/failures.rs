@@ -11,7 +11,19 @@ async fn a_malformed_event_is_dropped_and_counted() {
     let cluster = Cluster::start().await;
     let created = cluster.create(&cluster.edge1).await;
     let mut sse = cluster.sse_pending(&cluster.edge1, &created).await;
-    let nats = async_nats::connect(cluster.nats.url()).await.unwrap();
+    // Only a writer with publish rights could put garbage there: a user
+    // made for this test (neither auth's nor the edge's credential may).
+    let seed = cluster
+        .nats
+        .add_user(
+            "garbage-publisher",
+            qrlogin_auth::testing::Permissions {
+                publish: vec!["qrlogin.session.>".into()],
+                subscribe: vec![],
+            },
+        )
+        .await;
+    let nats = cluster.nats.connect(&seed).await.unwrap();
     let subject = format!("qrlogin.session.{}", created.id);
     nats.publish(subject.clone(), "\u{1}not a protobuf \u{ff}".into())
         .await
