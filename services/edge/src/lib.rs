@@ -6,6 +6,7 @@
 //! - [`startup`]: [`startup::Application`] builds, binds and runs the node.
 //! - [`server`]: the HTTP/1.1 front (lean path for idle streams, hyper for the rest).
 //! - [`routes`]: the HTTP surface, one file per concern.
+//! - [`transport`]: push transports' wire formats (STOMP 1.2 frames).
 //! - [`delivery`]: the node-wide dispatcher: authorize, subscribe, read,
 //!   expire, re-read; behind two narrow traits ([`delivery::ports`]).
 //! - [`hub`]: which local watchers watch which session (no NATS in it).
@@ -29,3 +30,4 @@ pub mod server;
 pub mod shutdown;
 pub mod startup;
 pub mod telemetry;
+pub mod transport;
