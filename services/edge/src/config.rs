@@ -20,6 +20,17 @@ fn invalid(var: &'static str, reason: impl Into<String>) -> ConfigError {
     }
 }
 
+/// How an edge subscribes to the session subjects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NatsInterest {
+    /// One subscription per watched session: an edge receives only the
+    /// events of sessions it watches.
+    PerSession,
+    /// One subscription to `<prefix>.*`: every edge receives every event
+    /// (small deployments only).
+    Wildcard,
+}
+
 /// When the redeem and browser-secret cookies get the `Secure` attribute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum CookieSecure {
@@ -121,6 +132,14 @@ pub struct EdgeConfig {
     /// PEM private key of the NATS client certificate.
     #[arg(long, env = "QRLOGIN_NATS_TLS_KEY_FILE")]
     pub nats_tls_key_file: Option<PathBuf>,
+    /// `per-session` (default) or `wildcard` (small deployments).
+    #[arg(
+        long,
+        env = "QRLOGIN_NATS_INTEREST",
+        value_enum,
+        default_value = "per-session"
+    )]
+    pub nats_interest: NatsInterest,
     /// Events are on `<prefix>.<session_id>`; must match auth.
     #[arg(
         long,

@@ -10,7 +10,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use crate::{
     auth_client::{AuthClient, AuthError},
     broker::{Broker, BrokerConfig, BrokerError},
-    config::{ConfigError, EdgeConfig},
+    config::{ConfigError, EdgeConfig, NatsInterest},
     delivery::{Settings, Watches},
     limits::{ConnectionGate, CreateRateLimiter},
     metrics::Metrics,
@@ -69,6 +69,7 @@ impl Application {
             tls_ca_file: config.nats_tls_ca_file.clone(),
             tls_cert_file: config.nats_tls_cert_file.clone(),
             tls_key_file: config.nats_tls_key_file.clone(),
+            wildcard: config.nats_interest == NatsInterest::Wildcard,
             ..BrokerConfig::new(&config.nats_url, &config.subject_prefix)
         };
         let (broker, connection) = Broker::new(&broker_config, metrics.clone())?;

@@ -50,6 +50,9 @@ pub(super) async fn serve(
         let mut st = shared.lock();
         let mut out = std::mem::take(&mut st.out);
         out.clear();
+        if shared.wildcard {
+            write_sub(&mut out, &format!("{}.*", shared.prefix), 0);
+        }
         for (id, sid) in &st.subs {
             write_sub(&mut out, &shared.subject(id), *sid);
         }

@@ -74,6 +74,9 @@ pub struct BrokerConfig {
     pub tls_key_file: Option<PathBuf>,
     /// Interval of our PINGs; two unanswered ones end the connection.
     pub ping_interval: Duration,
+    /// One subscription to `<prefix>.*` instead of one per watched session
+    /// (small deployments only: every edge then receives every event).
+    pub wildcard: bool,
 }
 
 impl BrokerConfig {
@@ -87,6 +90,7 @@ impl BrokerConfig {
             tls_cert_file: None,
             tls_key_file: None,
             ping_interval: Duration::from_secs(20),
+            wildcard: false,
         }
     }
 }
@@ -105,6 +109,8 @@ pub struct Starter {
 
 struct Shared {
     prefix: String,
+    /// `<prefix>.*` is the only subscription (see [`BrokerConfig::wildcard`]).
+    wildcard: bool,
     state: Mutex<State>,
     /// Wakes the writer: bytes or proof waiters are pending.
     wake: Notify,
@@ -164,6 +170,7 @@ impl Broker {
         let settings = server::Settings::from_config(config)?;
         let shared = Arc::new(Shared {
             prefix: config.prefix.clone(),
+            wildcard: config.wildcard,
             state: Mutex::new(State::default()),
             wake: Notify::new(),
             connected: AtomicBool::new(false),
@@ -198,6 +205,11 @@ impl Starter {
 impl EventBus for Broker {
     fn subscribe(&self, id: &SessionId) -> BoxFuture<'static, Result<(), BusError>> {
         let shared = &self.shared;
+        if shared.wildcard {
+            // The one subscription was proven at connect; a join racing a
+            // reconnect is re-read by the resync that follows it.
+            return Box::pin(std::future::ready(Ok(())));
+        }
         let subject = shared.subject(id);
         let mut st = shared.lock();
         let sid = match st.subs.get(id) {
@@ -232,6 +244,9 @@ impl EventBus for Broker {
 
     fn unsubscribe(&self, id: &SessionId) {
         let shared = &self.shared;
+        if shared.wildcard {
+            return;
+        }
         let mut st = shared.lock();
         let Some(sid) = st.subs.remove(id) else {
             return;

@@ -399,3 +399,22 @@ async fn an_oversize_message_ends_the_connection_and_the_client_comes_back() {
     publisher.flush().await.unwrap();
     until("event after the reconnect", || rec.versions() == [5]).await;
 }
+
+#[tokio::test]
+async fn wildcard_mode_receives_every_session_without_per_session_interest() {
+    let nats = NatsServer::start().await;
+    let mut config = BrokerConfig::new(&nats.url(), "qrlogin.session");
+    config.nkey_seed_file = Some(nats.edge_seed_file());
+    config.wildcard = true;
+    let (broker, rec, _) = start(config);
+    until("resync after connecting", || rec.resyncs.load(SeqCst) > 0).await;
+    broker.subscribe(&id()).await.unwrap();
+    assert_eq!(broker.subscriptions(), 0, "no per-session interest");
+    let (_, publisher) = publisher(&nats).await;
+    publisher
+        .publish(format!("qrlogin.session.{}", id()), event(7).into())
+        .await
+        .unwrap();
+    publisher.flush().await.unwrap();
+    until("event through the wildcard", || rec.versions() == [7]).await;
+}
