@@ -29,7 +29,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// the connection (events are a few hundred bytes).
 pub(super) const MAX_PAYLOAD: usize = 1 << 20;
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// The server's INFO, as much as the client uses.
 #[derive(Debug, Default, Deserialize)]
