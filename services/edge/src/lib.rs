@@ -7,9 +7,11 @@
 //! - [`server`]: the HTTP/1.1 front (lean path for idle streams, hyper for the rest).
 //! - [`routes`]: the HTTP surface, one file per concern.
 //! - [`transport`]: push transports' wire formats (STOMP 1.2 frames).
-//! - [`delivery`]: per-session watching: subscribe, read, expire, re-read.
+//! - [`delivery`]: the node-wide dispatcher: authorize, subscribe, read,
+//!   expire, re-read; behind two narrow traits ([`delivery::ports`]).
 //! - [`hub`]: which local watchers watch which session (no NATS in it).
-//! - [`broker`]: the only NATS code. [`auth_client`]: the only gRPC code.
+//! - [`broker`]: the only NATS code (a subscribe-only client of our own).
+//!   [`auth_client`]: the only gRPC code.
 //! - [`domain`]: snapshots and their ordering rules.
 //! - [`error`]: the one mapping of failures to HTTP.
 //! - [`limits`], [`metrics`], [`shutdown`], [`telemetry`].
