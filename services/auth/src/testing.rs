@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::AuthConfig;
 pub use crate::nats_accounts::Permissions;
-use crate::nats_accounts::{self, ServerSettings, User};
+use crate::nats_accounts::{self, ServerSettings, ServerTls, User};
 use crate::sealing::generate_key_text;
 use crate::startup::Application;
 use crate::token::{generate_key_pair, mint_dev_user_token, unix_now_secs, DevTokenRequest};
@@ -60,6 +60,16 @@ pub struct NatsServer {
     monitor_port: u16,
     store: tempfile::TempDir,
     users: Mutex<Users>,
+    /// With TLS: the server's certificate and key, and the CA clients trust.
+    tls: Option<ServerCerts>,
+}
+
+/// The TLS files of a test NATS server.
+#[derive(Clone)]
+struct ServerCerts {
+    cert: PathBuf,
+    key: PathBuf,
+    ca: PathBuf,
 }
 
 /// The session bucket and subject prefix the test server's permissions are
@@ -105,6 +115,22 @@ impl NatsServer {
     /// Like [`start`](Self::start), with permissions for another bucket or
     /// subject prefix.
     pub async fn start_for(layout: &NatsLayout) -> Self {
+        Self::start_with(layout, None).await
+    }
+
+    /// Like [`start`](Self::start), but clients must speak TLS: the server
+    /// presents `tls`'s server certificate (`tls://` URLs, `tls.path("ca.pem")`
+    /// as the CA).
+    pub async fn start_tls(tls: &TestTls) -> Self {
+        let certs = ServerCerts {
+            cert: tls.path("server.pem"),
+            key: tls.path("server.key"),
+            ca: tls.path("ca.pem"),
+        };
+        Self::start_with(&NatsLayout::default(), Some(certs)).await
+    }
+
+    async fn start_with(layout: &NatsLayout, tls: Option<ServerCerts>) -> Self {
         for _ in 0..5 {
             let dir = tempfile::tempdir().expect("temp dir for NATS users");
             let mut list = Vec::new();
@@ -132,6 +158,7 @@ impl NatsServer {
                 monitor_port: free_port(),
                 store: tempfile::tempdir().expect("temp dir for JetStream store"),
                 users: Mutex::new(Users { dir, list }),
+                tls: tls.clone(),
             };
             if server.spawn().await {
                 return server;
@@ -159,6 +186,12 @@ impl NatsServer {
             port: self.port,
             http_port: Some(self.monitor_port),
             store_dir: self.store.path().display().to_string(),
+            tls: self.tls.as_ref().map(|t| ServerTls {
+                cert_file: t.cert.display().to_string(),
+                key_file: t.key.display().to_string(),
+                ca_file: None,
+                verify_clients: false,
+            }),
             ..ServerSettings::default()
         };
         std::fs::write(
@@ -214,8 +247,27 @@ impl NatsServer {
         }
     }
 
+    /// `nats://127.0.0.1:<port>`, or `tls://` for a server started with TLS.
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() { "tls" } else { "nats" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// The CA a client needs when the server speaks TLS.
+    pub fn tls_ca_file(&self) -> Option<PathBuf> {
+        self.tls.as_ref().map(|t| t.ca.clone())
+    }
+
+    /// Options that trust this server's CA when it speaks TLS.
+    fn client_options(&self, seed: &str) -> async_nats::ConnectOptions {
+        let mut options = async_nats::ConnectOptions::with_nkey(seed.trim().to_owned())
+            .connection_timeout(Duration::from_secs(2));
+        if let Some(tls) = &self.tls {
+            options = options
+                .add_root_certificates(tls.ca.clone())
+                .require_tls(true);
+        }
+        options
     }
 
     pub fn port(&self) -> u16 {
@@ -247,10 +299,7 @@ impl NatsServer {
         seed_file: &Path,
     ) -> Result<async_nats::Client, async_nats::ConnectError> {
         let seed = std::fs::read_to_string(seed_file).expect("read seed");
-        async_nats::ConnectOptions::with_nkey(seed.trim().to_owned())
-            .connection_timeout(Duration::from_secs(2))
-            .connect(self.url())
-            .await
+        self.client_options(&seed).connect(self.url()).await
     }
 
     /// Waits until the server holds a subscription (in the qrlogin account)
@@ -306,9 +355,8 @@ impl NatsServer {
     /// change the bucket's stream.
     pub async fn connect_as_auth(&self) -> Result<async_nats::Client, async_nats::ConnectError> {
         let seed = std::fs::read_to_string(self.auth_seed_file()).expect("read seed");
-        async_nats::ConnectOptions::with_nkey(seed.trim().to_owned())
+        self.client_options(&seed)
             .custom_inbox_prefix(nats_accounts::AUTH_INBOX_PREFIX)
-            .connection_timeout(Duration::from_secs(2))
             .connect(self.url())
             .await
     }
@@ -591,6 +639,10 @@ impl TestAuth {
             "--shutdown-grace".into(),
             "1s".into(),
         ])
+        .map(|mut config| {
+            config.nats_tls_ca_file = nats.tls_ca_file();
+            config
+        })
         .expect("test config")
     }
 
