@@ -8,3 +8,4 @@ mod limits;
 mod resume;
 mod security;
 mod transports;
+mod trust;
