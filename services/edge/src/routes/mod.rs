@@ -79,11 +79,16 @@ pub fn app(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), admit));
     let node =
         HeaderValue::from_str(&state.node).unwrap_or_else(|_| HeaderValue::from_static("edge"));
-    Router::new()
+    let mut router = Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
-        .merge(api)
+        .merge(api);
+    if crate::telemetry::enabled() {
+        // Only while tracing is on: no cost per request otherwise.
+        router = router.route_layer(middleware::from_fn(crate::telemetry::http_span));
+    }
+    router
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(middleware::from_fn_with_state(
