@@ -2,6 +2,7 @@
 
 mod drain;
 mod failures;
+mod front;
 mod helpers;
 mod limits;
 mod resume;

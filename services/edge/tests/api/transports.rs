@@ -257,11 +257,11 @@ async fn websocket_on_a_kept_alive_connection() {
     let mut tcp = tokio::net::TcpStream::connect(cluster.edge1.addr)
         .await
         .unwrap();
-    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: edge\r\n\r\n")
+    tcp.write_all(b"GET /nope/nothing HTTP/1.1\r\nHost: edge\r\n\r\n")
         .await
         .unwrap();
     let mut seen = Vec::new();
-    while !seen.ends_with(b"{\"status\":\"ok\"}") {
+    while !seen.ends_with(b"\"no such route\"}}") {
         let mut chunk = [0u8; 512];
         let n = tcp.read(&mut chunk).await.unwrap();
         assert!(n > 0, "closed: {}", String::from_utf8_lossy(&seen));
