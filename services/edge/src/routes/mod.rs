@@ -6,6 +6,7 @@
 mod browser;
 mod extract;
 mod ops;
+mod origin;
 mod phone;
 mod sse;
 mod web;

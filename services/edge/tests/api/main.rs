@@ -3,6 +3,7 @@
 mod drain;
 mod failures;
 mod front;
+mod guards;
 mod helpers;
 mod limits;
 mod resume;

@@ -69,7 +69,7 @@ async fn create_answers_the_documented_shape() {
     assert!(j["qr_svg"].as_str().unwrap().contains("<svg"));
     assert_eq!(created.secret.len(), 43);
     let expected = format!(
-        "qrl_bs_{}={}; HttpOnly; SameSite=Strict; Path=/v1/login-sessions/{}",
+        "qrl_bs_{}={}; HttpOnly; SameSite=Strict; Path=/v1/login-sessions/{}; Max-Age=300",
         created.id, created.secret, created.id
     );
     assert_eq!(created.cookie, expected, "no Secure without TLS");
