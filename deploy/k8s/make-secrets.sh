@@ -17,9 +17,16 @@
 #                                belongs to your identity provider: pass its
 #                                public key with --user-token-public-key instead.
 #
+# NATS users (nkeys; the seed signs the server's challenge, the public key is
+# what nats.conf lists; no password ever crosses the network):
+#   nats-auth.seed / .pub        auth's user: its bucket's JetStream API only
+#   nats-edge.seed / .pub        the edges' user: subscribe to session events only
+#
 # Secrets (namespace "qrlogin" unless --namespace):
-#   qrlogin-auth-keys        user-token.pub.pem, access-token.pem   (auth)
-#   qrlogin-dev-user-token   user-token.pem                         (edge, dev overlay only)
+#   qrlogin-auth-keys        user-token.pub.pem, access-token.pem, nats-auth.seed   (auth)
+#   qrlogin-edge-keys        nats-edge.seed                                          (edge)
+#   qrlogin-nats-users       nats-auth.pub, nats-edge.pub                            (NATS)
+#   qrlogin-dev-user-token   user-token.pem                        (edge, dev overlay only)
 set -euo pipefail
 
 usage() {
@@ -89,7 +96,40 @@ genkey() {
     die "$name.pem is not an Ed25519 private key"
 }
 
+# gennkey NAME: NAME.seed (nkey user seed, SU...) and NAME.pub (public, U...).
+# The Ed25519 key comes from openssl; python3 only encodes it the nkeys way
+# (prefix byte, CRC-16/XMODEM, base32 without padding). No trailing newline:
+# nats-server reads the public key from an environment variable.
+gennkey() {
+  local name="$1" der="$out/.$1.der" pubder="$out/.$1.pub.der"
+  openssl genpkey -algorithm ed25519 -outform DER -out "$der" 2>/dev/null ||
+    die "openssl cannot generate Ed25519 keys (OpenSSL 1.1.1 or newer is needed)"
+  openssl pkey -inform DER -in "$der" -pubout -outform DER -out "$pubder"
+  python3 - "$der" "$pubder" "$out/$name.seed" "$out/$name.pub" <<'PY' || die "cannot encode the $name nkey"
+import base64, sys
+def crc16(data):
+    crc = 0
+    for b in data:
+        crc ^= b << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else (crc << 1)
+            crc &= 0xFFFF
+    return crc
+def encode(raw):
+    c = crc16(raw)
+    return base64.b32encode(raw + bytes([c & 0xFF, c >> 8])).decode().rstrip("=")
+SEED, USER = 18 << 3, 20 << 3
+seed = open(sys.argv[1], "rb").read()[-32:]
+public = open(sys.argv[2], "rb").read()[-32:]
+open(sys.argv[3], "w").write(encode(bytes([SEED | (USER >> 5), (USER & 31) << 3]) + seed))
+open(sys.argv[4], "w").write(encode(bytes([USER]) + public))
+PY
+  rm -f "$der" "$pubder"
+}
+
 genkey access-token
+gennkey nats-auth
+gennkey nats-edge
 if [[ -n "$user_pub_in" ]]; then
   cp "$user_pub_in" "$out/user-token.pub.pem"
 else
@@ -97,37 +137,55 @@ else
 fi
 echo "make-secrets: keys written to $out" >&2
 
+# Read through namerefs (secret_cmds below).
+# shellcheck disable=SC2034
 auth_cmd=(kubectl create secret generic qrlogin-auth-keys --namespace "$namespace"
   "--from-file=user-token.pub.pem=$out/user-token.pub.pem"
-  "--from-file=access-token.pem=$out/access-token.pem")
+  "--from-file=access-token.pem=$out/access-token.pem"
+  "--from-file=nats-auth.seed=$out/nats-auth.seed")
+# shellcheck disable=SC2034
+edge_cmd=(kubectl create secret generic qrlogin-edge-keys --namespace "$namespace"
+  "--from-file=nats-edge.seed=$out/nats-edge.seed")
+# shellcheck disable=SC2034
+nats_cmd=(kubectl create secret generic qrlogin-nats-users --namespace "$namespace"
+  "--from-file=nats-auth.pub=$out/nats-auth.pub"
+  "--from-file=nats-edge.pub=$out/nats-edge.pub")
+# shellcheck disable=SC2034
 dev_cmd=(kubectl create secret generic qrlogin-dev-user-token --namespace "$namespace"
   "--from-file=user-token.pem=$out/user-token.pem")
+# Every Secret, in the order they are printed or applied.
+secret_cmds=(auth_cmd edge_cmd nats_cmd)
+((dev)) && secret_cmds+=(dev_cmd)
 
 case "$mode" in
   print)
     echo "# Create the Secrets (namespace $namespace must exist: kubectl create namespace $namespace):"
-    printf '%q ' "${auth_cmd[@]}"
-    echo
-    if ((dev)); then
-      printf '%q ' "${dev_cmd[@]}"
+    for name in "${secret_cmds[@]}"; do
+      declare -n cmd="$name"
+      printf '%q ' "${cmd[@]}"
       echo
-    fi
+      unset -n cmd
+    done
     ;;
   dry-run)
-    "${auth_cmd[@]}" --dry-run=client -o yaml
-    if ((dev)); then
-      echo "---"
-      "${dev_cmd[@]}" --dry-run=client -o yaml
-    fi
+    first=1
+    for name in "${secret_cmds[@]}"; do
+      declare -n cmd="$name"
+      ((first)) || echo "---"
+      first=0
+      "${cmd[@]}" --dry-run=client -o yaml
+      unset -n cmd
+    done
     ;;
   apply)
     kubectl get namespace "$namespace" >/dev/null 2>&1 || kubectl create namespace "$namespace"
     # create --dry-run | apply: the same command works for a first install
     # and for a key rotation.
-    "${auth_cmd[@]}" --dry-run=client -o yaml | kubectl apply -f -
-    if ((dev)); then
-      "${dev_cmd[@]}" --dry-run=client -o yaml | kubectl apply -f -
-    fi
+    for name in "${secret_cmds[@]}"; do
+      declare -n cmd="$name"
+      "${cmd[@]}" --dry-run=client -o yaml | kubectl apply -f -
+      unset -n cmd
+    done
     echo "make-secrets: secrets applied in namespace $namespace" >&2
     ;;
 esac

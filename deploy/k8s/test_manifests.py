@@ -21,6 +21,7 @@ The helpers live in checks/. Prints one line per check and
 
 from __future__ import annotations
 
+import base64
 import copy
 import os
 import subprocess
@@ -75,9 +76,9 @@ def render(path: Path) -> list[dict]:
     return [d for d in yaml.safe_load_all(out.stdout) if d]
 
 
-def secrets_catalog() -> dict[str, set[str]]:
+def secrets_catalog() -> dict[str, dict[str, str]]:
     """Run make-secrets.sh (dry run, throw-away keys) and read which Secrets
-    and keys it creates."""
+    and keys it creates, with their (throw-away) values."""
     with tempfile.TemporaryDirectory() as tmp:
         out = subprocess.run(
             [str(HERE / "make-secrets.sh"), "--out", f"{tmp}/keys", "--dev", "--dry-run"],
@@ -88,7 +89,8 @@ def secrets_catalog() -> dict[str, set[str]]:
     catalog = {}
     for doc in yaml.safe_load_all(out.stdout):
         if doc and doc.get("kind") == "Secret":
-            catalog[doc["metadata"]["name"]] = set(doc.get("data", {}))
+            catalog[doc["metadata"]["name"]] = {
+                key: base64.b64decode(value).decode() for key, value in (doc.get("data") or {}).items()}
     return catalog
 
 
@@ -103,14 +105,16 @@ def main() -> int:
         code, code_error = None, str(err)
         print(f"     configuration code missing: {err}")
 
+    wanted = {"qrlogin-auth-keys", "qrlogin-edge-keys", "qrlogin-nats-users", "qrlogin-dev-user-token"}
     try:
-        secrets = secrets_catalog()
-        report.record("make-secrets.sh creates qrlogin-auth-keys and qrlogin-dev-user-token",
-                      [] if {"qrlogin-auth-keys", "qrlogin-dev-user-token"} <= set(secrets)
-                      else [f"created only {sorted(secrets)}"])
+        secret_values = secrets_catalog()
+        report.record(f"make-secrets.sh creates {', '.join(sorted(wanted))}",
+                      [] if wanted <= set(secret_values)
+                      else [f"created only {sorted(secret_values)}"])
     except RuntimeError as err:
-        secrets = {}
+        secret_values = {}
         report.record("make-secrets.sh dry run", [str(err)])
+    secrets = {name: set(data) for name, data in secret_values.items()}
 
     rendered = {}
     for name, path in RENDERINGS.items():
@@ -127,7 +131,7 @@ def main() -> int:
             checks.update(invariants.PROD_ONLY)
         for check_name, check in checks.items():
             report.record(f"{name}: {check_name}", check(objs, ctx))
-        for check_name, problems in nats_checks.run(objs):
+        for check_name, problems in nats_checks.run(objs, secret_values):
             report.record(f"{name}: {check_name}", problems)
 
     prod = rendered.get("prod")
@@ -146,7 +150,7 @@ def main() -> int:
                         "build them first: cargo build -p qrlogin-auth -p qrlogin-edge")
         else:
             print(f"     binaries: {', '.join(str(p.relative_to(REPO)) for p in built.values())}")
-            for check_name, problems in binaries.run(dev, built):
+            for check_name, problems in binaries.run(dev, built, secret_values):
                 report.record(check_name, problems)
 
     print(f"{report.passed} passed, {report.failed} failed, {report.skipped} skipped")

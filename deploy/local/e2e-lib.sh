@@ -89,6 +89,10 @@ states() {
 import json, sys
 for line in open(sys.argv[1], errors="replace"):
     line = line.strip()
+    # Lines a timestamping watcher wrote start with their arrival time.
+    parts = line.split(" ", 1)
+    if len(parts) == 2 and parts[0].replace(".", "", 1).isdigit():
+        line = parts[1].strip()
     if line.startswith("data:"):
         line = line[5:].strip()
     if not line.startswith("{"):
@@ -233,6 +237,127 @@ start_watcher_on_edge1() {
   return 0
 }
 
+# --- latency through the balancer ---------------------------------------------------
+# Confirm→event for one transport, the whole path through HAProxy: the
+# watcher, the scan and the confirm all go to $HTTP_URL and land wherever
+# the balancer sends them. The watcher stamps what it reads with the time of
+# arrival (curl output through `stamp`; watch.mjs's "at"); the confirm's
+# send time is taken right before its request is written.
+
+# stamp FILE: appends each line of stdin to FILE after its arrival time.
+stamp() {
+  local line
+  while IFS= read -r line || [[ -n "$line" ]]; do
+    printf '%s %s\n' "${EPOCHREALTIME/,/.}" "$line"
+  done >>"$1"
+}
+
+# arrived FILE STATE: prints "SECONDS NODE": when the first snapshot in STATE arrived, and from which edge.
+arrived() {
+  python3 -c '
+import json, sys
+for line in open(sys.argv[1], errors="replace"):
+    line = line.strip()
+    at = None
+    parts = line.split(" ", 1)
+    if len(parts) == 2 and parts[0].replace(".", "", 1).isdigit():
+        at, line = float(parts[0]), parts[1].strip()
+    if line.startswith("data:"):
+        line = line[5:].strip()
+    try:
+        doc = json.loads(line)
+    except ValueError:
+        continue
+    if not isinstance(doc, dict) or doc.get("state") != sys.argv[2]:
+        continue
+    if at is None and "at" in doc:
+        at = doc["at"] / 1000
+    if at is not None:
+        print(f"{at:.6f}", doc.get("node") or "-")
+        sys.exit(0)
+sys.exit(1)' "$1" "$2"
+}
+
+# timed_confirm BASE: confirm as Alice; sets STATUS and SENT (epoch seconds
+# taken right before the request is written on an open connection; the
+# answer goes to $WORK/confirm.body).
+timed_confirm() {
+  local out
+  out="$(python3 - "$1" "$SID" "$USER_TOKEN" "$WORK/confirm.body" <<'PY'
+import http.client, sys, time, urllib.parse
+base, sid, token, body_file = sys.argv[1:]
+u = urllib.parse.urlsplit(base)
+c = http.client.HTTPConnection(u.hostname, u.port, timeout=20)
+c.connect()
+sent = time.time()
+c.request("POST", f"/v1/login-sessions/{sid}/confirm", body=b"{}",
+          headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+r = c.getresponse()
+open(body_file, "wb").write(r.read())
+print(r.status, f"{sent:.6f}")
+PY
+)"
+  read -r STATUS SENT <<<"$out"
+}
+
+# latency_sample TRANSPORT I: login I through HAProxy; appends "MS DELIVERING-NODE CONFIRM-NODE"
+# to $WORK/latency-TRANSPORT. Every sample sends the same requests through
+# round-robin, so odd samples add a short poll to change which edge the
+# confirm lands on: both same-node and cross-node confirms are measured.
+latency_sample() {
+  local transport="$1" file="$WORK/lat-$1-$2" got since confirm_node
+  create || return 1
+  case "$transport" in
+    sse)
+      curl -sS -N --max-time 40 -H "$(auth_browser "$SECRET")" \
+        "$HTTP_URL/v1/login-sessions/$SID/events" > >(stamp "$file") 2>>"$WORK/sse.err" &
+      BG_PIDS+=($!)
+      ;;
+    ws)
+      start_node_watcher "$file" ws --until=CONFIRMED --timeout=30
+      ;;
+  esac
+  # Whether the watcher opens before or after the scan, SCANNED reaches it.
+  expect_phone scan "$HTTP_URL" '' || return 1
+  if [[ "$transport" == longpoll ]]; then
+    since="$(json session.version <<<"$BODY")"
+    curl -sS --max-time 40 -w '\n' -H "$(auth_browser "$SECRET")" \
+      "$HTTP_URL/v1/login-sessions/$SID?since=$since&wait=20s" > >(stamp "$file") 2>>"$WORK/curl.err" &
+    BG_PIDS+=($!)
+    # Give the poll time to be held by an edge before the confirm.
+    sleep 0.3
+  else
+    wait_state "$file" SCANNED 10 >/dev/null || { echo "$transport watcher never saw SCANNED"; return 1; }
+  fi
+  if (($2 % 2)); then http GET "$HTTP_URL/v1/login-sessions/$SID" '' -H "$(auth_browser "$SECRET")"; fi
+  timed_confirm "$HTTP_URL"
+  [[ "$STATUS" == 200 ]] || { echo "confirm returned HTTP $STATUS"; return 1; }
+  confirm_node="$(json node <"$WORK/confirm.body")"
+  wait_state "$file" CONFIRMED 10 >/dev/null || { echo "$transport watcher never saw CONFIRMED"; return 1; }
+  got="$(arrived "$file" CONFIRMED)" || { echo "no arrival time for CONFIRMED in the $transport watcher"; return 1; }
+  python3 -c 'import sys; print(f"{(float(sys.argv[1]) - float(sys.argv[2])) * 1000:.2f}", *sys.argv[3:])' \
+    "${got% *}" "$SENT" "${got#* }" "${confirm_node:--}" >>"$WORK/latency-$transport"
+  stop_watchers
+}
+
+# check_latency TRANSPORT SAMPLES: prints median and max confirm→event through HAProxy.
+check_latency() {
+  local transport="$1" n="$2" i
+  rm -f "$WORK/latency-$transport"
+  for i in $(seq 1 "$n"); do
+    latency_sample "$transport" "$i" || return 1
+  done
+  python3 -c '
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1])]
+ms = sorted(float(r[0]) for r in rows)
+cross = sum(1 for r in rows if r[1] != r[2])
+med = statistics.median(ms)
+note = "" if med < 50 else "; above 50 ms: is the balancer holding small writes? (docs/load-balancing.md)"
+print(f"watcher, scan and confirm all via HAProxy; confirm->event median {med:.2f} ms, max {ms[-1]:.2f} ms over {len(ms)} logins ({cross} confirmed on another edge than the one holding the watcher){note}")
+' "$WORK/latency-$transport"
+}
+
 # --- gRPC and HAProxy ----------------------------------------------------------------
 
 # grpc METHOD: calls AuthService/METHOD for SID straight on auth, as Alice.
@@ -246,4 +371,74 @@ grpc() {
 haproxy_server_up() {
   curl -fsS --max-time 2 "$STATS_URL;csv" 2>/dev/null |
     awk -F, -v s="$1" '$1 == "edges" && $2 == s { print $18 }' | grep -q '^UP'
+}
+
+# --- the README's grpcurl examples, run as written ---------------------------------
+# readme_grpcurl_script: turns the README's "gRPC API (grpcurl)" block into a
+# bash script that runs each line in order in one shell, from the
+# repository's root, the way a reader pastes them: lines `NAME=...  # a.b
+# from the answer` take field a.b of the previous command's JSON answer; a
+# command followed by comment lines naming `Code: X` must fail with that
+# code, every other command must succeed. The only edits are where this
+# cluster differs from the README's defaults: the auth address and the
+# binaries' directory. Prints the script on stdout.
+readme_grpcurl_script() {
+  python3 - "$ROOT/README.md" "$AUTH_ADDR" "$QRLOGIN_LOCAL_BIN_DIR" <<'PY'
+import re, shlex, sys
+readme, auth_addr, bin_dir = sys.argv[1:]
+text = open(readme).read()
+start = text.index("## gRPC API (grpcurl)")
+block = re.search(r"```sh\n(.*?)```", text[start:], re.S)
+if not block:
+    sys.exit("no ```sh block under '## gRPC API (grpcurl)' in README.md")
+body = block.group(1).replace("127.0.0.1:50051", auth_addr)
+body = body.replace("target/release/", bin_dir.rstrip("/") + "/")
+lines, pending = [], ""
+for raw in body.splitlines():
+    if raw.endswith("\\"):
+        pending += raw[:-1] + " "
+        continue
+    lines.append(pending + raw)
+    pending = ""
+steps = []  # [kind, text, expected code]
+for line in lines:
+    stripped = line.strip()
+    if not stripped:
+        continue
+    if stripped.startswith("#"):
+        code = re.search(r"Code:\s*(\w+)", stripped)
+        if code and steps and steps[-1][0] == "run":
+            steps[-1][2] = code.group(1)
+        continue
+    fill = re.match(r"^(\w+)=\.\.\.\s*#\s*(\S+)\s+from the answer", stripped)
+    if fill:
+        steps.append(["fill", fill.group(1), fill.group(2)])
+    else:
+        steps.append(["run", line, None])
+out = ['cd "$1" || exit 1', 'D="$(mktemp -d)"', 'trap \'rm -rf "$D"\' EXIT', 'LAST=/dev/null',
+       'ran=0; refused=0',
+       'field() { python3 -c \'import json,sys\nv=json.load(open(sys.argv[1]))\nfor k in sys.argv[2].split("."): v=v.get(k) if isinstance(v,dict) else None\nprint(v if v is not None else "")\' "$@" 2>/dev/null; }',
+       'fail() { echo "README grpcurl step $1 ($2): $3"; exit 1; }']
+for n, (kind, a, b) in enumerate(steps, 1):
+    if kind == "fill":
+        out.append(f'{a}="$(field "$LAST" {shlex.quote(b)})"')
+        out.append(f'[[ -n "${a}" ]] || fail {n} {shlex.quote(a + "=...")} "no {b} in the previous answer: $(head -c 300 "$LAST")"')
+        continue
+    label = shlex.quote(a.split("#")[0].strip()[:90])
+    out.append("{ " + a + "\n} >\"$D/" + str(n) + '" 2>&1; rc=$?')
+    if b:
+        out.append(f'((rc != 0)) && grep -q "Code: {b}" "$D/{n}" || fail {n} {label} "expected the documented error {b}, got rc=$rc: $(tail -n 3 "$D/{n}" | tr "\\n" " ")"')
+        out.append("refused=$((refused + 1))")
+    else:
+        out.append(f'((rc == 0)) || fail {n} {label} "rc=$rc: $(tail -n 3 "$D/{n}" | tr "\\n" " ")"')
+        out.append(f'[[ -s "$D/{n}" ]] && LAST="$D/{n}"')
+    out.append("ran=$((ran + 1))")
+out.append('echo "$ran commands of the README'"'"'s grpcurl block ran as written against $2 ($refused refused with the documented error)"')
+print("\n".join(out))
+PY
+}
+
+check_readme_grpcurl() {
+  readme_grpcurl_script >"$WORK/readme-grpcurl.sh" || { echo "cannot read the README's grpcurl block"; return 1; }
+  bash "$WORK/readme-grpcurl.sh" "$ROOT" "$AUTH_ADDR"
 }

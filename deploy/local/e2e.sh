@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # End-to-end checks against the local cluster (deploy/local/up.sh), with real
 # clients only: curl (HTTP, short and long polling, SSE), grpcurl (gRPC
-# straight to auth) and a WebSocket client (deploy/local/watch.mjs, on the
-# `ws` package pinned in web/tests/package-lock.json).
+# straight to auth, and the README's grpcurl block run as written) and a
+# WebSocket client (deploy/local/watch.mjs, on the `ws` package pinned in
+# web/tests/package-lock.json). For long polling, SSE and WebSocket it also
+# prints the confirm→event latency through HAProxy (median and max of a few
+# logins): a figure, not a pass/fail bound.
 #
 #   deploy/local/e2e.sh            against a running cluster
 #   deploy/local/e2e.sh --start    start one first (up.sh --detach, with
@@ -334,7 +337,12 @@ for t in poll longpoll sse ws; do
   check "$label: watcher on edge-1 gets SCANNED and CONFIRMED made on edge-2" check_transport "$t"
   check "$label: redeem works once, the second is refused" check_redeem "$t"
 done
+for t in longpoll sse ws; do
+  case "$t" in longpoll) label="long polling" ;; sse) label="SSE" ;; ws) label="WebSocket" ;; esac
+  check "$label: confirm→event latency through the balancer" check_latency "$t" 5
+done
 check "gRPC: confirm straight to auth reaches a watcher on edge-1" check_grpc
+check "README: the grpcurl examples run as written" check_readme_grpcurl
 check "cancel reaches a watcher" check_cancel
 check "deny reaches a watcher" check_deny
 check "expiry reaches a watcher" check_expiry

@@ -155,17 +155,35 @@ spawn() {
   disown $!
 }
 
+# Development keys (dev-keygen): token signing keys and the NATS nkey users
+# auth and edge. Items already there are kept.
+make_keys() {
+  mkdir -p "$KEY_DIR"
+  "$AUTH_BIN" dev-keygen --out "$KEY_DIR" --keep-existing >/dev/null 2>&1 ||
+    die "qrlogin-auth dev-keygen could not write $KEY_DIR"
+}
+
+# nats.conf with the qrlogin accounts: the nkey users auth and edge with
+# least-privilege permissions, nobody anonymous (services/auth/src/nats_accounts.rs).
+render_nats_conf() {
+  mkdir -p "$RUN_DIR" "$NATS_STORE"
+  "$AUTH_BIN" dev-nats-config --keys "$KEY_DIR" \
+    --listen "127.0.0.1:$QRLOGIN_LOCAL_NATS_PORT" \
+    --http-port "$QRLOGIN_LOCAL_NATS_MONITOR_PORT" --server-name qrlogin-local \
+    --store-dir "$NATS_STORE" >"$RUN_DIR/nats.conf" ||
+    die "qrlogin-auth dev-nats-config failed"
+}
+
 start_nats() {
-  mkdir -p "$NATS_STORE"
-  spawn nats "$NATS_BIN" --jetstream --store_dir "$NATS_STORE" \
-    --addr 127.0.0.1 --port "$QRLOGIN_LOCAL_NATS_PORT" \
-    --http_port "$QRLOGIN_LOCAL_NATS_MONITOR_PORT" --server_name qrlogin-local
+  render_nats_conf
+  spawn nats "$NATS_BIN" --config "$RUN_DIR/nats.conf"
 }
 
 start_auth() {
   spawn auth env \
     QRLOGIN_AUTH_LISTEN="127.0.0.1:$QRLOGIN_LOCAL_AUTH_PORT" \
     QRLOGIN_NATS_URL="$NATS_URL" \
+    QRLOGIN_NATS_NKEY_SEED_FILE="$KEY_DIR/nats-auth.seed" \
     QRLOGIN_PUBLIC_BASE_URL="$QRLOGIN_LOCAL_PUBLIC_URL" \
     QRLOGIN_USER_TOKEN_PUBLIC_KEY_FILE="$KEY_DIR/user-token.pub.pem" \
     QRLOGIN_ACCESS_TOKEN_PRIVATE_KEY_FILE="$KEY_DIR/access-token.pem" \
@@ -199,6 +217,7 @@ start_edge() {
     QRLOGIN_NODE_NAME="$name" \
     QRLOGIN_AUTH_URL="http://$AUTH_ADDR" \
     QRLOGIN_NATS_URL="$NATS_URL" \
+    QRLOGIN_NATS_NKEY_SEED_FILE="$KEY_DIR/nats-edge.seed" \
     QRLOGIN_WEB_DIR="$ROOT/web" \
     QRLOGIN_PUBLIC_BASE_URL="$QRLOGIN_LOCAL_PUBLIC_URL" \
     QRLOGIN_DEV_USER_TOKEN_KEY_FILE="$KEY_DIR/user-token.pem" \

@@ -60,10 +60,8 @@ command -v curl >/dev/null || die "curl is missing; run tools/bootstrap.sh --sys
 check_ports_free "${COMPONENTS[@]}"
 
 mkdir -p "$RUN_DIR" "$LOG_DIR" "$PID_DIR"
-if [[ ! -f "$KEY_DIR/user-token.pem" || ! -f "$KEY_DIR/access-token.pem" ]]; then
-  log "generating development keys in $KEY_DIR"
-  "$AUTH_BIN" dev-keygen --out "$KEY_DIR" >/dev/null
-fi
+log "development keys in $KEY_DIR (missing ones are generated)"
+make_keys
 save_cluster_env
 
 stopping=0

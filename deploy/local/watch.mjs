@@ -12,7 +12,8 @@
 //
 // Prints one JSON line per happening on stdout:
 //   {"event":"open","node":"edge-1","attempt":1}
-//   {"event":"state","state":"SCANNED","version":7,"node":"edge-1"}
+//   {"event":"state","state":"SCANNED","version":7,"node":"edge-1","at":1764450000123.456}
+// ("at": when the message was read, milliseconds since the epoch)
 //   {"event":"drop","reason":"..."}   {"event":"retry","reason":"..."}
 //   {"event":"done","state":"CONFIRMED"}
 // --want-node: re-open the connection through the balancer until the edge
@@ -83,7 +84,8 @@ function onSnapshot(snapshot) {
     !last || snapshot.version > last.version || (FINAL.has(snapshot.state) && !FINAL.has(last.state));
   if (!isNew) return false;
   last = snapshot;
-  out({ event: 'state', state: snapshot.state, version: snapshot.version, node: snapshot.node });
+  const at = Number((performance.timeOrigin + performance.now()).toFixed(3));
+  out({ event: 'state', state: snapshot.state, version: snapshot.version, node: snapshot.node, at });
   if (args.until && snapshot.state === args.until) {
     finish(0, snapshot.state);
     return true;

@@ -127,17 +127,28 @@ wait_edge_ready() {
   bench_die "$1 is not ready after 30 s (see $RUN/logs/$1.log)"
 }
 
+# The run's development keys: token keys and the NATS nkey users (kept if there).
+bench_keys() {
+  "$AUTH_BIN" dev-keygen --out "$RUN/keys" --keep-existing >/dev/null 2>&1 ||
+    bench_die "qrlogin-auth dev-keygen failed"
+}
+
+# NATS secured as everywhere else: accounts, nkey users auth and edge.
 start_nats() {
-  spawn nats "$NATS_BIN" --jetstream --store_dir "$RUN/nats" \
-    --addr 127.0.0.1 --port "$NATS_PORT" --server_name qrlogin-bench
+  bench_keys
+  "$AUTH_BIN" dev-nats-config --keys "$RUN/keys" --listen "127.0.0.1:$NATS_PORT" \
+    --server-name qrlogin-bench --store-dir "$RUN/nats" >"$RUN/nats.conf" ||
+    bench_die "qrlogin-auth dev-nats-config failed"
+  spawn nats "$NATS_BIN" --config "$RUN/nats.conf"
   wait_port "$NATS_PORT" || bench_die "nats did not start (see $RUN/logs/nats.log)"
 }
 
 start_auth() {
-  [[ -f "$RUN/keys/user-token.pem" ]] || "$AUTH_BIN" dev-keygen --out "$RUN/keys" >/dev/null
+  bench_keys
   spawn auth env \
     QRLOGIN_AUTH_LISTEN="127.0.0.1:$AUTH_PORT" \
     QRLOGIN_NATS_URL="$NATS_URL" \
+    QRLOGIN_NATS_NKEY_SEED_FILE="$RUN/keys/nats-auth.seed" \
     QRLOGIN_USER_TOKEN_PUBLIC_KEY_FILE="$RUN/keys/user-token.pub.pem" \
     QRLOGIN_ACCESS_TOKEN_PRIVATE_KEY_FILE="$RUN/keys/access-token.pem" \
     "$AUTH_BIN" serve
@@ -152,6 +163,7 @@ start_edge() {
     QRLOGIN_NODE_NAME="$name" \
     QRLOGIN_AUTH_URL="$AUTH_URL" \
     QRLOGIN_NATS_URL="$NATS_URL" \
+    QRLOGIN_NATS_NKEY_SEED_FILE="$RUN/keys/nats-edge.seed" \
     "$EDGE_BIN"
   wait_port "$(edge_port "$name")" 30 || bench_die "$name did not start (see $RUN/logs/$name.log)"
   wait_edge_ready "$name"

@@ -1,11 +1,13 @@
 """The manifests meet the real binaries.
 
-Starts a real nats-server (random port, temporary store), then qrlogin-auth
-and qrlogin-edge with the environment of the dev rendering's containers,
+Starts a real nats-server with the dev rendering's nats.conf (accounts and
+nkey users; random ports, temporary store), then qrlogin-auth and
+qrlogin-edge with the environment of the dev rendering's containers,
 changing only what must differ outside a cluster: listen addresses (free
-loopback ports), the NATS and auth URLs, the key-file paths (keys from
-make-secrets.sh) and the web directory. Then checks what the probes and the
-grace periods rely on:
+loopback ports), the NATS and auth URLs, the key-file paths (keys and nkey
+seeds from make-secrets.sh) and the web directory. So the NATS permissions
+of the manifests are proved sufficient for the real services. Then checks
+what the probes and the grace periods rely on:
 
   * auth's gRPC health answers SERVING (the readiness probe);
   * the edge's /healthz and /readyz answer 200 and /metrics has the
@@ -29,6 +31,7 @@ import urllib.request
 from pathlib import Path
 
 import manifest_model as m
+import nats_checks
 from nats_checks import _free_port
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -109,7 +112,7 @@ def _exit_after(proc: subprocess.Popen, started: float, budget: float) -> tuple[
     return time.monotonic() - started, code
 
 
-def run(objs, binaries: dict[str, Path]):
+def run(objs, binaries: dict[str, Path], secret_values):
     missing = [str(t) for t in (TOOLS / "nats-server", TOOLS / "grpcurl") if not t.exists()]
     if missing:
         yield "binaries: tools", [f"{', '.join(missing)} missing (run tools/bootstrap.sh)"]
@@ -133,10 +136,28 @@ def run(objs, binaries: dict[str, Path]):
             return proc
 
         try:
+            # NATS as the dev rendering configures it (accounts, nkey users
+            # from make-secrets.sh), its ports and store moved here.
+            sts = m.workload_for(objs, "nats")[0]
+            conf, problems = nats_checks.config_of(objs, sts)
             nats_port, nats_mon = _free_port(), _free_port()
-            nats = start([str(TOOLS / "nats-server"), "-a", "127.0.0.1", "-p", str(nats_port), "-m", str(nats_mon),
-                          "-js", "-sd", str(tmp / "js")], {}, "nats")
-            if not _wait(lambda: _http(f"http://127.0.0.1:{nats_mon}/healthz")[0] == 200, 20, nats):
+            if conf is not None:
+                conf, problems = nats_checks.move_config(conf, {
+                    "listen": f"127.0.0.1:{nats_port}", "http": f"127.0.0.1:{nats_mon}",
+                    "store_dir": str(tmp / "js"), "pid_file": str(tmp / "nats.pid")})
+            # The Secrets as make-secrets.sh would fill them with this run's keys
+            # (its Secret keys are the file names it writes).
+            local_secrets = {name: {key: (keys / key).read_text() if (keys / key).is_file() else value
+                                    for key, value in data.items()}
+                             for name, data in secret_values.items()}
+            nats_env, env_problems = nats_checks.server_env(sts, f"{sts['metadata']['name']}-0", local_secrets)
+            if conf is None or problems or env_problems:
+                yield "binaries: nats-server starts", problems + env_problems
+                return
+            (tmp / "nats.conf").write_text(conf)
+            nats = start([str(TOOLS / "nats-server"), "-c", str(tmp / "nats.conf")], nats_env, "nats")
+            if not _wait(lambda: _http(f"http://127.0.0.1:{nats_mon}/healthz?js-enabled-only=true")[0] == 200,
+                         20, nats):
                 yield "binaries: nats-server starts", [_tail(tmp / "nats.log")]
                 return
 
@@ -144,8 +165,7 @@ def run(objs, binaries: dict[str, Path]):
             auth_port = _free_port()
             _move_key_files(auth_env, keys)
             auth_env.update(QRLOGIN_AUTH_LISTEN=f"127.0.0.1:{auth_port}",
-                            QRLOGIN_NATS_URL=f"nats://127.0.0.1:{nats_port}",
-                            QRLOGIN_KV_BUCKET=f"smoke_{auth_port}")
+                            QRLOGIN_NATS_URL=f"nats://127.0.0.1:{nats_port}")
             auth = start([str(binaries["qrlogin-auth"]), "serve"], auth_env, "auth")
             ok = _wait(lambda: _grpc_serving(auth_port), 30, auth)
             yield "binaries: auth with the dev manifest's env reports gRPC SERVING", \

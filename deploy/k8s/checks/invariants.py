@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import code_config as cc
 import manifest_model as m
+import nats_accounts
 import network_invariants as net
 
 LISTEN_VARS = {"qrlogin-auth": "QRLOGIN_AUTH_LISTEN", "qrlogin-edge": "QRLOGIN_EDGE_LISTEN"}
@@ -298,5 +299,6 @@ ALL = {
     "ports-match-config": check_ports_match_config,
     "key-files-mounted": check_key_files_mounted,
     "kv-replicas": check_kv_replicas,
+    "nats-accounts": nats_accounts.check_nats_accounts,
 }
 PROD_ONLY = {"prod-shape": check_prod_shape}

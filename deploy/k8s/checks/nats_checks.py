@@ -5,7 +5,9 @@ JetStream stores on the persistent volume, ports agree with the probes) is
 checked in Python; syntax and meaning by the pinned nats-server itself:
 `nats-server -t`, and a real start of the single-server configuration with
 its ports moved to free loopback ports, until /healthz?js-enabled-only=true
-answers 200.
+answers 200 and an anonymous client is refused. The environment the server
+reads (pod name, public nkeys from Secrets) is filled in from the
+StatefulSet and make-secrets.sh's throw-away keys.
 """
 
 from __future__ import annotations
@@ -103,38 +105,87 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def syntax(conf: str, pod_name: str) -> list[str]:
+def server_env(sts, pod_name: str, secret_values: dict[str, dict[str, str]]) -> tuple[dict, list[str]]:
+    """The environment nats-server gets in the pod: the pod name from the
+    downward API, Secret values from make-secrets.sh's (throw-away) ones."""
+    c = next(c for c in m.containers(sts, init=False) if m.is_nats(c))
+    env, bad = {}, []
+    for e in c.get("env", []) or []:
+        source = e.get("valueFrom") or {}
+        if "value" in e:
+            env[e["name"]] = e["value"]
+        elif (source.get("fieldRef") or {}).get("fieldPath") == "metadata.name":
+            env[e["name"]] = pod_name
+        elif "secretKeyRef" in source:
+            ref = source["secretKeyRef"]
+            value = (secret_values.get(ref["name"]) or {}).get(ref["key"])
+            if value is None:
+                bad.append(f"{e['name']}: Secret {ref['name']} key {ref['key']} is not made by make-secrets.sh")
+            else:
+                env[e["name"]] = value
+    return env, bad
+
+
+def syntax(conf: str, env: dict) -> list[str]:
     if not NATS_SERVER.exists():
         return [f"{NATS_SERVER} missing (run tools/bootstrap.sh)"]
     with tempfile.NamedTemporaryFile("w", suffix=".conf") as f:
         f.write(conf)
         f.flush()
         out = subprocess.run([str(NATS_SERVER), "-t", "-c", f.name], capture_output=True, text=True,
-                             env={**os.environ, "POD_NAME": pod_name}, timeout=30)
+                             env={**os.environ, **env}, timeout=30)
     return [] if out.returncode == 0 else [(out.stdout + out.stderr).strip()]
 
 
-def boots(conf: str, pod_name: str, timeout: float = 20.0) -> list[str]:
+def anonymous_refused(port: int) -> list[str]:
+    """A client that sends CONNECT without credentials is told
+    'Authorization Violation' (raw protocol: no NATS client library needed)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=3) as sock:
+            sock.recv(4096)  # INFO
+            sock.sendall(b'CONNECT {"verbose":false,"pedantic":false}\r\nPING\r\n')
+            answer = b""
+            while b"\r\n" not in answer:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                answer += chunk
+    except OSError as err:
+        return [f"cannot talk to nats-server: {err}"]
+    if b"Authorization Violation" not in answer:
+        return [f"an anonymous client got {answer[:80]!r}, not an authorization violation"]
+    return []
+
+
+def move_config(conf: str, moved: dict[str, str]) -> tuple[str, list[str]]:
+    """The configuration with the values of top-level `key: value` lines replaced."""
+    for key, value in moved.items():
+        conf, found = re.subn(rf"^(\s*{key}\s*[:=]\s*)\S+",
+                              lambda hit, v=value: f'{hit.group(1)}"{v}"', conf, flags=re.M)
+        if found != 1:
+            return conf, [f"cannot move {key} for the test: {found} occurrences"]
+    return conf, []
+
+
+def boots(conf: str, env: dict, timeout: float = 20.0) -> list[str]:
     """Start the configuration for real, its ports, store and pid file moved
     to free loopback ports and a temporary directory, and wait for JetStream
     to report healthy."""
     with tempfile.TemporaryDirectory() as tmp:
         monitor = _free_port()
-        moved = {
-            "listen": f"127.0.0.1:{_free_port()}",
+        client = _free_port()
+        conf, problems = move_config(conf, {
+            "listen": f"127.0.0.1:{client}",
             "http": f"127.0.0.1:{monitor}",
             "store_dir": f"{tmp}/store",
             "pid_file": f"{tmp}/nats.pid",
-        }
-        for key, value in moved.items():
-            conf, found = re.subn(rf"^(\s*{key}\s*[:=]\s*)\S+",
-                                  lambda hit, v=value: f'{hit.group(1)}"{v}"', conf, flags=re.M)
-            if found != 1:
-                return [f"cannot move {key} for the test: {found} occurrences"]
+        })
+        if problems:
+            return problems
         conf_path = Path(tmp, "nats.conf")
         conf_path.write_text(conf)
         proc = subprocess.Popen([str(NATS_SERVER), "-c", str(conf_path)], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True, env={**os.environ, "POD_NAME": pod_name})
+                                stderr=subprocess.PIPE, text=True, env={**os.environ, **env})
         try:
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
@@ -144,7 +195,7 @@ def boots(conf: str, pod_name: str, timeout: float = 20.0) -> list[str]:
                     url = f"http://127.0.0.1:{monitor}/healthz?js-enabled-only=true"
                     with urllib.request.urlopen(url, timeout=2) as resp:
                         if resp.status == 200:
-                            return []
+                            return anonymous_refused(client)
                 except (urllib.error.URLError, ConnectionError):
                     pass
                 time.sleep(0.1)
@@ -158,7 +209,12 @@ def boots(conf: str, pod_name: str, timeout: float = 20.0) -> list[str]:
                 proc.wait()
 
 
-def run(objs):
+def config_of(objs, sts):
+    """(nats.conf text or None, problems)."""
+    return _config_of(objs, sts)
+
+
+def run(objs, secret_values):
     """(check name, problems) for every NATS StatefulSet in a rendering."""
     for sts in m.workload_for(objs, "nats"):
         conf, problems = _config_of(objs, sts)
@@ -168,6 +224,8 @@ def run(objs):
             continue
         pod = f"{sts['metadata']['name']}-0"
         yield f"{label}: structure", structure(objs, sts, conf)
-        yield f"{label}: nats-server -t", syntax(conf, pod)
+        env, problems = server_env(sts, pod, secret_values)
+        yield f"{label}: environment from make-secrets.sh", problems
+        yield f"{label}: nats-server -t", syntax(conf, env)
         if sts["spec"].get("replicas", 1) == 1:
-            yield f"{label}: boots, JetStream healthy", boots(conf, pod)
+            yield f"{label}: boots, JetStream healthy, anonymous refused", boots(conf, env)

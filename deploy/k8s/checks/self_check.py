@@ -47,6 +47,15 @@ def _ingress(objs, name="qrlogin"):
     return next(o for o in objs if o.get("kind") == "Ingress" and o["metadata"]["name"] == name)
 
 
+def _nats_conf(objs, edit):
+    """Applies `edit` to the nats.conf text of the NATS ConfigMap."""
+    cm = next(o for o in objs if o.get("kind") == "ConfigMap" and "nats.conf" in (o.get("data") or {}))
+    before = cm["data"]["nats.conf"]
+    cm["data"]["nats.conf"] = edit(before)
+    if cm["data"]["nats.conf"] == before:
+        raise LookupError("the mutation changed nothing in nats.conf")
+
+
 def _annotations(objs):
     return _ingress(objs)["metadata"]["annotations"]
 
@@ -127,6 +136,20 @@ MUTATIONS = [
                         "/etc/qrlogin/keys/access.pem")),
     ("key-files-mounted", "a Secret committed with the manifests",
      lambda o: o.append({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "leaked"}})),
+    ("nats-accounts", "anonymous clients let in",
+     lambda o: _nats_conf(o, lambda c: c.replace("system_account: SYS", "system_account: SYS\nno_auth_user: x"))),
+    ("nats-accounts", "the edge user allowed to publish",
+     lambda o: _nats_conf(o, lambda c: c.replace('publish: { deny: [">"] }', 'publish: { allow: [">"] }'))),
+    ("nats-accounts", "the edge user subscribing to every subject",
+     lambda o: _nats_conf(o, lambda c: c.replace('allow: ["qrlogin.session.*"]', 'allow: [">"]'))),
+    ("nats-accounts", "the auth user with the whole JetStream API",
+     lambda o: _nats_conf(o, lambda c: c.replace('"$JS.API.INFO",', '"$JS.API.>",'))),
+    ("nats-accounts", "an nkey written into the ConfigMap",
+     lambda o: _nats_conf(o, lambda c: c.replace("nkey: $EDGE_NKEY", "nkey: UABC"))),
+    ("nats-accounts", "the edge without its NATS seed",
+     lambda o: _container(o, "qrlogin-edge")["env"].__setitem__(
+         slice(None), [e for e in _container(o, "qrlogin-edge")["env"]
+                       if e["name"] != "QRLOGIN_NATS_NKEY_SEED_FILE"])),
     ("kv-replicas", "five bucket replicas on three servers",
      lambda o: _set_env(_container(o, "qrlogin-auth"), "QRLOGIN_KV_REPLICAS", "5")),
     ("prod-shape", "development user-token key in production",

@@ -25,8 +25,12 @@ pub struct Cli {
 pub enum Command {
     /// Run the gRPC service.
     Serve(Box<AuthConfig>),
-    /// DEVELOPMENT ONLY: write fresh Ed25519 key pairs for user and access tokens.
+    /// DEVELOPMENT ONLY: write fresh keys: Ed25519 pairs for user and access
+    /// tokens, NATS nkey users for auth and edge.
     DevKeygen(DevKeygenArgs),
+    /// DEVELOPMENT ONLY: print a nats.conf for one local server with the
+    /// qrlogin accounts and the nkey users of a dev-keygen folder.
+    DevNatsConfig(DevNatsConfigArgs),
     /// DEVELOPMENT ONLY: print a phone user token signed with a development key.
     DevToken(DevTokenArgs),
 }
@@ -55,6 +59,18 @@ pub struct AuthConfig {
         default_value = "nats://127.0.0.1:4222"
     )]
     pub nats_url: String,
+    /// File holding auth's NATS nkey user seed (`SU...`); never logged.
+    #[arg(long, env = "QRLOGIN_NATS_NKEY_SEED_FILE")]
+    pub nats_nkey_seed_file: Option<PathBuf>,
+    /// PEM CA bundle that verifies the NATS servers; implies TLS.
+    #[arg(long, env = "QRLOGIN_NATS_TLS_CA_FILE")]
+    pub nats_tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate for NATS (with QRLOGIN_NATS_TLS_KEY_FILE).
+    #[arg(long, env = "QRLOGIN_NATS_TLS_CERT_FILE")]
+    pub nats_tls_cert_file: Option<PathBuf>,
+    /// PEM private key of the NATS client certificate.
+    #[arg(long, env = "QRLOGIN_NATS_TLS_KEY_FILE")]
+    pub nats_tls_key_file: Option<PathBuf>,
     /// JetStream key-value bucket holding the sessions (created if missing).
     #[arg(long, env = "QRLOGIN_KV_BUCKET", default_value = "qrlogin_sessions")]
     pub kv_bucket: String,
@@ -125,12 +141,49 @@ pub struct AuthConfig {
 
 #[derive(Debug, Args)]
 pub struct DevKeygenArgs {
-    /// Folder to write user-token.pem, user-token.pub.pem, access-token.pem, access-token.pub.pem.
+    /// Folder to write the keys to (see `dev::FILES` for the names).
     #[arg(long)]
     pub out: PathBuf,
     /// Overwrite existing key files.
     #[arg(long)]
     pub force: bool,
+    /// Write only the keys that are missing; keep the others.
+    #[arg(long, conflicts_with = "force")]
+    pub keep_existing: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DevNatsConfigArgs {
+    /// The dev-keygen folder (nats-auth.pub, nats-edge.pub).
+    #[arg(long)]
+    pub keys: PathBuf,
+    /// Client address.
+    #[arg(long, default_value = "127.0.0.1:4222")]
+    pub listen: SocketAddr,
+    /// Monitoring port on the same host.
+    #[arg(long)]
+    pub http_port: Option<u16>,
+    #[arg(long)]
+    pub server_name: Option<String>,
+    /// JetStream store directory.
+    #[arg(long)]
+    pub store_dir: PathBuf,
+    #[arg(long, env = "QRLOGIN_KV_BUCKET", default_value = "qrlogin_sessions")]
+    pub kv_bucket: String,
+    #[arg(
+        long,
+        env = "QRLOGIN_SUBJECT_PREFIX",
+        default_value = "qrlogin.session"
+    )]
+    pub subject_prefix: String,
+    /// Server certificate (PEM); with --tls-key, clients must use TLS.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// CA that signs client certificates; with it, clients must present one.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -204,6 +257,19 @@ impl AuthConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.nats_url.split(',').any(|u| u.trim().is_empty()) {
             return Err(invalid("QRLOGIN_NATS_URL", "empty server URL"));
+        }
+        // Credentials in a URL end up in logs and process listings.
+        if self.nats_url.contains('@') {
+            return Err(invalid(
+                "QRLOGIN_NATS_URL",
+                "must not carry credentials; use QRLOGIN_NATS_NKEY_SEED_FILE",
+            ));
+        }
+        if self.nats_tls_cert_file.is_some() != self.nats_tls_key_file.is_some() {
+            return Err(invalid(
+                "QRLOGIN_NATS_TLS_CERT_FILE",
+                "set together with QRLOGIN_NATS_TLS_KEY_FILE",
+            ));
         }
         if self.kv_bucket.is_empty()
             || !self

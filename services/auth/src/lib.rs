@@ -4,7 +4,9 @@
 //! - [`domain`]: ids, secrets, states and transition rules (no I/O).
 //! - [`token`]: phone user token verification, access token signing, dev keys.
 //! - [`broker`]: the only NATS code: the key-value bucket (CAS writes) and
-//!   per-session event publishing.
+//!   per-session event publishing; credentials and TLS of the connection.
+//! - [`nats_accounts`]: the NATS accounts and least-privilege users, rendered
+//!   into nats.conf for tests and the local cluster.
 //! - [`service`]: the use cases (create, get, scan, confirm, deny, cancel,
 //!   redeem) over domain + broker.
 //! - [`grpc`]: the tonic service and the one error → `Status` mapping.
@@ -20,6 +22,7 @@ pub mod config;
 pub mod dev;
 pub mod domain;
 pub mod grpc;
+pub mod nats_accounts;
 pub mod service;
 pub mod shutdown;
 pub mod startup;

@@ -15,6 +15,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::DevKeygen(args) => dev::keygen(&args)?,
         Command::DevToken(args) => println!("{}", dev::token(&args)?),
+        Command::DevNatsConfig(args) => print!("{}", dev::nats_config(&args)?),
     }
     Ok(())
 }

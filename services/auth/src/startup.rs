@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::ServingStatus;
 
-use crate::broker::{Broker, BrokerSettings, LinkState};
+use crate::broker::{AccessError, Broker, BrokerSettings, LinkState, NatsAccess};
 use crate::config::{AuthConfig, ConfigError};
 use crate::grpc::GrpcAuth;
 use crate::service::{BrokerSlot, LoginService};
@@ -30,6 +30,8 @@ pub enum StartupError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Key(#[from] KeyError),
+    #[error(transparent)]
+    NatsAccess(#[from] AccessError),
     #[error("cannot bind {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -45,6 +47,7 @@ pub struct Application {
     listener: TcpListener,
     local_addr: SocketAddr,
     config: AuthConfig,
+    nats_access: NatsAccess,
     service: Arc<LoginService>,
     broker: BrokerSlot,
 }
@@ -63,6 +66,10 @@ impl Application {
             &config.access_token_audience,
             config.access_token_ttl,
         )?;
+        let nats_access = NatsAccess::load(&config)?;
+        if !nats_access.has_credentials() {
+            tracing::warn!("QRLOGIN_NATS_NKEY_SEED_FILE is not set: connecting to NATS without credentials (development only)");
+        }
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -86,6 +93,7 @@ impl Application {
             listener,
             local_addr,
             config,
+            nats_access,
             service,
             broker,
         })
@@ -121,7 +129,7 @@ impl Application {
             .map_err(|e| StartupError::Reflection(e.to_string()))?;
 
         let connector = tokio::spawn(connect_broker(
-            BrokerSettings::from_config(&self.config),
+            BrokerSettings::from_config(&self.config, self.nats_access.clone()),
             self.broker.clone(),
             health.clone(),
         ));

@@ -1,7 +1,9 @@
 //! Test support (feature `testing`), shared with the edge's tests:
 //!
 //! - [`NatsServer`]: a real nats-server with JetStream on a random port and a
-//!   temporary store, killed on drop; restartable on the same port and store.
+//!   temporary store, secured with the production accounts and nkey users
+//!   (`auth`, `edge`, and throw-away users a test adds), killed on drop;
+//!   restartable on the same port and store.
 //! - [`TestKeys`]: throw-away Ed25519 keys and user tokens.
 //! - [`TestAuth`]: the auth service in-process on port 0, stopped on drop.
 //!
@@ -11,9 +13,12 @@
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::config::AuthConfig;
+pub use crate::nats_accounts::Permissions;
+use crate::nats_accounts::{self, ServerSettings, User};
 use crate::startup::Application;
 use crate::token::{generate_key_pair, mint_dev_user_token, unix_now_secs, DevTokenRequest};
 
@@ -35,23 +40,88 @@ fn free_port() -> u16 {
         .expect("no free port on 127.0.0.1")
 }
 
-/// A real nats-server for one test.
+/// The users a test server knows, and where their seeds are.
+struct Users {
+    dir: tempfile::TempDir,
+    list: Vec<User>,
+}
+
+/// A real nats-server for one test, secured as in production: accounts, the
+/// nkey users `auth` and `edge` with their least-privilege permissions
+/// ([`crate::nats_accounts`]), no anonymous access.
 pub struct NatsServer {
     child: Option<Child>,
     port: u16,
     store: tempfile::TempDir,
+    users: Mutex<Users>,
+}
+
+/// The session bucket and subject prefix the test server's permissions are
+/// written for by default: the services' defaults.
+pub const TEST_BUCKET: &str = "qrlogin_sessions";
+pub const TEST_SUBJECT_PREFIX: &str = "qrlogin.session";
+
+/// Which bucket and subjects a test server's `auth` and `edge` users are
+/// allowed, when a test configures the services otherwise.
+#[derive(Debug, Clone)]
+pub struct NatsLayout {
+    pub bucket: String,
+    pub subject_prefix: String,
+}
+
+impl Default for NatsLayout {
+    fn default() -> Self {
+        Self {
+            bucket: TEST_BUCKET.into(),
+            subject_prefix: TEST_SUBJECT_PREFIX.into(),
+        }
+    }
+}
+
+fn write_seed(dir: &Path, name: &str, pair: &nkeys::KeyPair) -> PathBuf {
+    let path = dir.join(format!("{name}.seed"));
+    std::fs::write(&path, pair.seed().expect("nkey seed")).expect("write seed");
+    path
 }
 
 impl NatsServer {
-    /// Starts nats-server with JetStream and waits until it accepts clients.
-    /// A port picked by binding 0 can be taken by someone else before the
-    /// server binds it, so a failed start is retried on another port.
+    /// Starts nats-server with JetStream and waits until auth's credential
+    /// can use JetStream. A port picked by binding 0 can be taken by someone
+    /// else before the server binds it, so a failed start is retried on
+    /// another port.
     pub async fn start() -> Self {
+        Self::start_for(&NatsLayout::default()).await
+    }
+
+    /// Like [`start`](Self::start), with permissions for another bucket or
+    /// subject prefix.
+    pub async fn start_for(layout: &NatsLayout) -> Self {
         for _ in 0..5 {
+            let dir = tempfile::tempdir().expect("temp dir for NATS users");
+            let mut list = Vec::new();
+            for (name, permissions) in [
+                (
+                    "auth",
+                    nats_accounts::auth_permissions(&[&layout.bucket], &layout.subject_prefix),
+                ),
+                (
+                    "edge",
+                    nats_accounts::edge_permissions(&layout.subject_prefix),
+                ),
+            ] {
+                let pair = nkeys::KeyPair::new_user();
+                write_seed(dir.path(), name, &pair);
+                list.push(User {
+                    name: name.into(),
+                    nkey: pair.public_key(),
+                    permissions,
+                });
+            }
             let mut server = Self {
                 child: None,
                 port: free_port(),
                 store: tempfile::tempdir().expect("temp dir for JetStream store"),
+                users: Mutex::new(Users { dir, list }),
             };
             if server.spawn().await {
                 return server;
@@ -63,17 +133,35 @@ impl NatsServer {
         );
     }
 
+    fn config_path(&self) -> PathBuf {
+        self.users
+            .lock()
+            .expect("users")
+            .dir
+            .path()
+            .join("nats.conf")
+    }
+
+    fn write_config(&self) {
+        let users = self.users.lock().expect("users");
+        let server = ServerSettings {
+            host: "127.0.0.1".into(),
+            port: self.port,
+            store_dir: self.store.path().display().to_string(),
+            ..ServerSettings::default()
+        };
+        std::fs::write(
+            users.dir.path().join("nats.conf"),
+            nats_accounts::render_server(&server, &users.list),
+        )
+        .expect("write nats.conf");
+    }
+
     async fn spawn(&mut self) -> bool {
+        self.write_config();
         let child = Command::new(nats_server_bin())
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-            ])
-            .arg(self.store.path())
+            .arg("-c")
+            .arg(self.config_path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -83,6 +171,7 @@ impl NatsServer {
                     nats_server_bin().display()
                 )
             });
+        let pid = child.id();
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
@@ -92,9 +181,11 @@ impl NatsServer {
                     return false;
                 }
             }
-            if let Ok(client) = async_nats::connect(self.url()).await {
+            if let Ok(client) = self.connect_as_auth().await {
+                // The port might belong to another test's server that was
+                // started a moment earlier: only ours knows our auth key.
                 let js = async_nats::jetstream::new(client);
-                if js.query_account().await.is_ok() {
+                if js.query_account().await.is_ok() && self.is_ours(pid) {
                     return true;
                 }
             }
@@ -102,6 +193,14 @@ impl NatsServer {
         }
         self.kill();
         false
+    }
+
+    /// True while our child (with `pid`) is still running.
+    fn is_ours(&mut self, pid: u32) -> bool {
+        match self.child.as_mut() {
+            Some(child) => child.id() == pid && matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -112,6 +211,91 @@ impl NatsServer {
         self.port
     }
 
+    fn seed_file(&self, name: &str) -> PathBuf {
+        self.users
+            .lock()
+            .expect("users")
+            .dir
+            .path()
+            .join(format!("{name}.seed"))
+    }
+
+    /// The nkey seed of the `auth` user (for `QRLOGIN_NATS_NKEY_SEED_FILE`).
+    pub fn auth_seed_file(&self) -> PathBuf {
+        self.seed_file("auth")
+    }
+
+    /// The nkey seed of the `edge` user.
+    pub fn edge_seed_file(&self) -> PathBuf {
+        self.seed_file("edge")
+    }
+
+    /// Connects as the user whose seed is in `seed_file`.
+    pub async fn connect(
+        &self,
+        seed_file: &Path,
+    ) -> Result<async_nats::Client, async_nats::ConnectError> {
+        let seed = std::fs::read_to_string(seed_file).expect("read seed");
+        async_nats::ConnectOptions::with_nkey(seed.trim().to_owned())
+            .connection_timeout(Duration::from_secs(2))
+            .connect(self.url())
+            .await
+    }
+
+    /// Connects as auth does (its seed and inbox prefix), e.g. to inspect or
+    /// change the bucket's stream.
+    pub async fn connect_as_auth(&self) -> Result<async_nats::Client, async_nats::ConnectError> {
+        let seed = std::fs::read_to_string(self.auth_seed_file()).expect("read seed");
+        async_nats::ConnectOptions::with_nkey(seed.trim().to_owned())
+            .custom_inbox_prefix(nats_accounts::AUTH_INBOX_PREFIX)
+            .connection_timeout(Duration::from_secs(2))
+            .connect(self.url())
+            .await
+    }
+
+    /// Adds a throw-away user with the given rights (a test's attacker, or a
+    /// subscriber on another prefix), reloads the server and returns the
+    /// user's seed file once the server accepts it.
+    pub async fn add_user(&self, name: &str, permissions: Permissions) -> PathBuf {
+        let pair = nkeys::KeyPair::new_user();
+        let seed = {
+            let mut users = self.users.lock().expect("users");
+            let seed = write_seed(users.dir.path(), name, &pair);
+            users.list.push(User {
+                name: name.into(),
+                nkey: pair.public_key(),
+                permissions,
+            });
+            seed
+        };
+        self.write_config();
+        let pid = self
+            .child
+            .as_ref()
+            .expect("nats-server is running")
+            .id()
+            .to_string();
+        let status = Command::new(nats_server_bin())
+            .arg("--signal")
+            .arg(format!("reload={pid}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("nats-server --signal reload");
+        assert!(
+            status.success(),
+            "nats-server did not take the reload signal"
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.connect(&seed).await.is_ok() {
+                return seed;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("nats-server did not accept the new user {name}");
+    }
+
     /// Stops the server (SIGKILL, as a crash would).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -120,7 +304,7 @@ impl NatsServer {
         }
     }
 
-    /// Starts it again on the same port with the same store.
+    /// Starts it again on the same port with the same store and users.
     pub async fn restart(&mut self) {
         self.kill();
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -230,6 +414,8 @@ impl TestAuth {
             "127.0.0.1:0".into(),
             "--nats-url".into(),
             nats.url(),
+            "--nats-nkey-seed-file".into(),
+            nats.auth_seed_file().display().to_string(),
             "--kv-storage".into(),
             "file".into(),
             "--user-token-public-key-file".into(),

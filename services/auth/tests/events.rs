@@ -5,6 +5,7 @@ mod common;
 use common::*;
 use futures::StreamExt as _;
 use prost::Message as _;
+use qrlogin_auth::testing::{NatsLayout, NatsServer};
 use qrlogin_proto::events::v1::{LoginEvent, LoginState};
 use std::time::Duration;
 
@@ -22,7 +23,7 @@ async fn next_event(sub: &mut async_nats::Subscriber) -> (LoginEvent, Vec<u8>) {
 #[tokio::test]
 async fn every_transition_is_published_in_version_order() {
     let mut h = Harness::start().await;
-    let nats = async_nats::connect(h.nats.url()).await.unwrap();
+    let nats = h.nats.connect(&h.nats.edge_seed_file()).await.unwrap();
     let token = h.alice();
     // Subscribe to all sessions first, so the creation event is caught too.
     let mut sub = nats.subscribe("qrlogin.session.*").await.unwrap();
@@ -62,12 +63,16 @@ async fn every_transition_is_published_in_version_order() {
 
 #[tokio::test]
 async fn events_use_the_configured_prefix_and_report_expiry() {
-    let mut h = Harness::start_with(|c| {
+    let layout = NatsLayout {
+        subject_prefix: "acme.logins".into(),
+        ..NatsLayout::default()
+    };
+    let mut h = Harness::start_on(NatsServer::start_for(&layout).await, |c| {
         c.subject_prefix = "acme.logins".into();
         c.pending_ttl = Duration::from_millis(300);
     })
     .await;
-    let nats = async_nats::connect(h.nats.url()).await.unwrap();
+    let nats = h.nats.connect(&h.nats.edge_seed_file()).await.unwrap();
     let s = create(&mut h.client).await;
     let mut sub = nats
         .subscribe(format!("acme.logins.{}", s.id))

@@ -20,6 +20,17 @@ fn invalid(var: &'static str, reason: impl Into<String>) -> ConfigError {
     }
 }
 
+/// How an edge subscribes to the session subjects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NatsInterest {
+    /// One subscription per watched session: an edge receives only the
+    /// events of sessions it watches.
+    PerSession,
+    /// One subscription to `<prefix>.*`: every edge receives every event
+    /// (small deployments only).
+    Wildcard,
+}
+
 /// When the redeem and browser-secret cookies get the `Secure` attribute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum CookieSecure {
@@ -124,6 +135,26 @@ pub struct EdgeConfig {
         default_value = "nats://127.0.0.1:4222"
     )]
     pub nats_url: String,
+    /// File holding the edge's NATS nkey user seed (`SU...`); never logged.
+    #[arg(long, env = "QRLOGIN_NATS_NKEY_SEED_FILE")]
+    pub nats_nkey_seed_file: Option<PathBuf>,
+    /// PEM CA bundle that verifies the NATS servers; implies TLS.
+    #[arg(long, env = "QRLOGIN_NATS_TLS_CA_FILE")]
+    pub nats_tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate for NATS (with QRLOGIN_NATS_TLS_KEY_FILE).
+    #[arg(long, env = "QRLOGIN_NATS_TLS_CERT_FILE")]
+    pub nats_tls_cert_file: Option<PathBuf>,
+    /// PEM private key of the NATS client certificate.
+    #[arg(long, env = "QRLOGIN_NATS_TLS_KEY_FILE")]
+    pub nats_tls_key_file: Option<PathBuf>,
+    /// `per-session` (default) or `wildcard` (small deployments).
+    #[arg(
+        long,
+        env = "QRLOGIN_NATS_INTEREST",
+        value_enum,
+        default_value = "per-session"
+    )]
+    pub nats_interest: NatsInterest,
     /// Events are on `<prefix>.<session_id>`; must match auth.
     #[arg(
         long,
@@ -188,9 +219,6 @@ pub struct EdgeConfig {
     /// A WebSocket from which nothing was heard for this long is dropped.
     #[arg(long, env = "QRLOGIN_IDLE_TIMEOUT", default_value = "60s", value_parser = duration)]
     pub idle_timeout: Duration,
-    /// Each watched session is re-read from auth this often (jittered).
-    #[arg(long, env = "QRLOGIN_RECHECK_INTERVAL", default_value = "30s", value_parser = duration)]
-    pub recheck_interval: Duration,
     /// After the stop signal, the node answers (503) this long, then exits.
     #[arg(long, env = "QRLOGIN_DRAIN_DEADLINE", default_value = "10s", value_parser = duration)]
     pub drain_deadline: Duration,
@@ -256,6 +284,19 @@ impl EdgeConfig {
         if self.nats_url.trim().is_empty() {
             return Err(invalid("QRLOGIN_NATS_URL", "must not be empty"));
         }
+        // Credentials in a URL end up in logs and process listings.
+        if self.nats_url.contains('@') {
+            return Err(invalid(
+                "QRLOGIN_NATS_URL",
+                "must not carry credentials; use QRLOGIN_NATS_NKEY_SEED_FILE",
+            ));
+        }
+        if self.nats_tls_cert_file.is_some() != self.nats_tls_key_file.is_some() {
+            return Err(invalid(
+                "QRLOGIN_NATS_TLS_CERT_FILE",
+                "set together with QRLOGIN_NATS_TLS_KEY_FILE",
+            ));
+        }
         let prefix_ok = !self.subject_prefix.is_empty()
             && self.subject_prefix.split('.').all(|t| {
                 !t.is_empty()
@@ -278,7 +319,6 @@ impl EdgeConfig {
             ("QRLOGIN_SSE_RETRY", self.sse_retry),
             ("QRLOGIN_WS_PING", self.ws_ping),
             ("QRLOGIN_IDLE_TIMEOUT", self.idle_timeout),
-            ("QRLOGIN_RECHECK_INTERVAL", self.recheck_interval),
             ("QRLOGIN_WRITE_TIMEOUT", self.write_timeout),
             ("QRLOGIN_SECRET_COOKIE_MAX_AGE", self.secret_cookie_max_age),
         ];
@@ -327,6 +367,22 @@ impl EdgeConfig {
         }
         if !(64..=1 << 20).contains(&self.max_body_bytes) {
             return Err(invalid("QRLOGIN_MAX_BODY_BYTES", "64..=1048576"));
+        }
+        let files = [
+            ("QRLOGIN_NATS_NKEY_SEED_FILE", &self.nats_nkey_seed_file),
+            ("QRLOGIN_NATS_TLS_CA_FILE", &self.nats_tls_ca_file),
+            ("QRLOGIN_NATS_TLS_CERT_FILE", &self.nats_tls_cert_file),
+            ("QRLOGIN_NATS_TLS_KEY_FILE", &self.nats_tls_key_file),
+        ];
+        for (var, path) in files {
+            if let Some(path) = path {
+                if !path.is_file() {
+                    return Err(invalid(
+                        var,
+                        format!("{} is not a readable file", path.display()),
+                    ));
+                }
+            }
         }
         if let Some(path) = &self.dev_user_token_key_file {
             if !path.is_file() {

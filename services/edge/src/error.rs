@@ -10,7 +10,7 @@ use axum::{
     Json,
 };
 
-use crate::auth_client::AuthError;
+use crate::{auth_client::AuthError, delivery::WatchError};
 
 /// Marks a response as a rejection, with its code as the metric reason.
 #[derive(Debug, Clone, Copy)]
@@ -131,6 +131,16 @@ impl From<AuthError> for ApiError {
             AuthError::Conflict(m) => Self::Conflict(m),
             AuthError::Unavailable(m) => Self::Unavailable(m),
             AuthError::BadResponse(m) => Self::Unavailable(format!("auth answered badly: {m}")),
+        }
+    }
+}
+
+impl From<WatchError> for ApiError {
+    fn from(e: WatchError) -> Self {
+        match e {
+            WatchError::TooManyWatchers => Self::TooManyWatchers,
+            WatchError::Auth(e) => Self::from(e),
+            WatchError::Bus(_) => Self::Unavailable("cannot watch this session right now".into()),
         }
     }
 }

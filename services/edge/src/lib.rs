@@ -6,9 +6,12 @@
 //! - [`startup`]: [`startup::Application`] builds, binds and runs the node.
 //! - [`server`]: the HTTP/1.1 front (lean path for idle streams, hyper for the rest).
 //! - [`routes`]: the HTTP surface, one file per concern.
-//! - [`delivery`]: per-session watching: subscribe, read, expire, re-read.
+//! - [`transport`]: push transports' wire formats (STOMP 1.2 frames).
+//! - [`delivery`]: the node-wide dispatcher: authorize, subscribe, read,
+//!   expire, re-read; behind two narrow traits ([`delivery::ports`]).
 //! - [`hub`]: which local watchers watch which session (no NATS in it).
-//! - [`broker`]: the only NATS code. [`auth_client`]: the only gRPC code.
+//! - [`broker`]: the only NATS code (a subscribe-only client of our own).
+//!   [`auth_client`]: the only gRPC code.
 //! - [`domain`]: snapshots and their ordering rules.
 //! - [`error`]: the one mapping of failures to HTTP.
 //! - [`limits`], [`metrics`], [`shutdown`], [`telemetry`].
@@ -27,3 +30,4 @@ pub mod server;
 pub mod shutdown;
 pub mod startup;
 pub mod telemetry;
+pub mod transport;

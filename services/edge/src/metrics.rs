@@ -54,7 +54,9 @@ pub struct Metrics {
     coalesced: AtomicU64,
     undecodable: AtomicU64,
     rechecks: AtomicU64,
+    gaps: AtomicU64,
     nats_reconnects: AtomicU64,
+    nats_errors: AtomicU64,
     write_timeouts: AtomicU64,
     pre_head: AtomicI64,
     /// Rejections by reason; the reasons are the fixed error codes, so the
@@ -139,6 +141,16 @@ impl Metrics {
         self.nats_reconnects.fetch_add(1, Relaxed);
     }
 
+    /// An event said a write before it never reached this node.
+    pub fn gap(&self) {
+        self.gaps.fetch_add(1, Relaxed);
+    }
+
+    /// A protocol error or `-ERR` from the NATS server.
+    pub fn nats_error(&self) {
+        self.nats_errors.fetch_add(1, Relaxed);
+    }
+
     /// A connection was dropped because a write to it made no progress
     /// within the write timeout (a peer that does not read).
     pub fn write_timeout(&self) {
@@ -204,7 +216,7 @@ impl Metrics {
             self.delay_sum_micros.load(Relaxed) as f64 / 1e6
         );
         let _ = writeln!(out, "qrlogin_edge_delivery_delay_seconds_count {count}");
-        let simple: [(&str, &str, &str, i64); 7] = [
+        let simple: [(&str, &str, &str, i64); 9] = [
             (
                 "qrlogin_edge_nats_subscriptions",
                 "gauge",
@@ -226,8 +238,20 @@ impl Metrics {
             (
                 "qrlogin_edge_rechecks_total",
                 "counter",
-                "Re-reads of watched sessions from auth (periodic and after reconnects).",
+                "Re-reads of watched sessions from auth (after a NATS reconnect, a gap, at a deadline, and their retries).",
                 self.rechecks.load(Relaxed) as i64,
+            ),
+            (
+                "qrlogin_edge_event_gaps_total",
+                "counter",
+                "Events whose Nats-Last-Sequence was ahead of the version held (a write was missed).",
+                self.gaps.load(Relaxed) as i64,
+            ),
+            (
+                "qrlogin_edge_nats_errors_total",
+                "counter",
+                "NATS -ERR answers and protocol errors (permission violations included).",
+                self.nats_errors.load(Relaxed) as i64,
             ),
             (
                 "qrlogin_edge_nats_reconnects_total",

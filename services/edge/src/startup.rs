@@ -10,10 +10,9 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     auth_client::{AuthClient, AuthError},
-    broker::{Broker, BrokerError},
-    config::{ConfigError, EdgeConfig},
-    delivery::Watches,
-    hub::Hub,
+    broker::{Broker, BrokerConfig, BrokerError},
+    config::{ConfigError, EdgeConfig, NatsInterest},
+    delivery::{Settings, Watches},
     limits::{ConnectionGate, CreateRateLimiter},
     metrics::Metrics,
     routes::{self, AppState, DevTokens, Shared},
@@ -62,17 +61,29 @@ impl Application {
             }
             None => None,
         };
+        if config.nats_nkey_seed_file.is_none() {
+            tracing::warn!("QRLOGIN_NATS_NKEY_SEED_FILE is not set: connecting to NATS without credentials (development only)");
+        }
         let auth = AuthClient::new(&config.auth_url, config.auth_timeout)?;
-        let broker =
-            Broker::connect(&config.nats_url, &config.subject_prefix, metrics.clone()).await?;
-        let hub = Hub::new(config.max_watchers_per_session);
+        let broker_config = BrokerConfig {
+            name: format!("qrlogin-edge {node}"),
+            nkey_seed_file: config.nats_nkey_seed_file.clone(),
+            tls_ca_file: config.nats_tls_ca_file.clone(),
+            tls_cert_file: config.nats_tls_cert_file.clone(),
+            tls_key_file: config.nats_tls_key_file.clone(),
+            wildcard: config.nats_interest == NatsInterest::Wildcard,
+            ..BrokerConfig::new(&config.nats_url, &config.subject_prefix)
+        };
+        let (broker, connection) = Broker::new(&broker_config, metrics.clone())?;
         let watches = Watches::new(
-            hub,
-            broker.clone(),
-            auth.clone(),
+            Arc::new(broker.clone()),
+            Arc::new(auth.clone()),
             metrics.clone(),
-            config.recheck_interval,
+            Settings::new(config.max_watchers_per_session),
         );
+        // Connects in the background: the edge starts unready and becomes
+        // ready when NATS is there.
+        connection.start(watches.inbox());
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await

@@ -137,6 +137,10 @@ pub struct RunArgs {
     /// Require at least one reconnect (proves a fault hit live clients).
     #[arg(long)]
     pub expect_reconnects: bool,
+    /// Once every browser watches, wait this long before confirming and
+    /// report the CPU the measured processes used meanwhile (idle cost).
+    #[arg(long, value_parser = duration)]
+    pub idle_for: Option<Duration>,
     /// Processes whose memory is reported, `LABEL=PID` (repeatable).
     #[arg(long = "measure", value_parser = measured)]
     pub measure: Vec<Measured>,
@@ -168,6 +172,7 @@ pub struct RunSettings {
     pub confirm_timeout: Duration,
     pub on_confirm: Option<String>,
     pub expect_reconnects: bool,
+    pub idle_for: Duration,
     pub measure: Vec<Measured>,
     pub json_out: Option<std::path::PathBuf>,
 }
@@ -210,6 +215,7 @@ impl RunArgs {
             }),
             on_confirm: self.on_confirm,
             expect_reconnects: self.expect_reconnects,
+            idle_for: self.idle_for.unwrap_or(Duration::ZERO),
             measure: self.measure,
             json_out: self.json_out,
             watch_edges,

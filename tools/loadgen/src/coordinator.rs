@@ -113,9 +113,36 @@ pub async fn run(s: RunSettings) -> anyhow::Result<bool> {
     let at_ready = memory(&s);
     let workers_rss: u64 = ready.iter().map(|r| r.rss_kib).sum();
     eprintln!(
-        "loadgen: {connected} of {} browsers watching after {connect_wall:.1} s; confirming",
-        s.clients
+        "loadgen: {connected} of {} browsers watching after {connect_wall:.1} s; {}",
+        s.clients,
+        if s.idle_for.is_zero() {
+            "confirming".to_owned()
+        } else {
+            format!("idle for {:?}, then confirming", s.idle_for)
+        }
     );
+    let mut cpu_idle: Vec<String> = Vec::new();
+    if !s.idle_for.is_zero() {
+        let before = cpu(&s, &workers);
+        tokio::time::sleep(s.idle_for).await;
+        let after = cpu(&s, &workers);
+        let secs = s.idle_for.as_secs_f64();
+        cpu_idle = before
+            .iter()
+            .zip(&after)
+            .filter_map(|((label, a), (_, b))| {
+                let used = (*b)? - (*a)?;
+                Some(format!(
+                    "{label} {used:.2} s ({:.2} % of a core)",
+                    used / secs * 100.0
+                ))
+            })
+            .collect();
+        println!(
+            "cpu while idle ({secs:.0} s, {connected} browsers waiting): {}",
+            cpu_idle.join(", ")
+        );
+    }
 
     let mut fault = match &s.on_confirm {
         Some(cmd) => Some(
@@ -297,7 +324,7 @@ pub async fn run(s: RunSettings) -> anyhow::Result<bool> {
             "confirm_rate_asked": s.confirm_rate, "confirm_rate_achieved": rate,
             "connect_wall_secs": connect_wall, "connected": connected,
             "latency": latency, "edge_bytes_per_connection": per_conn,
-            "cpu_confirm_phase": cpu_used, "confirm_phase_secs": phase_secs,
+            "cpu_confirm_phase": cpu_used, "cpu_idle": cpu_idle, "confirm_phase_secs": phase_secs,
             "memory_before_kib": baseline, "memory_ready_kib": at_ready, "workers_rss_kib": workers_rss,
             "totals": WorkerResult { latencies_us: Vec::new(), ..total },
             "checks": checks.iter().map(|c| serde_json::json!({"name": c.name, "ok": c.ok, "detail": c.detail})).collect::<Vec<_>>(),

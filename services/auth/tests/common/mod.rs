@@ -25,7 +25,11 @@ impl Harness {
     }
 
     pub async fn start_with(tweak: impl FnOnce(&mut AuthConfig)) -> Self {
-        let nats = NatsServer::start().await;
+        Self::start_on(NatsServer::start().await, tweak).await
+    }
+
+    /// Auth on a NATS server the test started itself.
+    pub async fn start_on(nats: NatsServer, tweak: impl FnOnce(&mut AuthConfig)) -> Self {
         let keys = TestKeys::generate();
         let auth = TestAuth::spawn(&nats, &keys, tweak).await;
         let client = client(&auth).await;

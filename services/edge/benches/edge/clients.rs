@@ -23,6 +23,7 @@ pub struct EdgeProcess {
     pub addr: SocketAddr,
     /// The operations address (`/readyz`, `/metrics`).
     pub ops: SocketAddr,
+    profiled: bool,
 }
 
 impl EdgeProcess {
@@ -31,23 +32,47 @@ impl EdgeProcess {
             Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
         };
         let (addr, ops) = (free()?, free()?);
-        let child = Command::new(env!("CARGO_BIN_EXE_qrlogin-edge"))
+        // `BENCH_EDGE_WRAPPER` (e.g. `heaptrack -o /tmp/edge`) runs the edge
+        // under a profiler; the edge then gets its own process group so the
+        // whole group can be stopped with SIGTERM (the profiler writes its
+        // data when the edge exits cleanly).
+        let wrapper = std::env::var("BENCH_EDGE_WRAPPER").ok();
+        let mut words: Vec<String> = wrapper
+            .as_deref()
+            .unwrap_or("")
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        words.push(env!("CARGO_BIN_EXE_qrlogin-edge").to_owned());
+        let mut command = Command::new(&words[0]);
+        command.args(&words[1..]);
+        if wrapper.is_some() {
+            use std::os::unix::process::CommandExt;
+            command.process_group(0);
+        }
+        let child = command
+            .env("QRLOGIN_DRAIN_DEADLINE", "1s")
             .env("QRLOGIN_EDGE_LISTEN", addr.to_string())
             .env("QRLOGIN_OPS_LISTEN", ops.to_string())
             .env("QRLOGIN_NODE_NAME", name)
             .env("QRLOGIN_AUTH_URL", auth.url())
             .env("QRLOGIN_NATS_URL", nats.url())
+            .env("QRLOGIN_NATS_NKEY_SEED_FILE", nats.edge_seed_file())
             .env("QRLOGIN_MAX_CONNECTIONS", "19500")
             .env("QRLOGIN_CREATE_RATE_PER_IP", "1000000")
             .env("QRLOGIN_WS_PING", "30m")
             .env("QRLOGIN_IDLE_TIMEOUT", "1h")
-            .env("QRLOGIN_RECHECK_INTERVAL", "1h")
             .env("QRLOGIN_WEB_DIR", "/nonexistent")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()
             .context("spawn qrlogin-edge")?;
-        let edge = Self { child, addr, ops };
+        let edge = Self {
+            child,
+            addr,
+            ops,
+            profiled: wrapper.is_some(),
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(body) = http_get(ops, "/readyz").await {
@@ -86,6 +111,13 @@ impl EdgeProcess {
 
 impl Drop for EdgeProcess {
     fn drop(&mut self) {
+        if self.profiled {
+            // The group this benchmark started (the profiler and the edge).
+            let group = format!("-{}", self.child.id());
+            let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+            let _ = self.child.wait();
+            return;
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -10,7 +10,14 @@
 //! (one `GET /nope` each, a 404) instead of streams: the cost of an idle hyper
 //! connection, for comparison.
 //!
+//! Heap profile of the edge in the memory benchmark (heaptrack from
+//! Debian; the edge runs under it and is stopped with SIGTERM so the
+//! profile is complete):
+//!
 //! ```text
+//! BENCH_EDGE_WRAPPER="heaptrack -o /tmp/edge-sse" \
+//!   cargo bench -p qrlogin-edge --bench edge -- memory --n 19000 --transport sse
+//! heaptrack_print -f /tmp/edge-sse.zst -p 1 -a 0 -T 0 -m 0 -n 25
 //! ```
 //!
 //! `memory`: an edge process (the release binary) holds N idle SSE, then

@@ -6,8 +6,10 @@ use std::fmt;
 ///
 /// Checked at the edge before it goes anywhere, because it becomes a NATS
 /// subject token: a `.`, `*` or `>` in it would subscribe to other subjects.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SessionId(String);
+/// Held inline (22 bytes, no allocation): a watched session's id is kept
+/// in several tables, and every copy would otherwise be a heap block.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId([u8; SessionId::LEN]);
 
 /// Why a text is not a session id.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -24,21 +26,36 @@ impl SessionId {
             && text
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if ok {
-            Ok(Self(text.to_owned()))
-        } else {
-            Err(SessionIdError)
+        if !ok {
+            return Err(SessionIdError);
         }
+        let mut bytes = [0u8; Self::LEN];
+        bytes.copy_from_slice(text.as_bytes());
+        Ok(Self(bytes))
+    }
+
+    /// Parses an id given as bytes (a NATS subject token).
+    pub fn parse_bytes(bytes: &[u8]) -> Result<Self, SessionIdError> {
+        std::str::from_utf8(bytes)
+            .map_err(|_| SessionIdError)
+            .and_then(Self::parse)
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        // Only ASCII is ever stored (checked in `parse`).
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SessionId({:?})", self.as_str())
     }
 }
 
 impl fmt::Display for SessionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 

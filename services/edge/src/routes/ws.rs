@@ -20,7 +20,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use base64::Engine as _;
-use futures::{stream::SplitSink, SinkExt, StreamExt};
+use futures::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use tokio::{
@@ -46,8 +46,9 @@ use crate::{
 };
 
 /// Small buffers keep an idle WebSocket cheap; client messages are tiny
-/// (the read buffer grows for a larger frame, up to [`MAX_MESSAGE`]).
-const READ_BUFFER: usize = 512;
+/// (`resume`, `cancel`: under 64 bytes; the read buffer grows for a larger
+/// frame, up to [`MAX_MESSAGE`]).
+const READ_BUFFER: usize = 128;
 const MAX_WRITE_BUFFER: usize = 64 * 1024;
 const MAX_MESSAGE: usize = 4 * 1024;
 /// Without `?since`, how long the server waits for a `resume` first message
@@ -237,11 +238,13 @@ fn close(code: u16, reason: &'static str) -> Message {
 }
 
 impl Connection {
-    async fn run<S>(mut self, socket: WebSocketStream<S>)
+    /// One task and one socket: the select below reads, and its branches
+    /// write once the read is no longer polled (no split halves, whose
+    /// shared lock costs about 340 bytes per connection).
+    async fn run<S>(mut self, mut sink: WebSocketStream<S>)
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let (mut sink, mut stream) = socket.split();
         let state = self.state.clone();
         let mut drain = state.drain.listener();
         let period = state.config.ws_ping;
@@ -257,7 +260,7 @@ impl Connection {
                     let _ = sink.send(close(CLOSE_RESTART, "draining")).await;
                     break;
                 }
-                incoming = stream.next() => {
+                incoming = sink.next() => {
                     heard = Instant::now();
                     let text = match incoming {
                         None | Some(Ok(Message::Close(_))) => break,
@@ -310,13 +313,13 @@ impl Connection {
                 }
             }
         }
-        let _ = sink.close().await;
+        let _ = SinkExt::close(&mut sink).await;
     }
 
     /// Cancels the session; the resulting `CANCELLED` reaches this socket
     /// through the watch like any other change. Returns false when the
     /// socket is gone.
-    async fn cancel<S>(&mut self, sink: &mut SplitSink<WebSocketStream<S>, Message>) -> bool
+    async fn cancel<S>(&mut self, sink: &mut WebSocketStream<S>) -> bool
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {

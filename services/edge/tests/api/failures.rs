@@ -11,7 +11,19 @@ async fn a_malformed_event_is_dropped_and_counted() {
     let cluster = Cluster::start().await;
     let created = cluster.create(&cluster.edge1).await;
     let mut sse = cluster.sse_pending(&cluster.edge1, &created).await;
-    let nats = async_nats::connect(cluster.nats.url()).await.unwrap();
+    // Only a writer with publish rights could put garbage there: a user
+    // made for this test (neither auth's nor the edge's credential may).
+    let seed = cluster
+        .nats
+        .add_user(
+            "garbage-publisher",
+            qrlogin_auth::testing::Permissions {
+                publish: vec!["qrlogin.session.>".into()],
+                subscribe: vec![],
+            },
+        )
+        .await;
+    let nats = cluster.nats.connect(&seed).await.unwrap();
     let subject = format!("qrlogin.session.{}", created.id);
     nats.publish(subject.clone(), "\u{1}not a protobuf \u{ff}".into())
         .await
@@ -117,16 +129,15 @@ async fn events_after_a_nats_restart_still_arrive() {
 /// its publish was lost) must not show up as EXPIRED at the old deadline:
 /// the edge asks auth before announcing a deadline, and delivers what auth
 /// holds. The second auth instance below publishes on another subject
-/// prefix, so its writes are exactly such lost publishes; the edge's
-/// periodic recheck is pushed out of the way so only the deadline can catch
-/// it.
+/// prefix, so its writes are exactly such lost publishes; only the
+/// deadline can catch it (the edge reads nothing periodically).
 #[tokio::test]
 async fn a_lost_publish_is_found_at_the_deadline_not_reported_as_expired() {
     let cluster = Cluster::start_with(
         |a| {
             a.pending_ttl = Duration::from_secs(2);
         },
-        |e| e.recheck_interval = Duration::from_secs(600),
+        |_| {},
     )
     .await;
     let silent = qrlogin_auth::testing::TestAuth::spawn(&cluster.nats, &cluster.keys, |a| {

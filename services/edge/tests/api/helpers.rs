@@ -130,6 +130,7 @@ pub fn edge_config(name: &str, auth: &TestAuth, nats: &NatsServer) -> EdgeConfig
     c.node_name = Some(name.to_owned());
     c.auth_url = auth.url();
     c.nats_url = nats.url();
+    c.nats_nkey_seed_file = Some(nats.edge_seed_file());
     c.web_dir = "/nonexistent-qrlogin-web".into();
     c.drain_deadline = Duration::from_millis(1500);
     c

@@ -1,5 +1,6 @@
 //! Black-box tests of the edge: real NATS, real auth, two edges.
 
+mod broker;
 mod drain;
 mod failures;
 mod front;

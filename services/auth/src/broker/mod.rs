@@ -1,6 +1,6 @@
 //! The only module that speaks NATS: the session bucket (JetStream key-value,
-//! every write a compare-and-swap on the key's revision) and the per-session
-//! event subject.
+//! every write a compare-and-swap on the key's revision), the per-session
+//! event subject, and the connection's credentials.
 
 use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
@@ -8,7 +8,10 @@ use prost::Message as _;
 use std::time::Duration;
 
 use crate::config::{AuthConfig, KvStorage};
+
+mod access;
 use crate::domain::{SessionId, SessionRecord, UnixMillis};
+pub use access::{AccessError, NatsAccess, NkeySeed};
 use qrlogin_proto::events::v1 as pb;
 
 /// Largest record we store; real ones are well under 1 KiB.
@@ -29,6 +32,7 @@ pub enum BrokerError {
 #[derive(Debug, Clone)]
 pub struct BrokerSettings {
     pub nats_url: String,
+    pub access: NatsAccess,
     pub bucket: String,
     pub replicas: usize,
     pub storage: KvStorage,
@@ -37,9 +41,10 @@ pub struct BrokerSettings {
 }
 
 impl BrokerSettings {
-    pub fn from_config(c: &AuthConfig) -> Self {
+    pub fn from_config(c: &AuthConfig, access: NatsAccess) -> Self {
         Self {
             nats_url: c.nats_url.clone(),
+            access,
             bucket: c.kv_bucket.clone(),
             replicas: c.kv_replicas,
             storage: c.kv_storage,
@@ -70,7 +75,9 @@ impl Broker {
         on_link: impl Fn(LinkState) + Send + Sync + 'static,
     ) -> Result<Self, BrokerError> {
         let unavailable = |e: &dyn std::fmt::Display| BrokerError::Unavailable(e.to_string());
-        let client = async_nats::ConnectOptions::new()
+        let client = settings
+            .access
+            .options()
             .name("qrlogin-auth")
             .connection_timeout(Duration::from_secs(3))
             .event_callback(move |event| {

@@ -1,0 +1,124 @@
+//! Event payloads on the session subjects, turned into domain snapshots:
+//! a `StoredSession` republished by the server on every write of the KV
+//! bucket (contract C1: the version is the `Nats-Sequence` header, the KV
+//! revision), or a bare `LoginEvent` published by an older auth.
+
+use prost::Message as _;
+use qrlogin_proto::events::v1::LoginEvent;
+
+use super::proto::header_u64;
+use crate::{
+    auth_client::{login_state, timestamp_opt},
+    delivery::ports::BusEvent,
+    domain::{SessionId, Snapshot},
+};
+
+/// The bucket's value (`qrlogin.events.v1.StoredSession`), decoded here
+/// without the sealed part's meaning: edges never look at `sealed`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct StoredSession {
+    #[prost(message, optional, tag = "1")]
+    event: Option<LoginEvent>,
+    #[prost(bytes = "bytes", tag = "2")]
+    sealed: bytes::Bytes,
+}
+
+/// Decodes an event about `id`; `None` when the bytes are neither form,
+/// name another session, or carry no known state.
+pub fn decode(id: &SessionId, headers: Option<&[u8]>, payload: &[u8]) -> Option<BusEvent> {
+    let stored = StoredSession::decode(payload)
+        .ok()
+        .and_then(|s| s.event)
+        .filter(|e| e.session_id == id.as_str());
+    let e = match stored {
+        Some(e) => e,
+        None => LoginEvent::decode(payload).ok()?,
+    };
+    if e.session_id != id.as_str() {
+        return None;
+    }
+    let state = login_state(e.state)?;
+    let version = headers
+        .and_then(|h| header_u64(h, "Nats-Sequence"))
+        .unwrap_or(e.version);
+    let previous = headers.and_then(|h| header_u64(h, "Nats-Last-Sequence"));
+    let changed_at = timestamp_opt(e.changed_at);
+    Some(BusEvent {
+        snapshot: Snapshot {
+            session_id: id.clone(),
+            state,
+            version,
+            expires_at: if state.is_final() {
+                None
+            } else {
+                timestamp_opt(e.expires_at)
+            },
+            updated_at: changed_at.unwrap_or_else(time::OffsetDateTime::now_utc),
+            user_display_name: Some(e.user_display_name).filter(|n| !n.is_empty()),
+            changed_at,
+        },
+        previous,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use qrlogin_proto::events::v1::LoginState as PbState;
+
+    fn event(id: &SessionId) -> LoginEvent {
+        LoginEvent {
+            session_id: id.to_string(),
+            state: PbState::Scanned as i32,
+            version: 4,
+            expires_at: Some(prost_types::Timestamp {
+                seconds: 1_800_000_000,
+                nanos: 0,
+            }),
+            changed_at: Some(prost_types::Timestamp {
+                seconds: 1_799_999_940,
+                nanos: 0,
+            }),
+            user_display_name: "Alice".into(),
+        }
+    }
+
+    #[test]
+    fn decodes_bare_events_and_refuses_garbage_or_other_sessions() {
+        let id = SessionId::parse("q3Zb0Xz2kT9yLw1sJm5HAA").unwrap();
+        let e = event(&id);
+        let s = decode(&id, None, &e.encode_to_vec()).unwrap();
+        assert_eq!(s.snapshot.version, 4);
+        assert_eq!(s.previous, None);
+        assert_eq!(s.snapshot.user_display_name.as_deref(), Some("Alice"));
+        assert!(s.snapshot.changed_at.is_some());
+        assert!(decode(&id, None, b"\xff\xff not protobuf").is_none());
+        let other = LoginEvent {
+            session_id: "AAAAAAAAAAAAAAAAAAAAAA".into(),
+            ..e.clone()
+        };
+        assert!(decode(&id, None, &other.encode_to_vec()).is_none());
+        let unspecified = LoginEvent { state: 0, ..e };
+        assert!(decode(&id, None, &unspecified.encode_to_vec()).is_none());
+    }
+
+    #[test]
+    fn republished_stored_sessions_take_the_version_from_the_headers() {
+        let id = SessionId::parse("q3Zb0Xz2kT9yLw1sJm5HAA").unwrap();
+        let stored = StoredSession {
+            event: Some(LoginEvent {
+                version: 0,
+                ..event(&id)
+            }),
+            sealed: bytes::Bytes::from_static(b"\x01sealed"),
+        };
+        let headers = b"NATS/1.0\r\nNats-Stream: KV_qrlogin_sessions\r\nNats-Sequence: 17\r\nNats-Last-Sequence: 11\r\n\r\n";
+        let s = decode(&id, Some(headers), &stored.encode_to_vec()).unwrap();
+        assert_eq!(s.snapshot.version, 17);
+        assert_eq!(s.previous, Some(11));
+        assert_eq!(s.snapshot.session_id, id);
+        // A stored session about another id is refused, not misread.
+        let other = SessionId::parse("AAAAAAAAAAAAAAAAAAAAAA").unwrap();
+        assert!(decode(&other, Some(headers), &stored.encode_to_vec()).is_none());
+    }
+}

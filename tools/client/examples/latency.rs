@@ -1,0 +1,236 @@
+//! Confirm→event latency per transport through any address: an edge, or a
+//! load balancer in front of edges (which is how users run it).
+//!
+//! ```sh
+//! cargo run --release -p qrlogin-client --example latency -- \
+//!     --watch=127.0.0.1:8080 --phone=127.0.0.1:8081,127.0.0.1:8082 \
+//!     --transports=sse,ws,longpoll --samples=200
+//! ```
+//!
+//! For each sample: create a session and open a watch through `--watch`,
+//! wait for its first snapshot, scan through `--phone`, wait for SCANNED,
+//! then confirm through `--phone`; the latency runs from the moment the
+//! confirm request is written to the moment the watch reads CONFIRMED.
+//! With several `--phone` edges, the confirm goes to one that does not hold
+//! the watch (known from the first snapshot's `node`), so every SSE and
+//! WebSocket sample crosses nodes; a long poll's holder is known only from
+//! its answer, so its confirms rotate over the phone edges and the output
+//! says how many crossed.
+//! Samples run one after another (an idle machine's figure, not a load
+//! test). The phone token comes from `--token` or the development endpoint
+//! `POST /v1/dev/token` of `--phone` (the local cluster has it).
+//!
+//! A long poll is given 50 ms to be held by the edge before the confirm (a
+//! probe, not a test: nothing else tells a client its poll is held).
+
+use std::{net::SocketAddr, time::Duration};
+
+use anyhow::{bail, Context};
+use qrlogin_client::{
+    api::{Client, LoginState},
+    sse::SseWatch,
+    watch::Push,
+    ws::WsWatch,
+};
+use tokio::time::{timeout, Instant};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+struct Args {
+    watch: SocketAddr,
+    phone: Vec<SocketAddr>,
+    transports: Vec<String>,
+    samples: usize,
+    token: Option<String>,
+}
+
+fn addr(text: &str) -> anyhow::Result<SocketAddr> {
+    let bare = text.trim_start_matches("http://").trim_end_matches('/');
+    bare.parse()
+        .with_context(|| format!("{text:?} is not like 127.0.0.1:8080"))
+}
+
+fn args() -> anyhow::Result<Args> {
+    let mut a = Args {
+        watch: addr("127.0.0.1:8080")?,
+        phone: vec![addr("127.0.0.1:8082")?],
+        transports: vec!["sse".into(), "ws".into(), "longpoll".into()],
+        samples: 100,
+        token: None,
+    };
+    for arg in std::env::args().skip(1) {
+        let (name, value) = arg
+            .split_once('=')
+            .with_context(|| format!("{arg:?}: use --name=value"))?;
+        match name {
+            "--watch" => a.watch = addr(value)?,
+            "--phone" => a.phone = value.split(',').map(addr).collect::<Result<_, _>>()?,
+            "--transports" => a.transports = value.split(',').map(str::to_owned).collect(),
+            "--samples" => a.samples = value.parse().context("--samples")?,
+            "--token" => a.token = Some(value.to_owned()),
+            _ => {
+                bail!("unknown option {name} (--watch, --phone, --transports, --samples, --token)")
+            }
+        }
+    }
+    if a.samples == 0 {
+        bail!("--samples must be at least 1");
+    }
+    for t in &a.transports {
+        if !["sse", "ws", "longpoll"].contains(&t.as_str()) {
+            bail!("transport {t:?} is one of sse, ws, longpoll");
+        }
+    }
+    Ok(a)
+}
+
+/// A watch of any kind, reduced to "the next snapshot".
+enum Watch {
+    Sse(SseWatch),
+    Ws(WsWatch),
+}
+
+impl Watch {
+    /// When a snapshot in `want` arrived, and which edge sent it.
+    async fn next_state(&mut self, want: LoginState) -> anyhow::Result<(Instant, Option<String>)> {
+        loop {
+            let push = match self {
+                Watch::Sse(w) => w.next().await?,
+                Watch::Ws(w) => w.next().await?,
+            };
+            match push {
+                Push::Snapshot(s) if s.state == want => return Ok((Instant::now(), s.node)),
+                Push::Snapshot(_) | Push::Retry(_) => continue,
+                other => bail!("the watch ended before {want:?}: {other:?}"),
+            }
+        }
+    }
+}
+
+/// The phone edges, each with the node name it answers with.
+struct Phones(Vec<(Client, String)>);
+
+impl Phones {
+    /// One that is not `node` when there is one, else the `i`-th.
+    fn other_than(&self, node: Option<&str>, i: usize) -> &(Client, String) {
+        self.0
+            .iter()
+            .find(|(_, n)| Some(n.as_str()) != node && node.is_some())
+            .unwrap_or(&self.0[i % self.0.len()])
+    }
+}
+
+/// One sample: the latency and whether the confirm crossed nodes.
+async fn sample(
+    args: &Args,
+    transport: &str,
+    watch: &Client,
+    phones: &Phones,
+    i: usize,
+    token: &str,
+) -> anyhow::Result<(Duration, bool)> {
+    let created = watch.create().await?;
+    let (id, secret) = (created.id().to_owned(), created.browser_secret.clone());
+    let sent = std::sync::OnceLock::new();
+    let on_send = || {
+        let _ = sent.set(Instant::now());
+    };
+    if transport == "longpoll" {
+        let first = watch.get(&id, &secret).await?;
+        let (phone, phone_node) = phones.other_than(None, i);
+        phone.scan(&id, token).await?;
+        let scanned = watch.long_poll(&id, &secret, first.version, WAIT).await?;
+        if scanned.state != LoginState::Scanned {
+            bail!("long poll answered {:?}", scanned.state);
+        }
+        let held = {
+            let (id, secret, addr) = (id.clone(), secret.clone(), args.watch);
+            tokio::spawn(async move {
+                let r = Client::new(addr, None, 1)
+                    .long_poll(&id, &secret, scanned.version, WAIT)
+                    .await;
+                (r, Instant::now())
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        phone.confirm(&id, token, on_send).await?;
+        let (answer, at) = timeout(WAIT, held).await??;
+        let answer = answer?;
+        if answer.state != LoginState::Confirmed {
+            bail!("long poll did not answer CONFIRMED");
+        }
+        let cross = answer.node.as_deref() != Some(phone_node.as_str());
+        return Ok((at - *sent.get().context("confirm never sent")?, cross));
+    }
+    let mut w = match transport {
+        "sse" => Watch::Sse(SseWatch::open(args.watch, None, &id, &secret, None).await?),
+        _ => Watch::Ws(WsWatch::open(args.watch, None, &id, &secret, None, None).await?),
+    };
+    let (_, holder) = timeout(WAIT, w.next_state(LoginState::Pending)).await??;
+    let (phone, phone_node) = phones.other_than(holder.as_deref(), i);
+    phone.scan(&id, token).await?;
+    timeout(WAIT, w.next_state(LoginState::Scanned)).await??;
+    let (answer, at) = tokio::join!(
+        phone.confirm(&id, token, on_send),
+        timeout(WAIT, w.next_state(LoginState::Confirmed))
+    );
+    answer?;
+    let (at, node) = at??;
+    let cross = node.as_deref() != Some(phone_node.as_str());
+    Ok((at - *sent.get().context("confirm never sent")?, cross))
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let args = args()?;
+    let watch = Client::new(args.watch, None, 4);
+    let mut phones = Vec::new();
+    for addr in &args.phone {
+        let client = Client::new(*addr, None, 4);
+        let node = client.create().await?.snapshot.node.unwrap_or_default();
+        phones.push((client, node));
+    }
+    let phones = Phones(phones);
+    let token = match &args.token {
+        Some(t) => t.clone(),
+        None => phones.0[0]
+            .0
+            .dev_token("alice", "Alice")
+            .await
+            .context("no --token and no development token endpoint")?,
+    };
+    println!(
+        "confirm→event latency, watch via {}, phone via {:?}, {} samples each",
+        args.watch, args.phone, args.samples
+    );
+    println!(
+        "{:<9} {:>5} {:>9} {:>9} {:>9} {:>9} {:>6}",
+        "transport", "n", "median", "p90", "p99", "max", "cross"
+    );
+    for transport in &args.transports {
+        let mut got = Vec::with_capacity(args.samples);
+        let mut cross = 0;
+        for i in 0..args.samples {
+            let (latency, crossed) = sample(&args, transport, &watch, &phones, i, &token).await?;
+            got.push(latency);
+            cross += usize::from(crossed);
+        }
+        got.sort();
+        let at = |q: f64| ms(got[((got.len() as f64 * q).ceil() as usize).clamp(1, got.len()) - 1]);
+        println!(
+            "{:<9} {:>5} {:>7.2}ms {:>7.2}ms {:>7.2}ms {:>7.2}ms {:>6}",
+            transport,
+            got.len(),
+            at(0.5),
+            at(0.9),
+            at(0.99),
+            ms(*got.last().unwrap_or(&Duration::ZERO)),
+            cross
+        );
+    }
+    Ok(())
+}

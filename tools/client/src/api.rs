@@ -1,0 +1,396 @@
+//! The edge's HTTP API (docs/protocol.md) as typed calls: the browser
+//! routes (create, short and long poll, cancel, redeem), the phone routes
+//! (scan, confirm, deny) and the development token, with error bodies
+//! decoded into their stable codes.
+
+use std::net::{IpAddr, SocketAddr};
+
+use serde::Deserialize;
+
+use crate::http::{HttpError, Pool, Response};
+
+/// The states of docs/protocol.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum LoginState {
+    Pending,
+    Scanned,
+    Confirmed,
+    Redeemed,
+    Denied,
+    Cancelled,
+    Expired,
+}
+
+impl LoginState {
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            Self::Redeemed | Self::Denied | Self::Cancelled | Self::Expired
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "PENDING",
+            Self::Scanned => "SCANNED",
+            Self::Confirmed => "CONFIRMED",
+            Self::Redeemed => "REDEEMED",
+            Self::Denied => "DENIED",
+            Self::Cancelled => "CANCELLED",
+            Self::Expired => "EXPIRED",
+        }
+    }
+
+    /// `SCANNED` or the protobuf name `LOGIN_STATE_SCANNED`.
+    pub fn parse(text: &str) -> Option<Self> {
+        let name = text.strip_prefix("LOGIN_STATE_").unwrap_or(text);
+        serde_json::from_value(serde_json::Value::String(name.to_owned())).ok()
+    }
+}
+
+/// The session snapshot every transport carries (docs/protocol.md). Times
+/// are kept as the RFC 3339 text the edge sent.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Snapshot {
+    pub session_id: String,
+    pub state: LoginState,
+    pub version: u64,
+    pub expires_at: Option<String>,
+    pub updated_at: String,
+    pub user_display_name: Option<String>,
+    /// The edge that wrote this snapshot.
+    pub node: Option<String>,
+}
+
+impl Snapshot {
+    /// The protocol's rule: news when the version is higher, or when it is
+    /// final and the one held is not (an EXPIRED that an edge computed at
+    /// the deadline keeps the last stored version).
+    pub fn is_newer_than(&self, held: Option<&Snapshot>) -> bool {
+        match held {
+            None => true,
+            Some(h) => self.version > h.version || (self.state.is_final() && !h.state.is_final()),
+        }
+    }
+}
+
+/// The create answer (201).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Created {
+    #[serde(flatten)]
+    pub snapshot: Snapshot,
+    pub browser_secret: String,
+    pub qr_payload: String,
+    pub qr_svg: String,
+}
+
+impl Created {
+    pub fn id(&self) -> &str {
+        &self.snapshot.session_id
+    }
+}
+
+/// Where the login comes from, as the phone sees it at scan.
+#[derive(Debug, Clone, Deserialize)]
+pub struct BrowserContext {
+    pub ip: String,
+    pub user_agent: String,
+    pub created_at: String,
+}
+
+/// The scan answer.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Scanned {
+    pub session: Snapshot,
+    pub browser: BrowserContext,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RedeemedUser {
+    pub id: String,
+    pub display_name: String,
+}
+
+/// The redeem answer: the one-time login's access token.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Redeemed {
+    pub access_token: String,
+    pub token_type: String,
+    pub expires_at: String,
+    pub user: RedeemedUser,
+}
+
+#[derive(Debug, Deserialize)]
+struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Debug, Deserialize)]
+struct ErrorDetail {
+    code: String,
+    message: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    #[error("HTTP {status} {code}: {message}")]
+    Status {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error("cannot decode the answer: {0}")]
+    Decode(String),
+}
+
+impl ApiError {
+    /// Worth retrying (possibly on another edge): the network, a node that
+    /// is down, draining or over capacity, a lost concurrent update.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ApiError::Http(_) => true,
+            ApiError::Status { status, code, .. } => {
+                *status == 503 || *status == 429 || code == "conflict"
+            }
+            ApiError::Decode(_) => false,
+        }
+    }
+
+    /// The stable error code (`network` and `decode` for local failures).
+    pub fn code(&self) -> &str {
+        match self {
+            ApiError::Http(_) => "network",
+            ApiError::Status { code, .. } => code,
+            ApiError::Decode(_) => "decode",
+        }
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ApiError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// The error a non-2xx answer stands for.
+pub fn status_error(status: u16, body: &[u8]) -> ApiError {
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(b) => ApiError::Status {
+            status,
+            code: b.error.code,
+            message: b.error.message,
+        },
+        Err(_) => ApiError::Status {
+            status,
+            code: "unknown".into(),
+            message: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+        },
+    }
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(r: &Response) -> Result<T, ApiError> {
+    if !(200..300).contains(&r.head.status) {
+        return Err(status_error(r.head.status, &r.body));
+    }
+    serde_json::from_slice(&r.body).map_err(|e| ApiError::Decode(e.to_string()))
+}
+
+/// One edge (or a balancer in front of edges), over a small keep-alive pool.
+/// Browser calls send the secret as `Authorization: Bearer`, as non-browser
+/// clients do (browsers use the cookie; both are accepted).
+pub struct Client {
+    pool: Pool,
+}
+
+impl Client {
+    /// A client of `addr`, binding its sockets to `src` when given, keeping
+    /// at most `max_idle` idle connections.
+    pub fn new(addr: SocketAddr, src: Option<IpAddr>, max_idle: usize) -> Self {
+        Self {
+            pool: Pool::new(addr, src, max_idle),
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.pool.addr()
+    }
+
+    pub fn src(&self) -> Option<IpAddr> {
+        self.pool.src()
+    }
+
+    async fn call<T: for<'de> Deserialize<'de>>(
+        &self,
+        method: &str,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<&[u8]>,
+        on_send: impl Fn(),
+    ) -> Result<T, ApiError> {
+        let auth = bearer.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = auth
+            .as_deref()
+            .map(|a| vec![("Authorization", a)])
+            .unwrap_or_default();
+        let r = self
+            .pool
+            .request(method, path, &headers, body, on_send)
+            .await?;
+        decode(&r)
+    }
+
+    /// `POST /v1/login-sessions`.
+    pub async fn create(&self) -> Result<Created, ApiError> {
+        self.call("POST", "/v1/login-sessions", None, Some(b"{}"), || {})
+            .await
+    }
+
+    /// `GET /v1/login-sessions/{id}`: short poll.
+    pub async fn get(&self, id: &str, secret: &str) -> Result<Snapshot, ApiError> {
+        let path = format!("/v1/login-sessions/{id}");
+        self.call("GET", &path, Some(secret), None, || {}).await
+    }
+
+    /// `GET /v1/login-sessions/{id}?since=V&wait=W`: long poll. Answers when
+    /// the snapshot is newer than `since` (or final), else after `wait`.
+    pub async fn long_poll(
+        &self,
+        id: &str,
+        secret: &str,
+        since: u64,
+        wait: std::time::Duration,
+    ) -> Result<Snapshot, ApiError> {
+        let path = format!(
+            "/v1/login-sessions/{id}?since={since}&wait={}ms",
+            wait.as_millis()
+        );
+        self.call("GET", &path, Some(secret), None, || {}).await
+    }
+
+    /// `DELETE /v1/login-sessions/{id}`.
+    pub async fn cancel(&self, id: &str, secret: &str) -> Result<Snapshot, ApiError> {
+        let path = format!("/v1/login-sessions/{id}");
+        self.call("DELETE", &path, Some(secret), None, || {}).await
+    }
+
+    /// `POST /v1/login-sessions/{id}/redeem`.
+    pub async fn redeem(&self, id: &str, secret: &str) -> Result<Redeemed, ApiError> {
+        let path = format!("/v1/login-sessions/{id}/redeem");
+        self.call("POST", &path, Some(secret), Some(b"{}"), || {})
+            .await
+    }
+
+    /// `POST /v1/login-sessions/{id}/scan` with the phone user's JWT.
+    pub async fn scan(&self, id: &str, user_token: &str) -> Result<Scanned, ApiError> {
+        let path = format!("/v1/login-sessions/{id}/scan");
+        self.call("POST", &path, Some(user_token), Some(b"{}"), || {})
+            .await
+    }
+
+    /// `POST /v1/login-sessions/{id}/confirm`. `on_send` runs right before
+    /// the request is written (a latency clock starts there).
+    pub async fn confirm(
+        &self,
+        id: &str,
+        user_token: &str,
+        on_send: impl Fn(),
+    ) -> Result<Snapshot, ApiError> {
+        let path = format!("/v1/login-sessions/{id}/confirm");
+        self.call("POST", &path, Some(user_token), Some(b"{}"), on_send)
+            .await
+    }
+
+    /// `POST /v1/login-sessions/{id}/deny`.
+    pub async fn deny(&self, id: &str, user_token: &str) -> Result<Snapshot, ApiError> {
+        let path = format!("/v1/login-sessions/{id}/deny");
+        self.call("POST", &path, Some(user_token), Some(b"{}"), || {})
+            .await
+    }
+
+    /// `POST /v1/dev/token`: a phone user token from an edge that has the
+    /// development key (never in production).
+    pub async fn dev_token(&self, user_id: &str, display_name: &str) -> Result<String, ApiError> {
+        #[derive(Deserialize)]
+        struct Token {
+            token: String,
+        }
+        let body = serde_json::json!({ "user_id": user_id, "display_name": display_name });
+        let body = serde_json::to_vec(&body).map_err(|e| ApiError::Decode(e.to_string()))?;
+        let t: Token = self
+            .call("POST", "/v1/dev/token", None, Some(&body), || {})
+            .await?;
+        Ok(t.token)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SNAPSHOT: &str = r#"{"session_id":"q3Zb0Xz2kT9yLw1sJm5HAA","state":"SCANNED","version":7,"expires_at":"2026-11-26T10:00:00.000Z","updated_at":"2026-11-26T09:59:00.000Z","user_display_name":null,"node":"edge-1"}"#;
+
+    fn snap(state: LoginState, version: u64) -> Snapshot {
+        Snapshot {
+            session_id: "s".into(),
+            state,
+            version,
+            expires_at: None,
+            updated_at: String::new(),
+            user_display_name: None,
+            node: None,
+        }
+    }
+
+    #[test]
+    fn the_protocol_example_snapshot_decodes() {
+        let s: Snapshot = serde_json::from_str(SNAPSHOT).unwrap();
+        assert_eq!(s.state, LoginState::Scanned);
+        assert_eq!(s.version, 7);
+        assert_eq!(s.node.as_deref(), Some("edge-1"));
+        assert_eq!(s.user_display_name, None);
+    }
+
+    #[test]
+    fn states_parse_from_json_and_protobuf_names() {
+        assert_eq!(LoginState::parse("CONFIRMED"), Some(LoginState::Confirmed));
+        assert_eq!(
+            LoginState::parse("LOGIN_STATE_EXPIRED"),
+            Some(LoginState::Expired)
+        );
+        assert_eq!(LoginState::parse("LOGIN_STATE_UNSPECIFIED"), None);
+        assert_eq!(LoginState::parse("confirmed"), None);
+    }
+
+    #[test]
+    fn newer_follows_the_protocol_rule() {
+        use LoginState::*;
+        assert!(snap(Pending, 1).is_newer_than(None));
+        assert!(snap(Scanned, 2).is_newer_than(Some(&snap(Pending, 1))));
+        assert!(!snap(Pending, 1).is_newer_than(Some(&snap(Scanned, 2))));
+        assert!(snap(Expired, 2).is_newer_than(Some(&snap(Scanned, 2))));
+        assert!(!snap(Expired, 2).is_newer_than(Some(&snap(Expired, 2))));
+    }
+
+    #[test]
+    fn error_bodies_keep_their_code() {
+        let e = status_error(
+            409,
+            br#"{"error":{"code":"conflict","message":"lost a race"}}"#,
+        );
+        assert_eq!((e.code(), e.status()), ("conflict", Some(409)));
+        assert!(e.is_retryable());
+        let e = status_error(
+            409,
+            br#"{"error":{"code":"failed_precondition","message":"x"}}"#,
+        );
+        assert!(!e.is_retryable());
+        let e = status_error(502, b"<html>bad gateway</html>");
+        assert_eq!(e.code(), "unknown");
+        assert!(!e.is_retryable());
+        assert!(status_error(503, b"").is_retryable());
+    }
+}

@@ -1,0 +1,251 @@
+//! The client against a real cluster: nats-server, auth and two edges in
+//! this process (the edge tests' own fixture, shared rather than copied),
+//! every call and watch crossing nodes the way browsers and phones do.
+
+#[allow(dead_code)]
+#[path = "../../../services/edge/tests/api/helpers.rs"]
+mod helpers;
+
+use std::{future::Future, time::Duration};
+
+use helpers::{Cluster, TestEdge, WAIT};
+use qrlogin_client::{
+    api::{Client, LoginState, Snapshot},
+    sse::SseWatch,
+    watch::{Push, WatchError},
+    ws::WsWatch,
+};
+
+fn client(edge: &TestEdge) -> Client {
+    Client::new(edge.addr, None, 4)
+}
+
+async fn bounded<T>(what: &str, f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(WAIT, f)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not happen within {WAIT:?}"))
+}
+
+fn snapshot(push: Push) -> Snapshot {
+    match push {
+        Push::Snapshot(s) => s,
+        other => panic!("expected a snapshot, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_calls_cover_a_whole_login_across_two_edges() {
+    let c = Cluster::start().await;
+    let (one, two) = (client(&c.edge1), client(&c.edge2));
+    let token = c.keys.user_token("alice", "Alice");
+
+    let created = one.create().await.unwrap();
+    assert_eq!(created.snapshot.state, LoginState::Pending);
+    assert_eq!(created.snapshot.node.as_deref(), Some("edge-1"));
+    assert_eq!(created.browser_secret.len(), 43);
+    assert!(created.qr_payload.ends_with(created.id()));
+    assert!(created.qr_svg.starts_with("<svg") || created.qr_svg.starts_with("<?xml"));
+    let (id, secret) = (created.id().to_owned(), created.browser_secret.clone());
+
+    let got = two.get(&id, &secret).await.unwrap();
+    assert_eq!(
+        (got.state, got.node.as_deref()),
+        (LoginState::Pending, Some("edge-2"))
+    );
+
+    // A long poll held on edge-1 answers when the scan lands on edge-2.
+    let held = {
+        let (id, secret, since) = (id.clone(), secret.clone(), got.version);
+        let addr = c.edge1.addr;
+        tokio::spawn(async move {
+            Client::new(addr, None, 1)
+                .long_poll(&id, &secret, since, Duration::from_secs(20))
+                .await
+        })
+    };
+    // Scan once the poll is held (a scan before would be answered at once
+    // too: `since` is older than the state).
+    bounded("the long poll being held", async {
+        let series = "qrlogin_edge_connections{transport=\"long_poll\"}";
+        while helpers::metric(&c.edge1.metrics().await, series) < 1.0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let scanned = two.scan(&id, &token).await.unwrap();
+    assert_eq!(scanned.session.state, LoginState::Scanned);
+    assert_eq!(scanned.browser.ip, "127.0.0.1");
+    let polled = bounded("the long poll's answer", held)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(polled.state, LoginState::Scanned);
+    assert_eq!(polled.node.as_deref(), Some("edge-1"));
+
+    let confirmed = two.confirm(&id, &token, || {}).await.unwrap();
+    assert_eq!(confirmed.state, LoginState::Confirmed);
+    let redeemed = one.redeem(&id, &secret).await.unwrap();
+    assert_eq!(redeemed.token_type, "Bearer");
+    assert_eq!(redeemed.user.display_name, "Alice");
+    let again = two.redeem(&id, &secret).await.unwrap_err();
+    assert_eq!(
+        (again.status(), again.code()),
+        (Some(409), "failed_precondition")
+    );
+
+    // Deny and cancel on fresh sessions.
+    let other = one.create().await.unwrap();
+    two.scan(other.id(), &token).await.unwrap();
+    let denied = one.deny(other.id(), &token).await.unwrap();
+    assert_eq!(denied.state, LoginState::Denied);
+    let third = two.create().await.unwrap();
+    let cancelled = one.cancel(third.id(), &third.browser_secret).await.unwrap();
+    assert_eq!(cancelled.state, LoginState::Cancelled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_come_back_with_their_stable_codes() {
+    let c = Cluster::start().await;
+    let one = client(&c.edge1);
+    let created = one.create().await.unwrap();
+    let id = created.id();
+
+    let e = one.get(id, "wrong-secret").await.unwrap_err();
+    assert_eq!((e.status(), e.code()), (Some(403), "permission_denied"));
+    let e = one
+        .get("AAAAAAAAAAAAAAAAAAAAAA", &created.browser_secret)
+        .await
+        .unwrap_err();
+    assert_eq!((e.status(), e.code()), (Some(404), "not_found"));
+    let e = one.scan(id, "not-a-jwt").await.unwrap_err();
+    assert_eq!((e.status(), e.code()), (Some(401), "unauthenticated"));
+
+    let refused = |e: WatchError| match e {
+        WatchError::Api(a) => (a.status(), a.code().to_owned()),
+        other => panic!("expected an API refusal, got {other:?}"),
+    };
+    let e = SseWatch::open(c.edge2.addr, None, id, "wrong-secret", None)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(refused(e), (Some(403), "permission_denied".into()));
+    let e = WsWatch::open(c.edge2.addr, None, id, "wrong-secret", None, None)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(refused(e), (Some(403), "permission_denied".into()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_watch_gets_events_from_the_other_edge_and_resumes_with_last_event_id() {
+    let c = Cluster::start().await;
+    let (one, two) = (client(&c.edge1), client(&c.edge2));
+    let token = c.keys.user_token("alice", "Alice");
+    let created = one.create().await.unwrap();
+    let (id, secret) = (created.id(), created.browser_secret.as_str());
+
+    let mut sse = SseWatch::open(c.edge1.addr, None, id, secret, None)
+        .await
+        .unwrap();
+    assert_eq!(sse.node(), Some("edge-1"));
+    let mut first = None;
+    while first.is_none() {
+        match bounded("the first SSE event", sse.next()).await.unwrap() {
+            Push::Snapshot(s) => first = Some(s),
+            Push::Retry(_) => continue,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(first.unwrap().state, LoginState::Pending);
+    two.scan(id, &token).await.unwrap();
+    let scanned = snapshot(bounded("SCANNED", sse.next()).await.unwrap());
+    assert_eq!(
+        (scanned.state, scanned.node.as_deref()),
+        (LoginState::Scanned, Some("edge-1"))
+    );
+    drop(sse);
+
+    // Resume on edge-2 from the version held: nothing is repeated, the
+    // next change is the first event.
+    let mut sse = SseWatch::open(c.edge2.addr, None, id, secret, Some(scanned.version))
+        .await
+        .unwrap();
+    one.confirm(id, &token, || {}).await.unwrap();
+    let confirmed = loop {
+        match bounded("CONFIRMED", sse.next()).await.unwrap() {
+            Push::Snapshot(s) => break s,
+            Push::Retry(_) => continue,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(confirmed.state, LoginState::Confirmed);
+    assert!(confirmed.is_newer_than(Some(&scanned)));
+    assert_eq!(confirmed.node.as_deref(), Some("edge-2"));
+    one.redeem(id, secret).await.unwrap();
+    let redeemed = snapshot(bounded("REDEEMED", sse.next()).await.unwrap());
+    assert_eq!(redeemed.state, LoginState::Redeemed);
+    assert_eq!(bounded("the end", sse.next()).await.unwrap(), Push::End);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ws_watch_resumes_with_since_and_cancels_from_the_socket() {
+    let c = Cluster::start().await;
+    let one = client(&c.edge1);
+    let token = c.keys.user_token("alice", "Alice");
+    let created = one.create().await.unwrap();
+    let (id, secret) = (created.id(), created.browser_secret.as_str());
+
+    let mut ws = WsWatch::open(c.edge1.addr, None, id, secret, None, None)
+        .await
+        .unwrap();
+    assert_eq!(ws.node(), Some("edge-1"));
+    let pending = snapshot(bounded("PENDING", ws.next()).await.unwrap());
+    assert_eq!(pending.state, LoginState::Pending);
+    ws.close().await.unwrap();
+
+    let mut ws = WsWatch::open(c.edge2.addr, None, id, secret, Some(pending.version), None)
+        .await
+        .unwrap();
+    one.scan(id, &token).await.unwrap();
+    let scanned = snapshot(bounded("SCANNED", ws.next()).await.unwrap());
+    assert_eq!(
+        (scanned.state, scanned.node.as_deref()),
+        (LoginState::Scanned, Some("edge-2"))
+    );
+    ws.cancel().await.unwrap();
+    let cancelled = snapshot(bounded("CANCELLED", ws.next()).await.unwrap());
+    assert_eq!(cancelled.state, LoginState::Cancelled);
+    assert_eq!(
+        bounded("the close", ws.next()).await.unwrap(),
+        Push::Closed(Some(1000))
+    );
+    let read = one.get(id, secret).await.unwrap();
+    assert_eq!(read.state, LoginState::Cancelled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_token_is_a_user_token_for_the_asked_user() {
+    use base64::Engine;
+    let dev_keys = qrlogin_auth::testing::TestKeys::generate();
+    let key = dev_keys.user_private_key_path();
+    let c = Cluster::start_with(|_| {}, |e| e.dev_user_token_key_file = Some(key.clone())).await;
+    let token = client(&c.edge1).dev_token("bob", "Bob").await.unwrap();
+    let payload = token.split('.').nth(1).expect("a JWT has three parts");
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        (claims["sub"].as_str(), claims["name"].as_str()),
+        (Some("bob"), Some("Bob"))
+    );
+    // Without the key the route does not exist.
+    let plain = Cluster::start().await;
+    let e = client(&plain.edge1)
+        .dev_token("bob", "Bob")
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(404));
+}
