@@ -61,6 +61,8 @@ pub enum ApiError {
     OverCapacity,
     #[error("this node is shutting down; retry on another node")]
     Draining,
+    #[error("the session store is full; retry later")]
+    StorageFull,
     #[error("{0}")]
     Unavailable(String),
 }
@@ -82,6 +84,7 @@ impl ApiError {
             Self::RateLimited { .. } | Self::TooManyWatchers => StatusCode::TOO_MANY_REQUESTS,
             Self::OverCapacity
             | Self::Draining
+            | Self::StorageFull
             | Self::Unavailable(_)
             | Self::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -109,6 +112,7 @@ impl ApiError {
             Self::TooManyWatchers => "too_many_watchers",
             Self::OverCapacity => "over_capacity",
             Self::Draining => "draining",
+            Self::StorageFull => "storage_full",
             Self::Unavailable(_) => "unavailable",
         }
     }
@@ -130,7 +134,12 @@ impl From<AuthError> for ApiError {
             AuthError::Expired(m) => Self::Expired(m),
             AuthError::Conflict(m) => Self::Conflict(m),
             AuthError::Unavailable(m) => Self::Unavailable(m),
-            AuthError::BadResponse(m) => Self::Unavailable(format!("auth answered badly: {m}")),
+            AuthError::BadResponse(m) => Self::Unavailable(m),
+            AuthError::RateLimited { retry_after } => Self::RateLimited { retry_after },
+            AuthError::StorageFull => Self::StorageFull,
+            AuthError::Config { .. } => {
+                Self::Unavailable("the login service is unavailable".into())
+            }
         }
     }
 }
@@ -220,6 +229,14 @@ mod tests {
             (AuthError::Expired("x".into()), 410, "expired"),
             (AuthError::Conflict("x".into()), 409, "conflict"),
             (AuthError::Unavailable("x".into()), 503, "unavailable"),
+            (AuthError::StorageFull, 503, "storage_full"),
+            (
+                AuthError::RateLimited {
+                    retry_after: Duration::from_secs(5),
+                },
+                429,
+                "rate_limited",
+            ),
         ];
         for (auth, status, code) in cases {
             let api = ApiError::from(auth);
@@ -250,6 +267,7 @@ mod tests {
             ApiError::TooManyWatchers,
             ApiError::OverCapacity,
             ApiError::Draining,
+            ApiError::StorageFull,
             ApiError::Unavailable("x".into()),
             ApiError::TooManyConnections,
         ];
@@ -273,6 +291,7 @@ mod tests {
                 | ApiError::TooManyWatchers
                 | ApiError::OverCapacity
                 | ApiError::Draining
+                | ApiError::StorageFull
                 | ApiError::Unavailable(_)
                 | ApiError::TooManyConnections => {}
             }

@@ -10,3 +10,4 @@ mod limits;
 mod resume;
 mod security;
 mod transports;
+mod trust;
