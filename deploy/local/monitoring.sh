@@ -25,11 +25,10 @@ PROMETHEUS_URL="http://127.0.0.1:${QRLOGIN_LOCAL_PROMETHEUS_PORT}"
 PROMETHEUS_DATA="$RUN_DIR/prometheus"
 MONITORING_DIR="$ROOT/deploy/monitoring"
 
-# Where each service's /metrics is: the edges' operations ports when the
-# cluster has them, otherwise their public ports.
+# Every service's /metrics is on its operations port, never the public one.
 render_prometheus_yml() {
-  local edge1="${QRLOGIN_LOCAL_EDGE1_OPS_PORT:-$QRLOGIN_LOCAL_EDGE1_PORT}"
-  local edge2="${QRLOGIN_LOCAL_EDGE2_OPS_PORT:-$QRLOGIN_LOCAL_EDGE2_PORT}"
+  local edge1="$QRLOGIN_LOCAL_EDGE1_OPS_PORT"
+  local edge2="$QRLOGIN_LOCAL_EDGE2_OPS_PORT"
   mkdir -p "$RUN_DIR" "$PROMETHEUS_DATA"
   cat >"$RUN_DIR/prometheus.yml" <<YAML
 # Written by deploy/local/monitoring.sh; edit that script, not this file.
