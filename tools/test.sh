@@ -69,13 +69,15 @@ run_step fmt cargo fmt --all -- --check
 run_step clippy cargo clippy --workspace --all-targets --locked -- -D warnings
 run_step cargo-test cargo test --workspace --locked
 run_step k8s deploy/k8s/check.sh
-run_step monitoring-rules deploy/monitoring/check.sh
+# Bounded: promtool over the rule files, offline (a few seconds).
+run_step monitoring-rules timeout 120 deploy/monitoring/check.sh
 # The local cluster (with a 15 s PENDING deadline so expiry is observable)
 # serves both the end-to-end script and the browser tests, then stops.
 run_step e2e deploy/local/e2e.sh --start --keep
 run_step browser bash -c 'cd web/tests && node browser.test.mjs'
-# Prometheus on the same cluster, a 100-browser load, every query finds series.
-run_step monitoring-queries deploy/monitoring/test-queries.sh
+# Prometheus on the same cluster, a 100-browser load, every query finds series
+# (bounded: the load stops at 90 s, the queries wait at most 30 s).
+run_step monitoring-queries timeout 300 deploy/monitoring/test-queries.sh
 deploy/local/down.sh >/dev/null 2>&1 || true
 # A small load run on a throw-away cluster (release binaries from above):
 # 200 browsers over two edges, one edge killed mid-way, nothing lost.

@@ -29,6 +29,8 @@ cleanup() {
   return 0
 }
 trap cleanup EXIT
+# A bound from outside (tools/test.sh's timeout) still stops what we started.
+trap 'exit 143' TERM INT
 
 if ! { is_running edge-1 && is_running edge-2 && is_running auth; }; then
   echo "no local cluster is running (deploy/local/up.sh --detach, or pass --start)"

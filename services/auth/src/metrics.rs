@@ -122,79 +122,79 @@ impl AuthMetrics {
         let r = &mut registry;
         r.register(
             "build",
-            "The running version (always 1).",
+            "The running version (always 1)",
             Info::new(BuildLabels {
                 version: env!("CARGO_PKG_VERSION"),
             }),
         );
         r.register(
             "transitions",
-            "Session operations by action (create, scan, confirm, deny, cancel, redeem, expire) and outcome (written, unchanged, or why not).",
+            "Session operations by action (create, scan, confirm, deny, cancel, redeem, expire) and outcome (written, unchanged, or why not)",
             m.transitions.clone(),
         );
         r.register(
             "cas_retries",
-            "Compare-and-swap writes that lost a race and were retried after a re-read.",
+            "Compare-and-swap writes that lost a race and were retried after a re-read",
             m.cas_retries.clone(),
         );
         r.register(
             "cas_aborts",
-            "Transitions given up after losing the race 8 times in a row (answered ABORTED).",
+            "Transitions given up after losing the race 8 times in a row (answered ABORTED)",
             m.cas_aborts.clone(),
         );
         r.register(
             "kv_read_duration_seconds",
-            "Reading one session from the bucket (JetStream direct get).",
+            "Reading one session from the bucket (JetStream direct get)",
             m.kv_read.clone(),
         );
         r.register(
             "kv_write_duration_seconds",
-            "Writing one session: the JetStream publish until its acknowledgement, by result (committed, conflict, full, error). NATS republishes a committed write as the session's event.",
+            "Writing one session: the JetStream publish until its acknowledgement, by result (committed, conflict, full, error). NATS republishes a committed write as the session's event",
             m.kv_write.clone(),
         );
         r.register(
             "user_token_failures",
-            "Phone calls refused for their user token, by reason (missing, malformed, expired, invalid).",
+            "Phone calls refused for their user token, by reason (missing, malformed, expired, invalid)",
             m.user_token_failures.clone(),
         );
         r.register(
             "create_limited",
-            "Creates refused by the per-network create limit (QRLOGIN_CREATE_LIMIT).",
+            "Creates refused by the per-network create limit (QRLOGIN_CREATE_LIMIT)",
             m.create_limited.clone(),
         );
         r.register(
             "service_token_refusals",
-            "Calls refused for their service token, by reason (missing, invalid).",
+            "Calls refused for their service token, by reason (missing, invalid)",
             m.service_token_refusals.clone(),
         );
         r.register(
             "calls",
-            "AuthService calls answered, by method and gRPC code.",
+            "AuthService calls answered, by method and gRPC code",
             m.calls.clone(),
         );
         r.register(
             "call_duration_seconds",
-            "AuthService calls from arrival to answer, by method.",
+            "AuthService calls from arrival to answer, by method",
             m.call_duration.clone(),
         );
         r.register(
             "calls_in_flight",
-            "AuthService calls in progress (QRLOGIN_MAX_CONCURRENT_REQUESTS bounds it).",
+            "AuthService calls in progress (QRLOGIN_MAX_CONCURRENT_REQUESTS bounds it)",
             m.in_flight.clone(),
         );
         r.register(
             "admission_refusals",
-            "AuthService calls refused before or stopped during their work, by reason (over_capacity, timeout).",
+            "AuthService calls refused before or stopped during their work, by reason (over_capacity, timeout)",
             m.admission_refusals.clone(),
         );
         r.register(
             "nats_connected",
-            "1 while the NATS connection is up and the session bucket open, else 0.",
+            "1 while the NATS connection is up and the session bucket open, else 0",
             m.nats_connected.clone(),
         );
         r.register(
             "nats_reconnects",
-            "NATS connections re-established after a loss.",
+            "NATS connections re-established after a loss",
             m.nats_reconnects.clone(),
         );
         for outcome in ["rate_limited", "storage_full", "unavailable"] {
@@ -372,5 +372,7 @@ mod tests {
         drop(guard);
         assert!(m.render().contains("qrlogin_auth_calls_in_flight 0"));
         assert!(m.render().ends_with("# EOF\n"));
+        // The client ends every help text with a full stop of its own.
+        assert!(!text.contains("..\n"), "{text}");
     }
 }

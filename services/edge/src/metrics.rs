@@ -178,7 +178,7 @@ impl Metrics {
         let mut r = Registry::with_prefix("qrlogin_edge");
         r.register(
             "build",
-            "The running version (always 1).",
+            "The running version (always 1)",
             Info::new(BuildLabels {
                 version: env!("CARGO_PKG_VERSION"),
             }),
@@ -186,13 +186,13 @@ impl Metrics {
         let connections = Family::<TransportLabels, Gauge>::default();
         r.register(
             "connections",
-            "Open browser connections by transport.",
+            "Open browser connections by transport",
             connections.clone(),
         );
         let delivered = Family::<TransportLabels, Counter>::default();
         r.register(
             "events_delivered",
-            "Snapshots written to clients by transport.",
+            "Snapshots written to clients by transport",
             delivered.clone(),
         );
         let delay = Family::<TransportLabels, Histogram, fn() -> Histogram>::new_with_constructor(
@@ -200,7 +200,7 @@ impl Metrics {
         );
         r.register(
             "delivery_delay_seconds",
-            "From the commit of a change (the Nats-Time-Stamp of the republished bucket write) to the write that pushes it to a client, by transport.",
+            "From the commit of a change (the Nats-Time-Stamp of the republished bucket write) to the write that pushes it to a client, by transport",
             delay.clone(),
         );
         let m = Self {
@@ -224,67 +224,67 @@ impl Metrics {
         };
         r.register(
             "nats_subscriptions",
-            "NATS subscriptions held (one per watched session).",
+            "NATS subscriptions held (one per watched session)",
             m.subscriptions.clone(),
         );
         r.register(
             "coalesced_updates",
-            "Snapshots replaced by a newer one before a watcher took them.",
+            "Snapshots replaced by a newer one before a watcher took them",
             m.coalesced.clone(),
         );
         r.register(
             "undecodable_events",
-            "NATS messages dropped because they are not a LoginEvent.",
+            "NATS messages dropped because they are not a LoginEvent",
             m.undecodable.clone(),
         );
         r.register(
             "rechecks",
-            "Re-reads of watched sessions from auth (after a NATS reconnect, a gap, at a deadline, and their retries).",
+            "Re-reads of watched sessions from auth (after a NATS reconnect, a gap, at a deadline, and their retries)",
             m.rechecks.clone(),
         );
         r.register(
             "event_gaps",
-            "Events whose Nats-Last-Sequence was ahead of the version held (a write was missed).",
+            "Events whose Nats-Last-Sequence was ahead of the version held (a write was missed)",
             m.gaps.clone(),
         );
         r.register(
             "nats_errors",
-            "NATS -ERR answers and protocol errors (permission violations included).",
+            "NATS -ERR answers and protocol errors (permission violations included)",
             m.nats_errors.clone(),
         );
         r.register(
             "nats_reconnects",
-            "NATS connections re-established.",
+            "NATS connections re-established",
             m.nats_reconnects.clone(),
         );
         r.register(
             "write_timeouts",
-            "Connections dropped because a write made no progress within QRLOGIN_WRITE_TIMEOUT (peers that do not read).",
+            "Connections dropped because a write made no progress within QRLOGIN_WRITE_TIMEOUT (peers that do not read)",
             m.write_timeouts.clone(),
         );
         r.register(
             "pre_head_connections",
-            "Connections that have not sent a complete request head yet.",
+            "Connections that have not sent a complete request head yet",
             m.pre_head.clone(),
         );
         r.register(
             "rejected_requests",
-            "Requests answered with an error, by reason (the stable error code).",
+            "Requests answered with an error, by reason (the stable error code)",
             m.rejected.clone(),
         );
         r.register(
             "ready",
-            "1 when /readyz would answer 200 (not draining, NATS connected, auth serving), else 0; taken at each scrape.",
+            "1 when /readyz would answer 200 (not draining, NATS connected, auth serving), else 0; taken at each scrape",
             m.ready.clone(),
         );
         r.register(
             "nats_connected",
-            "1 while the NATS connection is up, else 0; taken at each scrape.",
+            "1 while the NATS connection is up, else 0; taken at each scrape",
             m.nats_connected.clone(),
         );
         r.register(
             "connections_limit",
-            "The most open connections this edge accepts (QRLOGIN_MAX_CONNECTIONS).",
+            "The most open connections this edge accepts (QRLOGIN_MAX_CONNECTIONS)",
             m.connections_limit.clone(),
         );
         for reason in REASONS_AT_ZERO {
@@ -419,6 +419,8 @@ mod tests {
         assert!(text.contains("qrlogin_edge_rejected_requests_total{reason=\"rate_limited\"} 1"));
         assert!(text.contains("qrlogin_edge_rejected_requests_total{reason=\"unavailable\"} 0"));
         assert!(text.ends_with("# EOF\n"));
+        // The client ends every help text with a full stop of its own.
+        assert!(!text.contains("..\n"), "{text}");
         drop(guard);
         assert!(m
             .render()
