@@ -14,6 +14,11 @@ use super::AppState;
 /// Longest readiness waits for auth's health answer.
 const AUTH_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Longest a scrape waits for it: well inside any scrape timeout, so an
+/// auth that does not answer shows as `qrlogin_edge_ready 0`, not as a
+/// failed scrape of the edge.
+const SCRAPE_AUTH_HEALTH_TIMEOUT: Duration = Duration::from_millis(500);
+
 pub async fn healthz() -> Response {
     Json(serde_json::json!({ "status": "ok" })).into_response()
 }
@@ -25,7 +30,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         draining,
         nats,
         auth,
-    } = readiness(&state).await;
+    } = readiness(&state, AUTH_HEALTH_TIMEOUT).await;
     let status = if ready {
         StatusCode::OK
     } else {
@@ -48,11 +53,11 @@ struct Readiness {
     auth: bool,
 }
 
-async fn readiness(state: &AppState) -> Readiness {
+async fn readiness(state: &AppState, auth_timeout: Duration) -> Readiness {
     let draining = state.drain.is_draining();
     let nats = state.broker.is_connected();
     let auth = !draining
-        && tokio::time::timeout(AUTH_HEALTH_TIMEOUT, state.auth.is_serving())
+        && tokio::time::timeout(auth_timeout, state.auth.is_serving())
             .await
             .unwrap_or(false);
     Readiness {
@@ -66,7 +71,7 @@ async fn readiness(state: &AppState) -> Readiness {
 /// The metrics, with the node's state taken now (readiness as `/readyz`
 /// sees it, the NATS link, the connection cap).
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    let now = readiness(&state).await;
+    let now = readiness(&state, SCRAPE_AUTH_HEALTH_TIMEOUT).await;
     state
         .metrics
         .set_node_state(now.ready, now.nats, state.config.max_connections);
