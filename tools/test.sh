@@ -6,9 +6,11 @@
 #   2. cargo fmt --check, cargo clippy -D warnings
 #   3. cargo test: unit and integration tests (real nats-server per test)
 #   4. Kubernetes manifests: kustomize, kubernetes-validate --strict, invariants
-#   5. the local cluster (NATS, auth, two edges, HAProxy): end-to-end script
-#   6. browser tests (Debian's Chromium driven by playwright-core)
-#   7. a small load run: 200 browsers, an edge killed, nothing lost
+#   5. monitoring rules: promtool check rules, promtool test rules, no drift
+#   6. the local cluster (NATS, auth, two edges, HAProxy): end-to-end script
+#   7. browser tests (Debian's Chromium driven by playwright-core)
+#   8. the dashboard's and the rules' queries against Prometheus during a short load
+#   9. a small load run: 200 browsers, an edge killed, nothing lost
 #
 # Ends with one line `total: N passed, N failed` and exits non-zero if any
 # check failed.
@@ -67,10 +69,15 @@ run_step fmt cargo fmt --all -- --check
 run_step clippy cargo clippy --workspace --all-targets --locked -- -D warnings
 run_step cargo-test cargo test --workspace --locked
 run_step k8s deploy/k8s/check.sh
+# Bounded: promtool over the rule files, offline (a few seconds).
+run_step monitoring-rules timeout 120 deploy/monitoring/check.sh
 # The local cluster (with a 15 s PENDING deadline so expiry is observable)
 # serves both the end-to-end script and the browser tests, then stops.
 run_step e2e deploy/local/e2e.sh --start --keep
 run_step browser bash -c 'cd web/tests && node browser.test.mjs'
+# Prometheus on the same cluster, a 100-browser load, every query finds series
+# (bounded: the load stops at 90 s, the queries wait at most 30 s).
+run_step monitoring-queries timeout 300 deploy/monitoring/test-queries.sh
 deploy/local/down.sh >/dev/null 2>&1 || true
 # A small load run on a throw-away cluster (release binaries from above):
 # 200 browsers over two edges, one edge killed mid-way, nothing lost.

@@ -10,6 +10,10 @@ Renders base and every overlay with `kubectl kustomize` (offline), then:
     answers on /healthz;
   * checks the Dockerfile and .dockerignore against the manifests and the
     workspace;
+  * checks the monitoring component's PodMonitors and PrometheusRule
+    (overlays/prod-monitoring) structurally, against the pods they scrape and
+    against deploy/monitoring/rules/ (checks/monitoring_checks.py: no CRD
+    schemas are available offline);
   * self-check: breaks a copy of the prod rendering in one way per invariant
     and requires that invariant to fail, so none of them passes by accident;
   * when target/ holds built binaries: runs NATS, auth and an edge with the
@@ -41,11 +45,13 @@ import binaries  # noqa: E402
 import code_config as cc  # noqa: E402
 import image_checks  # noqa: E402
 import invariants  # noqa: E402
+import monitoring_checks  # noqa: E402
 import nats_checks  # noqa: E402
 import self_check  # noqa: E402
 
 KUBECTL = os.environ.get("KUBECTL", "kubectl")
-RENDERINGS = {"base": HERE / "base", "dev": HERE / "overlays/dev", "prod": HERE / "overlays/prod"}
+RENDERINGS = {"base": HERE / "base", "dev": HERE / "overlays/dev", "prod": HERE / "overlays/prod",
+              "prod-monitoring": HERE / "overlays/prod-monitoring"}
 
 
 class Report:
@@ -132,6 +138,8 @@ def main() -> int:
         for check_name, check in checks.items():
             report.record(f"{name}: {check_name}", check(objs, ctx))
         for check_name, problems in nats_checks.run(objs, secret_values):
+            report.record(f"{name}: {check_name}", problems)
+        for check_name, problems in monitoring_checks.run(objs, REPO):
             report.record(f"{name}: {check_name}", problems)
 
     prod = rendered.get("prod")

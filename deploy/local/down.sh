@@ -16,7 +16,7 @@ for arg in "$@"; do
 done
 
 any=0
-for c in "${COMPONENTS[@]}"; do is_running "$c" && any=1; done
+for c in "${COMPONENTS[@]}" prometheus; do is_running "$c" && any=1; done
 if ((any)); then
   stop_all
   log "local cluster stopped; logs in $LOG_DIR"

@@ -56,6 +56,9 @@ NATS_URL="nats://127.0.0.1:${QRLOGIN_LOCAL_NATS_PORT}"
 NATS_MONITOR_URL="http://127.0.0.1:${QRLOGIN_LOCAL_NATS_MONITOR_PORT}"
 STATS_URL="http://127.0.0.1:${QRLOGIN_LOCAL_STATS_PORT}/"
 
+# auth's operations port (/metrics, /healthz, /readyz), on 127.0.0.1.
+: "${QRLOGIN_LOCAL_AUTH_OPS_PORT:=9083}"
+
 # Start order; stop runs it backwards.
 COMPONENTS=(nats auth edge-1 edge-2 haproxy)
 
@@ -71,6 +74,7 @@ save_cluster_env() {
       QRLOGIN_LOCAL_EDGE1_PORT QRLOGIN_LOCAL_EDGE2_PORT QRLOGIN_LOCAL_EDGE1_OPS_PORT \
       QRLOGIN_LOCAL_EDGE2_OPS_PORT QRLOGIN_LOCAL_AUTH_PORT \
       QRLOGIN_LOCAL_NATS_PORT QRLOGIN_LOCAL_NATS_MONITOR_PORT QRLOGIN_LOCAL_PUBLIC_URL \
+      QRLOGIN_LOCAL_AUTH_OPS_PORT \
       QRLOGIN_LOCAL_BIN_DIR; do
       printf '%s=%q\n' "$v" "${!v}"
     done
@@ -115,7 +119,7 @@ PY
 component_port_vars() {
   case "$1" in
     nats) echo QRLOGIN_LOCAL_NATS_PORT QRLOGIN_LOCAL_NATS_MONITOR_PORT ;;
-    auth) echo QRLOGIN_LOCAL_AUTH_PORT ;;
+    auth) echo QRLOGIN_LOCAL_AUTH_PORT QRLOGIN_LOCAL_AUTH_OPS_PORT ;;
     edge-1) echo QRLOGIN_LOCAL_EDGE1_PORT QRLOGIN_LOCAL_EDGE1_OPS_PORT ;;
     edge-2) echo QRLOGIN_LOCAL_EDGE2_PORT QRLOGIN_LOCAL_EDGE2_OPS_PORT ;;
     haproxy) echo QRLOGIN_LOCAL_HTTP_PORT QRLOGIN_LOCAL_STATS_PORT ;;
@@ -182,6 +186,7 @@ start_nats() {
 start_auth() {
   spawn auth env \
     QRLOGIN_AUTH_LISTEN="127.0.0.1:$QRLOGIN_LOCAL_AUTH_PORT" \
+    QRLOGIN_AUTH_OPS_LISTEN="127.0.0.1:$QRLOGIN_LOCAL_AUTH_OPS_PORT" \
     QRLOGIN_NATS_URL="$NATS_URL" \
     QRLOGIN_NATS_NKEY_SEED_FILE="$KEY_DIR/nats-auth.seed" \
     QRLOGIN_RECORD_KEY_FILE="$KEY_DIR/record.key" \
@@ -355,6 +360,8 @@ stop_together() {
 # HAProxy first (no new requests), then the edges (they drain together),
 # auth, and NATS last.
 stop_all() {
+  # Prometheus (deploy/local/monitoring.sh), when it runs, goes first.
+  stop_component prometheus 10
   stop_component haproxy
   stop_together edge-1 edge-2
   stop_component auth

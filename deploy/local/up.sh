@@ -7,13 +7,18 @@
 #   deploy/local/up.sh --detach     same, but return once everything is ready
 #                                   (stop with deploy/local/down.sh)
 #   deploy/local/up.sh --no-build   skip tools/bootstrap.sh and cargo build
+#   deploy/local/up.sh --with-monitoring   also Prometheus (Debian's package) scraping
+#                                   auth and both edges, with the rules of
+#                                   deploy/monitoring/ (deploy/local/monitoring.sh)
 #
 # Ports (defaults): QRLOGIN_LOCAL_HTTP_PORT (8080, HAProxy),
 # QRLOGIN_LOCAL_STATS_PORT (8404), QRLOGIN_LOCAL_EDGE1_PORT (8081),
 # QRLOGIN_LOCAL_EDGE2_PORT (8082), QRLOGIN_LOCAL_EDGE1_OPS_PORT (9081, edge-1's
 # /readyz /healthz /metrics), QRLOGIN_LOCAL_EDGE2_OPS_PORT (9082),
 # QRLOGIN_LOCAL_AUTH_PORT (50051),
-# QRLOGIN_LOCAL_NATS_PORT (4222), QRLOGIN_LOCAL_NATS_MONITOR_PORT (8222).
+# QRLOGIN_LOCAL_NATS_PORT (4222), QRLOGIN_LOCAL_NATS_MONITOR_PORT (8222),
+# QRLOGIN_LOCAL_AUTH_OPS_PORT (9083, auth's /metrics /healthz /readyz),
+# QRLOGIN_LOCAL_PROMETHEUS_PORT (9090, with --with-monitoring).
 # QRLOGIN_LOCAL_BIND (127.0.0.1) is where HAProxy and the edges listen; set
 # QRLOGIN_LOCAL_BIND=0.0.0.0 and QRLOGIN_LOCAL_PUBLIC_URL=http://<lan-ip>:8080
 # to scan the QR code with a real phone on the same network.
@@ -23,14 +28,18 @@ set -euo pipefail
 export QRLOGIN_LOCAL_IGNORE_RUNNING=1
 # shellcheck source=deploy/local/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=deploy/local/monitoring.sh
+source "$LOCAL_DIR/monitoring.sh"
 unset QRLOGIN_LOCAL_IGNORE_RUNNING
 
 detach=0
 build=1
+monitoring=0
 for arg in "$@"; do
   case "$arg" in
     --detach | -d) detach=1 ;;
     --no-build) build=0 ;;
+    --with-monitoring) monitoring=1 ;;
     -h | --help)
       sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'
       exit 0
@@ -47,7 +56,11 @@ done
 
 if ((build)); then
   log "installing pinned tools and system packages (tools/bootstrap.sh --system)"
-  "$ROOT/tools/bootstrap.sh" --system
+  if ((monitoring)); then
+    "$ROOT/tools/bootstrap.sh" --system --monitoring
+  else
+    "$ROOT/tools/bootstrap.sh" --system
+  fi
   log "building the services (cargo build --release)"
   (cd "$ROOT" && cargo build --release -p qrlogin-auth -p qrlogin-edge)
 fi
@@ -58,6 +71,11 @@ done
 command -v curl >/dev/null || die "curl is missing; run tools/bootstrap.sh --system"
 
 check_ports_free "${COMPONENTS[@]}"
+if ((monitoring)); then
+  [[ -x "$PROMETHEUS_BIN" ]] || die "prometheus is missing; run deploy/local/up.sh without --no-build"
+  port_free "$QRLOGIN_LOCAL_PROMETHEUS_PORT" ||
+    die "port $QRLOGIN_LOCAL_PROMETHEUS_PORT (prometheus) is taken; choose another with QRLOGIN_LOCAL_PROMETHEUS_PORT=<port>"
+fi
 
 mkdir -p "$RUN_DIR" "$LOG_DIR" "$PID_DIR"
 log "development keys in $KEY_DIR (missing ones are generated)"
@@ -84,6 +102,12 @@ for c in "${COMPONENTS[@]}"; do
   start_component "$c"
   wait_ready "$c" 60 || die "$c did not start; the cluster was stopped"
 done
+monitoring_line="Monitoring           off (deploy/local/up.sh --with-monitoring, or deploy/local/monitoring.sh start)"
+if ((monitoring)); then
+  log "starting prometheus"
+  start_prometheus
+  monitoring_line="Prometheus           $PROMETHEUS_URL/  (rules: $PROMETHEUS_URL/rules, alerts: $PROMETHEUS_URL/alerts)"
+fi
 
 cat <<EOF
 
@@ -96,6 +120,8 @@ qrlogin local cluster is up.
   Edges (operations)   edge-1 $EDGE1_OPS_URL/metrics   edge-2 $EDGE2_OPS_URL/metrics
   gRPC (auth)          $AUTH_ADDR    e.g. $TOOLS_BIN/grpcurl -plaintext -import-path $ROOT/proto -proto qrlogin/auth/v1/auth.proto $AUTH_ADDR describe
   NATS                 $NATS_URL    monitor $NATS_MONITOR_URL/
+  auth metrics         http://127.0.0.1:$QRLOGIN_LOCAL_AUTH_OPS_PORT/metrics
+  $monitoring_line
   Logs                 $LOG_DIR/{nats,auth,edge-1,edge-2,haproxy}.log
   Kill/restart one     deploy/local/ctl.sh {kill|stop|start|restart} {nats|auth|edge-1|edge-2|haproxy}
   End-to-end checks    deploy/local/e2e.sh

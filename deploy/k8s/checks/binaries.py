@@ -166,12 +166,24 @@ def run(objs, binaries: dict[str, Path], secret_values, code_env: set[str] = fro
             _move_key_files(auth_env, keys)
             auth_env.update(QRLOGIN_AUTH_LISTEN=f"127.0.0.1:{auth_port}",
                             QRLOGIN_NATS_URL=f"nats://127.0.0.1:{nats_port}")
+            # auth's operations port (/metrics, /readyz), when the manifest sets one.
+            auth_ops = None
+            if "QRLOGIN_AUTH_OPS_LISTEN" in auth_env:
+                auth_ops = f"http://127.0.0.1:{_free_port()}"
+                auth_env["QRLOGIN_AUTH_OPS_LISTEN"] = auth_ops.removeprefix("http://")
             auth = start([str(binaries["qrlogin-auth"]), "serve"], auth_env, "auth")
             ok = _wait(lambda: _grpc_serving(auth_port), 30, auth)
             yield "binaries: auth with the dev manifest's env reports gRPC SERVING", \
                 [] if ok else [f"auth not SERVING: {_tail(tmp / 'auth.log')}"]
             if not ok:
                 return
+            if auth_ops:
+                path = m.pod_annotations(auth_wl).get("prometheus.io/path", "/metrics")
+                status, text = _http(auth_ops + path)
+                yield "binaries: auth's operations port answers /readyz and serves its metrics", (
+                    [] if _http(auth_ops + "/readyz")[0] == 200 and status == 200
+                    and "qrlogin_auth_transitions_total" in text
+                    else [f"/readyz or {path} wrong (status {status}): {_tail(tmp / 'auth.log')}"])
 
             edge_env, edge_c, edge_wl = _container_env(objs, "qrlogin-edge")
             edge_port = _free_port()

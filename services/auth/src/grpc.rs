@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status};
 
 use crate::broker::{proto_state, timestamp};
 use crate::callers::{CallerError, ServiceTokens, SERVICE_TOKEN_HEADER};
+use crate::metrics::AuthMetrics;
 use crate::service::{LoginService, ServiceError, SessionView};
 use crate::token::TokenError;
 
@@ -40,11 +41,28 @@ use qrlogin_proto::auth::v1::auth_service_server::AuthService;
 pub struct GrpcAuth {
     service: Arc<LoginService>,
     tokens: Arc<ServiceTokens>,
+    metrics: Arc<AuthMetrics>,
 }
 
 impl GrpcAuth {
-    pub fn new(service: Arc<LoginService>, tokens: Arc<ServiceTokens>) -> Self {
-        Self { service, tokens }
+    pub fn new(
+        service: Arc<LoginService>,
+        tokens: Arc<ServiceTokens>,
+        metrics: Arc<AuthMetrics>,
+    ) -> Self {
+        Self {
+            service,
+            tokens,
+            metrics,
+        }
+    }
+
+    fn refused(&self, e: CallerError) -> Status {
+        self.metrics.service_token_refused(match e {
+            CallerError::Missing => "missing",
+            CallerError::Invalid => "invalid",
+        });
+        caller_status(e)
     }
 
     /// Browser-side calls come from an edge: a valid service token is required.
@@ -53,7 +71,7 @@ impl GrpcAuth {
             .metadata()
             .get(SERVICE_TOKEN_HEADER)
             .map(|v| v.as_bytes());
-        self.tokens.check(token).map_err(caller_status)
+        self.tokens.check(token).map_err(|e| self.refused(e))
     }
 
     /// Phone-side calls are authenticated by the user's JWT; a service token
@@ -61,7 +79,10 @@ impl GrpcAuth {
     fn phone_side<T>(&self, request: &Request<T>) -> Result<(), Status> {
         match request.metadata().get(SERVICE_TOKEN_HEADER) {
             None => Ok(()),
-            Some(v) => self.tokens.check(Some(v.as_bytes())).map_err(caller_status),
+            Some(v) => self
+                .tokens
+                .check(Some(v.as_bytes()))
+                .map_err(|e| self.refused(e)),
         }
     }
 }

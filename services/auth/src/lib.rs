@@ -13,11 +13,16 @@
 //!   redeem) over domain + broker.
 //! - [`grpc`]: the tonic service and the one error → `Status` mapping.
 //! - [`callers`]: service tokens (who may make browser-side calls).
-//! - [`admission`]: the concurrency cap and the timeout of AuthService calls.
+//! - [`admission`]: the concurrency cap and the timeout of AuthService calls;
+//!   per-call metrics and the server span.
+//! - [`metrics`]: the service's Prometheus metrics (prometheus-client).
+//! - [`ops`]: the operations port (`/metrics`, `/healthz`, `/readyz`).
 //! - [`startup`]: build (validate, bind) and run (serve, health, reflection,
 //!   graceful stop).
 //! - [`dev`]: DEVELOPMENT ONLY key and user token generation.
-//! - [`telemetry`], [`shutdown`]: logging and the stop signal.
+//! - [`telemetry`]: logging, and OpenTelemetry traces when an OTLP endpoint
+//!   is set (W3C context in, and out into NATS headers).
+//! - [`shutdown`]: the stop signal.
 //! - `testing` (feature `testing`): a real nats-server per test, test keys, an
 //!   in-process auth service on port 0.
 
@@ -28,7 +33,9 @@ pub mod config;
 pub mod dev;
 pub mod domain;
 pub mod grpc;
+pub mod metrics;
 pub mod nats_accounts;
+pub mod ops;
 pub mod sealing;
 pub mod service;
 pub mod shutdown;

@@ -7,7 +7,9 @@ use qrlogin_auth::{dev, shutdown, startup::Application, telemetry};
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(config) => {
-            telemetry::init(config.log_format);
+            let host = hostname_or_none();
+            let _telemetry = telemetry::init(config.log_format, "qrlogin-auth", host.as_deref())
+                .context("telemetry")?;
             let app = Application::build(*config)
                 .await
                 .context("startup failed")?;
@@ -18,4 +20,9 @@ async fn main() -> anyhow::Result<()> {
         Command::DevNatsConfig(args) => print!("{}", dev::nats_config(&args)?),
     }
     Ok(())
+}
+
+/// This host's name, for `service.instance.id` in traces.
+fn hostname_or_none() -> Option<String> {
+    std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty())
 }

@@ -13,6 +13,7 @@ use crate::domain::{
     text, Action, BrowserContext, BrowserSecret, Deadlines, DomainError, IdError, LoginState,
     Outcome, PhoneUser, SessionId, SessionRecord, UnixMillis,
 };
+use crate::metrics::AuthMetrics;
 use crate::token::{AccessToken, AccessTokenSigner, KeyError, TokenError, UserTokenVerifier};
 
 /// Attempts of one transition before answering ABORTED. Each lost race means
@@ -46,6 +47,26 @@ pub enum ServiceError {
     StorageFull,
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl ServiceError {
+    /// The outcome label of a transition that failed this way (metrics).
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Self::InvalidArgument(_) => "invalid",
+            Self::NotFound => "not_found",
+            Self::MissingSecret | Self::WrongSecret => "wrong_secret",
+            Self::Token(_) => "unauthenticated",
+            Self::Domain(DomainError::WrongUser) => "wrong_user",
+            Self::Domain(DomainError::Expired { .. }) => "expired",
+            Self::Domain(_) => "refused",
+            Self::Aborted(_) => "aborted",
+            Self::Unavailable(_) => "unavailable",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::StorageFull => "storage_full",
+            Self::Internal(_) => "internal",
+        }
+    }
 }
 
 impl From<BrokerError> for ServiceError {
@@ -107,6 +128,7 @@ pub struct LoginService {
     public_base: String,
     /// Creates per client network and window, across the cluster; 0: off.
     create_limit: u32,
+    metrics: Arc<AuthMetrics>,
 }
 
 pub fn now_millis() -> UnixMillis {
@@ -124,6 +146,7 @@ impl LoginService {
         signer: AccessTokenSigner,
         public_base: String,
         create_limit: u32,
+        metrics: Arc<AuthMetrics>,
     ) -> Self {
         Self {
             broker,
@@ -132,6 +155,7 @@ impl LoginService {
             signer,
             public_base,
             create_limit,
+            metrics,
         }
     }
 
@@ -142,6 +166,16 @@ impl LoginService {
     }
 
     pub async fn create(&self, client_ip: &str, user_agent: &str) -> Result<Created, ServiceError> {
+        let created = self.try_create(client_ip, user_agent).await;
+        let outcome = match &created {
+            Ok(_) => "written",
+            Err(e) => e.outcome(),
+        };
+        self.metrics.transition("create", outcome);
+        created
+    }
+
+    async fn try_create(&self, client_ip: &str, user_agent: &str) -> Result<Created, ServiceError> {
         let ip: IpAddr = client_ip.trim().parse().map_err(|_| {
             ServiceError::InvalidArgument("client_ip must be an IPv4 or IPv6 address".into())
         })?;
@@ -162,6 +196,7 @@ impl LoginService {
             match broker.limits().count(ip, self.create_limit, now).await {
                 Ok(Decision::Allowed) => {}
                 Ok(Decision::Limited { retry_after }) => {
+                    self.metrics.create_limited();
                     tracing::info!(network = %limits::network_key(ip), "create limit reached");
                     return Err(ServiceError::RateLimited { retry_after });
                 }
@@ -254,7 +289,10 @@ impl LoginService {
         action: impl FnOnce(PhoneUser) -> Action,
     ) -> Result<SessionView, ServiceError> {
         let id = SessionId::parse(id)?;
-        let user = self.verifier.verify_header(authorization)?;
+        let user = self
+            .verifier
+            .verify_header(authorization)
+            .inspect_err(|e| self.metrics.user_token_failure(e.reason()))?;
         self.transition(&id, None, action(user)).await
     }
 
@@ -280,13 +318,32 @@ impl LoginService {
         Ok(Redeemed { view, token, user })
     }
 
-    /// Read → decide → compare-and-swap, retried on lost races.
+    /// Read → decide → compare-and-swap, retried on lost races; counted by
+    /// action and outcome.
     async fn transition(
         &self,
         id: &SessionId,
         secret: Option<&BrowserSecret>,
         action: Action,
     ) -> Result<SessionView, ServiceError> {
+        let name = action.name();
+        let result = self.try_transition(id, secret, action).await;
+        let outcome = match &result {
+            Ok((_, true)) => "written",
+            Ok((_, false)) => "unchanged",
+            Err(e) => e.outcome(),
+        };
+        self.metrics.transition(name, outcome);
+        result.map(|(view, _)| view)
+    }
+
+    /// One transition; the flag says whether it wrote.
+    async fn try_transition(
+        &self,
+        id: &SessionId,
+        secret: Option<&BrowserSecret>,
+        action: Action,
+    ) -> Result<(SessionView, bool), ServiceError> {
         let broker = self.broker()?;
         for _ in 0..MAX_CAS_ATTEMPTS {
             let (record, version) = broker.load(id).await?.ok_or(ServiceError::NotFound)?;
@@ -306,18 +363,20 @@ impl LoginService {
                             version = new_version,
                             "login session moved"
                         );
-                        return Ok(SessionView {
+                        let view = SessionView {
                             record: next,
                             version: new_version,
-                        });
+                        };
+                        return Ok((view, true));
                     }
                     Err(BrokerError::Conflict) => {
+                        self.metrics.cas_retry(action.name());
                         tracing::debug!(session_id = %id, action = action.name(), "lost a race; re-reading");
                         continue;
                     }
                     Err(e) => return Err(e.into()),
                 },
-                Ok(Outcome::Unchanged) => return Ok(SessionView { record, version }),
+                Ok(Outcome::Unchanged) => return Ok((SessionView { record, version }, false)),
                 Err(err @ DomainError::Expired { .. }) => {
                     self.expire(broker, &record, version, now).await;
                     return Err(err.into());
@@ -325,6 +384,7 @@ impl LoginService {
                 Err(err) => return Err(err.into()),
             }
         }
+        self.metrics.cas_abort(action.name());
         Err(ServiceError::Aborted(MAX_CAS_ATTEMPTS))
     }
 
@@ -341,7 +401,16 @@ impl LoginService {
         let Ok(Outcome::Write(next)) = record.apply(&Action::Expire, now, &self.deadlines) else {
             return None;
         };
-        match broker.update(&next, version).await {
+        let written = broker.update(&next, version).await;
+        self.metrics.transition(
+            "expire",
+            if written.is_ok() {
+                "written"
+            } else {
+                "skipped"
+            },
+        );
+        match written {
             Ok(new_version) => {
                 tracing::info!(session_id = %next.id, version = new_version, "login session expired");
                 Some(SessionView {

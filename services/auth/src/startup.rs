@@ -4,7 +4,8 @@
 //! when configured) while a background task connects to NATS. Health
 //! reports NOT_SERVING until the buckets are ready and whenever the NATS
 //! link is down; it can also be served on a plaintext port of its own for
-//! probes that cannot speak TLS.
+//! probes that cannot speak TLS. The operations port, when configured,
+//! serves metrics and the same readiness over plain HTTP.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,6 +20,8 @@ use crate::broker::{AccessError, Broker, BrokerSettings, LinkState, NatsAccess};
 use crate::callers::{ServiceTokens, TokensError};
 use crate::config::{AuthConfig, ConfigError};
 use crate::grpc::GrpcAuth;
+use crate::metrics::AuthMetrics;
+use crate::ops::{self, Readiness};
 use crate::sealing::{SealError, Sealer};
 use crate::service::{BrokerSlot, LoginService};
 use crate::token::{AccessTokenSigner, KeyError, UserTokenVerifier};
@@ -65,6 +68,8 @@ pub struct Application {
     local_addr: SocketAddr,
     /// The plaintext health-only listener (QRLOGIN_AUTH_HEALTH_LISTEN).
     health_listener: Option<(TcpListener, SocketAddr)>,
+    /// The operations listener (QRLOGIN_AUTH_OPS_LISTEN).
+    ops_listener: Option<(TcpListener, SocketAddr)>,
     tls: Option<ServerTlsConfig>,
     tokens: Arc<ServiceTokens>,
     config: AuthConfig,
@@ -72,6 +77,8 @@ pub struct Application {
     sealer: Arc<Sealer>,
     service: Arc<LoginService>,
     broker: BrokerSlot,
+    metrics: Arc<AuthMetrics>,
+    ready: Readiness,
 }
 
 impl Application {
@@ -107,6 +114,11 @@ impl Application {
             Some(addr) => Some(bind(addr).await?),
             None => None,
         };
+        let ops_listener = match config.ops_listen {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
+        let metrics = Arc::new(AuthMetrics::new());
         let broker: BrokerSlot = Arc::default();
         let service = Arc::new(LoginService::new(
             broker.clone(),
@@ -115,11 +127,13 @@ impl Application {
             signer,
             config.public_base().to_owned(),
             config.create_limit,
+            metrics.clone(),
         ));
         Ok(Self {
             listener,
             local_addr,
             health_listener,
+            ops_listener,
             tls,
             tokens,
             config,
@@ -127,6 +141,8 @@ impl Application {
             sealer,
             service,
             broker,
+            metrics,
+            ready: Readiness::default(),
         })
     }
 
@@ -137,6 +153,16 @@ impl Application {
     /// The address of the plaintext health listener, if one is configured.
     pub fn health_addr(&self) -> Option<SocketAddr> {
         self.health_listener.as_ref().map(|(_, addr)| *addr)
+    }
+
+    /// The address of the operations listener, if one is configured.
+    pub fn ops_addr(&self) -> Option<SocketAddr> {
+        self.ops_listener.as_ref().map(|(_, addr)| *addr)
+    }
+
+    /// The service's metrics (what `/metrics` renders).
+    pub fn metrics(&self) -> Arc<AuthMetrics> {
+        self.metrics.clone()
     }
 
     /// Serves until `shutdown` resolves, then lets in-flight calls finish for
@@ -171,18 +197,28 @@ impl Application {
             (None, None)
         };
 
+        let status = Status {
+            health: health.clone(),
+            ready: self.ready.clone(),
+        };
         let connector = tokio::spawn(connect_broker(
             BrokerSettings::from_config(&self.config, self.nats_access.clone()),
             self.sealer.clone(),
             self.broker.clone(),
-            health.clone(),
+            status.clone(),
+            self.metrics.clone(),
         ));
 
         let auth = Admission::new(
-            AuthServiceServer::new(GrpcAuth::new(self.service.clone(), self.tokens.clone()))
-                .max_decoding_message_size(MAX_REQUEST_BYTES),
+            AuthServiceServer::new(GrpcAuth::new(
+                self.service.clone(),
+                self.tokens.clone(),
+                self.metrics.clone(),
+            ))
+            .max_decoding_message_size(MAX_REQUEST_BYTES),
             self.config.max_concurrent_requests,
             self.config.request_timeout,
+            self.metrics.clone(),
         );
 
         // One stop for both listeners: the health server stops with the main one.
@@ -190,20 +226,27 @@ impl Application {
         let stopping = Arc::new(tokio::sync::Notify::new());
         let signal = {
             let stopping = stopping.clone();
-            let health = health.clone();
+            let status = status.clone();
             async move {
                 shutdown.await;
                 tracing::info!("stop signal received; draining");
-                health
-                    .set_service_status("", ServingStatus::NotServing)
-                    .await;
-                health
-                    .set_service_status(HEALTH_NAME, ServingStatus::NotServing)
-                    .await;
+                status.stopping();
+                status.set(ServingStatus::NotServing).await;
                 let _ = stop_health.send(true);
                 stopping.notify_one();
             }
         };
+        // The operations port answers until the very end (readiness 503
+        // while stopping); it is aborted with the rest below.
+        let ops_task = self.ops_listener.map(|(listener, addr)| {
+            tracing::info!(%addr, "auth operations (metrics, health) listening");
+            let app = ops::app(self.metrics.clone(), self.ready.clone());
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!(error = %e, "operations listener failed");
+                }
+            })
+        });
         let health_task = self.health_listener.map(|(listener, addr)| {
             tracing::info!(%addr, "auth gRPC health (plaintext) listening");
             let mut stopped = health_stopped;
@@ -243,6 +286,9 @@ impl Application {
         };
         connector.abort();
         if let Some(task) = health_task {
+            task.abort();
+        }
+        if let Some(task) = ops_task {
             task.abort();
         }
         tracing::info!("auth stopped");
@@ -286,43 +332,67 @@ fn server_tls(c: &AuthConfig) -> Result<Option<ServerTlsConfig>, StartupError> {
     Ok(Some(tls))
 }
 
+/// Where auth says whether it serves: the gRPC health service and the
+/// operations port's `/readyz`, always together.
+#[derive(Clone)]
+struct Status {
+    health: tonic_health::server::HealthReporter,
+    ready: Readiness,
+}
+
+impl Status {
+    /// Reports `status`; after the stop signal, NOT_SERVING whatever the link says.
+    async fn set(&self, status: ServingStatus) {
+        let status = if self.ready.is_stopped() {
+            ServingStatus::NotServing
+        } else {
+            status
+        };
+        self.ready.set(status == ServingStatus::Serving);
+        self.health.set_service_status("", status).await;
+        self.health.set_service_status(HEALTH_NAME, status).await;
+    }
+
+    fn stopping(&self) {
+        self.ready.stop();
+    }
+}
+
 /// Connects to NATS with capped exponential backoff, then flips health to
 /// SERVING. Later link changes flip it back and forth.
 async fn connect_broker(
     settings: BrokerSettings,
     sealer: Arc<Sealer>,
     slot: BrokerSlot,
-    health: tonic_health::server::HealthReporter,
+    status: Status,
+    metrics: Arc<AuthMetrics>,
 ) {
     let mut delay = Duration::from_millis(100);
     loop {
-        let reporter = health.clone();
+        let reporter = status.clone();
         let ready = slot.clone();
+        let link_metrics = metrics.clone();
         let on_link = move |state: LinkState| {
             // Before the bucket is open, "connected" does not mean ready.
             if ready.get().is_none() {
                 return;
             }
             let reporter = reporter.clone();
-            let status = match state {
+            link_metrics.nats_link(state == LinkState::Up);
+            let serving = match state {
                 LinkState::Up => ServingStatus::Serving,
                 LinkState::Down => ServingStatus::NotServing,
             };
             tracing::info!(?state, "NATS link changed");
-            tokio::spawn(async move {
-                reporter.set_service_status("", status).await;
-                reporter.set_service_status(HEALTH_NAME, status).await;
-            });
+            tokio::spawn(async move { reporter.set(serving).await });
         };
-        match Broker::connect(&settings, sealer.clone(), on_link).await {
+        match Broker::connect(&settings, sealer.clone(), metrics.clone(), on_link).await {
             Ok(broker) => {
                 if slot.set(broker).is_err() {
                     return;
                 }
-                health.set_service_status("", ServingStatus::Serving).await;
-                health
-                    .set_service_status(HEALTH_NAME, ServingStatus::Serving)
-                    .await;
+                metrics.nats_first_connect();
+                status.set(ServingStatus::Serving).await;
                 tracing::info!(bucket = %settings.bucket, "NATS and session bucket ready");
                 return;
             }

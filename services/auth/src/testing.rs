@@ -601,6 +601,8 @@ pub struct TestAuth {
     addr: SocketAddr,
     /// Where its health answers in plaintext (the main port may be TLS).
     health_addr: SocketAddr,
+    /// The operations port (`/metrics`, `/healthz`, `/readyz`), if configured.
+    ops_addr: Option<SocketAddr>,
     tls: bool,
     service_token: String,
     service_token_file: PathBuf,
@@ -638,6 +640,8 @@ impl TestAuth {
             "1000000".into(),
             "--shutdown-grace".into(),
             "1s".into(),
+            "--ops-listen".into(),
+            "127.0.0.1:0".into(),
         ])
         .map(|mut config| {
             config.nats_tls_ca_file = nats.tls_ca_file();
@@ -679,6 +683,7 @@ impl TestAuth {
         let app = Application::build(config).await.expect("auth builds");
         let addr = app.local_addr();
         let health_addr = app.health_addr().unwrap_or(addr);
+        let ops_addr = app.ops_addr();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let _ = app
@@ -690,6 +695,7 @@ impl TestAuth {
         let auth = Self {
             addr,
             health_addr,
+            ops_addr,
             tls,
             service_token,
             service_token_file,
@@ -728,6 +734,11 @@ impl TestAuth {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The operations port's address (`/metrics`, `/healthz`, `/readyz`).
+    pub fn ops_addr(&self) -> Option<SocketAddr> {
+        self.ops_addr
     }
 
     /// `http://` or, with TLS, `https://localhost:<port>` (the name the

@@ -34,6 +34,18 @@ pub enum TokenError {
     Invalid(String),
 }
 
+impl TokenError {
+    /// A short, fixed name of the failure (metrics label).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::MalformedHeader => "malformed",
+            Self::Expired => "expired",
+            Self::Invalid(_) => "invalid",
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error("cannot read key file {path}: {source}")]

@@ -127,7 +127,8 @@ impl From<Status> for AuthError {
     }
 }
 
-/// Adds the edge's service token to every call.
+/// Adds the edge's service token to every call, and, with tracing on, the
+/// W3C context of the calling request's span (auth's call span continues it).
 #[derive(Clone)]
 pub struct ServiceToken(Option<MetadataValue<Ascii>>);
 
@@ -138,6 +139,9 @@ impl tonic::service::Interceptor for ServiceToken {
                 .metadata_mut()
                 .insert("x-qrlogin-service-token", token.clone());
         }
+        crate::telemetry::inject_current(&mut crate::telemetry::GrpcMetadata(
+            request.metadata_mut(),
+        ));
         Ok(request)
     }
 }

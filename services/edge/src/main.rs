@@ -6,7 +6,7 @@ use qrlogin_edge::{config::EdgeConfig, shutdown, startup::Application, telemetry
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = EdgeConfig::parse();
-    telemetry::init(config.log_format);
+    let _telemetry = telemetry::init(config.log_format, &config.node())?;
     let app = Application::build(config).await?;
     app.run_until_stopped(shutdown::signal()).await?;
     Ok(())

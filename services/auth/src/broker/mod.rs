@@ -1,16 +1,21 @@
 //! The only module that speaks NATS: the session bucket (JetStream key-value,
 //! every write a compare-and-swap on the key's revision), its stream's
 //! republish rule (NATS publishes every write on the session's subject), and
-//! the connection's credentials.
+//! the connection's credentials. Each read and write is timed
+//! ([`AuthMetrics`]); with tracing on, a write carries the W3C trace context
+//! in its headers, which the republished event keeps.
 
 use async_nats::jetstream::{self, kv, stream};
 use async_nats::HeaderMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use tracing::Instrument as _;
 
 use crate::config::{AuthConfig, KvStorage};
 use crate::domain::{SessionId, SessionRecord};
+use crate::metrics::AuthMetrics;
 use crate::sealing::Sealer;
+use crate::telemetry;
 
 mod access;
 pub mod limits;
@@ -113,6 +118,9 @@ pub struct Broker {
     /// `$KV.<bucket>.`: a session's key subject is this plus its id.
     key_prefix: String,
     sealer: Arc<Sealer>,
+    metrics: Arc<AuthMetrics>,
+    /// The bucket's name, for span attributes.
+    bucket: String,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> BrokerError {
@@ -126,6 +134,7 @@ impl Broker {
     pub async fn connect(
         settings: &BrokerSettings,
         sealer: Arc<Sealer>,
+        metrics: Arc<AuthMetrics>,
         on_link: impl Fn(LinkState) + Send + Sync + 'static,
     ) -> Result<Self, BrokerError> {
         let client = settings
@@ -157,12 +166,21 @@ impl Broker {
             limits,
             key_prefix: format!("$KV.{}.", settings.bucket),
             sealer,
+            metrics,
+            bucket: settings.bucket.clone(),
         })
     }
 
     /// Reads a session and its revision; `None` when absent or removed.
     pub async fn load(&self, id: &SessionId) -> Result<Option<(SessionRecord, u64)>, BrokerError> {
-        let entry = self.kv.entry(id.as_str()).await.map_err(unavailable)?;
+        let started = Instant::now();
+        let entry = self
+            .kv
+            .entry(id.as_str())
+            .instrument(self.span("kv.get", "client"))
+            .await;
+        self.metrics.kv_read(started.elapsed());
+        let entry = entry.map_err(unavailable)?;
         match entry {
             Some(e) if e.operation == kv::Operation::Put => {
                 let record = record::decode(&e.value, id, &self.sealer)?;
@@ -188,26 +206,58 @@ impl Broker {
     /// here ride along to the republished event.
     async fn write(&self, record: &SessionRecord, revision: u64) -> Result<u64, BrokerError> {
         let value = record::encode(record, &self.sealer)?;
+        let span = self.span("kv.put", "producer");
         let mut headers = HeaderMap::new();
         headers.insert(
             EXPECTED_LAST_SUBJECT_SEQUENCE,
             revision.to_string().as_str(),
         );
+        // The event NATS republishes from this write continues this span.
+        span.in_scope(|| telemetry::inject_current(&mut telemetry::NatsHeaders(&mut headers)));
         let subject = format!("{}{}", self.key_prefix, record.id);
-        let ack = self
-            .js
-            .publish_with_headers(subject, headers, value)
-            .await
-            .map_err(unavailable)?
-            .await;
-        match ack {
-            Ok(ack) => Ok(ack.sequence),
-            Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => {
-                Err(BrokerError::Conflict)
-            }
-            Err(e) if is_full(&e) => Err(BrokerError::Full),
-            Err(e) => Err(unavailable(e)),
+        let started = Instant::now();
+        let ack = async {
+            self.js
+                .publish_with_headers(subject, headers, value)
+                .await
+                .map_err(unavailable)?
+                .await
+                .map_err(|e| {
+                    if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence {
+                        BrokerError::Conflict
+                    } else if is_full(&e) {
+                        BrokerError::Full
+                    } else {
+                        unavailable(e)
+                    }
+                })
         }
+        .instrument(span.clone())
+        .await;
+        let result = match &ack {
+            Ok(_) => "committed",
+            Err(BrokerError::Conflict) => "conflict",
+            Err(BrokerError::Full) => "full",
+            Err(_) => "error",
+        };
+        self.metrics.kv_write(result, started.elapsed());
+        span.record("messaging.kv.result", result);
+        ack.map(|ack| ack.sequence)
+    }
+
+    /// A span of one bucket operation; disabled when tracing is off.
+    fn span(&self, name: &'static str, kind: &'static str) -> tracing::Span {
+        if !telemetry::enabled() {
+            return tracing::Span::none();
+        }
+        tracing::info_span!(
+            "kv",
+            otel.name = name,
+            otel.kind = kind,
+            messaging.system = "nats",
+            messaging.destination.name = %self.bucket,
+            messaging.kv.result = tracing::field::Empty,
+        )
     }
 
     /// The create counters shared by every auth replica.

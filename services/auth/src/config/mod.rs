@@ -163,6 +163,10 @@ pub struct AuthConfig {
     /// probes that cannot speak TLS); unset: none.
     #[arg(long, env = "QRLOGIN_AUTH_HEALTH_LISTEN")]
     pub health_listen: Option<SocketAddr>,
+    /// The operations port: `/metrics`, `/healthz`, `/readyz` over plain
+    /// HTTP (never on the gRPC port); unset: none.
+    #[arg(long, env = "QRLOGIN_AUTH_OPS_LISTEN")]
+    pub ops_listen: Option<SocketAddr>,
     /// Serve gRPC server reflection (what grpcurl uses to list services).
     #[arg(long, env = "QRLOGIN_GRPC_REFLECTION", default_value_t = false, action = clap::ArgAction::Set)]
     pub grpc_reflection: bool,
@@ -319,6 +323,14 @@ impl AuthConfig {
                 "QRLOGIN_AUTH_HEALTH_LISTEN",
                 "must differ from QRLOGIN_AUTH_LISTEN",
             ));
+        }
+        if let Some(ops) = self.ops_listen.filter(|o| o.port() != 0) {
+            if ops == self.listen || Some(ops) == self.health_listen {
+                return Err(invalid(
+                    "QRLOGIN_AUTH_OPS_LISTEN",
+                    "must differ from QRLOGIN_AUTH_LISTEN and QRLOGIN_AUTH_HEALTH_LISTEN",
+                ));
+            }
         }
         if !(1..=100_000).contains(&self.max_concurrent_requests) {
             return Err(invalid(

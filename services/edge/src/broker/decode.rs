@@ -1,12 +1,15 @@
 //! Event payloads on the session subjects, turned into domain snapshots:
 //! a `StoredSession` republished by the server on every write of the KV
 //! bucket (contract C1: the version is the `Nats-Sequence` header, the KV
-//! revision), or a bare `LoginEvent` published by an older auth.
+//! revision, and the commit time its `Nats-Time-Stamp`), or a bare
+//! `LoginEvent` published by an older auth.
 
 use prost::Message as _;
 use qrlogin_proto::events::v1::LoginEvent;
 
-use super::proto::header_u64;
+use time::{format_description::well_known::Rfc3339, OffsetDateTime};
+
+use super::proto::{header, header_u64};
 use crate::{
     auth_client::{login_state, timestamp_opt},
     delivery::ports::BusEvent,
@@ -43,6 +46,8 @@ pub fn decode(id: &SessionId, headers: Option<&[u8]>, payload: &[u8]) -> Option<
         .unwrap_or(e.version);
     let previous = headers.and_then(|h| header_u64(h, "Nats-Last-Sequence"));
     let changed_at = timestamp_opt(e.changed_at);
+    // When the stream stored the write: the commit, on the server's clock.
+    let committed_at = headers.and_then(commit_time).or(changed_at);
     Some(BusEvent {
         snapshot: Snapshot {
             session_id: id.clone(),
@@ -53,12 +58,19 @@ pub fn decode(id: &SessionId, headers: Option<&[u8]>, payload: &[u8]) -> Option<
             } else {
                 timestamp_opt(e.expires_at)
             },
-            updated_at: changed_at.unwrap_or_else(time::OffsetDateTime::now_utc),
+            updated_at: changed_at.unwrap_or_else(OffsetDateTime::now_utc),
             user_display_name: Some(e.user_display_name).filter(|n| !n.is_empty()),
-            changed_at,
+            changed_at: committed_at,
         },
         previous,
     })
+}
+
+/// The `Nats-Time-Stamp` header of a republished message (RFC 3339 with
+/// nanoseconds, UTC): when the stream stored the original write.
+fn commit_time(headers: &[u8]) -> Option<OffsetDateTime> {
+    let value = std::str::from_utf8(header(headers, "Nats-Time-Stamp")?).ok()?;
+    OffsetDateTime::parse(value, &Rfc3339).ok()
 }
 
 #[cfg(test)]
@@ -112,10 +124,20 @@ mod tests {
             }),
             sealed: bytes::Bytes::from_static(b"\x01sealed"),
         };
-        let headers = b"NATS/1.0\r\nNats-Stream: KV_qrlogin_sessions\r\nNats-Sequence: 17\r\nNats-Last-Sequence: 11\r\n\r\n";
+        let headers = b"NATS/1.0\r\nNats-Stream: KV_qrlogin_sessions\r\nNats-Sequence: 17\r\nNats-Time-Stamp: 2027-01-15T08:00:00.123456789Z\r\nNats-Last-Sequence: 11\r\n\r\n";
         let s = decode(&id, Some(headers), &stored.encode_to_vec()).unwrap();
         assert_eq!(s.snapshot.version, 17);
         assert_eq!(s.previous, Some(11));
+        // The commit time is the stream's, not auth's `changed_at`; the
+        // public `updated_at` stays auth's.
+        assert_eq!(
+            s.snapshot.changed_at,
+            Some(time::macros::datetime!(2027-01-15 08:00:00.123456789 UTC))
+        );
+        assert_eq!(
+            s.snapshot.updated_at,
+            time::macros::datetime!(2027-01-15 07:59:00 UTC)
+        );
         assert_eq!(s.snapshot.session_id, id);
         // A stored session about another id is refused, not misread.
         let other = SessionId::parse("AAAAAAAAAAAAAAAAAAAAAA").unwrap();

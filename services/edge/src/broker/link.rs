@@ -19,8 +19,9 @@ use super::{
     Group, Shared,
 };
 use crate::{
-    delivery::ports::{BusError, Inbox},
+    delivery::ports::{BusError, BusEvent, Inbox},
     domain::SessionId,
+    telemetry,
 };
 
 /// Longest one write to the server may take before the link counts as dead.
@@ -109,6 +110,9 @@ async fn read_loop(
                         .strip_prefix(topic.as_slice())
                         .and_then(|t| SessionId::parse_bytes(t).ok());
                     match id.and_then(|id| decode(&id, headers.as_deref(), &payload)) {
+                        Some(event) if telemetry::enabled() => {
+                            deliver_traced(inbox, event, headers.as_deref());
+                        }
                         Some(event) => inbox.event(event),
                         None => {
                             shared.metrics.undecodable();
@@ -160,6 +164,24 @@ async fn read_loop(
             Err(e) => return e.into(),
         }
     }
+}
+
+/// Hands an event over inside a consumer span that continues the bucket
+/// write's trace (its `traceparent` rides in the republished headers).
+fn deliver_traced(inbox: &Arc<dyn Inbox>, event: BusEvent, headers: Option<&[u8]>) {
+    let span = tracing::info_span!(
+        "event",
+        otel.name = "qrlogin.session deliver",
+        otel.kind = "consumer",
+        messaging.system = "nats",
+        messaging.operation.type = "process",
+        qrlogin.session.state = event.snapshot.state.as_str(),
+        qrlogin.session.version = event.snapshot.version,
+    );
+    if let Some(block) = headers {
+        telemetry::continue_from(&span, &telemetry::NatsHeaderBlock(block));
+    }
+    span.in_scope(|| inbox.event(event));
 }
 
 /// A PONG answers the oldest PING: its subscribers are proven (or

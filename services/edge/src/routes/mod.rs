@@ -82,8 +82,12 @@ pub fn app(state: AppState) -> Router {
         // Before the layers: it applies to the routes present now.
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), admit));
-    let router = Router::new()
-        .merge(api)
+    let mut router = Router::new().merge(api);
+    if crate::telemetry::enabled() {
+        // Only while tracing is on: no cost per request otherwise.
+        router = router.route_layer(middleware::from_fn(crate::telemetry::http_span));
+    }
+    let router = router
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(middleware::from_fn_with_state(

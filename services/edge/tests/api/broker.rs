@@ -1,6 +1,7 @@
 //! The edge's own NATS client against a real nats-server: reconnect after a
 //! restart re-subscribes and resyncs, nkey authentication, a permission
-//! violation is surfaced, TLS with a throw-away CA, oversize payloads.
+//! violation is surfaced, TLS with a throw-away CA, oversize payloads, the
+//! commit time of a real bucket write.
 
 use std::{
     net::TcpListener,
@@ -14,7 +15,9 @@ use std::{
 };
 
 use prost::Message as _;
-use qrlogin_auth::testing::{nats_server_bin, NatsServer, Permissions};
+use qrlogin_auth::testing::{
+    nats_server_bin, NatsServer, Permissions, TEST_BUCKET, TEST_SUBJECT_PREFIX,
+};
 use qrlogin_edge::{
     broker::{Broker, BrokerConfig},
     delivery::ports::{BusError, BusEvent, EventBus, Inbox},
@@ -23,7 +26,7 @@ use qrlogin_edge::{
 };
 use qrlogin_proto::events::v1::{LoginEvent, LoginState};
 
-use crate::helpers::WAIT;
+use crate::helpers::{Cluster, WAIT};
 
 #[derive(Default)]
 struct Recorder {
@@ -97,6 +100,41 @@ async fn publisher(nats: &NatsServer) -> (std::path::PathBuf, async_nats::Client
         .await;
     let client = nats.connect(&seed).await.unwrap();
     (seed, client)
+}
+
+/// The delivery-delay metric starts at the commit: the republished event's
+/// `Nats-Time-Stamp`, which is the time the stream stored auth's write (the
+/// KV entry's own time), not auth's clock when it decided the change.
+#[tokio::test]
+async fn an_event_carries_the_commit_time_of_its_bucket_write() {
+    let cluster = Cluster::start().await;
+    let created = cluster.create(&cluster.edge1).await;
+    let id = SessionId::parse(&created.id).unwrap();
+    let mut config = BrokerConfig::new(&cluster.nats.url(), TEST_SUBJECT_PREFIX);
+    config.nkey_seed_file = Some(cluster.nats.edge_seed_file());
+    let (broker, rec, _) = start(config);
+    until("connected", || broker.is_connected()).await;
+    broker.subscribe(&id).await.unwrap();
+    cluster
+        .nats
+        .wait_for_interest(&format!("{TEST_SUBJECT_PREFIX}.{id}"))
+        .await;
+
+    let scan = cluster.phone(&cluster.edge2, &created.id, "scan").await;
+    assert!(scan.status().is_success(), "scan: {}", scan.status());
+    until("the scan's event", || !rec.versions().is_empty()).await;
+    let event = rec.events.lock().unwrap()[0].clone();
+
+    let js = async_nats::jetstream::new(cluster.nats.connect_as_auth().await.unwrap());
+    let bucket = js.get_key_value(TEST_BUCKET).await.unwrap();
+    let entry = bucket.entry(&created.id).await.unwrap().expect("stored");
+    assert_eq!(event.snapshot.version, entry.revision);
+    assert_eq!(event.snapshot.changed_at, Some(entry.created));
+    assert_ne!(
+        event.snapshot.changed_at,
+        Some(event.snapshot.updated_at),
+        "the commit time is the stream's, not auth's decision time"
+    );
 }
 
 #[tokio::test]

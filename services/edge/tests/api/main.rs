@@ -7,6 +7,7 @@ mod front;
 mod guards;
 mod helpers;
 mod limits;
+mod metrics;
 mod resume;
 mod security;
 mod transports;
