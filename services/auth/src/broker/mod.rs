@@ -16,7 +16,7 @@ mod access;
 pub mod limits;
 mod record;
 pub use access::{AccessError, NatsAccess, NkeySeed};
-pub use record::{login_event, proto_state, timestamp, RecordError};
+pub use record::{login_event, proto_state, qr_rotation, timestamp, RecordError};
 
 /// Largest record we store; real ones are well under 1 KiB.
 const MAX_VALUE_SIZE: i32 = 8 * 1024;
@@ -52,6 +52,8 @@ pub struct BrokerSettings {
     /// The create counters' bucket and window (see [`limits`]).
     pub limits_bucket: String,
     pub limits_window: Duration,
+    /// The QR payload's base URL, written into PENDING events.
+    pub public_base: String,
 }
 
 impl BrokerSettings {
@@ -66,7 +68,8 @@ impl BrokerSettings {
             subject_prefix: c.subject_prefix.clone(),
             max_bytes: c.kv_max_bytes,
             limits_bucket: c.limits_bucket.clone(),
-            limits_window: c.create_limit_window,
+            limits_window: c.create_limit_window.max(c.protocol.user_limit_window),
+            public_base: c.public_base().to_owned(),
         }
     }
 
@@ -113,6 +116,7 @@ pub struct Broker {
     /// `$KV.<bucket>.`: a session's key subject is this plus its id.
     key_prefix: String,
     sealer: Arc<Sealer>,
+    public_base: String,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> BrokerError {
@@ -157,6 +161,7 @@ impl Broker {
             limits,
             key_prefix: format!("$KV.{}.", settings.bucket),
             sealer,
+            public_base: settings.public_base.clone(),
         })
     }
 
@@ -187,7 +192,7 @@ impl Broker {
     /// revision to be `revision` (0: the key must not exist). Headers set
     /// here ride along to the republished event.
     async fn write(&self, record: &SessionRecord, revision: u64) -> Result<u64, BrokerError> {
-        let value = record::encode(record, &self.sealer)?;
+        let value = record::encode(record, &self.sealer, &self.public_base)?;
         let mut headers = HeaderMap::new();
         headers.insert(
             EXPECTED_LAST_SUBJECT_SEQUENCE,
