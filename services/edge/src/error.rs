@@ -10,7 +10,10 @@ use axum::{
     Json,
 };
 
-use crate::{auth_client::AuthError, delivery::WatchError};
+use crate::{
+    auth_client::{AuthError, QrRefusal},
+    delivery::WatchError,
+};
 
 /// Marks a response as a rejection, with its code as the metric reason.
 #[derive(Debug, Clone, Copy)]
@@ -49,6 +52,9 @@ pub enum ApiError {
     StorageFull,
     #[error("{0}")]
     Unavailable(String),
+    /// A refusal of the QR protocol, with its own stable code.
+    #[error("{message}")]
+    Qr { reason: QrRefusal, message: String },
 }
 
 impl ApiError {
@@ -65,6 +71,15 @@ impl ApiError {
             Self::OverCapacity | Self::Draining | Self::StorageFull | Self::Unavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            Self::Qr { reason, .. } => match reason {
+                QrRefusal::QrInvalid
+                | QrRefusal::MatchRequired
+                | QrRefusal::KeyRequired
+                | QrRefusal::InvalidKey => StatusCode::BAD_REQUEST,
+                QrRefusal::QrReplaced => StatusCode::CONFLICT,
+                QrRefusal::WrongMatch => StatusCode::FORBIDDEN,
+                QrRefusal::ProofRequired | QrRefusal::InvalidProof => StatusCode::UNAUTHORIZED,
+            },
         }
     }
 
@@ -87,6 +102,7 @@ impl ApiError {
             Self::Draining => "draining",
             Self::StorageFull => "storage_full",
             Self::Unavailable(_) => "unavailable",
+            Self::Qr { reason, .. } => reason.code(),
         }
     }
 
@@ -110,6 +126,7 @@ impl From<AuthError> for ApiError {
             AuthError::BadResponse(m) => Self::Unavailable(m),
             AuthError::RateLimited { retry_after } => Self::RateLimited { retry_after },
             AuthError::StorageFull => Self::StorageFull,
+            AuthError::Qr { reason, message } => Self::Qr { reason, message },
             AuthError::Config { .. } => {
                 Self::Unavailable("the login service is unavailable".into())
             }

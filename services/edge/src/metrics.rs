@@ -55,6 +55,7 @@ pub struct Metrics {
     undecodable: AtomicU64,
     rechecks: AtomicU64,
     gaps: AtomicU64,
+    rotations: AtomicU64,
     nats_reconnects: AtomicU64,
     nats_errors: AtomicU64,
     /// Rejections by reason; the reasons are the fixed error codes, so the
@@ -135,6 +136,11 @@ impl Metrics {
         self.gaps.fetch_add(1, Relaxed);
     }
 
+    /// A watched PENDING session moved to its next QR payload.
+    pub fn rotated(&self) {
+        self.rotations.fetch_add(1, Relaxed);
+    }
+
     /// A protocol error or `-ERR` from the NATS server.
     pub fn nats_error(&self) {
         self.nats_errors.fetch_add(1, Relaxed);
@@ -194,7 +200,7 @@ impl Metrics {
             self.delay_sum_micros.load(Relaxed) as f64 / 1e6
         );
         let _ = writeln!(out, "qrlogin_edge_delivery_delay_seconds_count {count}");
-        let simple: [(&str, &str, &str, i64); 7] = [
+        let simple: [(&str, &str, &str, i64); 8] = [
             (
                 "qrlogin_edge_nats_subscriptions",
                 "gauge",
@@ -224,6 +230,12 @@ impl Metrics {
                 "counter",
                 "Events whose Nats-Last-Sequence was ahead of the version held (a write was missed).",
                 self.gaps.load(Relaxed) as i64,
+            ),
+            (
+                "qrlogin_edge_qr_rotations_total",
+                "counter",
+                "QR payloads replaced in watched PENDING sessions (local snapshots from the timer queue).",
+                self.rotations.load(Relaxed) as i64,
             ),
             (
                 "qrlogin_edge_nats_errors_total",

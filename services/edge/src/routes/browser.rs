@@ -12,12 +12,23 @@ use axum::{
 use serde::Deserialize;
 
 use super::{extract, AppState};
-use crate::{config::CookieSecure, domain::format_timestamp, error::ApiError, metrics::Transport};
+use crate::{
+    auth_client::BrowserKey, config::CookieSecure, domain::format_timestamp, error::ApiError,
+    metrics::Transport,
+};
 
-/// The optional create body; no fields yet, but it must be a JSON object.
+/// The optional create body: the browser's public key (a P-256 JWK), which
+/// binds the session to it (redeem then needs a proof signed by it).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CreateBody {}
+pub struct CreateBody {
+    #[serde(default)]
+    public_key: Option<BrowserKey>,
+}
+
+/// The header that carries the proof of the browser key at redeem
+/// (RFC 9449's name).
+const PROOF_HEADER: &str = "dpop";
 
 fn secure_cookie(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> bool {
     match state.config.cookie_secure {
@@ -46,7 +57,7 @@ pub async fn create(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let _: CreateBody = extract::json_body(body, state.config.max_body_bytes)?;
+    let body: CreateBody = extract::json_body(body, state.config.max_body_bytes)?;
     let ip = extract::client_ip(peer, &headers, &state.config.trusted_proxies);
     state
         .create_rate
@@ -54,11 +65,18 @@ pub async fn create(
         .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
     let created = state
         .auth
-        .create(ip.to_string(), extract::user_agent(&headers))
+        .create(
+            ip.to_string(),
+            extract::user_agent(&headers),
+            body.public_key,
+        )
         .await?;
     let id = created.snapshot.session_id.clone();
     let mut json = created.snapshot.to_json(&state.node);
     json["qr_payload"] = created.qr_payload.clone().into();
+    if !created.key_thumbprint.is_empty() {
+        json["key_thumbprint"] = created.key_thumbprint.clone().into();
+    }
     json["qr_svg"] = qr_svg_of(&created.qr_payload)?.into();
     json["browser_secret"] = created.browser_secret.clone().into();
     let cookie = extract::cookie(
@@ -92,6 +110,11 @@ pub async fn get_or_long_poll(
         .transpose()?
         .unwrap_or(state.config.long_poll_max)
         .min(state.config.long_poll_max);
+    // The epoch of the QR payload a long-polling client holds (the number
+    // after `#` in it): a rotated payload is news to it.
+    let qr_epoch = extract::query_value(query.as_deref(), "qr")
+        .map(|v| extract::version(v, "qr"))
+        .transpose()?;
     let secret = extract::browser_secret(&headers, &id)?;
     let Some(since) = since else {
         let snapshot = state.auth.get(&id, &secret).await?;
@@ -101,6 +124,9 @@ pub async fn get_or_long_poll(
     };
     let _open = state.metrics.connection(Transport::LongPoll);
     let mut watcher = state.watches.watch(&id, &secret, Some(since)).await?;
+    if let Some(epoch) = qr_epoch {
+        watcher.resume_qr(epoch);
+    }
     let mut drain = state.drain.listener();
     let news = tokio::select! {
         news = watcher.next(&state.metrics) => news,
@@ -141,7 +167,11 @@ pub async fn redeem(
 ) -> Result<Response, ApiError> {
     let id = extract::session_id(&id)?;
     let secret = extract::browser_secret(&headers, &id)?;
-    let r = state.auth.redeem(&id, &secret).await?;
+    let proof = headers
+        .get(PROOF_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let r = state.auth.redeem(&id, &secret, proof).await?;
     state.watches.observe(&r.snapshot);
     let cookie = extract::cookie(
         "qrl_session",
@@ -167,16 +197,20 @@ pub async fn qr_svg(
 ) -> Result<Response, ApiError> {
     let id = extract::session_id(&id)?;
     let secret = extract::browser_secret(&headers, &id)?;
-    state.auth.get(&id, &secret).await?;
-    let payload = format!(
-        "{}/m/{id}",
-        state.config.public_base_url.trim_end_matches('/')
-    );
+    let snapshot = state.auth.get(&id, &secret).await?;
+    // The payload of this moment: it is replaced every rotation, so the
+    // image must not be cached past that.
+    let payload = snapshot.qr_payload().ok_or_else(|| {
+        ApiError::FailedPrecondition(format!(
+            "no QR code: the login session is {}",
+            snapshot.state.as_str()
+        ))
+    })?;
     let svg = qr_svg_of(&payload)?;
     Ok((
         [
             (header::CONTENT_TYPE, "image/svg+xml"),
-            (header::CACHE_CONTROL, "private, max-age=300"),
+            (header::CACHE_CONTROL, "no-store"),
         ],
         svg,
     )
