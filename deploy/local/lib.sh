@@ -31,6 +31,9 @@ fi
 : "${QRLOGIN_LOCAL_STATS_PORT:=8404}"
 : "${QRLOGIN_LOCAL_EDGE1_PORT:=8081}"
 : "${QRLOGIN_LOCAL_EDGE2_PORT:=8082}"
+# Operations ports of the edges (/readyz, /healthz, /metrics), on 127.0.0.1.
+: "${QRLOGIN_LOCAL_EDGE1_OPS_PORT:=9081}"
+: "${QRLOGIN_LOCAL_EDGE2_OPS_PORT:=9082}"
 : "${QRLOGIN_LOCAL_AUTH_PORT:=50051}"
 : "${QRLOGIN_LOCAL_NATS_PORT:=4222}"
 : "${QRLOGIN_LOCAL_NATS_MONITOR_PORT:=8222}"
@@ -46,6 +49,8 @@ HAPROXY_BIN="$(command -v haproxy 2>/dev/null || echo /usr/sbin/haproxy)"
 HTTP_URL="$QRLOGIN_LOCAL_PUBLIC_URL"
 EDGE1_URL="http://127.0.0.1:${QRLOGIN_LOCAL_EDGE1_PORT}"
 EDGE2_URL="http://127.0.0.1:${QRLOGIN_LOCAL_EDGE2_PORT}"
+EDGE1_OPS_URL="http://127.0.0.1:${QRLOGIN_LOCAL_EDGE1_OPS_PORT}"
+EDGE2_OPS_URL="http://127.0.0.1:${QRLOGIN_LOCAL_EDGE2_OPS_PORT}"
 AUTH_ADDR="127.0.0.1:${QRLOGIN_LOCAL_AUTH_PORT}"
 NATS_URL="nats://127.0.0.1:${QRLOGIN_LOCAL_NATS_PORT}"
 NATS_MONITOR_URL="http://127.0.0.1:${QRLOGIN_LOCAL_NATS_MONITOR_PORT}"
@@ -63,7 +68,8 @@ save_cluster_env() {
     echo "# Written by deploy/local/up.sh: the settings of the running cluster."
     local v
     for v in QRLOGIN_LOCAL_BIND QRLOGIN_LOCAL_HTTP_PORT QRLOGIN_LOCAL_STATS_PORT \
-      QRLOGIN_LOCAL_EDGE1_PORT QRLOGIN_LOCAL_EDGE2_PORT QRLOGIN_LOCAL_AUTH_PORT \
+      QRLOGIN_LOCAL_EDGE1_PORT QRLOGIN_LOCAL_EDGE2_PORT QRLOGIN_LOCAL_EDGE1_OPS_PORT \
+      QRLOGIN_LOCAL_EDGE2_OPS_PORT QRLOGIN_LOCAL_AUTH_PORT \
       QRLOGIN_LOCAL_NATS_PORT QRLOGIN_LOCAL_NATS_MONITOR_PORT QRLOGIN_LOCAL_PUBLIC_URL \
       QRLOGIN_LOCAL_BIN_DIR; do
       printf '%s=%q\n' "$v" "${!v}"
@@ -110,8 +116,8 @@ component_port_vars() {
   case "$1" in
     nats) echo QRLOGIN_LOCAL_NATS_PORT QRLOGIN_LOCAL_NATS_MONITOR_PORT ;;
     auth) echo QRLOGIN_LOCAL_AUTH_PORT ;;
-    edge-1) echo QRLOGIN_LOCAL_EDGE1_PORT ;;
-    edge-2) echo QRLOGIN_LOCAL_EDGE2_PORT ;;
+    edge-1) echo QRLOGIN_LOCAL_EDGE1_PORT QRLOGIN_LOCAL_EDGE1_OPS_PORT ;;
+    edge-2) echo QRLOGIN_LOCAL_EDGE2_PORT QRLOGIN_LOCAL_EDGE2_OPS_PORT ;;
     haproxy) echo QRLOGIN_LOCAL_HTTP_PORT QRLOGIN_LOCAL_STATS_PORT ;;
     *) die "unknown component '$1' (one of: ${COMPONENTS[*]})" ;;
   esac
@@ -203,14 +209,17 @@ allowed_origins() {
 }
 
 start_edge() {
-  local name="$1" port
+  local name="$1" port ops_port
   case "$name" in
-    edge-1) port="$QRLOGIN_LOCAL_EDGE1_PORT" ;;
-    edge-2) port="$QRLOGIN_LOCAL_EDGE2_PORT" ;;
+    edge-1) port="$QRLOGIN_LOCAL_EDGE1_PORT" ops_port="$QRLOGIN_LOCAL_EDGE1_OPS_PORT" ;;
+    edge-2) port="$QRLOGIN_LOCAL_EDGE2_PORT" ops_port="$QRLOGIN_LOCAL_EDGE2_OPS_PORT" ;;
     *) die "unknown edge '$name'" ;;
   esac
+  # The operations port stays on loopback even when QRLOGIN_LOCAL_BIND opens
+  # the public one to the network (for a phone on the same Wi-Fi).
   spawn "$name" env \
     QRLOGIN_EDGE_LISTEN="$QRLOGIN_LOCAL_BIND:$port" \
+    QRLOGIN_OPS_LISTEN="127.0.0.1:$ops_port" \
     QRLOGIN_NODE_NAME="$name" \
     QRLOGIN_AUTH_URL="http://$AUTH_ADDR" \
     QRLOGIN_NATS_URL="$NATS_URL" \
@@ -232,6 +241,8 @@ render_haproxy_cfg() {
     -e "s|@STATS_PORT@|$QRLOGIN_LOCAL_STATS_PORT|g" \
     -e "s|@EDGE1_PORT@|$QRLOGIN_LOCAL_EDGE1_PORT|g" \
     -e "s|@EDGE2_PORT@|$QRLOGIN_LOCAL_EDGE2_PORT|g" \
+    -e "s|@EDGE1_OPS_PORT@|$QRLOGIN_LOCAL_EDGE1_OPS_PORT|g" \
+    -e "s|@EDGE2_OPS_PORT@|$QRLOGIN_LOCAL_EDGE2_OPS_PORT|g" \
     "$LOCAL_DIR/haproxy.cfg.in" >"$RUN_DIR/haproxy.cfg"
   "$HAPROXY_BIN" -c -q -f "$RUN_DIR/haproxy.cfg" || die "HAProxy rejected $RUN_DIR/haproxy.cfg"
 }
@@ -258,9 +269,10 @@ component_ready() {
   case "$1" in
     nats) http_ok "$NATS_MONITOR_URL/healthz?js-enabled-only=true" ;;
     auth) port_open "$QRLOGIN_LOCAL_AUTH_PORT" ;;
-    edge-1) http_ok "$EDGE1_URL/readyz" ;;
-    edge-2) http_ok "$EDGE2_URL/readyz" ;;
-    haproxy) http_ok "$HTTP_URL/readyz" && port_open "$QRLOGIN_LOCAL_STATS_PORT" ;;
+    edge-1) http_ok "$EDGE1_OPS_URL/readyz" ;;
+    edge-2) http_ok "$EDGE2_OPS_URL/readyz" ;;
+    # The demo page through HAProxy: an edge is in rotation.
+    haproxy) http_ok "$HTTP_URL/" && port_open "$QRLOGIN_LOCAL_STATS_PORT" ;;
   esac
 }
 

@@ -7,7 +7,7 @@
 //!
 //! `--transport` defaults to both (memory) or SSE (latency). With
 //! `BENCH_KEEPALIVE_ONLY=1`, `memory` opens plain kept-alive connections
-//! (one `GET /healthz` each) instead of streams: the cost of an idle hyper
+//! (one `GET /nope` each, a 404) instead of streams: the cost of an idle hyper
 //! connection, for comparison.
 //!
 //! Heap profile of the edge in the memory benchmark (heaptrack from

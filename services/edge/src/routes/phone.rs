@@ -13,7 +13,7 @@ use axum::{
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::{Deserialize, Serialize};
 
-use super::{extract, AppState};
+use super::{extract, origin, AppState};
 use crate::{domain::format_timestamp, error::ApiError};
 
 /// Lifetime of development user tokens.
@@ -54,8 +54,8 @@ pub async fn scan(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let id = extract::session_id(&id)?;
-    let body: ScanBody = extract::json_body(body, state.config.max_body_bytes)?;
-    let phone_ip = extract::client_ip(peer, &headers, &state.config.trusted_proxies);
+    let body: ScanBody = extract::json_body(&headers, body, state.config.max_body_bytes)?;
+    let phone_ip = origin::client_ip(peer, &headers, &state.config.trusted_proxies);
     let scanned = state
         .auth
         .scan(
@@ -88,7 +88,7 @@ pub async fn confirm(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let id = extract::session_id(&id)?;
-    let body: ConfirmBody = extract::json_body(body, state.config.max_body_bytes)?;
+    let body: ConfirmBody = extract::json_body(&headers, body, state.config.max_body_bytes)?;
     let snapshot = state
         .auth
         .confirm(&id, &authorization(&headers)?, body.match_code)
@@ -182,9 +182,10 @@ pub struct DevTokenBody {
 
 pub async fn dev_token(
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let body: DevTokenBody = extract::json_body(body, state.config.max_body_bytes)?;
+    let body: DevTokenBody = extract::json_body(&headers, body, state.config.max_body_bytes)?;
     let Some(tokens) = &state.dev_tokens else {
         return Err(ApiError::NotFound("no such route".into()));
     };

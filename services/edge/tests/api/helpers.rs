@@ -26,6 +26,8 @@ pub const WAIT: Duration = Duration::from_secs(10);
 
 pub struct TestEdge {
     pub addr: SocketAddr,
+    /// The operations address (`/metrics`, `/healthz`, `/readyz`).
+    pub ops: SocketAddr,
     pub node: String,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -35,6 +37,7 @@ impl TestEdge {
     pub async fn spawn(config: EdgeConfig) -> Self {
         let app = Application::build(config).await.expect("edge builds");
         let addr = app.local_addr();
+        let ops = app.ops_addr();
         let node = app.node().to_owned();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -46,6 +49,7 @@ impl TestEdge {
         });
         let edge = Self {
             addr,
+            ops,
             node,
             stop: Some(tx),
             task: Some(task),
@@ -62,12 +66,17 @@ impl TestEdge {
         format!("ws://{}{path}", self.addr)
     }
 
-    /// Polls /readyz until it answers 200.
+    /// A URL on the operations port.
+    pub fn ops_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.ops)
+    }
+
+    /// Polls /readyz (operations port) until it answers 200.
     pub async fn wait_ready(&self) {
         let http = reqwest::Client::new();
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            if let Ok(r) = http.get(self.url("/readyz")).send().await {
+            if let Ok(r) = http.get(self.ops_url("/readyz")).send().await {
                 if r.status() == StatusCode::OK {
                     return;
                 }
@@ -90,7 +99,7 @@ impl TestEdge {
     }
 
     pub async fn metrics(&self) -> String {
-        reqwest::get(self.url("/metrics"))
+        reqwest::get(self.ops_url("/metrics"))
             .await
             .unwrap()
             .text()
@@ -120,6 +129,7 @@ pub fn metric(text: &str, series: &str) -> f64 {
 pub fn edge_config(name: &str, auth: &TestAuth, nats: &NatsServer) -> EdgeConfig {
     let mut c = EdgeConfig::defaults();
     c.listen = "127.0.0.1:0".parse().unwrap();
+    c.ops_listen = "127.0.0.1:0".parse().unwrap();
     c.node_name = Some(name.to_owned());
     c.auth_url = auth.url();
     c.nats_url = nats.url();
@@ -187,6 +197,15 @@ impl Cluster {
         );
         let r = client.get_login_session(req).await.ok()?;
         r.into_inner().session
+    }
+
+    /// Remembers the secret of a session a test created by hand, so that
+    /// [`Cluster::phone`] can read what its browser shows.
+    pub fn remember(&self, id: &str, secret: &str) {
+        self.secrets
+            .lock()
+            .unwrap()
+            .insert(id.to_owned(), secret.to_owned());
     }
 
     /// Creates a login session through `edge`.

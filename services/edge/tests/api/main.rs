@@ -3,6 +3,8 @@
 mod broker;
 mod drain;
 mod failures;
+mod front;
+mod guards;
 mod helpers;
 mod limits;
 mod resume;
