@@ -58,6 +58,12 @@ pub enum ApiError {
     TooManyConnections,
     #[error("too many login sessions created from this address; retry later")]
     RateLimited { retry_after: Duration },
+    /// A short poll sooner than the pace the answers ask for.
+    #[error("polling faster than every {} ms; wait for Retry-After", interval.as_millis())]
+    SlowDown {
+        retry_after: Duration,
+        interval: Duration,
+    },
     #[error("this login session already has the maximum number of watchers on this node")]
     TooManyWatchers,
     #[error("this node holds its maximum number of connections; retry on another node")]
@@ -87,7 +93,9 @@ impl ApiError {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::MalformedRequest => StatusCode::BAD_REQUEST,
             Self::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            Self::RateLimited { .. } | Self::TooManyWatchers => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited { .. } | Self::SlowDown { .. } | Self::TooManyWatchers => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Self::OverCapacity
             | Self::Draining
             | Self::StorageFull
@@ -124,6 +132,7 @@ impl ApiError {
             Self::HeadTooLarge => "head_too_large",
             Self::TooManyConnections => "too_many_connections",
             Self::RateLimited { .. } => "rate_limited",
+            Self::SlowDown { .. } => "slow_down",
             Self::TooManyWatchers => "too_many_watchers",
             Self::OverCapacity => "over_capacity",
             Self::Draining => "draining",
@@ -135,7 +144,13 @@ impl ApiError {
 
     /// The JSON body, also sent as a WebSocket `error` message.
     pub fn body(&self) -> serde_json::Value {
-        serde_json::json!({ "error": { "code": self.code(), "message": self.to_string() } })
+        let mut body =
+            serde_json::json!({ "error": { "code": self.code(), "message": self.to_string() } });
+        if let Self::SlowDown { interval, .. } = self {
+            // The pace to keep from now on, as in every poll answer.
+            body["error"]["poll_interval_ms"] = (interval.as_millis() as u64).into();
+        }
+        body
     }
 }
 
@@ -205,7 +220,7 @@ impl IntoResponse for ApiError {
         let mut response = (self.status(), Json(self.body())).into_response();
         // Counted by the metrics middleware, which owns the node's registry.
         response.extensions_mut().insert(Rejected(self.code()));
-        if let Self::RateLimited { retry_after } = &self {
+        if let Self::RateLimited { retry_after } | Self::SlowDown { retry_after, .. } = &self {
             let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
                 response.headers_mut().insert(header::RETRY_AFTER, v);
@@ -281,6 +296,10 @@ mod tests {
             ApiError::RateLimited {
                 retry_after: Duration::from_secs(1),
             },
+            ApiError::SlowDown {
+                retry_after: Duration::from_secs(1),
+                interval: Duration::from_secs(2),
+            },
             ApiError::TooManyWatchers,
             ApiError::OverCapacity,
             ApiError::Draining,
@@ -321,6 +340,7 @@ mod tests {
                 | ApiError::MalformedRequest
                 | ApiError::HeadTooLarge
                 | ApiError::RateLimited { .. }
+                | ApiError::SlowDown { .. }
                 | ApiError::TooManyWatchers
                 | ApiError::OverCapacity
                 | ApiError::Draining

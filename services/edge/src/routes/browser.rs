@@ -71,7 +71,7 @@ pub async fn create(
         )
         .await?;
     let id = created.snapshot.session_id.clone();
-    let mut json = created.snapshot.to_json(&state.node);
+    let mut json = poll_answer(&state, &created.snapshot);
     json["qr_payload"] = created.qr_payload.clone().into();
     if !created.key_thumbprint.is_empty() {
         json["key_thumbprint"] = created.key_thumbprint.clone().into();
@@ -117,11 +117,24 @@ pub async fn get_or_long_poll(
         .map(|v| extract::version(v, "qr"))
         .transpose()?;
     let secret = extract::browser_secret(&headers, &id)?;
+    // A short poll, or a long poll that may come back sooner than the pace
+    // allows without news (held less than half of it), counts against the
+    // pace of this session's polls on this node.
+    let pace = state.poll_pace.interval();
+    if since.is_none() || wait < pace / 2 {
+        state
+            .poll_pace
+            .check(&id, &secret)
+            .map_err(|retry_after| ApiError::SlowDown {
+                retry_after,
+                interval: pace,
+            })?;
+    }
     let Some(since) = since else {
         let snapshot = state.auth.get(&id, &secret).await?;
         state.watches.observe(&snapshot);
         state.metrics.delivered(Transport::ShortPoll, None);
-        return Ok(Json(snapshot.to_json(&state.node)).into_response());
+        return Ok(Json(poll_answer(&state, &snapshot)).into_response());
     };
     let _open = state.metrics.connection(Transport::LongPoll);
     let mut watcher = state.watches.watch(&id, &secret, Some(since)).await?;
@@ -145,7 +158,14 @@ pub async fn get_or_long_poll(
             .current()
             .ok_or_else(|| ApiError::Unavailable("no state read yet".into()))?,
     };
-    Ok(Json(snapshot.to_json(&state.node)).into_response())
+    Ok(Json(poll_answer(&state, &snapshot)).into_response())
+}
+
+/// A poll's answer: the snapshot and the pace to keep (`poll_interval_ms`).
+fn poll_answer(state: &AppState, snapshot: &crate::domain::Snapshot) -> serde_json::Value {
+    let mut json = snapshot.to_json(&state.node);
+    json["poll_interval_ms"] = (state.poll_pace.interval().as_millis() as u64).into();
+    json
 }
 
 pub async fn cancel(

@@ -137,6 +137,9 @@ pub fn edge_config(name: &str, auth: &TestAuth, nats: &NatsServer) -> EdgeConfig
     c.auth_service_token_file = Some(auth.service_token_file().to_owned());
     c.web_dir = "/nonexistent-qrlogin-web".into();
     c.drain_deadline = Duration::from_millis(1500);
+    // Short-poll tests keep the pace the answers ask for; a short one keeps
+    // them quick. The pace test sets the default back.
+    c.poll_interval = Duration::from_millis(200);
     c
 }
 

@@ -7,6 +7,7 @@ mod front;
 mod guards;
 mod helpers;
 mod limits;
+mod qr;
 mod resume;
 mod security;
 mod transports;

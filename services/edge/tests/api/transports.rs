@@ -92,16 +92,24 @@ async fn create_answers_the_documented_shape() {
 async fn short_polling_sees_scan_and_confirm_from_the_other_edge() {
     let cluster = Cluster::start().await;
     let created = cluster.create(&cluster.edge1).await;
+    // A short poller keeps the pace every answer asks for.
+    let pace = std::sync::Mutex::new(std::time::Duration::ZERO);
     let poll = || async {
+        let wait = *pace.lock().unwrap();
+        tokio::time::sleep(wait).await;
         let r = cluster
             .browser(Method::GET, &cluster.edge1, &created, "")
             .send()
             .await
             .unwrap();
         assert_eq!(r.status(), StatusCode::OK);
-        r.json::<Value>().await.unwrap()
+        let json = r.json::<Value>().await.unwrap();
+        let asked = json["poll_interval_ms"].as_u64().expect("poll_interval_ms");
+        *pace.lock().unwrap() = std::time::Duration::from_millis(asked);
+        json
     };
     let first = poll().await;
+    assert_eq!(first["poll_interval_ms"], 200);
     assert_eq!(first["state"], "PENDING");
     assert_eq!(
         cluster
