@@ -1,5 +1,5 @@
-// Key-bound redemption in the browser (docs/security.md, "Key-bound
-// redemption"; RFC 9449's DPoP, reduced to one request): an ECDSA P-256 key
+// Key-bound redemption in the browser (docs/protocol.md, "QR protocol";
+// RFC 9449's DPoP, reduced to one request): an ECDSA P-256 key
 // pair made with WebCrypto at create, whose private half is not extractable
 // (script on the page can use it, but cannot read it out and send it away),
 // the public JWK sent with create, and a fresh signed proof with redeem.

@@ -1,5 +1,5 @@
-//! Key-bound redemption for clients that are not browsers (docs/security.md,
-//! "Key-bound redemption"): what `web/qrlogin-key.js` does with WebCrypto,
+//! Key-bound redemption for clients that are not browsers (docs/protocol.md,
+//! "QR protocol"): what `web/qrlogin-key.js` does with WebCrypto,
 //! in Rust. Make one ECDSA P-256 key per login, send its public JWK with
 //! create, and sign a fresh proof (a JWT in the style of RFC 9449's DPoP)
 //! for the one redeem:
