@@ -17,8 +17,10 @@
 //! its answer, so its confirms rotate over the phone edges and the output
 //! says how many crossed.
 //! Samples run one after another (an idle machine's figure, not a load
-//! test). The phone token comes from `--token` or the development endpoint
-//! `POST /v1/dev/token` of `--phone` (the local cluster has it).
+//! test). The phone token comes from `--token` (one user for every sample:
+//! auth's QRLOGIN_CONFIRM_LIMIT, 10 a minute, then applies) or, one user per
+//! sample, from the development endpoint `POST /v1/dev/token` of `--phone`
+//! (the local cluster has it).
 //!
 //! A long poll is given 50 ms to be held by the edge before the confirm (a
 //! probe, not a test: nothing else tells a client its poll is held).
@@ -204,14 +206,6 @@ async fn main() -> anyhow::Result<()> {
         phones.push((client, node));
     }
     let phones = Phones(phones);
-    let token = match &args.token {
-        Some(t) => t.clone(),
-        None => phones.0[0]
-            .0
-            .dev_token("alice", "Alice")
-            .await
-            .context("no --token and no development token endpoint")?,
-    };
     println!(
         "confirm→event latency, watch via {}, phone via {:?}, {} samples each",
         args.watch, args.phone, args.samples
@@ -224,6 +218,17 @@ async fn main() -> anyhow::Result<()> {
         let mut got = Vec::with_capacity(args.samples);
         let mut cross = 0;
         for i in 0..args.samples {
+            // Auth limits confirms per phone user (QRLOGIN_CONFIRM_LIMIT, 10 a
+            // minute by default): without --token every sample is a user of
+            // its own, minted before the clock starts.
+            let token = match &args.token {
+                Some(t) => t.clone(),
+                None => phones.0[0]
+                    .0
+                    .dev_token(&format!("latency-{transport}-{i}"), "Latency")
+                    .await
+                    .context("no --token and no development token endpoint")?,
+            };
             let (latency, crossed) = sample(&args, transport, &watch, &phones, i, &token).await?;
             got.push(latency);
             cross += usize::from(crossed);
