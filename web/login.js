@@ -1,8 +1,12 @@
-// The demo login page: creates a login session, shows its QR code, watches it
-// over the chosen transport, redeems it on CONFIRMED and shows who signed in.
+// The demo login page: creates a login session bound to a WebCrypto key,
+// shows its QR code (replaced at every rotation), watches it over the chosen
+// transport, shows the number to pick on the phone after the scan, names
+// the account that confirmed and redeems only when the user clicks
+// "Continue as …" ("Not you? Start over" cancels and shows a fresh code).
+// `?autoRedeem=1` opts out of the click (a page that knows its user).
 // Every step is written to a timeline with the edge node that served it, to
 // make visible that any node can deliver any session's events.
-import { createLogin, watch, redeem, isFinal } from '/qrlogin-client.js';
+import { createLogin, watch, redeem, cancel, forgetKey, isFinal, qrEpoch } from '/qrlogin-client.js';
 
 const $ = (id) => document.getElementById(id);
 const TRANSPORT_NAMES = {
@@ -15,18 +19,22 @@ const TRANSPORT_NAMES = {
 const SHORT_NAMES = { ws: 'WebSocket', sse: 'SSE', longpoll: 'long poll', poll: 'short poll' };
 const HINTS = {
   PENDING: 'Waiting for a phone to scan the code.',
-  SCANNED: 'Scanned. Waiting for the confirmation on the phone…',
-  CONFIRMED: 'Confirmed on the phone. Signing you in…',
+  SCANNED: 'Scanned. Pick the number below on your phone.',
+  CONFIRMED: 'Confirmed on the phone. Is this you?',
   REDEEMED: 'Signed in.',
   DENIED: 'The login was refused on the phone.',
   CANCELLED: 'This login was cancelled.',
   EXPIRED: 'This QR code expired.',
 };
 
-let login = null; // { sessionId, qrPayload, qrSvg, snapshot, node }
+let login = null; // { sessionId, qrPayload, qrSvg, snapshot, keyBound, node }
 let watcher = null;
 let countdownTimer = null;
 let creating = false;
+let lastTransport = 'auto';
+const params = new URLSearchParams(location.search);
+/** Opt-out of the click before redeeming (not for pages anyone can open). */
+const AUTO_REDEEM = params.get('autoRedeem') === '1';
 
 function chosenTransport() {
   const input = document.querySelector('input[name="transport"]:checked');
@@ -61,7 +69,7 @@ function setState(state) {
   badge.textContent = state;
   badge.dataset.state = state;
   $('hint').textContent = HINTS[state] || '';
-  const open = state === 'PENDING' || state === 'SCANNED';
+  const open = state === 'PENDING';
   $('cancel').disabled = !open;
   $('cancel').hidden = !open;
   const overlay = $('qr-overlay');
@@ -71,8 +79,21 @@ function setState(state) {
     overlay.hidden = false;
     overlay.textContent = state === 'SCANNED' || state === 'CONFIRMED' ? '✓ Scanned' : HINTS[state];
   }
+  // Someone else's phone may have scanned the code: one click gets a fresh one.
+  $('not-you').hidden = !(state === 'SCANNED' || state === 'CONFIRMED');
+  $('not-you').disabled = false;
+  $('match').hidden = state !== 'SCANNED';
+  $('confirm-box').hidden = state !== 'CONFIRMED';
   $('restart').hidden = !(state === 'DENIED' || state === 'CANCELLED');
-  if (isFinal(state)) $('phone-link').hidden = true;
+  if (state !== 'PENDING') $('phone-link').hidden = true;
+}
+
+/** Shows the QR code of `payload` (the image is the code on screen now). */
+function showQr(payload) {
+  const epoch = qrEpoch(payload);
+  $('qr').src = `/v1/login-sessions/${login.sessionId}/qr.svg?e=${epoch ?? 0}`;
+  $('qr').dataset.epoch = String(epoch ?? '');
+  $('phone-link').href = payload;
 }
 
 function startCountdown(expiresAt) {
@@ -93,16 +114,25 @@ function startCountdown(expiresAt) {
 
 function describe(snapshot) {
   switch (snapshot.state) {
+    case 'PENDING':
+      return `New QR code (v${snapshot.version}, code ${qrEpoch(snapshot.qr_payload)})`;
     case 'SCANNED':
-      return `Scanned by ${snapshot.user_display_name || 'a user'} (v${snapshot.version})`;
+      return snapshot.match_code
+        ? `Scanned; number ${snapshot.match_code} to pick (v${snapshot.version})`
+        : `Scanned (v${snapshot.version})`;
     case 'CONFIRMED':
       return `Confirmed by ${snapshot.user_display_name || 'the user'} (v${snapshot.version})`;
+    case 'DENIED':
+      return snapshot.deny_reason === 'wrong_match'
+        ? `DENIED: a wrong number was picked (v${snapshot.version})`
+        : `DENIED (v${snapshot.version})`;
     default:
       return `${snapshot.state} (v${snapshot.version})`;
   }
 }
 
 function onState(snapshot, { transport }) {
+  lastTransport = transport;
   setState(snapshot.state);
   startCountdown(snapshot.expires_at);
   $('delivery-node').textContent = snapshot.node || '—';
@@ -110,7 +140,19 @@ function onState(snapshot, { transport }) {
     node: snapshot.node,
     kind: snapshot.state,
   });
-  if (snapshot.state === 'CONFIRMED') doRedeem(transport);
+  if (snapshot.state === 'PENDING' && snapshot.qr_payload) showQr(snapshot.qr_payload);
+  if (snapshot.state === 'SCANNED') $('match-code').textContent = snapshot.match_code ?? '—';
+  if (snapshot.state === 'DENIED' && snapshot.deny_reason === 'wrong_match') {
+    $('hint').textContent =
+      'The number picked on the phone was not the one shown here. If that was not you, someone else scanned this code.';
+  }
+  if (snapshot.state === 'CONFIRMED') {
+    const name = snapshot.user_display_name || 'this account';
+    $('confirming-name').textContent = name;
+    $('continue').textContent = `Continue as ${name}`;
+    $('continue').disabled = false;
+    if (AUTO_REDEEM) doRedeem(transport);
+  }
   if (snapshot.state === 'EXPIRED') {
     addEvent('The QR code expired; creating a fresh one', { kind: 'info' });
     start();
@@ -163,6 +205,7 @@ function startWatching() {
 }
 
 async function doRedeem(transport) {
+  $('continue').disabled = true;
   try {
     const result = await redeem(login.sessionId);
     addEvent(`Redeemed: signed in as ${result.user.display_name}`, { node: result.node, kind: 'REDEEMED' });
@@ -215,18 +258,23 @@ async function start() {
   creating = false;
   const qr = $('qr');
   qr.src = 'data:image/svg+xml;charset=utf-8,' + encodeURIComponent(login.qrSvg);
+  qr.dataset.epoch = String(qrEpoch(login.qrPayload) ?? '');
   qr.hidden = false;
   $('qr-placeholder').hidden = true;
   const link = $('phone-link');
   link.href = login.qrPayload;
   link.hidden = false;
+  $('key-bound').textContent = login.keyBound ? 'bound to this page' : 'not bound (no WebCrypto here)';
   $('session-id').textContent = login.sessionId;
   $('created-node').textContent = login.node || '—';
   $('delivery-node').textContent = '—';
   $('held-node').textContent = '—';
   setState(login.snapshot.state);
   startCountdown(login.snapshot.expires_at);
-  addEvent(`Login session created (v${login.snapshot.version})`, { node: login.node, kind: 'PENDING' });
+  addEvent(`Login session created (v${login.snapshot.version}${login.keyBound ? ', key-bound' : ''})`, {
+    node: login.node,
+    kind: 'PENDING',
+  });
   startWatching();
 }
 
@@ -255,9 +303,27 @@ $('cancel').addEventListener('click', async () => {
   }
 });
 $('restart').addEventListener('click', () => start());
+$('continue').addEventListener('click', () => doRedeem(lastTransport));
+// "Not you? Start over": cancel this login (whoever scanned it cannot use
+// it any more) and show a fresh QR code, in one click.
+$('not-you').addEventListener('click', async () => {
+  if (!login) return;
+  $('not-you').disabled = true;
+  const old = login.sessionId;
+  if (watcher) watcher.stop();
+  watcher = null;
+  forgetKey(old);
+  try {
+    await cancel(old);
+    addEvent('Cancelled: not you', { kind: 'CANCELLED' });
+  } catch (error) {
+    addEvent(`Cancel failed: ${error.message} (${error.code})`, { node: error.node, kind: 'warn' });
+  }
+  start();
+});
 $('sign-out').addEventListener('click', signOut);
 
-const preset = new URLSearchParams(location.search).get('transport');
+const preset = params.get('transport');
 if (preset) {
   const input = document.querySelector(`input[name="transport"][value="${CSS.escape(preset)}"]`);
   if (input) input.checked = true;

@@ -1,7 +1,10 @@
 // The demo phone app: signs in as a demo user (a development token issued by
-// the edge), opens a login from its QR URL, shows where the login comes from
-// (IP, browser, time) and confirms or denies it. Each answer names the edge
-// node that handled it.
+// the edge), opens a login from its QR URL (sending the whole payload read,
+// which the server checks is the code on screen now), shows where the login
+// comes from (IP, browser, time, and a warning when it comes from another
+// network than the phone), and confirms by picking the number shown on the
+// other screen among three, or denies it. Each answer names the edge node
+// that handled it.
 
 const $ = (id) => document.getElementById(id);
 const TOKEN_KEY = 'qrlogin-demo-user';
@@ -10,6 +13,7 @@ const SESSION_ID = /^[A-Za-z0-9_-]{22}$/;
 let user = loadUser(); // { token, display_name, user_id }
 let sessionId = null;
 let countdownTimer = null;
+let payload = ''; // the QR payload read (the URL with its #epoch.tag)
 
 function loadUser() {
   try {
@@ -183,6 +187,11 @@ function ago(date) {
 }
 
 const FRIENDLY = {
+  qr_replaced: 'This QR code was replaced by a newer one. Scan the code on the other screen again.',
+  qr_invalid: 'This is not a valid qrlogin QR code (or not the one of this login).',
+  wrong_match: 'That was not the number on the other screen, so the login was refused. If you started it, start again there.',
+  match_required: 'Pick the number shown on the other screen.',
+  rate_limited: 'Too many logins from your account just now; wait a minute.',
   expired: 'This login expired. Ask for a fresh QR code.',
   not_found: 'No such login (it may have expired and been removed).',
   failed_precondition: 'This login cannot be changed any more',
@@ -196,16 +205,44 @@ function explain(error) {
   return base || error.message;
 }
 
+/** The QR payload in a URL: the whole URL when it carries `#<epoch>.<tag>`. */
+function payloadFrom(text) {
+  return /#\d+\.[A-Za-z0-9_-]+$/.test(text.trim()) ? text.trim() : '';
+}
+
+/** Offers the three numbers (number matching), or a plain Confirm without. */
+function showChoices(choices) {
+  const box = $('match-choices');
+  box.replaceChildren();
+  const matching = Array.isArray(choices) && choices.length > 0;
+  for (const code of matching ? choices : []) {
+    const button = document.createElement('button');
+    button.type = 'button';
+    button.className = 'button secondary match-choice';
+    button.dataset.code = String(code);
+    button.textContent = String(code);
+    button.addEventListener('click', () => decide('confirm', code));
+    box.append(button);
+  }
+  box.hidden = !matching;
+  $('match-lead').hidden = !matching;
+  $('confirm').hidden = matching;
+}
+
 async function scan(id) {
   sessionId = id;
   show('request-view');
   $('result').hidden = true;
   $('decision').hidden = true;
+  $('proximity').hidden = true;
   $('request-lead').hidden = false;
   $('request-title').textContent = 'Opening the login…';
   for (const field of ['ctx-ip', 'ctx-ua', 'ctx-time', 'scan-node']) $(field).textContent = '—';
   try {
-    const { data, node } = await api('POST', `/v1/login-sessions/${id}/scan`, { token: user.token });
+    const { data, node } = await api('POST', `/v1/login-sessions/${id}/scan`, {
+      token: user.token,
+      body: { qr_payload: payload },
+    });
     $('request-title').textContent = 'Sign in on another device?';
     $('ctx-ip').textContent = data.browser.ip;
     showUserAgent(data.browser.user_agent);
@@ -213,6 +250,9 @@ async function scan(id) {
     $('ctx-time').textContent = `${created.toLocaleString()} (${ago(created)})`;
     $('scan-node').textContent = node || '—';
     setStateBadge(data.session);
+    // A hint, never a block: a phone on mobile data is on another network too.
+    $('proximity').hidden = data.same_network !== false;
+    showChoices(data.match_choices);
     $('decision').hidden = data.session.state !== 'SCANNED';
   } catch (error) {
     if (error.code === 'unauthenticated') {
@@ -227,11 +267,12 @@ async function scan(id) {
   }
 }
 
-async function decide(action) {
-  $('confirm').disabled = true;
-  $('deny').disabled = true;
+async function decide(action, matchCode = null) {
+  const buttons = [$('confirm'), $('deny'), ...document.querySelectorAll('.match-choice')];
+  for (const b of buttons) b.disabled = true;
   try {
-    const { data, node } = await api('POST', `/v1/login-sessions/${sessionId}/${action}`, { token: user.token });
+    const body = action === 'confirm' && matchCode !== null ? { match_code: matchCode } : {};
+    const { data, node } = await api('POST', `/v1/login-sessions/${sessionId}/${action}`, { token: user.token, body });
     setStateBadge(data);
     $('decision').hidden = true;
     const where = node ? ` (handled by ${node})` : '';
@@ -244,10 +285,16 @@ async function decide(action) {
       showResult('denied', `Denied${where}. The other device was told.`);
     }
   } catch (error) {
+    if (error.code === 'wrong_match') {
+      $('decision').hidden = true;
+      $('request-lead').hidden = true;
+      $('request-title').textContent = 'Login refused';
+      showResult('denied', `${explain(error)}${error.node ? ` (answered by ${error.node})` : ''}`);
+      return;
+    }
     showResult('error', `${explain(error)}${error.node ? ` (answered by ${error.node})` : ''}`);
   } finally {
-    $('confirm').disabled = false;
-    $('deny').disabled = false;
+    for (const b of buttons) b.disabled = false;
   }
 }
 
@@ -265,6 +312,7 @@ function route() {
   }
   const id = sessionIdFrom(location.pathname);
   if (id && id !== sessionId) {
+    payload = payloadFrom(location.href);
     scan(id);
   } else if (!id) {
     show('open-view');
@@ -292,7 +340,9 @@ $('open-form').addEventListener('submit', (event) => {
     return;
   }
   showError('open-error', '');
-  history.pushState(null, '', `/m/${id}`);
+  payload = payloadFrom($('qr-url').value);
+  const fragment = payload ? payload.slice(payload.indexOf('#')) : '';
+  history.pushState(null, '', `/m/${id}${fragment}`);
   scan(id);
 });
 $('confirm').addEventListener('click', () => decide('confirm'));

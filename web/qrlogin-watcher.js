@@ -2,7 +2,7 @@
 // over WebSocket, SSE, long polling or short polling, with fallback, resume
 // by version, jittered backoff and de-duplication (see that file's header).
 import {
-  TRANSPORTS, STATES, QrLoginError, isFinal, request, sessionPath, getSnapshot, cancel,
+  TRANSPORTS, STATES, QrLoginError, isFinal, request, sessionPath, getSnapshot, cancel, qrEpoch,
 } from './qrlogin-http.js';
 
 const TRANSPORT_LABELS = { ws: 'WebSocket', sse: 'SSE', longpoll: 'long polling', poll: 'short polling' };
@@ -97,10 +97,19 @@ export class Watcher {
   deliver(snapshot) {
     if (this.stopped || !snapshot || typeof snapshot.version !== 'number') return false;
     const last = this.snapshot;
+    // A rotated QR code keeps the version (nothing was written): a PENDING
+    // snapshot of the same version with a later payload is news too.
+    const rotated =
+      last &&
+      snapshot.version === last.version &&
+      snapshot.state === 'PENDING' &&
+      last.state === 'PENDING' &&
+      (qrEpoch(snapshot.qr_payload) ?? -1) > (qrEpoch(last.qr_payload) ?? -1);
     const isNew =
       !last ||
       snapshot.version > last.version ||
-      (isFinal(snapshot.state) && !isFinal(last.state));
+      (isFinal(snapshot.state) && !isFinal(last.state)) ||
+      rotated;
     if (isNew) {
       this.snapshot = snapshot;
       try {
@@ -316,13 +325,23 @@ export class Watcher {
     }
   }
 
+  /** After a 429 `slow_down`: poll no faster than the server now asks. */
+  slowDown(err) {
+    if (err instanceof QrLoginError && err.code === 'slow_down' && Number.isFinite(err.pollIntervalMs)) {
+      this.pollIntervalMs = Math.max(this.pollIntervalMs, err.pollIntervalMs);
+    }
+  }
+
   async runLongPoll(generation) {
     let opened = false;
     while (this.current(generation)) {
       // Each connection starts with a plain GET (the current snapshot at
       // once), then holds requests with since=<newest version>.
       const since = opened && this.snapshot ? this.snapshot.version : null;
-      const query = since === null ? '' : `?since=${since}&wait=${this.longPollWaitSeconds}s`;
+      // While PENDING, say which QR code is on screen: a newer one is news.
+      const epoch = this.snapshot && this.snapshot.state === 'PENDING' ? qrEpoch(this.snapshot.qr_payload) : null;
+      const held = epoch === null ? '' : `&qr=${epoch}`;
+      const query = since === null ? '' : `?since=${since}${held}&wait=${this.longPollWaitSeconds}s`;
       const started = Date.now();
       let result;
       try {
@@ -330,6 +349,7 @@ export class Watcher {
       } catch (err) {
         if (!this.current(generation)) return;
         if (err instanceof QrLoginError && err.fatal) return this.fail(err);
+        this.slowDown(err);
         return this.dropped(err.message, { wasOpen: opened, delayMs: err.retryAfterMs ?? null });
       }
       if (!result || !this.current(generation)) return;
@@ -357,6 +377,7 @@ export class Watcher {
       } catch (err) {
         if (!this.current(generation)) return;
         if (err instanceof QrLoginError && err.fatal) return this.fail(err);
+        this.slowDown(err);
         return this.dropped(err.message, { wasOpen: opened, delayMs: err.retryAfterMs ?? null });
       }
       if (!result || !this.current(generation)) return;
@@ -368,8 +389,11 @@ export class Watcher {
       this.servedBy(result.node);
       this.deliver(result.data);
       if (!this.current(generation)) return;
+      // Keep the pace the server asks for (never faster than configured).
+      const asked = result.data.poll_interval_ms;
+      const interval = Number.isFinite(asked) ? Math.max(this.pollIntervalMs, asked) : this.pollIntervalMs;
       await new Promise((resolve) => {
-        this.timer = setTimeout(resolve, this.pollIntervalMs);
+        this.timer = setTimeout(resolve, interval);
       });
     }
   }

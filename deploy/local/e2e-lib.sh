@@ -3,7 +3,7 @@
 # (short and long polling and SSE with curl, WebSocket and SSE with
 # watch.mjs). Sourced by e2e.sh after lib.sh; uses its WORK and BG_PIDS.
 # Results go to globals that the checks read: STATUS NODE BODY (http), SID
-# SECRET VERSION TTL (create), WATCH_PATH and REISSUES (watchers).
+# SECRET VERSION TTL QR_PAYLOAD (create), WATCH_PATH and REISSUES (watchers).
 # shellcheck disable=SC2034
 
 stop_watchers() {
@@ -46,14 +46,23 @@ for path in sys.argv[1:]:
 
 auth_browser() { echo "Authorization: Bearer $1"; }
 
-# create: a new session through HAProxy; sets SID, SECRET, VERSION and TTL (seconds to the deadline).
+# create: a new session through HAProxy; sets SID, SECRET, VERSION, TTL
+# (seconds to the deadline) and QR_PAYLOAD. Each session gets a phone user
+# of its own (display name Alice): auth counts scans and confirms per user
+# (QRLOGIN_SCAN_LIMIT, QRLOGIN_CONFIRM_LIMIT), and these checks confirm more
+# logins a minute than one person would.
 create() {
+  local token
+  token="$(curl -sS --max-time 5 -H 'Content-Type: application/json' \
+    --data "{\"user_id\":\"alice-$RANDOM$RANDOM\",\"display_name\":\"Alice\"}" \
+    "$HTTP_URL/v1/dev/token" | json token 2>/dev/null)"
+  [[ -n "$token" ]] && USER_TOKEN="$token"
   http POST "$HTTP_URL/v1/login-sessions" '{}'
   if [[ "$STATUS" != 201 ]]; then
     echo "create returned HTTP $STATUS: $BODY"
     return 1
   fi
-  { read -r SID; read -r SECRET; read -r VERSION; } < <(json session_id browser_secret version <<<"$BODY")
+  { read -r SID; read -r SECRET; read -r VERSION; read -r QR_PAYLOAD; } < <(json session_id browser_secret version qr_payload <<<"$BODY")
   TTL="$(python3 -c '
 import json, sys
 from datetime import datetime
@@ -62,9 +71,36 @@ p = lambda s: datetime.fromisoformat(s.replace("Z", "+00:00"))
 print(round((p(d["expires_at"]) - p(d["updated_at"])).total_seconds()))' "$BODY")"
 }
 
-# phone ACTION BASE: scan/confirm/deny as Alice on the given base URL.
+# phone ACTION BASE [TOKEN]: scan/confirm/deny as Alice (or TOKEN's user) on
+# the given base URL, as a person does: a scan sends the QR payload on the
+# browser's screen (QR_PAYLOAD, from create), a confirm picks the number the
+# browser shows (shown_match_code).
 phone() {
-  http POST "$2/v1/login-sessions/$SID/$1" '{}' -H "Authorization: Bearer $USER_TOKEN"
+  local body='{}'
+  case "$1" in
+    scan) body="{\"qr_payload\":\"$QR_PAYLOAD\"}" ;;
+    confirm) body="{\"match_code\":$(shown_match_code)}" ;;
+  esac
+  http POST "$2/v1/login-sessions/$SID/$1" "$body" -H "Authorization: Bearer ${3:-$USER_TOKEN}"
+}
+
+# shown_match_code: the number the browser shows after SCANNED, read with the
+# browser secret from edge-2 (no watcher of these checks polls there, so the
+# read keeps within the poll pace; a 429 slow_down waits its Retry-After).
+shown_match_code() {
+  local b status code i
+  for i in 1 2 3; do
+    b="$(curl -sS --max-time 5 -w '\n%{http_code}' -H "$(auth_browser "$SECRET")" "$EDGE2_URL/v1/login-sessions/$SID")" || b=''
+    status="${b##*$'\n'}"
+    if [[ "$status" == 429 ]]; then
+      sleep 2
+      continue
+    fi
+    code="$(json match_code <<<"${b%$'\n'*}" 2>/dev/null)"
+    echo "${code:-0}"
+    return 0
+  done
+  echo 0
 }
 
 expect_phone() {
@@ -120,7 +156,8 @@ wait_state() {
   return 1
 }
 
-# Short polling of edge-1 (direct) every 300 ms until a final or CONFIRMED state.
+# Short polling of edge-1 (direct) at the pace every answer asks for
+# (poll_interval_ms) until a final or CONFIRMED state.
 start_short_poll() {
   local file="$1"
   (
@@ -128,7 +165,9 @@ start_short_poll() {
       b="$(curl -sS --max-time 5 -H "$(auth_browser "$SECRET")" "$EDGE1_URL/v1/login-sessions/$SID")" || b=''
       echo "$b" >>"$file"
       case "$b" in *'"state":"CONFIRMED"'* | *'"state":"REDEEMED"'* | *'"state":"DENIED"'* | *'"state":"CANCELLED"'* | *'"state":"EXPIRED"'*) exit 0 ;; esac
-      sleep 0.3
+      pace="$(json poll_interval_ms <<<"$b" 2>/dev/null)"
+      [[ -n "$pace" ]] || pace="$(json error.poll_interval_ms <<<"$b" 2>/dev/null)"
+      sleep "$(python3 -c 'import sys; print(int(sys.argv[1] or 2000) / 1000)' "${pace:-2000}")"
     done
   ) >/dev/null 2>&1 &
   BG_PIDS+=($!)
@@ -283,14 +322,14 @@ sys.exit(1)' "$1" "$2"
 # answer goes to $WORK/confirm.body).
 timed_confirm() {
   local out
-  out="$(python3 - "$1" "$SID" "$USER_TOKEN" "$WORK/confirm.body" <<'PY'
+  out="$(python3 - "$1" "$SID" "$USER_TOKEN" "$WORK/confirm.body" "$(shown_match_code)" <<'PY'
 import http.client, sys, time, urllib.parse
-base, sid, token, body_file = sys.argv[1:]
+base, sid, token, body_file, code = sys.argv[1:]
 u = urllib.parse.urlsplit(base)
 c = http.client.HTTPConnection(u.hostname, u.port, timeout=20)
 c.connect()
 sent = time.time()
-c.request("POST", f"/v1/login-sessions/{sid}/confirm", body=b"{}",
+c.request("POST", f"/v1/login-sessions/{sid}/confirm", body=('{"match_code": %d}' % int(code)).encode(),
           headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
 r = c.getresponse()
 open(body_file, "wb").write(r.read())
@@ -361,9 +400,11 @@ print(f"watcher, scan and confirm all via HAProxy; confirm->event median {med:.2
 # --- gRPC and HAProxy ----------------------------------------------------------------
 
 # grpc METHOD: calls AuthService/METHOD for SID straight on auth, as Alice.
+# grpc METHOD [FIELDS]: a phone-side call for SID, FIELDS being more JSON
+# members (e.g. '"match_code":42').
 grpc() {
   "$GRPCURL" -plaintext -import-path "$ROOT/proto" -proto qrlogin/auth/v1/auth.proto \
-    -H "authorization: Bearer $GRPC_TOKEN" -d "{\"session_id\":\"$SID\"}" \
+    -H "authorization: Bearer $GRPC_TOKEN" -d "{\"session_id\":\"$SID\"${2:+,$2}}" \
     "$AUTH_ADDR" "qrlogin.auth.v1.AuthService/$1"
 }
 

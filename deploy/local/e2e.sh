@@ -12,6 +12,7 @@
 #                                  QRLOGIN_PENDING_TTL=15s unless set) and stop
 #                                  it at the end; --keep leaves it running
 #   deploy/local/e2e.sh --no-build with --start: skip bootstrap and build
+#   QRLOGIN_E2E_ONLY=REGEX         run only the checks whose name matches
 #
 # Each check prints one line, "ok - ..." or "FAIL - ...", saying which path
 # each request took: "via HAProxy" (the node that answered is read from
@@ -54,6 +55,7 @@ WORK="$(mktemp -d -t qrlogin-e2e.XXXXXX)"
 BG_PIDS=()
 passed=0
 failed=0
+skipped=0
 
 cleanup() {
   stop_watchers
@@ -65,6 +67,8 @@ trap 'exit 130' INT TERM
 
 # shellcheck source=deploy/local/e2e-lib.sh
 source "$HERE/e2e-lib.sh"
+# shellcheck source=deploy/local/e2e-attacks.sh
+source "$HERE/e2e-attacks.sh"
 
 # --- reporting ------------------------------------------------------------------
 # A check is a function that prints its success text on stdout and, when it
@@ -74,12 +78,16 @@ source "$HERE/e2e-lib.sh"
 check() {
   local name="$1" result rc
   shift
+  [[ -z "${QRLOGIN_E2E_ONLY:-}" || "$name" =~ $QRLOGIN_E2E_ONLY ]] || return 0
   "$@" >"$WORK/result" 2>"$WORK/stderr"
   rc=$?
   result="$(tr '\n' ' ' <"$WORK/result" | sed 's/ *$//')"
   if ((rc == 0)); then
     echo "ok - $name: $result"
     passed=$((passed + 1))
+  elif ((rc == 2)); then
+    echo "skip - $name: $result"
+    skipped=$((skipped + 1))
   else
     [[ -z "$result" ]] && result="$(tail -n 3 "$WORK/stderr" | tr '\n' ' ')"
     echo "FAIL - $name: $result"
@@ -126,10 +134,10 @@ check_grpc() {
   local file="$WORK/watch-grpc" out scanned confirmed
   create || return 1
   start_watcher_on_edge1 sse "$file" || return 1
-  out="$(grpc ScanLoginSession 2>&1)" || { echo "grpcurl ScanLoginSession: $out"; return 1; }
+  out="$(grpc ScanLoginSession "\"qr_payload\":\"$QR_PAYLOAD\"" 2>&1)" || { echo "grpcurl ScanLoginSession: $out"; return 1; }
   [[ "$(json session.state <<<"$out")" == LOGIN_STATE_SCANNED ]] || { echo "ScanLoginSession answered: $out"; return 1; }
   scanned="$(wait_state "$file" SCANNED 10)" || { echo "watcher never saw SCANNED"; return 1; }
-  out="$(grpc ConfirmLoginSession 2>&1)" || { echo "grpcurl ConfirmLoginSession: $out"; return 1; }
+  out="$(grpc ConfirmLoginSession "\"match_code\":$(shown_match_code)" 2>&1)" || { echo "grpcurl ConfirmLoginSession: $out"; return 1; }
   confirmed="$(wait_state "$file" CONFIRMED 10)" || { echo "watcher never saw CONFIRMED"; return 1; }
   http POST "$HTTP_URL/v1/login-sessions/$SID/redeem" '{}' -H "$(auth_browser "$SECRET")"
   [[ "$STATUS" == 200 ]] || { echo "redeem after gRPC confirm returned HTTP $STATUS"; return 1; }
@@ -253,12 +261,13 @@ check_edge_drain() {
 # Restart NATS while sessions wait: their state survives (JetStream file
 # store), the edges reconnect, and confirms made afterwards reach the watchers.
 check_nats_restart() {
-  local ids=() secrets=() files=() i got f deadline t0 down
+  local ids=() secrets=() tokens=() files=() i got f deadline t0 down
   for i in 1 2; do
     create || return 1
     expect_phone scan "$HTTP_URL" '' || return 1
     ids+=("$SID")
     secrets+=("$SECRET")
+    tokens+=("$USER_TOKEN")
     f="$WORK/nats-$i"
     files+=("$f")
     if ((i == 1)); then t="ws"; else t="sse"; fi
@@ -269,6 +278,8 @@ check_nats_restart() {
   "$HERE/ctl.sh" stop nats 2>/dev/null
   down=0
   SID="${ids[0]}"
+  SECRET="${secrets[0]}"
+  USER_TOKEN="${tokens[0]}"
   phone confirm "$HTTP_URL"
   [[ "$STATUS" == 503 ]] && down=1
   "$HERE/ctl.sh" start nats >/dev/null 2>&1 || { echo "nats did not start again"; return 1; }
@@ -286,6 +297,7 @@ check_nats_restart() {
   for i in 0 1; do
     SID="${ids[i]}"
     SECRET="${secrets[i]}"
+    USER_TOKEN="${tokens[i]}"
     http GET "$HTTP_URL/v1/login-sessions/$SID" '' -H "$(auth_browser "$SECRET")"
     got="$(json state <<<"$BODY")"
     [[ "$got" == SCANNED || ("$i" == 0 && "$got" == CONFIRMED) ]] || { echo "session $((i + 1)) reads $got (HTTP $STATUS) after the restart"; return 1; }
@@ -349,6 +361,12 @@ check "expiry reaches a watcher" check_expiry
 check "edge-1 killed while watchers wait: they resume on edge-2 and miss nothing" check_edge_kill
 check "edge-1 drained (SIGTERM) while watchers wait: they move to edge-2" check_edge_drain
 check "NATS restarted while sessions wait: nothing is lost" check_nats_restart
+check "attack: an observer scans first and confirms; the browser is told who, nothing redeems" check_observer_confirms
+check "attack: a relayed QR code, the phone picks a wrong number: DENIED" check_wrong_match
+check "attack: a replaced QR payload is refused (qr_replaced)" check_replaced_qr
+check "attack: a stolen browser secret alone cannot redeem" check_stolen_secret
 
-echo "$passed passed, $failed failed"
+summary="$passed passed, $failed failed"
+((skipped)) && summary+=", $skipped skipped"
+echo "$summary"
 ((failed == 0))

@@ -6,6 +6,8 @@
 //!   per-session subject `<prefix>.<session_id>` after every write.
 //! - [`watch::v1`]: the `LoginWatch` gRPC stream that edges serve to native
 //!   and backend clients (client and server).
+//! - [`qr`]: the rotating QR payload (epochs, tags, parsing), shared by
+//!   auth (which checks a scanned payload) and edges (which show it).
 //! - [`FILE_DESCRIPTOR_SET`], [`WATCH_FILE_DESCRIPTOR_SET`]: the encoded
 //!   descriptors for gRPC reflection, one per service, so that each lists
 //!   only what it serves.
@@ -19,6 +21,8 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 /// (`watch.proto`, `events.proto` and their imports).
 pub const WATCH_FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/qrlogin_watch_descriptor.bin"));
+
+pub mod qr;
 
 pub mod events {
     pub mod v1 {

@@ -1,8 +1,11 @@
 // Browser tests of the demo pages against a running local cluster
 // (deploy/local/up.sh): Debian's Chromium, driven by playwright-core, opens
 // the login page through HAProxy, a second browser context plays the phone
-// (signs in, opens the QR link, confirms), and the login page must show the
-// signed-in user. Once per transport; then a denied and a cancelled login,
+// (signs in, opens the QR link, picks the number the login page shows), the
+// login page names the account and signs in on the user's click. Once per
+// transport; then the attacks of docs/security.md (an observer who scans
+// first and confirms, a wrong number, a replaced QR code, a stolen browser
+// secret); then a denied and a cancelled login,
 // an expired QR code being replaced (skipped unless the PENDING deadline is
 // at most 30 s), 'auto' falling back to SSE when WebSockets are refused, and
 // failover: the edge holding the page's WebSocket or event stream is killed
@@ -10,7 +13,8 @@
 // cluster only.
 //
 //   cd web/tests && npm ci && node browser.test.mjs [TEST...]
-//   TEST: ws sse longpoll poll deny cancel expiry fallback failover-ws failover-sse
+//   TEST: ws sse longpoll poll observer wrong-match replaced stolen-secret
+//         deny cancel expiry fallback failover-ws failover-sse
 //
 // QRLOGIN_BASE_URL overrides the URL (default: the running cluster's public
 // URL from deploy/local/run/cluster.env, else http://127.0.0.1:8080).
@@ -74,16 +78,18 @@ async function openLogin(browser, transport, errors, { blockWebSocket = false } 
   const link = page.locator('#phone-link');
   await link.waitFor({ state: 'visible', timeout: 10000 });
   const href = await link.getAttribute('href');
-  assert(/\/m\/[A-Za-z0-9_-]{22}$/.test(href), `phone link ${href} is not <base>/m/<id>`);
+  assert(/\/m\/[A-Za-z0-9_-]{22}#\d+\.[A-Za-z0-9_-]{16}$/.test(href), `phone link ${href} is not <base>/m/<id>#<epoch>.<tag>`);
   assert(await page.locator('#qr').isVisible(), 'QR code image is not visible');
   const sessionId = (await page.locator('#session-id').textContent()).trim();
-  assert(href.endsWith(`/m/${sessionId}`), `phone link ${href} does not name session ${sessionId}`);
+  assert(href.includes(`/m/${sessionId}#`), `phone link ${href} does not name session ${sessionId}`);
+  const bound = (await page.locator('#key-bound').textContent()).trim();
+  assert(bound === 'bound to this page', `the login is not key-bound ("${bound}")`);
   await page.locator('#state[data-state="PENDING"]').waitFor({ timeout: 5000 });
   // Every transport names the edge serving it once its first answer arrives.
   await page.waitForFunction(() => /^edge-\d$/.test(document.getElementById('held-node').textContent), null, {
     timeout: 10000,
   });
-  return { context, page, href };
+  return { context, page, href, sessionId };
 }
 
 /** The phone: signs in as `name`, opens the QR link, and returns the page on the request view. */
@@ -94,13 +100,37 @@ async function openPhone(browser, href, name, errors) {
   await page.goto(href);
   await page.locator('#user-name').fill(name);
   await page.locator('#sign-in').click();
-  await page.locator('#confirm').waitFor({ state: 'visible', timeout: 10000 });
+  await page.locator('#match-choices .match-choice').first().waitFor({ state: 'visible', timeout: 10000 });
+  const choices = await page.locator('#match-choices .match-choice').count();
+  assert(choices === 3, `phone offers ${choices} numbers, expected 3`);
+  assert(!(await page.locator('#confirm').isVisible()), 'a plain Confirm is offered beside the numbers');
   const ip = (await page.locator('#ctx-ip').textContent()).trim();
   assert(/^(\d{1,3}\.){3}\d{1,3}$|:/.test(ip), `phone shows "${ip}" as the browser's IP`);
   const ua = await page.locator('#ctx-ua').textContent();
   assert(/Chrome/.test(ua), `phone shows "${ua}" as the browser`);
   assert(/^edge-\d$/.test((await page.locator('#scan-node').textContent()).trim()), 'phone does not name the scanning node');
   return { context, page };
+}
+
+/** The number the login page shows after the scan. */
+async function shownNumber(login) {
+  await login.page.locator('#match').waitFor({ state: 'visible', timeout: 10000 });
+  const code = (await login.page.locator('#match-code').textContent()).trim();
+  assert(/^\d{2}$/.test(code), `login page shows "${code}" as the number to pick`);
+  return code;
+}
+
+/** The phone picks `code` (the number on the login page, or another). */
+async function pick(phone, code) {
+  await phone.page.locator(`#match-choices .match-choice[data-code="${code}"]`).click();
+}
+
+/** The login page names `name` as the confirming account; the user clicks Continue. */
+async function continueAs(login, name) {
+  await login.page.locator('#confirm-box').waitFor({ state: 'visible', timeout: 15000 });
+  const named = (await login.page.locator('#confirming-name').textContent()).trim();
+  assert(named === name, `login page names "${named}" as the confirming account, expected ${name}`);
+  await login.page.locator('#continue').click();
 }
 
 async function loginFlow(browser, transport) {
@@ -110,10 +140,14 @@ async function loginFlow(browser, transport) {
   await login.page.screenshot({ path: path.join(shots, `login-${transport}-qr.png`) });
   const phone = await openPhone(browser, login.href, name, errors);
   await login.page.locator('#state[data-state="SCANNED"]').waitFor({ timeout: 10000 });
-  await phone.page.screenshot({ path: path.join(shots, `phone-${transport}-request.png`) });
-  await phone.page.locator('#confirm').click();
+  const code = await shownNumber(login);
+  // The number-matching step on both screens.
+  await login.page.screenshot({ path: path.join(shots, `login-${transport}-match.png`) });
+  await phone.page.screenshot({ path: path.join(shots, `phone-${transport}-match.png`) });
+  await pick(phone, code);
   await phone.page.locator('#result[data-kind="ok"]').waitFor({ timeout: 10000 });
   await phone.page.screenshot({ path: path.join(shots, `phone-${transport}-confirmed.png`) });
+  await continueAs(login, name);
 
   const signedIn = login.page.locator('#signed-in-name');
   await signedIn.waitFor({ state: 'visible', timeout: 15000 });
@@ -128,6 +162,148 @@ async function loginFlow(browser, transport) {
   await login.context.close();
   await phone.context.close();
   return `${name} signed in over ${over}`;
+}
+
+/** A phone signed in as `name` on `href`, whatever the scan answers. */
+async function phoneAt(browser, href, name, errors) {
+  const context = await browser.newContext({ viewport: { width: 420, height: 860 }, isMobile: true });
+  const page = await context.newPage();
+  page.on('pageerror', (err) => errors.push(`phone page: ${err.message}`));
+  await page.goto(href);
+  await page.locator('#user-name').fill(name);
+  await page.locator('#sign-in').click();
+  return { context, page };
+}
+
+/**
+ * An observer who saw the QR code (and the number: the worst case) scans
+ * first and confirms with their own account. The login page must not sign
+ * its user in: it names the observer's account and waits for a click, and
+ * "Not you? Start over" replaces the login in one click. No redeem request
+ * is ever sent.
+ */
+async function observerFlow(browser) {
+  const errors = [];
+  const login = await openLogin(browser, 'auto', errors);
+  const redeems = [];
+  login.page.on('request', (r) => {
+    if (r.url().includes('/redeem')) redeems.push(r.url());
+  });
+  const mallory = await openPhone(browser, login.href, 'Mallory', errors);
+  const code = await shownNumber(login);
+  const early = await login.page.locator('#login-view').textContent();
+  assert(!early.includes('Mallory'), 'the login page named the scanner before any confirm');
+  await pick(mallory, code);
+  await mallory.page.locator('#result[data-kind="ok"]').waitFor({ timeout: 10000 });
+  await login.page.locator('#confirm-box').waitFor({ state: 'visible', timeout: 15000 });
+  const named = (await login.page.locator('#confirming-name').textContent()).trim();
+  assert(named === 'Mallory', `login page names "${named}", expected Mallory`);
+  assert((await login.page.locator('#continue').textContent()).includes('Continue as Mallory'), 'no "Continue as Mallory"');
+  assert(!(await login.page.locator('#signed-in-view').isVisible()), 'signed in without a click');
+  assert(redeems.length === 0, `the page redeemed by itself: ${redeems.join(', ')}`);
+  await login.page.screenshot({ path: path.join(shots, 'attack-observer-confirmed.png') });
+  await login.page.locator('#not-you').click();
+  await login.page.waitForFunction(
+    (old) => {
+      const id = document.getElementById('session-id').textContent.trim();
+      return id !== old && /^[A-Za-z0-9_-]{22}$/.test(id);
+    },
+    login.sessionId,
+    { timeout: 10000 },
+  );
+  await login.page.locator('#state[data-state="PENDING"]').waitFor({ timeout: 10000 });
+  assert(await login.page.locator('#qr').isVisible(), 'no fresh QR code after "Not you? Start over"');
+  assert(redeems.length === 0, `a redeem was sent: ${redeems.join(', ')}`);
+  const timeline = await login.page.locator('#timeline').textContent();
+  assert(timeline.includes('Cancelled: not you'), 'the old login was not cancelled');
+  await login.page.screenshot({ path: path.join(shots, 'attack-observer-start-over.png') });
+  assert(errors.length === 0, errors.join('; '));
+  await mallory.context.close();
+  await login.context.close();
+  return 'Mallory confirmed first: the page named her, sent no redeem, and "Not you? Start over" showed a fresh code';
+}
+
+/** A relayed QR code: the phone's user sees no number of their own and picks a wrong one. */
+async function wrongMatchFlow(browser) {
+  const errors = [];
+  const login = await openLogin(browser, 'auto', errors);
+  const phone = await openPhone(browser, login.href, 'Ivan', errors);
+  const code = await shownNumber(login);
+  const choices = await phone.page.locator('#match-choices .match-choice').evaluateAll((bs) => bs.map((b) => b.dataset.code));
+  const wrong = choices.find((c) => c !== code);
+  assert(choices.includes(code) && wrong, `phone offers ${choices} for ${code}`);
+  await pick(phone, wrong);
+  await phone.page.locator('#result[data-kind="denied"]').waitFor({ timeout: 10000 });
+  await login.page.locator('#state[data-state="DENIED"]').waitFor({ timeout: 10000 });
+  const hint = await login.page.locator('#hint').textContent();
+  assert(hint.includes('not the one shown here'), `login page hint after a wrong number: "${hint}"`);
+  assert(!(await login.page.locator('#signed-in-view').isVisible()), 'signed in after a wrong number');
+  await login.page.screenshot({ path: path.join(shots, 'attack-wrong-match-login.png') });
+  await phone.page.screenshot({ path: path.join(shots, 'attack-wrong-match-phone.png') });
+  assert(errors.length === 0, errors.join('; '));
+  await phone.context.close();
+  await login.context.close();
+  return `picked ${wrong} instead of ${code}: DENIED on both pages`;
+}
+
+/**
+ * A photo of an old QR code: the login page replaces the code every
+ * QRLOGIN_QR_ROTATION (25 s by default); once the grace (3 s) after the
+ * change is over, the old link fails with "replaced" and the new one scans.
+ */
+async function replacedFlow(browser) {
+  const errors = [];
+  const login = await openLogin(browser, 'auto', errors);
+  const first = await login.page.locator('#qr').getAttribute('data-epoch');
+  await login.page.waitForFunction(
+    (old) => document.getElementById('qr').dataset.epoch !== old,
+    first,
+    { timeout: 35000 },
+  );
+  const href = await login.page.locator('#phone-link').getAttribute('href');
+  assert(href !== login.href && href.includes(`/m/${login.sessionId}#`), `phone link after the rotation: ${href}`);
+  await login.page.waitForFunction(() => document.getElementById('qr').naturalWidth > 0, null, { timeout: 10000 });
+  // The previous code stays good for QRLOGIN_QR_GRACE (3 s) after the change.
+  await login.page.waitForTimeout(3500);
+  const old = await phoneAt(browser, login.href, 'Judy', errors);
+  await old.page.locator('#result[data-kind="error"]').waitFor({ timeout: 10000 });
+  const said = await old.page.locator('#result').textContent();
+  assert(said.includes('replaced by a newer one'), `the old code's scan said "${said}"`);
+  await old.page.screenshot({ path: path.join(shots, 'attack-replaced-phone.png') });
+  await old.context.close();
+  const phone = await openPhone(browser, href, 'Judy', errors);
+  await pick(phone, await shownNumber(login));
+  await continueAs(login, 'Judy');
+  await login.page.locator('#signed-in-name').waitFor({ state: 'visible', timeout: 15000 });
+  assert(errors.length === 0, errors.join('; '));
+  await phone.context.close();
+  await login.context.close();
+  return `code ${first} replaced by ${href.split('#')[1].split('.')[0]}: the old one was refused, the new one signed Judy in`;
+}
+
+/** The browser secret (its cookie) without the page's key cannot redeem. */
+async function stolenSecretFlow(browser) {
+  const errors = [];
+  const login = await openLogin(browser, 'auto', errors);
+  const phone = await openPhone(browser, login.href, 'Karl', errors);
+  await pick(phone, await shownNumber(login));
+  await login.page.locator('#confirm-box').waitFor({ state: 'visible', timeout: 15000 });
+  const cookies = await login.context.cookies();
+  const secret = cookies.find((c) => c.name.endsWith(`qrl_bs_${login.sessionId}`));
+  assert(secret && secret.httpOnly, 'no HttpOnly secret cookie for the session');
+  const stolen = await fetch(`${BASE}/v1/login-sessions/${login.sessionId}/redeem`, {
+    method: 'POST',
+    headers: { Cookie: `${secret.name}=${secret.value}`, 'Content-Type': 'application/json' },
+    body: '{}',
+  });
+  const body = await stolen.json();
+  assert(stolen.status === 401 && body.error.code === 'proof_required', `the stolen secret redeemed: HTTP ${stolen.status} ${JSON.stringify(body)}`);
+  await continueAs(login, 'Karl');
+  await login.page.locator('#signed-in-name').waitFor({ state: 'visible', timeout: 15000 });
+  assert(errors.length === 0, errors.join('; '));
+  await phone.context.close();
+  await login.context.close();
+  return 'the secret cookie alone: 401 proof_required; the page (with its key) signed Karl in';
 }
 
 async function denyFlow(browser) {
@@ -208,7 +384,8 @@ async function fallbackFlow(browser) {
   const timeline = await login.page.locator('#timeline').textContent();
   assert(timeline.includes('Falling back to Server-Sent Events'), 'timeline does not show the fallback');
   const phone = await openPhone(browser, login.href, 'Heidi', errors);
-  await phone.page.locator('#confirm').click();
+  await pick(phone, await shownNumber(login));
+  await continueAs(login, 'Heidi');
   await login.page.locator('#signed-in-name').waitFor({ state: 'visible', timeout: 15000 });
   const shown = (await login.page.locator('#signed-in-name').textContent()).trim();
   assert(shown === 'Heidi', `login page shows "${shown}", expected Heidi`);
@@ -234,8 +411,9 @@ async function failoverFlow(browser, transport) {
   execFileSync(ctl, ['kill', victim], { stdio: 'ignore' });
   try {
     const phone = await openPhone(browser, login.href, name, errors);
-    await phone.page.locator('#confirm').click();
+    await pick(phone, await shownNumber(login));
     await phone.page.locator('#result[data-kind="ok"]').waitFor({ timeout: 10000 });
+    await continueAs(login, name);
     await login.page.locator('#signed-in-name').waitFor({ state: 'visible', timeout: 20000 });
     const shown = (await login.page.locator('#signed-in-name').textContent()).trim();
     assert(shown === name, `login page shows "${shown}", expected ${name}`);
@@ -256,6 +434,10 @@ const TESTS = {
   sse: (b) => loginFlow(b, 'sse'),
   longpoll: (b) => loginFlow(b, 'longpoll'),
   poll: (b) => loginFlow(b, 'poll'),
+  observer: observerFlow,
+  'wrong-match': wrongMatchFlow,
+  replaced: replacedFlow,
+  'stolen-secret': stolenSecretFlow,
   deny: denyFlow,
   cancel: cancelFlow,
   fallback: fallbackFlow,

@@ -63,6 +63,7 @@ async fn main() -> anyhow::Result<()> {
             .create_login_session(pb::CreateLoginSessionRequest {
                 client_ip: "10.0.0.1".into(),
                 user_agent: "bench".into(),
+                browser_key: None,
             })
             .await?;
     }
@@ -80,17 +81,21 @@ async fn main() -> anyhow::Result<()> {
             .create_login_session(pb::CreateLoginSessionRequest {
                 client_ip: "10.0.0.1".into(),
                 user_agent: "bench".into(),
+                browser_key: None,
             })
             .await?
             .into_inner();
         create_rpc.push(t0.elapsed());
         let id = r.session.map(|s| s.session_id).unwrap_or_default();
+        let qr_payload = r.qr_payload;
         wait_for(&mut events, &id, 1).await?;
         create.push(t0.elapsed());
 
         let t1 = Instant::now();
         let mut req = tonic::Request::new(pb::ScanLoginSessionRequest {
             session_id: id.clone(),
+            qr_payload,
+            client_ip: String::new(),
         });
         req.metadata_mut()
             .insert("authorization", format!("Bearer {token}").parse()?);

@@ -9,10 +9,12 @@ use std::time::Duration;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
-use crate::broker::{proto_state, timestamp};
+use crate::broker::{proto_state, qr_rotation, timestamp};
 use crate::callers::{CallerError, ServiceTokens, SERVICE_TOKEN_HEADER};
+use crate::domain::{DenyReason, DomainError};
 use crate::metrics::AuthMetrics;
-use crate::service::{LoginService, ServiceError, SessionView};
+use crate::proof::{BrowserKey, ProofError};
+use crate::service::{now_millis, LoginService, ServiceError, SessionView};
 use crate::token::TokenError;
 
 /// Metadata naming the cause of UNAUTHENTICATED or RESOURCE_EXHAUSTED.
@@ -25,6 +27,23 @@ pub const REASON_RATE_LIMITED: &str = "rate_limited";
 pub const REASON_STORAGE_FULL: &str = "storage_full";
 /// Auth holds its maximum of concurrent calls.
 pub const REASON_OVER_CAPACITY: &str = "over_capacity";
+/// The scanned QR payload is not one of this session (reasons of the QR
+/// protocol: see auth.proto).
+pub const REASON_QR_INVALID: &str = "qr_invalid";
+/// The scanned QR payload was replaced by a newer one.
+pub const REASON_QR_REPLACED: &str = "qr_replaced";
+/// Confirm without the number the user picked.
+pub const REASON_MATCH_REQUIRED: &str = "match_required";
+/// A wrong number was picked: the session is DENIED.
+pub const REASON_WRONG_MATCH: &str = "wrong_match";
+/// Create without a browser key while key binding is required.
+pub const REASON_KEY_REQUIRED: &str = "key_required";
+/// The browser key is not a P-256 public key.
+pub const REASON_INVALID_KEY: &str = "invalid_key";
+/// Redeem of a key-bound session without a proof.
+pub const REASON_PROOF_REQUIRED: &str = "proof_required";
+/// A proof that does not verify.
+pub const REASON_INVALID_PROOF: &str = "invalid_proof";
 /// Seconds after which a rate-limited caller may try again.
 pub const RETRY_AFTER_HEADER: &str = "retry-after";
 
@@ -104,8 +123,12 @@ fn authorization<T>(request: &Request<T>) -> Result<Option<String>, Status> {
     }
 }
 
-fn session(view: &SessionView) -> pb::LoginSession {
+/// The public view of a session: what the browser side may see in its
+/// state (see `login_event`), with the QR payload of this moment.
+fn session(service: &LoginService, view: &SessionView) -> pb::LoginSession {
+    use qrlogin_proto::events::v1::DenyReason as PbDeny;
     let r = &view.record;
+    let base = &service.settings().public_base;
     pb::LoginSession {
         session_id: r.id.clone(),
         state: proto_state(r.state) as i32,
@@ -113,10 +136,27 @@ fn session(view: &SessionView) -> pb::LoginSession {
         expires_at: r.expires_at.map(timestamp),
         updated_at: Some(timestamp(r.updated_at)),
         user_display_name: r
-            .user
-            .as_ref()
-            .map(|u| u.display_name.clone())
+            .public_display_name()
+            .map(str::to_owned)
             .unwrap_or_default(),
+        qr_payload: service.qr_payload(r, now_millis()),
+        qr: r.public_qr().map(|k| qr_rotation(k, base)),
+        match_code: r.public_match_code().map_or(0, u32::from),
+        deny_reason: r.deny_reason.map_or(PbDeny::Unspecified, |d| match d {
+            DenyReason::User => PbDeny::User,
+            DenyReason::WrongMatch => PbDeny::WrongMatch,
+        }) as i32,
+    }
+}
+
+/// The view a phone gets: never the match code it must find on the other
+/// screen, nor the QR key.
+fn phone_session(service: &LoginService, view: &SessionView) -> pb::LoginSession {
+    pb::LoginSession {
+        match_code: 0,
+        qr: None,
+        qr_payload: String::new(),
+        ..session(service, view)
     }
 }
 
@@ -128,15 +168,27 @@ impl AuthService for GrpcAuth {
     ) -> Result<Response<pb::CreateLoginSessionResponse>, Status> {
         self.browser_side(&request)?;
         let req = request.into_inner();
+        let key = req.browser_key.map(|k| BrowserKey {
+            kty: k.kty,
+            crv: k.crv,
+            x: k.x,
+            y: k.y,
+        });
         let created = self
             .service
-            .create(&req.client_ip, &req.user_agent)
+            .create(&req.client_ip, &req.user_agent, key.as_ref())
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::CreateLoginSessionResponse {
-            session: Some(session(&created.view)),
+            session: Some(session(&self.service, &created.view)),
             browser_secret: created.secret.expose().to_owned(),
             qr_payload: created.qr_payload,
+            key_thumbprint: created
+                .view
+                .record
+                .key_thumbprint
+                .clone()
+                .unwrap_or_default(),
         }))
     }
 
@@ -152,7 +204,7 @@ impl AuthService for GrpcAuth {
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::GetLoginSessionResponse {
-            session: Some(session(&view)),
+            session: Some(session(&self.service, &view)),
         }))
     }
 
@@ -163,19 +215,26 @@ impl AuthService for GrpcAuth {
         self.phone_side(&request)?;
         let auth = authorization(&request)?;
         let req = request.into_inner();
-        let view = self
+        let scanned = self
             .service
-            .scan(&req.session_id, auth.as_deref())
+            .scan(
+                &req.session_id,
+                auth.as_deref(),
+                &req.qr_payload,
+                &req.client_ip,
+            )
             .await
             .map_err(to_status)?;
-        let b = &view.record.browser;
+        let b = &scanned.view.record.browser;
         Ok(Response::new(pb::ScanLoginSessionResponse {
-            session: Some(session(&view)),
+            session: Some(phone_session(&self.service, &scanned.view)),
             browser: Some(pb::BrowserContext {
                 ip: b.ip.clone(),
                 user_agent: b.user_agent.clone(),
                 created_at: Some(timestamp(b.created_at)),
             }),
+            match_choices: scanned.choices.iter().map(|&c| u32::from(c)).collect(),
+            same_network: scanned.same_network,
         }))
     }
 
@@ -188,11 +247,11 @@ impl AuthService for GrpcAuth {
         let req = request.into_inner();
         let view = self
             .service
-            .confirm(&req.session_id, auth.as_deref())
+            .confirm(&req.session_id, auth.as_deref(), req.match_code)
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::ConfirmLoginSessionResponse {
-            session: Some(session(&view)),
+            session: Some(phone_session(&self.service, &view)),
         }))
     }
 
@@ -209,7 +268,7 @@ impl AuthService for GrpcAuth {
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::DenyLoginSessionResponse {
-            session: Some(session(&view)),
+            session: Some(phone_session(&self.service, &view)),
         }))
     }
 
@@ -225,7 +284,7 @@ impl AuthService for GrpcAuth {
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::CancelLoginSessionResponse {
-            session: Some(session(&view)),
+            session: Some(session(&self.service, &view)),
         }))
     }
 
@@ -237,11 +296,11 @@ impl AuthService for GrpcAuth {
         let req = request.into_inner();
         let r = self
             .service
-            .redeem(&req.session_id, &req.browser_secret)
+            .redeem(&req.session_id, &req.browser_secret, &req.proof)
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::RedeemLoginSessionResponse {
-            session: Some(session(&r.view)),
+            session: Some(session(&self.service, &r.view)),
             access_token: r.token.token,
             access_token_expires_at: Some(timestamp(r.token.expires_at)),
             user_id: r.user.id,
@@ -250,17 +309,42 @@ impl AuthService for GrpcAuth {
     }
 }
 
+fn rate_limited(msg: String, retry_after: Duration) -> Status {
+    let mut status = with_reason(Status::resource_exhausted(msg), REASON_RATE_LIMITED);
+    let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+    if let Ok(v) = MetadataValue::try_from(secs.max(1).to_string()) {
+        status.metadata_mut().insert(RETRY_AFTER_HEADER, v);
+    }
+    status
+}
+
 /// Every service error's gRPC code, in one place (documented in auth.proto).
 pub fn to_status(e: ServiceError) -> Status {
     let msg = e.to_string();
     match e {
-        ServiceError::RateLimited { retry_after } => {
-            let mut status = with_reason(Status::resource_exhausted(msg), REASON_RATE_LIMITED);
-            let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-            if let Ok(v) = MetadataValue::try_from(secs.max(1).to_string()) {
-                status.metadata_mut().insert(RETRY_AFTER_HEADER, v);
-            }
-            status
+        ServiceError::RateLimited { retry_after }
+        | ServiceError::UserLimited { retry_after, .. } => rate_limited(msg, retry_after),
+        ServiceError::Domain(DomainError::QrInvalid(_)) => {
+            with_reason(Status::invalid_argument(msg), REASON_QR_INVALID)
+        }
+        ServiceError::Domain(DomainError::QrReplaced) => {
+            with_reason(Status::failed_precondition(msg), REASON_QR_REPLACED)
+        }
+        ServiceError::Domain(DomainError::MatchRequired) => {
+            with_reason(Status::invalid_argument(msg), REASON_MATCH_REQUIRED)
+        }
+        ServiceError::WrongMatch => with_reason(Status::permission_denied(msg), REASON_WRONG_MATCH),
+        ServiceError::KeyRequired => {
+            with_reason(Status::invalid_argument(msg), REASON_KEY_REQUIRED)
+        }
+        ServiceError::Proof(ProofError::InvalidKey) => {
+            with_reason(Status::invalid_argument(msg), REASON_INVALID_KEY)
+        }
+        ServiceError::Proof(ProofError::Missing) => {
+            with_reason(Status::unauthenticated(msg), REASON_PROOF_REQUIRED)
+        }
+        ServiceError::Proof(ProofError::Invalid(_)) => {
+            with_reason(Status::unauthenticated(msg), REASON_INVALID_PROOF)
         }
         ServiceError::StorageFull => {
             tracing::error!("session bucket full (QRLOGIN_KV_MAX_BYTES): refusing creates");
@@ -271,9 +355,7 @@ pub fn to_status(e: ServiceError) -> Status {
         ServiceError::MissingSecret => Status::unauthenticated(msg),
         ServiceError::WrongSecret => Status::permission_denied(msg),
         ServiceError::Token(_) => Status::unauthenticated(msg),
-        ServiceError::Domain(crate::domain::DomainError::WrongUser) => {
-            Status::permission_denied(msg)
-        }
+        ServiceError::Domain(DomainError::WrongUser) => Status::permission_denied(msg),
         ServiceError::Domain(_) => Status::failed_precondition(msg),
         ServiceError::Aborted(_) => Status::aborted(msg),
         ServiceError::Unavailable(detail) => {

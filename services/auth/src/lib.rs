@@ -9,6 +9,9 @@
 //! - [`sealing`]: the AEAD that seals the private part of stored sessions.
 //! - [`nats_accounts`]: the NATS accounts and least-privilege users, rendered
 //!   into nats.conf for tests and the local cluster.
+//! - [`proof`]: browser keys (RFC 7638 thumbprints) and the proofs that
+//!   key-bound redemption needs.
+//! - [`counters`]: counts of refused QR-protocol abuse, for exporters.
 //! - [`service`]: the use cases (create, get, scan, confirm, deny, cancel,
 //!   redeem) over domain + broker.
 //! - [`grpc`]: the tonic service and the one error → `Status` mapping.
@@ -30,12 +33,14 @@ pub mod admission;
 pub mod broker;
 pub mod callers;
 pub mod config;
+pub mod counters;
 pub mod dev;
 pub mod domain;
 pub mod grpc;
 pub mod metrics;
 pub mod nats_accounts;
 pub mod ops;
+pub mod proof;
 pub mod sealing;
 pub mod service;
 pub mod shutdown;

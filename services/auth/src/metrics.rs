@@ -14,7 +14,10 @@ use prometheus_client::{
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram, info::Info},
     registry::Registry,
 };
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::counters::Counters;
 
 /// Upper bounds (seconds) of the latency histograms: 0.25 ms to 4 s.
 const LATENCY_BUCKETS: [f64; 15] = [
@@ -85,6 +88,7 @@ pub struct AuthMetrics {
     admission_refusals: Family<ReasonLabels, Counter>,
     nats_connected: Gauge,
     nats_reconnects: Counter,
+    qr: Arc<Counters>,
 }
 
 impl std::fmt::Debug for AuthMetrics {
@@ -117,6 +121,7 @@ impl AuthMetrics {
             admission_refusals: Family::default(),
             nats_connected: Gauge::default(),
             nats_reconnects: Counter::default(),
+            qr: Arc::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -197,6 +202,7 @@ impl AuthMetrics {
             "NATS connections re-established after a loss",
             m.nats_reconnects.clone(),
         );
+        m.qr.register(r);
         for outcome in ["rate_limited", "storage_full", "unavailable"] {
             m.transitions
                 .get_or_create(&TransitionLabels {
@@ -234,6 +240,12 @@ impl AuthMetrics {
             let _ = m.kv_write.get_or_create(&ResultLabels { result });
         }
         Self { registry, ..m }
+    }
+
+    /// The QR protocol's abuse counters (registered here, bumped by the
+    /// service).
+    pub fn qr_counters(&self) -> Arc<Counters> {
+        self.qr.clone()
     }
 
     /// The OpenMetrics text of every series.

@@ -18,12 +18,12 @@ use tonic_health::ServingStatus;
 use crate::admission::Admission;
 use crate::broker::{AccessError, Broker, BrokerSettings, LinkState, NatsAccess};
 use crate::callers::{ServiceTokens, TokensError};
-use crate::config::{AuthConfig, ConfigError};
+use crate::config::{AuthConfig, ConfigError, PRODUCTION_MIN_ROTATION};
 use crate::grpc::GrpcAuth;
 use crate::metrics::AuthMetrics;
 use crate::ops::{self, Readiness};
 use crate::sealing::{SealError, Sealer};
-use crate::service::{BrokerSlot, LoginService};
+use crate::service::{BrokerSlot, LoginService, Settings};
 use crate::token::{AccessTokenSigner, KeyError, UserTokenVerifier};
 use qrlogin_proto::auth::v1::auth_service_server::AuthServiceServer;
 
@@ -120,13 +120,19 @@ impl Application {
         };
         let metrics = Arc::new(AuthMetrics::new());
         let broker: BrokerSlot = Arc::default();
+        if config.protocol.qr_rotation < PRODUCTION_MIN_ROTATION {
+            tracing::warn!(rotation = ?config.protocol.qr_rotation, "QRLOGIN_QR_ROTATION is below 20s: for tests only");
+        }
+        if !config.protocol.number_matching {
+            tracing::warn!(
+                "QRLOGIN_NUMBER_MATCHING=false: a relayed QR code can be confirmed by its victim"
+            );
+        }
         let service = Arc::new(LoginService::new(
             broker.clone(),
-            config.deadlines(),
+            Settings::from_config(&config),
             verifier,
             signer,
-            config.public_base().to_owned(),
-            config.create_limit,
             metrics.clone(),
         ));
         Ok(Self {
@@ -148,6 +154,11 @@ impl Application {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The counts of refused QR-protocol abuse (for an exporter).
+    pub fn counters(&self) -> &Arc<crate::counters::Counters> {
+        self.service.counters()
     }
 
     /// The address of the plaintext health listener, if one is configured.

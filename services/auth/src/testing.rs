@@ -608,7 +608,12 @@ pub struct TestAuth {
     service_token_file: PathBuf,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    counters: std::sync::Arc<crate::counters::Counters>,
 }
+
+/// A browser's key pair that signs redeem proofs (what web/qrlogin-key.js
+/// does in a browser).
+pub use crate::proof::signer::KeyPair as BrowserKeyPair;
 
 impl TestAuth {
     /// The configuration `spawn` starts from (memory storage, short retention).
@@ -637,6 +642,10 @@ impl TestAuth {
             // Every test client comes from one address; tests of the limit
             // set their own.
             "--create-limit".into(),
+            "1000000".into(),
+            "--scan-limit".into(),
+            "1000000".into(),
+            "--confirm-limit".into(),
             "1000000".into(),
             "--shutdown-grace".into(),
             "1s".into(),
@@ -684,6 +693,7 @@ impl TestAuth {
         let addr = app.local_addr();
         let health_addr = app.health_addr().unwrap_or(addr);
         let ops_addr = app.ops_addr();
+        let counters = app.counters().clone();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let _ = app
@@ -701,6 +711,7 @@ impl TestAuth {
             service_token_file,
             stop: Some(tx),
             task: Some(task),
+            counters,
         };
         auth.wait_serving().await;
         auth
@@ -749,6 +760,11 @@ impl TestAuth {
         } else {
             format!("http://{}", self.addr)
         }
+    }
+
+    /// What the service counted (refused QR-protocol abuse).
+    pub fn counters(&self) -> crate::counters::Snapshot {
+        self.counters.snapshot()
     }
 
     /// A service token auth accepts (for `x-qrlogin-service-token`).

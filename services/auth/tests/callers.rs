@@ -20,6 +20,7 @@ fn create_request(ip: &str) -> pb::CreateLoginSessionRequest {
     pb::CreateLoginSessionRequest {
         client_ip: ip.into(),
         user_agent: "TestBrowser/1.0".into(),
+        browser_key: None,
     }
 }
 
@@ -72,6 +73,7 @@ async fn browser_side_calls_need_a_valid_service_token() {
                 .redeem_login_session(pb::RedeemLoginSessionRequest {
                     session_id: s.id.clone(),
                     browser_secret: s.secret.clone(),
+                    proof: String::new(),
                 })
                 .await
                 .map(|_| ()),
@@ -94,6 +96,8 @@ async fn browser_side_calls_need_a_valid_service_token() {
         .scan_login_session(with_token(
             pb::ScanLoginSessionRequest {
                 session_id: s.id.clone(),
+                qr_payload: s.qr_payload.clone(),
+                client_ip: String::new(),
             },
             &token,
         ))
@@ -104,6 +108,7 @@ async fn browser_side_calls_need_a_valid_service_token() {
         .confirm_login_session(with_token(
             pb::ConfirmLoginSessionRequest {
                 session_id: s.id.clone(),
+                match_code: 0,
             },
             &token,
         ))

@@ -78,12 +78,19 @@ async fn every_write_is_republished_in_order_with_nothing_private_in_clear() {
         .create_login_session(qrlogin_proto::auth::v1::CreateLoginSessionRequest {
             client_ip: "198.51.100.99".into(),
             user_agent: user_agent.into(),
+            browser_key: None,
         })
         .await
         .unwrap()
         .into_inner();
     let id = created.session.as_ref().unwrap().session_id.clone();
     let secret = created.browser_secret.clone();
+    remember(&Created {
+        id: id.clone(),
+        secret: secret.clone(),
+        version: 0,
+        qr_payload: created.qr_payload.clone(),
+    });
     // A user whose id is nowhere in its display name.
     let token = h.keys.user_token("user-8d1f03", "Alice");
     let scanned = scan(&mut h.client, &id, &token).await.unwrap();

@@ -137,17 +137,28 @@ async fn grpcurl_lists_describes_and_runs_a_full_login() {
     assert_eq!(created["session"]["state"], "LOGIN_STATE_PENDING");
     let by_id = format!(r#"{{"session_id":"{id}"}}"#);
     let by_secret = format!(r#"{{"session_id":"{id}","browser_secret":"{secret}"}}"#);
+    let qr = created["qrPayload"].as_str().unwrap();
+    let scan = format!(r#"{{"session_id":"{id}","qr_payload":"{qr}"}}"#);
 
     let scanned = g.ok_json(
         "qrlogin.auth.v1.AuthService/ScanLoginSession",
-        &by_id,
+        &scan,
         &bearer,
     );
     assert_eq!(scanned["session"]["state"], "LOGIN_STATE_SCANNED");
     assert_eq!(scanned["browser"]["ip"], "198.51.100.4");
+    assert_eq!(scanned["matchChoices"].as_array().unwrap().len(), 3);
+    // The browser side reads the code it shows; the phone never gets it.
+    assert!(scanned["session"].get("matchCode").is_none());
+    let shown = g.ok_json(
+        "qrlogin.auth.v1.AuthService/GetLoginSession",
+        &by_secret,
+        &edge,
+    );
+    let code = shown["session"]["matchCode"].as_u64().unwrap();
     let confirmed = g.ok_json(
         "qrlogin.auth.v1.AuthService/ConfirmLoginSession",
-        &by_id,
+        &format!(r#"{{"session_id":"{id}","match_code":{code}}}"#),
         &bearer,
     );
     assert_eq!(confirmed["session"]["state"], "LOGIN_STATE_CONFIRMED");

@@ -46,6 +46,7 @@ async fn transitions_refusals_and_latencies_are_counted() {
         .create_login_session(pb::CreateLoginSessionRequest {
             client_ip: "203.0.113.7".into(),
             user_agent: "TestBrowser/1.0".into(),
+            browser_key: None,
         })
         .await;
     assert_code(limited, Code::ResourceExhausted, "too many");

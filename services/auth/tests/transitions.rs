@@ -14,11 +14,18 @@ async fn full_flow_create_scan_confirm_redeem_once() {
     let s = create(&mut h.client).await;
     assert_eq!(s.id.len(), 22);
     assert_eq!(s.secret.len(), 43);
-    assert_eq!(s.qr_payload, format!("http://localhost:8080/m/{}", s.id));
+    // The QR code carries the session id and a short-lived token.
+    let prefix = format!("http://localhost:8080/m/{}#0.", s.id);
+    assert!(s.qr_payload.starts_with(&prefix), "{}", s.qr_payload);
+    assert_eq!(s.qr_payload.len(), prefix.len() + 16);
 
     let pending = get(&mut h.client, &s.id, &s.secret).await.unwrap();
     assert_eq!(state(&pending), LoginState::Pending);
     assert!(pending.expires_at.is_some());
+    assert_eq!(pending.qr_payload, s.qr_payload, "the same epoch");
+    let qr = pending.qr.as_ref().expect("the rotation, for edges");
+    assert_eq!(qr.period_ms, 25_000);
+    assert_eq!(qr.key.len(), 16);
 
     let token = h.alice();
     let scanned = scan(&mut h.client, &s.id, &token).await.unwrap();
@@ -28,16 +35,27 @@ async fn full_flow_create_scan_confirm_redeem_once() {
     assert!(browser.created_at.is_some());
     let session = scanned.session.unwrap();
     assert_eq!(state(&session), LoginState::Scanned);
-    assert_eq!(session.user_display_name, "Alice");
     assert!(session.version > s.version);
+    // Number matching: three choices for the phone, the code only for
+    // the browser; no name for the browser before the confirm.
+    let choices = scanned.match_choices.clone();
+    assert_eq!(choices.len(), 3);
+    assert_eq!(session.match_code, 0, "the phone is never told the code");
+    let shown = get(&mut h.client, &s.id, &s.secret).await.unwrap();
+    assert!(choices.contains(&shown.match_code));
+    assert_eq!(shown.user_display_name, "");
+    assert!(shown.qr.is_none() && shown.qr_payload.is_empty());
 
     // Scanning again by the same user changes nothing.
     let again = scan(&mut h.client, &s.id, &token).await.unwrap();
     assert_eq!(again.session.unwrap().version, session.version);
+    assert_eq!(again.match_choices, choices, "the same choices");
 
     let confirmed = confirm(&mut h.client, &s.id, &token).await.unwrap();
     assert_eq!(state(&confirmed), LoginState::Confirmed);
     assert!(confirmed.version > session.version);
+    let shown = get(&mut h.client, &s.id, &s.secret).await.unwrap();
+    assert_eq!(shown.user_display_name, "Alice", "named once confirmed");
 
     let redeemed = redeem(&mut h.client, &s.id, &s.secret).await.unwrap();
     assert_eq!(
@@ -147,14 +165,18 @@ async fn forbidden_transitions_are_failed_precondition() {
         Code::FailedPrecondition,
         "CONFIRMED",
     );
-    assert_code(
-        cancel(&mut h.client, &c.id, &c.secret).await,
-        Code::FailedPrecondition,
-        "CONFIRMED",
-    );
     // The refusals changed nothing.
     let still = get(&mut h.client, &c.id, &c.secret).await.unwrap();
     assert_eq!(state(&still), LoginState::Confirmed);
+    // The browser may still refuse the account that confirmed ("not you?
+    // start over"): CONFIRMED -> CANCELLED, and nobody redeems it.
+    let refused = cancel(&mut h.client, &c.id, &c.secret).await.unwrap();
+    assert_eq!(state(&refused), LoginState::Cancelled);
+    assert_code(
+        redeem(&mut h.client, &c.id, &c.secret).await,
+        Code::FailedPrecondition,
+        "CANCELLED",
+    );
 }
 
 #[tokio::test]
@@ -179,7 +201,13 @@ async fn only_the_scanning_user_decides() {
     );
     let still = get(&mut h.client, &s.id, &s.secret).await.unwrap();
     assert_eq!(state(&still), LoginState::Scanned);
-    assert_eq!(still.user_display_name, "Alice");
+    // The browser is not told who scanned before they confirm.
+    assert_eq!(still.user_display_name, "");
+    assert_eq!(
+        h.auth.counters().multi_scan,
+        1,
+        "the second scanner is counted"
+    );
 }
 
 #[tokio::test]
@@ -271,6 +299,7 @@ async fn create_validates_browser_context() {
     let req = |ip: &str, ua: String| pb::CreateLoginSessionRequest {
         client_ip: ip.into(),
         user_agent: ua,
+        browser_key: None,
     };
     let r = h
         .client
@@ -304,6 +333,7 @@ async fn oversized_requests_are_refused_and_the_service_keeps_working() {
         .create_login_session(pb::CreateLoginSessionRequest {
             client_ip: "10.0.0.1".into(),
             user_agent: "x".repeat(64 * 1024),
+            browser_key: None,
         })
         .await;
     let status = r.expect_err("64 KiB request must be refused");
@@ -374,11 +404,15 @@ async fn user_tokens_are_verified() {
         .client
         .scan_login_session(pb::ScanLoginSessionRequest {
             session_id: s.id.clone(),
+            qr_payload: s.qr_payload.clone(),
+            client_ip: String::new(),
         })
         .await;
     assert_code(r, Code::Unauthenticated, "missing user token");
     let mut req = tonic::Request::new(pb::ScanLoginSessionRequest {
         session_id: s.id.clone(),
+        qr_payload: s.qr_payload.clone(),
+        client_ip: String::new(),
     });
     req.metadata_mut()
         .insert("authorization", "Basic YWxpY2U6cHc=".parse().unwrap());

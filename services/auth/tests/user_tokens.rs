@@ -112,6 +112,7 @@ async fn create_refuses_format_characters_in_the_user_agent() {
             .create_login_session(qrlogin_proto::auth::v1::CreateLoginSessionRequest {
                 client_ip: "203.0.113.5".into(),
                 user_agent: ua.into(),
+                browser_key: None,
             })
             .await;
         assert_code(r, Code::InvalidArgument, "user_agent");

@@ -10,7 +10,7 @@ use std::time::Duration;
 use prost_types::Timestamp;
 use qrlogin_proto::{
     auth::v1::{self as pb, auth_service_client::AuthServiceClient},
-    events::v1::LoginState as PbState,
+    events::v1::{DenyReason as PbDeny, LoginState as PbState, QrRotation},
 };
 use time::OffsetDateTime;
 use tonic::{
@@ -24,7 +24,7 @@ use tonic_health::pb::{
 };
 
 use crate::config::EdgeConfig;
-use crate::domain::{LoginState, SessionId, Snapshot};
+use crate::domain::{DenyReason, LoginState, QrCode, SessionId, Snapshot};
 
 /// What a client sees when auth cannot be used: never the upstream text.
 const UNAVAILABLE: &str = "the login service is unavailable; retry";
@@ -57,15 +57,71 @@ pub enum AuthError {
     /// A fixed text (the cause is logged where it happened).
     #[error("{0}")]
     BadResponse(String),
-    /// Auth's create limit for the client's network, across all edges.
-    #[error("too many login sessions created from this network; retry later")]
+    /// Auth's create limit for the client's network, or its scan or
+    /// confirm limit for the phone user, across all edges.
+    #[error("too many requests; retry later")]
     RateLimited { retry_after: Duration },
+    /// A refusal of the QR protocol, named by auth's `x-qrlogin-reason`.
+    #[error("{message}")]
+    Qr { reason: QrRefusal, message: String },
     /// The session store is full.
     #[error("the session store is full; retry later")]
     StorageFull,
     /// A file of the client's own configuration (token, TLS) is unusable.
     #[error("{var}: {reason}")]
     Config { var: &'static str, reason: String },
+}
+
+/// Refusals of the QR protocol that a client must tell apart (auth.proto;
+/// the HTTP error code is the same name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QrRefusal {
+    /// The scanned payload is not one of this session.
+    QrInvalid,
+    /// The scanned payload was replaced by a newer one.
+    QrReplaced,
+    /// Confirm without the number picked.
+    MatchRequired,
+    /// A wrong number was picked: the session is DENIED.
+    WrongMatch,
+    /// Create without a browser key where one is required.
+    KeyRequired,
+    /// The browser key is not an EC P-256 public key.
+    InvalidKey,
+    /// Redeem of a key-bound session without a proof.
+    ProofRequired,
+    /// A proof that does not verify.
+    InvalidProof,
+}
+
+impl QrRefusal {
+    fn from_reason(reason: &str) -> Option<Self> {
+        Some(match reason {
+            "qr_invalid" => Self::QrInvalid,
+            "qr_replaced" => Self::QrReplaced,
+            "match_required" => Self::MatchRequired,
+            "wrong_match" => Self::WrongMatch,
+            "key_required" => Self::KeyRequired,
+            "invalid_key" => Self::InvalidKey,
+            "proof_required" => Self::ProofRequired,
+            "invalid_proof" => Self::InvalidProof,
+            _ => return None,
+        })
+    }
+
+    /// The stable code, as auth's reason and the edge's HTTP error code.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::QrInvalid => "qr_invalid",
+            Self::QrReplaced => "qr_replaced",
+            Self::MatchRequired => "match_required",
+            Self::WrongMatch => "wrong_match",
+            Self::KeyRequired => "key_required",
+            Self::InvalidKey => "invalid_key",
+            Self::ProofRequired => "proof_required",
+            Self::InvalidProof => "invalid_proof",
+        }
+    }
 }
 
 impl AuthError {
@@ -107,6 +163,14 @@ impl From<Status> for AuthError {
                 }
             }
             (Code::ResourceExhausted, Some("storage_full")) => return Self::StorageFull,
+            (_, Some(reason)) => {
+                if let Some(reason) = QrRefusal::from_reason(reason) {
+                    return Self::Qr {
+                        reason,
+                        message: msg,
+                    };
+                }
+            }
             _ => {}
         }
         match s.code() {
@@ -221,6 +285,18 @@ pub struct Created {
     pub snapshot: Snapshot,
     pub browser_secret: String,
     pub qr_payload: String,
+    /// The RFC 7638 thumbprint of the browser key, when one was bound.
+    pub key_thumbprint: String,
+}
+
+/// The browser's public key (the members of an EC P-256 JWK), bound to
+/// the session at create.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct BrowserKey {
+    pub kty: String,
+    pub crv: String,
+    pub x: String,
+    pub y: String,
 }
 
 /// Where a login comes from, shown to the phone's user.
@@ -229,6 +305,16 @@ pub struct BrowserContext {
     pub ip: String,
     pub user_agent: String,
     pub created_at: Option<OffsetDateTime>,
+}
+
+/// Answer of a scan: the session, where it comes from, the numbers to
+/// offer, and whether browser and phone share a network.
+#[derive(Debug, Clone)]
+pub struct Scanned {
+    pub snapshot: Snapshot,
+    pub browser: BrowserContext,
+    pub match_choices: Vec<u32>,
+    pub same_network: Option<bool>,
 }
 
 /// Answer of a redeem.
@@ -282,10 +368,17 @@ impl AuthClient {
         &self,
         client_ip: String,
         user_agent: String,
+        browser_key: Option<BrowserKey>,
     ) -> Result<Created, AuthError> {
         let req = pb::CreateLoginSessionRequest {
             client_ip,
             user_agent,
+            browser_key: browser_key.map(|k| pb::BrowserKey {
+                kty: k.kty,
+                crv: k.crv,
+                x: k.x,
+                y: k.y,
+            }),
         };
         let r = self
             .grpc
@@ -297,6 +390,7 @@ impl AuthClient {
             snapshot: snapshot(r.session)?,
             browser_secret: r.browser_secret,
             qr_payload: r.qr_payload,
+            key_thumbprint: r.key_thumbprint,
         })
     }
 
@@ -330,10 +424,18 @@ impl AuthClient {
         )
     }
 
-    pub async fn redeem(&self, id: &SessionId, secret: &str) -> Result<Redeemed, AuthError> {
+    /// Redeems with the browser secret and, for a key-bound session, the
+    /// proof of the browser's key (`proof` empty: none).
+    pub async fn redeem(
+        &self,
+        id: &SessionId,
+        secret: &str,
+        proof: &str,
+    ) -> Result<Redeemed, AuthError> {
         let req = pb::RedeemLoginSessionRequest {
             session_id: id.to_string(),
             browser_secret: secret.to_owned(),
+            proof: proof.to_owned(),
         };
         let r = self
             .grpc
@@ -350,15 +452,20 @@ impl AuthClient {
         })
     }
 
-    /// Scan on behalf of the phone whose `authorization` value is passed on.
+    /// Scan on behalf of the phone whose `authorization` value is passed
+    /// on, with the payload it read and its address as this edge saw it.
     pub async fn scan(
         &self,
         id: &SessionId,
         authorization: &str,
-    ) -> Result<(Snapshot, BrowserContext), AuthError> {
+        qr_payload: &str,
+        phone_ip: &str,
+    ) -> Result<Scanned, AuthError> {
         let req = with_authorization(
             pb::ScanLoginSessionRequest {
                 session_id: id.to_string(),
+                qr_payload: qr_payload.to_owned(),
+                client_ip: phone_ip.to_owned(),
             },
             authorization,
         )?;
@@ -374,17 +481,25 @@ impl AuthClient {
             user_agent: b.user_agent,
             created_at: b.created_at.and_then(timestamp),
         };
-        Ok((snapshot(r.session)?, browser))
+        Ok(Scanned {
+            snapshot: snapshot(r.session)?,
+            browser,
+            match_choices: r.match_choices,
+            same_network: r.same_network,
+        })
     }
 
+    /// Confirm with the number the user picked (0: none).
     pub async fn confirm(
         &self,
         id: &SessionId,
         authorization: &str,
+        match_code: u32,
     ) -> Result<Snapshot, AuthError> {
         let req = with_authorization(
             pb::ConfirmLoginSessionRequest {
                 session_id: id.to_string(),
+                match_code,
             },
             authorization,
         )?;
@@ -464,6 +579,35 @@ pub(crate) fn timestamp_opt(t: Option<Timestamp>) -> Option<OffsetDateTime> {
     t.and_then(timestamp)
 }
 
+/// The QR code of a PENDING session from auth's rotation, showing the
+/// epoch that runs now.
+pub(crate) fn qr_code(state: LoginState, qr: Option<QrRotation>) -> Option<QrCode> {
+    let qr = qr.filter(|_| state == LoginState::Pending)?;
+    QrCode::new(
+        &qr.key,
+        timestamp_opt(qr.starts_at)?,
+        qr.period_ms,
+        &qr.base_url,
+        OffsetDateTime::now_utc(),
+    )
+}
+
+/// The match code while SCANNED (0 on the wire: none).
+pub(crate) fn match_code(state: LoginState, code: u32) -> Option<u8> {
+    (state == LoginState::Scanned)
+        .then(|| u8::try_from(code).ok())
+        .flatten()
+        .filter(|&c| c != 0)
+}
+
+pub(crate) fn deny_reason(value: i32) -> Option<DenyReason> {
+    match PbDeny::try_from(value).ok()? {
+        PbDeny::Unspecified => None,
+        PbDeny::User => Some(DenyReason::User),
+        PbDeny::WrongMatch => Some(DenyReason::WrongMatch),
+    }
+}
+
 fn snapshot(session: Option<pb::LoginSession>) -> Result<Snapshot, AuthError> {
     let s = session.ok_or_else(|| AuthError::bad_response("no session in the answer"))?;
     let session_id = SessionId::parse(&s.session_id)
@@ -482,6 +626,9 @@ fn snapshot(session: Option<pb::LoginSession>) -> Result<Snapshot, AuthError> {
         updated_at: timestamp_opt(s.updated_at).unwrap_or_else(OffsetDateTime::now_utc),
         user_display_name: Some(s.user_display_name).filter(|n| !n.is_empty()),
         changed_at: None,
+        qr: qr_code(state, s.qr),
+        match_code: match_code(state, s.match_code),
+        deny_reason: deny_reason(s.deny_reason),
     })
 }
 
@@ -537,8 +684,26 @@ mod tests {
             .insert("retry-after", "17".parse().unwrap());
         assert!(matches!(
             AuthError::from(limited),
-            AuthError::RateLimited { retry_after } if retry_after == Duration::from_secs(17)
+            AuthError::RateLimited { retry_after, .. } if retry_after == Duration::from_secs(17)
         ));
+        for reason in [
+            "qr_invalid",
+            "qr_replaced",
+            "match_required",
+            "wrong_match",
+            "key_required",
+            "invalid_key",
+            "proof_required",
+            "invalid_proof",
+        ] {
+            let mut s = Status::failed_precondition("refused");
+            s.metadata_mut()
+                .insert("x-qrlogin-reason", reason.parse().unwrap());
+            match AuthError::from(s) {
+                AuthError::Qr { reason: r, .. } => assert_eq!(r.code(), reason),
+                other => panic!("{reason}: {other:?}"),
+            }
+        }
         let mut full = Status::resource_exhausted("full");
         full.metadata_mut()
             .insert("x-qrlogin-reason", "storage_full".parse().unwrap());

@@ -217,6 +217,11 @@ pub struct EdgeConfig {
     /// Largest accepted request body.
     #[arg(long, env = "QRLOGIN_MAX_BODY_BYTES", default_value_t = 4096)]
     pub max_body_bytes: usize,
+    /// The interval short-poll clients must keep (`poll_interval_ms` in
+    /// every poll answer); a poll of one session sooner than half of it
+    /// after the last one this node answered gets 429 `slow_down`.
+    #[arg(long, env = "QRLOGIN_POLL_INTERVAL", default_value = "2s", value_parser = duration)]
+    pub poll_interval: Duration,
     /// Longest a long poll is held.
     #[arg(long, env = "QRLOGIN_LONG_POLL_MAX", default_value = "25s", value_parser = duration)]
     pub long_poll_max: Duration,
@@ -346,6 +351,7 @@ impl EdgeConfig {
         }
         let positive = [
             ("QRLOGIN_AUTH_TIMEOUT", self.auth_timeout),
+            ("QRLOGIN_POLL_INTERVAL", self.poll_interval),
             ("QRLOGIN_LONG_POLL_MAX", self.long_poll_max),
             ("QRLOGIN_SSE_HEARTBEAT", self.sse_heartbeat),
             ("QRLOGIN_SSE_RETRY", self.sse_retry),

@@ -10,7 +10,10 @@ use axum::{
     Json,
 };
 
-use crate::{auth_client::AuthError, delivery::WatchError};
+use crate::{
+    auth_client::{AuthError, QrRefusal},
+    delivery::WatchError,
+};
 
 /// Marks a response as a rejection, with its code as the metric reason.
 #[derive(Debug, Clone, Copy)]
@@ -55,6 +58,12 @@ pub enum ApiError {
     TooManyConnections,
     #[error("too many login sessions created from this address; retry later")]
     RateLimited { retry_after: Duration },
+    /// A short poll sooner than the pace the answers ask for.
+    #[error("polling faster than every {} ms; wait for Retry-After", interval.as_millis())]
+    SlowDown {
+        retry_after: Duration,
+        interval: Duration,
+    },
     #[error("this login session already has the maximum number of watchers on this node")]
     TooManyWatchers,
     #[error("this node holds its maximum number of connections; retry on another node")]
@@ -65,6 +74,9 @@ pub enum ApiError {
     StorageFull,
     #[error("{0}")]
     Unavailable(String),
+    /// A refusal of the QR protocol, with its own stable code.
+    #[error("{message}")]
+    Qr { reason: QrRefusal, message: String },
 }
 
 impl ApiError {
@@ -81,12 +93,23 @@ impl ApiError {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::MalformedRequest => StatusCode::BAD_REQUEST,
             Self::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            Self::RateLimited { .. } | Self::TooManyWatchers => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited { .. } | Self::SlowDown { .. } | Self::TooManyWatchers => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Self::OverCapacity
             | Self::Draining
             | Self::StorageFull
             | Self::Unavailable(_)
             | Self::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Qr { reason, .. } => match reason {
+                QrRefusal::QrInvalid
+                | QrRefusal::MatchRequired
+                | QrRefusal::KeyRequired
+                | QrRefusal::InvalidKey => StatusCode::BAD_REQUEST,
+                QrRefusal::QrReplaced => StatusCode::CONFLICT,
+                QrRefusal::WrongMatch => StatusCode::FORBIDDEN,
+                QrRefusal::ProofRequired | QrRefusal::InvalidProof => StatusCode::UNAUTHORIZED,
+            },
         }
     }
 
@@ -109,17 +132,25 @@ impl ApiError {
             Self::HeadTooLarge => "head_too_large",
             Self::TooManyConnections => "too_many_connections",
             Self::RateLimited { .. } => "rate_limited",
+            Self::SlowDown { .. } => "slow_down",
             Self::TooManyWatchers => "too_many_watchers",
             Self::OverCapacity => "over_capacity",
             Self::Draining => "draining",
             Self::StorageFull => "storage_full",
             Self::Unavailable(_) => "unavailable",
+            Self::Qr { reason, .. } => reason.code(),
         }
     }
 
     /// The JSON body, also sent as a WebSocket `error` message.
     pub fn body(&self) -> serde_json::Value {
-        serde_json::json!({ "error": { "code": self.code(), "message": self.to_string() } })
+        let mut body =
+            serde_json::json!({ "error": { "code": self.code(), "message": self.to_string() } });
+        if let Self::SlowDown { interval, .. } = self {
+            // The pace to keep from now on, as in every poll answer.
+            body["error"]["poll_interval_ms"] = (interval.as_millis() as u64).into();
+        }
+        body
     }
 }
 
@@ -137,6 +168,7 @@ impl From<AuthError> for ApiError {
             AuthError::BadResponse(m) => Self::Unavailable(m),
             AuthError::RateLimited { retry_after } => Self::RateLimited { retry_after },
             AuthError::StorageFull => Self::StorageFull,
+            AuthError::Qr { reason, message } => Self::Qr { reason, message },
             AuthError::Config { .. } => {
                 Self::Unavailable("the login service is unavailable".into())
             }
@@ -188,7 +220,7 @@ impl IntoResponse for ApiError {
         let mut response = (self.status(), Json(self.body())).into_response();
         // Counted by the metrics middleware, which owns the node's registry.
         response.extensions_mut().insert(Rejected(self.code()));
-        if let Self::RateLimited { retry_after } = &self {
+        if let Self::RateLimited { retry_after } | Self::SlowDown { retry_after, .. } = &self {
             let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
                 response.headers_mut().insert(header::RETRY_AFTER, v);
@@ -247,7 +279,7 @@ mod tests {
 
     /// Every error the edge can answer with, once.
     fn every_variant() -> Vec<ApiError> {
-        let all = vec![
+        let mut all = vec![
             ApiError::InvalidArgument("x".into()),
             ApiError::Unauthenticated("x".into()),
             ApiError::PermissionDenied("x".into()),
@@ -264,6 +296,10 @@ mod tests {
             ApiError::RateLimited {
                 retry_after: Duration::from_secs(1),
             },
+            ApiError::SlowDown {
+                retry_after: Duration::from_secs(1),
+                interval: Duration::from_secs(2),
+            },
             ApiError::TooManyWatchers,
             ApiError::OverCapacity,
             ApiError::Draining,
@@ -271,6 +307,22 @@ mod tests {
             ApiError::Unavailable("x".into()),
             ApiError::TooManyConnections,
         ];
+        all.extend(
+            [
+                QrRefusal::QrInvalid,
+                QrRefusal::QrReplaced,
+                QrRefusal::MatchRequired,
+                QrRefusal::WrongMatch,
+                QrRefusal::KeyRequired,
+                QrRefusal::InvalidKey,
+                QrRefusal::ProofRequired,
+                QrRefusal::InvalidProof,
+            ]
+            .map(|reason| ApiError::Qr {
+                reason,
+                message: "x".into(),
+            }),
+        );
         // A new variant fails to compile here until it is listed above.
         for e in &all {
             match e {
@@ -288,12 +340,14 @@ mod tests {
                 | ApiError::MalformedRequest
                 | ApiError::HeadTooLarge
                 | ApiError::RateLimited { .. }
+                | ApiError::SlowDown { .. }
                 | ApiError::TooManyWatchers
                 | ApiError::OverCapacity
                 | ApiError::Draining
                 | ApiError::StorageFull
                 | ApiError::Unavailable(_)
-                | ApiError::TooManyConnections => {}
+                | ApiError::TooManyConnections
+                | ApiError::Qr { .. } => {}
             }
         }
         all

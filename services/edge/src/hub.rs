@@ -264,6 +264,9 @@ mod tests {
             updated_at: OffsetDateTime::UNIX_EPOCH,
             user_display_name: None,
             changed_at: None,
+            qr: None,
+            match_code: None,
+            deny_reason: None,
         }
     }
 

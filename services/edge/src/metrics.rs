@@ -102,6 +102,7 @@ pub struct Metrics {
     undecodable: Counter,
     rechecks: Counter,
     gaps: Counter,
+    rotations: Counter,
     nats_reconnects: Counter,
     nats_errors: Counter,
     write_timeouts: Counter,
@@ -212,6 +213,7 @@ impl Metrics {
             undecodable: Counter::default(),
             rechecks: Counter::default(),
             gaps: Counter::default(),
+            rotations: Counter::default(),
             nats_reconnects: Counter::default(),
             nats_errors: Counter::default(),
             write_timeouts: Counter::default(),
@@ -246,6 +248,11 @@ impl Metrics {
             "event_gaps",
             "Events whose Nats-Last-Sequence was ahead of the version held (a write was missed)",
             m.gaps.clone(),
+        );
+        r.register(
+            "qr_rotations",
+            "Watched PENDING sessions moved to their next QR payload (pushed locally, no NATS or auth traffic)",
+            m.rotations.clone(),
         );
         r.register(
             "nats_errors",
@@ -343,6 +350,11 @@ impl Metrics {
     /// An event said a write before it never reached this node.
     pub fn gap(&self) {
         self.gaps.inc();
+    }
+
+    /// A watched PENDING session moved to its next QR payload.
+    pub fn rotated(&self) {
+        self.rotations.inc();
     }
 
     /// A protocol error or `-ERR` from the NATS server.

@@ -13,7 +13,7 @@ use crate::{
     broker::{Broker, BrokerConfig, BrokerError},
     config::{ConfigError, EdgeConfig, NatsInterest},
     delivery::{Settings, Watches},
-    limits::{ConnectionGate, CreateRateLimiter},
+    limits::{ConnectionGate, CreateRateLimiter, PollPace},
     metrics::Metrics,
     routes::{self, AppState, DevTokens, Shared},
     server,
@@ -104,6 +104,7 @@ impl Application {
             drain: Drain::default(),
             gate: ConnectionGate::new(config.max_connections),
             create_rate: CreateRateLimiter::new(config.create_rate_per_ip),
+            poll_pace: PollPace::new(config.poll_interval),
             dev_tokens,
             config,
         });

@@ -318,14 +318,23 @@ async fn one_login_step_is_one_trace_across_three_processes() {
         ))
         .bearer_auth(&user)
     };
-    assert_eq!(phone("scan").send().await.unwrap().status(), 200);
-    assert_eq!(
-        sse.next_snapshot().await.unwrap().event.as_deref(),
-        Some("SCANNED")
-    );
+    // The phone sends the payload it read; the browser shows the number
+    // the phone must pick (number matching is on by default).
+    let scan = phone("scan")
+        .json(&serde_json::json!({ "qr_payload": created.json["qr_payload"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(scan.status(), 200);
+    let scanned = sse.next_snapshot().await.unwrap();
+    assert_eq!(scanned.event.as_deref(), Some("SCANNED"));
+    let scanned: serde_json::Value =
+        serde_json::from_str(scanned.data.as_deref().unwrap()).unwrap();
+    let match_code = scanned["match_code"].as_u64().expect("a match code");
     let (trace, caller) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
     let confirmed = phone("confirm")
         .header("traceparent", format!("00-{trace}-{caller}-01"))
+        .json(&serde_json::json!({ "match_code": match_code }))
         .send()
         .await
         .unwrap();

@@ -17,8 +17,10 @@
 //! its answer, so its confirms rotate over the phone edges and the output
 //! says how many crossed.
 //! Samples run one after another (an idle machine's figure, not a load
-//! test). The phone token comes from `--token` or the development endpoint
-//! `POST /v1/dev/token` of `--phone` (the local cluster has it).
+//! test). The phone token comes from `--token` (one user for every sample:
+//! auth's QRLOGIN_CONFIRM_LIMIT, 10 a minute, then applies) or, one user per
+//! sample, from the development endpoint `POST /v1/dev/token` of `--phone`
+//! (the local cluster has it).
 //!
 //! A long poll is given 50 ms to be held by the edge before the confirm (a
 //! probe, not a test: nothing else tells a client its poll is held).
@@ -27,7 +29,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use anyhow::{bail, Context};
 use qrlogin_client::{
-    api::{Client, LoginState},
+    api::{Client, LoginState, Snapshot},
     sse::SseWatch,
     watch::Push,
     ws::WsWatch,
@@ -91,15 +93,16 @@ enum Watch {
 }
 
 impl Watch {
-    /// When a snapshot in `want` arrived, and which edge sent it.
-    async fn next_state(&mut self, want: LoginState) -> anyhow::Result<(Instant, Option<String>)> {
+    /// When a snapshot in `want` arrived, and the snapshot (its `node` is
+    /// the edge that sent it).
+    async fn next_state(&mut self, want: LoginState) -> anyhow::Result<(Instant, Snapshot)> {
         loop {
             let push = match self {
                 Watch::Sse(w) => w.next().await?,
                 Watch::Ws(w) => w.next().await?,
             };
             match push {
-                Push::Snapshot(s) if s.state == want => return Ok((Instant::now(), s.node)),
+                Push::Snapshot(s) if s.state == want => return Ok((Instant::now(), s)),
                 Push::Snapshot(_) | Push::Retry(_) => continue,
                 other => bail!("the watch ended before {want:?}: {other:?}"),
             }
@@ -138,22 +141,25 @@ async fn sample(
     if transport == "longpoll" {
         let first = watch.get(&id, &secret).await?;
         let (phone, phone_node) = phones.other_than(None, i);
-        phone.scan(&id, token).await?;
-        let scanned = watch.long_poll(&id, &secret, first.version, WAIT).await?;
+        phone
+            .scan(&id, token, first.qr_payload.as_deref().unwrap_or_default())
+            .await?;
+        let scanned = watch.long_poll(&id, &secret, &first, WAIT).await?;
         if scanned.state != LoginState::Scanned {
             bail!("long poll answered {:?}", scanned.state);
         }
+        let code = scanned.match_code.unwrap_or_default();
         let held = {
             let (id, secret, addr) = (id.clone(), secret.clone(), args.watch);
             tokio::spawn(async move {
                 let r = Client::new(addr, None, 1)
-                    .long_poll(&id, &secret, scanned.version, WAIT)
+                    .long_poll(&id, &secret, &scanned, WAIT)
                     .await;
                 (r, Instant::now())
             })
         };
         tokio::time::sleep(Duration::from_millis(50)).await;
-        phone.confirm(&id, token, on_send).await?;
+        phone.confirm(&id, token, code, on_send).await?;
         let (answer, at) = timeout(WAIT, held).await??;
         let answer = answer?;
         if answer.state != LoginState::Confirmed {
@@ -166,17 +172,22 @@ async fn sample(
         "sse" => Watch::Sse(SseWatch::open(args.watch, None, &id, &secret, None).await?),
         _ => Watch::Ws(WsWatch::open(args.watch, None, &id, &secret, None, None).await?),
     };
-    let (_, holder) = timeout(WAIT, w.next_state(LoginState::Pending)).await??;
-    let (phone, phone_node) = phones.other_than(holder.as_deref(), i);
-    phone.scan(&id, token).await?;
-    timeout(WAIT, w.next_state(LoginState::Scanned)).await??;
+    let (_, pending) = timeout(WAIT, w.next_state(LoginState::Pending)).await??;
+    let (phone, phone_node) = phones.other_than(pending.node.as_deref(), i);
+    // The phone reads the QR code on screen; the user picks the number shown.
+    let payload = pending
+        .qr_payload
+        .unwrap_or_else(|| created.qr_payload().to_owned());
+    phone.scan(&id, token, &payload).await?;
+    let (_, scanned) = timeout(WAIT, w.next_state(LoginState::Scanned)).await??;
+    let code = scanned.match_code.unwrap_or_default();
     let (answer, at) = tokio::join!(
-        phone.confirm(&id, token, on_send),
+        phone.confirm(&id, token, code, on_send),
         timeout(WAIT, w.next_state(LoginState::Confirmed))
     );
     answer?;
-    let (at, node) = at??;
-    let cross = node.as_deref() != Some(phone_node.as_str());
+    let (at, confirmed) = at??;
+    let cross = confirmed.node.as_deref() != Some(phone_node.as_str());
     Ok((at - *sent.get().context("confirm never sent")?, cross))
 }
 
@@ -195,14 +206,6 @@ async fn main() -> anyhow::Result<()> {
         phones.push((client, node));
     }
     let phones = Phones(phones);
-    let token = match &args.token {
-        Some(t) => t.clone(),
-        None => phones.0[0]
-            .0
-            .dev_token("alice", "Alice")
-            .await
-            .context("no --token and no development token endpoint")?,
-    };
     println!(
         "confirm→event latency, watch via {}, phone via {:?}, {} samples each",
         args.watch, args.phone, args.samples
@@ -215,6 +218,17 @@ async fn main() -> anyhow::Result<()> {
         let mut got = Vec::with_capacity(args.samples);
         let mut cross = 0;
         for i in 0..args.samples {
+            // Auth limits confirms per phone user (QRLOGIN_CONFIRM_LIMIT, 10 a
+            // minute by default): without --token every sample is a user of
+            // its own, minted before the clock starts.
+            let token = match &args.token {
+                Some(t) => t.clone(),
+                None => phones.0[0]
+                    .0
+                    .dev_token(&format!("latency-{transport}-{i}"), "Latency")
+                    .await
+                    .context("no --token and no development token endpoint")?,
+            };
             let (latency, crossed) = sample(&args, transport, &watch, &phones, i, &token).await?;
             got.push(latency);
             cross += usize::from(crossed);

@@ -8,6 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use serde::Deserialize;
 
 use crate::http::{HttpError, Pool, Response};
+use crate::key::BrowserKey;
 
 /// The states of docs/protocol.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -59,20 +60,50 @@ pub struct Snapshot {
     pub expires_at: Option<String>,
     pub updated_at: String,
     pub user_display_name: Option<String>,
+    /// While PENDING: the payload the QR code shows now (replaced every
+    /// rotation without a new version).
+    #[serde(default)]
+    pub qr_payload: Option<String>,
+    /// While SCANNED: the number the browser shows (number matching).
+    #[serde(default)]
+    pub match_code: Option<u32>,
+    /// Why a DENIED session was refused (`user`, `wrong_match`).
+    #[serde(default)]
+    pub deny_reason: Option<String>,
+    /// Short polls: the interval the server asks this client to keep.
+    #[serde(default)]
+    pub poll_interval_ms: Option<u64>,
     /// The edge that wrote this snapshot.
     pub node: Option<String>,
 }
 
 impl Snapshot {
-    /// The protocol's rule: news when the version is higher, or when it is
+    /// The protocol's rule: news when the version is higher, when it is
     /// final and the one held is not (an EXPIRED that an edge computed at
-    /// the deadline keeps the last stored version).
+    /// the deadline keeps the last stored version), or when the same
+    /// PENDING version shows a later QR payload (rotation).
     pub fn is_newer_than(&self, held: Option<&Snapshot>) -> bool {
         match held {
             None => true,
-            Some(h) => self.version > h.version || (self.state.is_final() && !h.state.is_final()),
+            Some(h) => {
+                self.version > h.version
+                    || (self.state.is_final() && !h.state.is_final())
+                    || (self.version == h.version
+                        && matches!((self.qr_epoch(), h.qr_epoch()), (Some(a), Some(b)) if a > b))
+            }
         }
     }
+
+    /// The epoch of the QR payload (the number after `#`), while PENDING.
+    pub fn qr_epoch(&self) -> Option<u64> {
+        qr_epoch(self.qr_payload.as_deref()?)
+    }
+}
+
+/// The epoch of a QR payload `…/m/<id>#<epoch>.<tag>`.
+pub fn qr_epoch(payload: &str) -> Option<u64> {
+    let (_, fragment) = payload.rsplit_once('#')?;
+    fragment.split_once('.')?.0.parse().ok()
 }
 
 /// The create answer (201).
@@ -81,13 +112,22 @@ pub struct Created {
     #[serde(flatten)]
     pub snapshot: Snapshot,
     pub browser_secret: String,
-    pub qr_payload: String,
     pub qr_svg: String,
+    /// The thumbprint of the bound key, when created with one.
+    #[serde(default)]
+    pub key_thumbprint: Option<String>,
 }
 
 impl Created {
     pub fn id(&self) -> &str {
         &self.snapshot.session_id
+    }
+
+    /// The payload the QR code shows now. It is the snapshot's own field:
+    /// under `flatten`, serde gives a key to one field only, so the answer's
+    /// `qr_payload` is not a second field here.
+    pub fn qr_payload(&self) -> &str {
+        self.snapshot.qr_payload.as_deref().unwrap_or_default()
     }
 }
 
@@ -104,6 +144,12 @@ pub struct BrowserContext {
 pub struct Scanned {
     pub session: Snapshot,
     pub browser: BrowserContext,
+    /// Number matching: the three numbers to offer the user.
+    #[serde(default)]
+    pub match_choices: Vec<u32>,
+    /// Whether the browser and the phone share a network (a hint).
+    #[serde(default)]
+    pub same_network: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -231,11 +277,25 @@ impl Client {
         body: Option<&[u8]>,
         on_send: impl Fn(),
     ) -> Result<T, ApiError> {
+        self.call_with(method, path, bearer, &[], body, on_send)
+            .await
+    }
+
+    async fn call_with<T: for<'de> Deserialize<'de>>(
+        &self,
+        method: &str,
+        path: &str,
+        bearer: Option<&str>,
+        extra: &[(&str, &str)],
+        body: Option<&[u8]>,
+        on_send: impl Fn(),
+    ) -> Result<T, ApiError> {
         let auth = bearer.map(|t| format!("Bearer {t}"));
-        let headers: Vec<(&str, &str)> = auth
+        let mut headers: Vec<(&str, &str)> = auth
             .as_deref()
             .map(|a| vec![("Authorization", a)])
             .unwrap_or_default();
+        headers.extend_from_slice(extra);
         let r = self
             .pool
             .request(method, path, &headers, body, on_send)
@@ -243,9 +303,19 @@ impl Client {
         decode(&r)
     }
 
-    /// `POST /v1/login-sessions`.
+    /// `POST /v1/login-sessions`, without a browser key (redeem then needs
+    /// only the secret, unless auth requires key binding).
     pub async fn create(&self) -> Result<Created, ApiError> {
         self.call("POST", "/v1/login-sessions", None, Some(b"{}"), || {})
+            .await
+    }
+
+    /// `POST /v1/login-sessions` bound to `key`: redeem will need a proof
+    /// signed by it ([`Client::redeem_bound`]).
+    pub async fn create_bound(&self, key: &BrowserKey) -> Result<Created, ApiError> {
+        let body = serde_json::to_vec(&serde_json::json!({ "public_key": key.jwk() }))
+            .map_err(|e| ApiError::Decode(e.to_string()))?;
+        self.call("POST", "/v1/login-sessions", None, Some(&body), || {})
             .await
     }
 
@@ -255,17 +325,23 @@ impl Client {
         self.call("GET", &path, Some(secret), None, || {}).await
     }
 
-    /// `GET /v1/login-sessions/{id}?since=V&wait=W`: long poll. Answers when
-    /// the snapshot is newer than `since` (or final), else after `wait`.
+    /// `GET /v1/login-sessions/{id}?since=V&qr=E&wait=W`: long poll.
+    /// Answers when the snapshot is newer than `held` (its version and, while
+    /// PENDING, its QR payload) or final, else after `wait`.
     pub async fn long_poll(
         &self,
         id: &str,
         secret: &str,
-        since: u64,
+        held: &Snapshot,
         wait: std::time::Duration,
     ) -> Result<Snapshot, ApiError> {
+        let qr = held
+            .qr_epoch()
+            .map(|e| format!("&qr={e}"))
+            .unwrap_or_default();
         let path = format!(
-            "/v1/login-sessions/{id}?since={since}&wait={}ms",
+            "/v1/login-sessions/{id}?since={}{qr}&wait={}ms",
+            held.version,
             wait.as_millis()
         );
         self.call("GET", &path, Some(secret), None, || {}).await
@@ -277,30 +353,64 @@ impl Client {
         self.call("DELETE", &path, Some(secret), None, || {}).await
     }
 
-    /// `POST /v1/login-sessions/{id}/redeem`.
+    /// `POST /v1/login-sessions/{id}/redeem` with the secret alone (a
+    /// session created without a key).
     pub async fn redeem(&self, id: &str, secret: &str) -> Result<Redeemed, ApiError> {
         let path = format!("/v1/login-sessions/{id}/redeem");
         self.call("POST", &path, Some(secret), Some(b"{}"), || {})
             .await
     }
 
-    /// `POST /v1/login-sessions/{id}/scan` with the phone user's JWT.
-    pub async fn scan(&self, id: &str, user_token: &str) -> Result<Scanned, ApiError> {
+    /// `POST /v1/login-sessions/{id}/redeem` with a fresh proof of `key`
+    /// in the `DPoP` header (a session created with [`Client::create_bound`]).
+    pub async fn redeem_bound(
+        &self,
+        id: &str,
+        secret: &str,
+        key: &BrowserKey,
+    ) -> Result<Redeemed, ApiError> {
+        let path = format!("/v1/login-sessions/{id}/redeem");
+        let proof = key.proof(id, &format!("http://{}{path}", self.addr()));
+        self.call_with(
+            "POST",
+            &path,
+            Some(secret),
+            &[("DPoP", &proof)],
+            Some(b"{}"),
+            || {},
+        )
+        .await
+    }
+
+    /// `POST /v1/login-sessions/{id}/scan` with the phone user's JWT and the
+    /// payload read from the QR code.
+    pub async fn scan(
+        &self,
+        id: &str,
+        user_token: &str,
+        qr_payload: &str,
+    ) -> Result<Scanned, ApiError> {
         let path = format!("/v1/login-sessions/{id}/scan");
-        self.call("POST", &path, Some(user_token), Some(b"{}"), || {})
+        let body = serde_json::to_vec(&serde_json::json!({ "qr_payload": qr_payload }))
+            .map_err(|e| ApiError::Decode(e.to_string()))?;
+        self.call("POST", &path, Some(user_token), Some(&body), || {})
             .await
     }
 
-    /// `POST /v1/login-sessions/{id}/confirm`. `on_send` runs right before
-    /// the request is written (a latency clock starts there).
+    /// `POST /v1/login-sessions/{id}/confirm` with the number the user
+    /// picked (0: none). `on_send` runs right before the request is written
+    /// (a latency clock starts there).
     pub async fn confirm(
         &self,
         id: &str,
         user_token: &str,
+        match_code: u32,
         on_send: impl Fn(),
     ) -> Result<Snapshot, ApiError> {
         let path = format!("/v1/login-sessions/{id}/confirm");
-        self.call("POST", &path, Some(user_token), Some(b"{}"), on_send)
+        let body = serde_json::to_vec(&serde_json::json!({ "match_code": match_code }))
+            .map_err(|e| ApiError::Decode(e.to_string()))?;
+        self.call("POST", &path, Some(user_token), Some(&body), on_send)
             .await
     }
 
@@ -341,6 +451,10 @@ mod tests {
             expires_at: None,
             updated_at: String::new(),
             user_display_name: None,
+            qr_payload: None,
+            match_code: None,
+            deny_reason: None,
+            poll_interval_ms: None,
             node: None,
         }
     }
@@ -373,6 +487,15 @@ mod tests {
         assert!(!snap(Pending, 1).is_newer_than(Some(&snap(Scanned, 2))));
         assert!(snap(Expired, 2).is_newer_than(Some(&snap(Scanned, 2))));
         assert!(!snap(Expired, 2).is_newer_than(Some(&snap(Expired, 2))));
+        let qr = |epoch: u64| Snapshot {
+            qr_payload: Some(format!(
+                "http://x/m/q3Zb0Xz2kT9yLw1sJm5HAA#{epoch}.AAAAAAAAAAAAAAAA"
+            )),
+            ..snap(Pending, 1)
+        };
+        assert!(qr(1).is_newer_than(Some(&qr(0))), "a rotated payload");
+        assert!(!qr(0).is_newer_than(Some(&qr(1))));
+        assert!(!qr(1).is_newer_than(Some(&qr(1))));
     }
 
     #[test]

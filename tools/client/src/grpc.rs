@@ -88,6 +88,10 @@ pub fn snapshot(m: LoginSession) -> Result<Snapshot, WatchError> {
         expires_at: m.expires_at.map(|t| t.to_string()),
         updated_at,
         user_display_name: Some(m.user_display_name).filter(|n| !n.is_empty()),
+        qr_payload: None,
+        match_code: None,
+        deny_reason: None,
+        poll_interval_ms: None,
         node: Some(m.node).filter(|n| !n.is_empty()),
     })
 }

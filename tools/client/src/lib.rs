@@ -17,6 +17,8 @@
 //!   disconnect with a receipt.
 //! - [`grpc`]: the `qrlogin.watch.v1.LoginWatch` stream.
 //! - [`watch`]: what every watch yields ([`watch::Push`]) and its errors.
+//! - [`key`]: the key of key-bound redemption for clients that are not
+//!   browsers (a P-256 key, its JWK and thumbprint, proofs).
 //!
 //! Every watch opens with `(addr, src, id, secret, since)` and then yields
 //! [`watch::Push`] values from `next()`; what to do with repeats, drains and
@@ -52,6 +54,7 @@
 pub mod api;
 pub mod grpc;
 pub mod http;
+pub mod key;
 pub mod net;
 pub mod sse;
 pub mod stomp;

@@ -11,6 +11,7 @@ use std::{future::Future, time::Duration};
 use helpers::{Cluster, TestEdge, WAIT};
 use qrlogin_client::{
     api::{Client, LoginState, Snapshot},
+    key::BrowserKey,
     sse::SseWatch,
     watch::{Push, WatchError},
     ws::WsWatch,
@@ -39,11 +40,19 @@ async fn http_calls_cover_a_whole_login_across_two_edges() {
     let (one, two) = (client(&c.edge1), client(&c.edge2));
     let token = c.keys.user_token("alice", "Alice");
 
-    let created = one.create().await.unwrap();
+    // A client that is not a browser binds the login to a key of its own.
+    let key = BrowserKey::generate();
+    let created = one.create_bound(&key).await.unwrap();
     assert_eq!(created.snapshot.state, LoginState::Pending);
     assert_eq!(created.snapshot.node.as_deref(), Some("edge-1"));
     assert_eq!(created.browser_secret.len(), 43);
-    assert!(created.qr_payload.ends_with(created.id()));
+    assert_eq!(
+        created.key_thumbprint.as_deref(),
+        Some(key.thumbprint().as_str())
+    );
+    assert!(created
+        .qr_payload()
+        .contains(&format!("/m/{}#", created.id())));
     assert!(created.qr_svg.starts_with("<svg") || created.qr_svg.starts_with("<?xml"));
     let (id, secret) = (created.id().to_owned(), created.browser_secret.clone());
 
@@ -55,11 +64,11 @@ async fn http_calls_cover_a_whole_login_across_two_edges() {
 
     // A long poll held on edge-1 answers when the scan lands on edge-2.
     let held = {
-        let (id, secret, since) = (id.clone(), secret.clone(), got.version);
+        let (id, secret, held) = (id.clone(), secret.clone(), got.clone());
         let addr = c.edge1.addr;
         tokio::spawn(async move {
             Client::new(addr, None, 1)
-                .long_poll(&id, &secret, since, Duration::from_secs(20))
+                .long_poll(&id, &secret, &held, Duration::from_secs(20))
                 .await
         })
     };
@@ -72,22 +81,30 @@ async fn http_calls_cover_a_whole_login_across_two_edges() {
         }
     })
     .await;
-    let scanned = two.scan(&id, &token).await.unwrap();
+    let payload = got.qr_payload.clone().unwrap();
+    let scanned = two.scan(&id, &token, &payload).await.unwrap();
     assert_eq!(scanned.session.state, LoginState::Scanned);
     assert_eq!(scanned.browser.ip, "127.0.0.1");
+    assert_eq!(scanned.same_network, Some(true));
     let polled = bounded("the long poll's answer", held)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(polled.state, LoginState::Scanned);
     assert_eq!(polled.node.as_deref(), Some("edge-1"));
+    let code = polled.match_code.unwrap();
+    assert!(scanned.match_choices.contains(&code));
+    assert_eq!(scanned.session.match_code, None, "the phone is not told");
 
-    let confirmed = two.confirm(&id, &token, || {}).await.unwrap();
+    let confirmed = two.confirm(&id, &token, code, || {}).await.unwrap();
     assert_eq!(confirmed.state, LoginState::Confirmed);
-    let redeemed = one.redeem(&id, &secret).await.unwrap();
+    // The secret alone does not redeem a key-bound login.
+    let e = one.redeem(&id, &secret).await.unwrap_err();
+    assert_eq!((e.status(), e.code()), (Some(401), "proof_required"));
+    let redeemed = one.redeem_bound(&id, &secret, &key).await.unwrap();
     assert_eq!(redeemed.token_type, "Bearer");
     assert_eq!(redeemed.user.display_name, "Alice");
-    let again = two.redeem(&id, &secret).await.unwrap_err();
+    let again = two.redeem_bound(&id, &secret, &key).await.unwrap_err();
     assert_eq!(
         (again.status(), again.code()),
         (Some(409), "failed_precondition")
@@ -95,7 +112,9 @@ async fn http_calls_cover_a_whole_login_across_two_edges() {
 
     // Deny and cancel on fresh sessions.
     let other = one.create().await.unwrap();
-    two.scan(other.id(), &token).await.unwrap();
+    two.scan(other.id(), &token, other.qr_payload())
+        .await
+        .unwrap();
     let denied = one.deny(other.id(), &token).await.unwrap();
     assert_eq!(denied.state, LoginState::Denied);
     let third = two.create().await.unwrap();
@@ -117,7 +136,10 @@ async fn errors_come_back_with_their_stable_codes() {
         .await
         .unwrap_err();
     assert_eq!((e.status(), e.code()), (Some(404), "not_found"));
-    let e = one.scan(id, "not-a-jwt").await.unwrap_err();
+    let e = one
+        .scan(id, "not-a-jwt", created.qr_payload())
+        .await
+        .unwrap_err();
     assert_eq!((e.status(), e.code()), (Some(401), "unauthenticated"));
 
     let refused = |e: WatchError| match e {
@@ -156,8 +178,11 @@ async fn sse_watch_gets_events_from_the_other_edge_and_resumes_with_last_event_i
             other => panic!("unexpected {other:?}"),
         }
     }
-    assert_eq!(first.unwrap().state, LoginState::Pending);
-    two.scan(id, &token).await.unwrap();
+    let first = first.unwrap();
+    assert_eq!(first.state, LoginState::Pending);
+    two.scan(id, &token, first.qr_payload.as_deref().unwrap())
+        .await
+        .unwrap();
     let scanned = snapshot(bounded("SCANNED", sse.next()).await.unwrap());
     assert_eq!(
         (scanned.state, scanned.node.as_deref()),
@@ -170,7 +195,9 @@ async fn sse_watch_gets_events_from_the_other_edge_and_resumes_with_last_event_i
     let mut sse = SseWatch::open(c.edge2.addr, None, id, secret, Some(scanned.version))
         .await
         .unwrap();
-    one.confirm(id, &token, || {}).await.unwrap();
+    one.confirm(id, &token, scanned.match_code.unwrap(), || {})
+        .await
+        .unwrap();
     let confirmed = loop {
         match bounded("CONFIRMED", sse.next()).await.unwrap() {
             Push::Snapshot(s) => break s,
@@ -206,7 +233,12 @@ async fn ws_watch_resumes_with_since_and_cancels_from_the_socket() {
     let mut ws = WsWatch::open(c.edge2.addr, None, id, secret, Some(pending.version), None)
         .await
         .unwrap();
-    one.scan(id, &token).await.unwrap();
+    // Resuming at a PENDING version: the QR code on screen now, first.
+    let resumed = snapshot(bounded("PENDING again", ws.next()).await.unwrap());
+    assert_eq!(resumed.state, LoginState::Pending);
+    one.scan(id, &token, resumed.qr_payload.as_deref().unwrap())
+        .await
+        .unwrap();
     let scanned = snapshot(bounded("SCANNED", ws.next()).await.unwrap());
     assert_eq!(
         (scanned.state, scanned.node.as_deref()),

@@ -1,17 +1,26 @@
-//! The create limit that holds across every edge and auth replica: one
-//! counter per client network and fixed window in a small key-value bucket
+//! The limits that hold across every edge and auth replica: one counter per
+//! subject and fixed window in a small key-value bucket
 //! (QRLOGIN_LIMITS_BUCKET), incremented with compare-and-swap. Keys expire
-//! with the bucket's `max_age` (two windows), so it holds only the networks
-//! seen lately.
+//! with the bucket's `max_age` (two of the longest window), so it holds
+//! only the subjects seen lately. Subjects: a client network for creates
+//! (an IPv4 address or an IPv6 /64: one host owns a whole /64), a phone
+//! user for scans and confirms (a hash of the user id, so that any id
+//! makes a valid key and none is stored in clear).
 //!
-//! A client network is an IPv4 address or an IPv6 /64 (one host owns a
-//! whole /64). When the counters cannot be kept (bucket full, NATS trouble
-//! in the middle of a count), the count lets the create through and logs:
-//! the session bucket's size cap still bounds what an abuser can store.
+//! When the counters cannot be kept (bucket full, NATS trouble in the
+//! middle of a count), the count lets the call through and logs: the
+//! session bucket's size cap still bounds what an abuser can store.
+//!
+//! Scans and confirms [`Counters::peek`] at the counter while the session
+//! is read (no round trip added before the write) and count after their
+//! write: under a burst of concurrent calls from one user the limit can be
+//! passed by the number of calls in flight.
 
 use async_nats::jetstream::{self, kv};
 use std::net::IpAddr;
 use std::time::Duration;
+
+use sha2::{Digest as _, Sha256};
 
 use super::{ensure_bucket, unavailable, BrokerError, BrokerSettings};
 use crate::domain::UnixMillis;
@@ -34,7 +43,50 @@ pub enum Decision {
 
 pub struct Counters {
     kv: kv::Store,
-    window: Duration,
+}
+
+/// One limit: what is counted, how many per window, and the window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limit {
+    /// The subject part of the counter key (`v4-…`, `scan-u-…`).
+    pub subject: String,
+    pub limit: u32,
+    pub window: Duration,
+}
+
+impl Limit {
+    /// Creates from the network of `ip`.
+    pub fn network(ip: IpAddr, limit: u32, window: Duration) -> Self {
+        Self {
+            subject: network_key(ip),
+            limit,
+            window,
+        }
+    }
+
+    /// `action` (`scan`, `confirm`) by the phone user `user_id`.
+    pub fn user(action: &str, user_id: &str, limit: u32, window: Duration) -> Self {
+        let digest = Sha256::new()
+            .chain_update(b"qrlogin user limit\0")
+            .chain_update(user_id.as_bytes())
+            .finalize();
+        let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+        Self {
+            subject: format!("{action}-u-{hex}"),
+            limit,
+            window,
+        }
+    }
+
+    /// The counter's key at `now` and how long until its window ends.
+    fn key_at(&self, now: UnixMillis) -> (String, Duration) {
+        let window_ms = i64::try_from(self.window.as_millis())
+            .unwrap_or(i64::MAX)
+            .max(1);
+        let index = now.div_euclid(window_ms);
+        let left = Duration::from_millis(u64::try_from((index + 1) * window_ms - now).unwrap_or(0));
+        (format!("{index}.{}", self.subject), left)
+    }
 }
 
 /// The counter key of a client address: `v4-198-51-100-4`, or for IPv6 the
@@ -66,7 +118,8 @@ impl Counters {
         let window = settings.limits_window;
         let want = kv::Config {
             bucket: settings.limits_bucket.clone(),
-            description: "qrlogin create counters per client network".into(),
+            description:
+                "qrlogin counters: creates per client network, scans and confirms per user".into(),
             history: 1,
             max_age: window * 2,
             max_bytes: MAX_BYTES,
@@ -79,29 +132,34 @@ impl Counters {
             config.max_age = window * 2;
         })
         .await?;
-        Ok(Self { kv, window })
+        Ok(Self { kv })
     }
 
-    /// Counts one create from `ip` at `now` against `limit` per window.
-    pub async fn count(
-        &self,
-        ip: IpAddr,
-        limit: u32,
-        now: UnixMillis,
-    ) -> Result<Decision, BrokerError> {
-        let window_ms = i64::try_from(self.window.as_millis()).unwrap_or(i64::MAX);
-        let index = now.div_euclid(window_ms);
-        let key = format!("{index}.{}", network_key(ip));
-        let retry_after =
-            Duration::from_millis(u64::try_from((index + 1) * window_ms - now).unwrap_or(0));
+    /// Reads the counter of `what` at `now` without counting: whether one
+    /// more call would still be allowed.
+    pub async fn peek(&self, what: &Limit, now: UnixMillis) -> Result<Decision, BrokerError> {
+        let (key, retry_after) = what.key_at(now);
+        let entry = self.kv.entry(key.as_str()).await.map_err(unavailable)?;
+        let count = match entry {
+            Some(e) if e.operation == kv::Operation::Put => parse_count(&e.value),
+            _ => 0,
+        };
+        Ok(if count >= what.limit {
+            Decision::Limited { retry_after }
+        } else {
+            Decision::Allowed
+        })
+    }
+
+    /// Counts one call of `what` at `now` against its limit.
+    pub async fn count(&self, what: &Limit, now: UnixMillis) -> Result<Decision, BrokerError> {
+        let (key, retry_after) = what.key_at(now);
+        let limit = what.limit;
         for _ in 0..MAX_ATTEMPTS {
             let entry = self.kv.entry(key.as_str()).await.map_err(unavailable)?;
             let written = match entry {
                 Some(e) if e.operation == kv::Operation::Put => {
-                    let count: u32 = std::str::from_utf8(&e.value)
-                        .ok()
-                        .and_then(|t| t.parse().ok())
-                        .unwrap_or(0);
+                    let count = parse_count(&e.value);
                     if count >= limit {
                         return Ok(Decision::Limited { retry_after });
                     }
@@ -129,7 +187,7 @@ impl Counters {
                 // Someone else counted in between: read again.
                 Err(None) => continue,
                 Err(Some(detail)) => {
-                    tracing::warn!(error = %detail, "create counter not kept; letting the create through");
+                    tracing::warn!(error = %detail, subject = %what.subject, "counter not kept; letting the call through");
                     return Ok(Decision::Allowed);
                 }
             }
@@ -138,6 +196,13 @@ impl Counters {
             retry_after: Duration::from_secs(1),
         })
     }
+}
+
+fn parse_count(value: &[u8]) -> u32 {
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -155,5 +220,24 @@ mod tests {
         assert_eq!(key("2001:db8:0:aa::1"), "v6-20010db8000000aa");
         assert_ne!(key("2001:db8:0:aa::1"), key("2001:db8:0:ab::1"));
         assert_eq!(key("::ffff:198.51.100.4"), "v4-198-51-100-4");
+    }
+
+    #[test]
+    fn user_subjects_are_valid_keys_for_any_user_id() {
+        let w = Duration::from_secs(60);
+        let a = Limit::user("scan", "alice@example.com/ü", 5, w);
+        assert!(a.subject.starts_with("scan-u-"));
+        assert!(a
+            .subject
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+        assert_ne!(a.subject, Limit::user("scan", "bob", 5, w).subject);
+        assert_ne!(
+            a.subject,
+            Limit::user("confirm", "alice@example.com/ü", 5, w).subject
+        );
+        let (key, left) = a.key_at(90_000);
+        assert_eq!(key, format!("1.{}", a.subject));
+        assert_eq!(left, Duration::from_secs(30));
     }
 }

@@ -21,7 +21,7 @@ mod access;
 pub mod limits;
 mod record;
 pub use access::{AccessError, NatsAccess, NkeySeed};
-pub use record::{login_event, proto_state, timestamp, RecordError};
+pub use record::{login_event, proto_state, qr_rotation, timestamp, RecordError};
 
 /// Largest record we store; real ones are well under 1 KiB.
 const MAX_VALUE_SIZE: i32 = 8 * 1024;
@@ -57,6 +57,8 @@ pub struct BrokerSettings {
     /// The create counters' bucket and window (see [`limits`]).
     pub limits_bucket: String,
     pub limits_window: Duration,
+    /// The QR payload's base URL, written into PENDING events.
+    pub public_base: String,
 }
 
 impl BrokerSettings {
@@ -71,7 +73,8 @@ impl BrokerSettings {
             subject_prefix: c.subject_prefix.clone(),
             max_bytes: c.kv_max_bytes,
             limits_bucket: c.limits_bucket.clone(),
-            limits_window: c.create_limit_window,
+            limits_window: c.create_limit_window.max(c.protocol.user_limit_window),
+            public_base: c.public_base().to_owned(),
         }
     }
 
@@ -121,6 +124,7 @@ pub struct Broker {
     metrics: Arc<AuthMetrics>,
     /// The bucket's name, for span attributes.
     bucket: String,
+    public_base: String,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> BrokerError {
@@ -168,6 +172,7 @@ impl Broker {
             sealer,
             metrics,
             bucket: settings.bucket.clone(),
+            public_base: settings.public_base.clone(),
         })
     }
 
@@ -205,7 +210,7 @@ impl Broker {
     /// revision to be `revision` (0: the key must not exist). Headers set
     /// here ride along to the republished event.
     async fn write(&self, record: &SessionRecord, revision: u64) -> Result<u64, BrokerError> {
-        let value = record::encode(record, &self.sealer)?;
+        let value = record::encode(record, &self.sealer, &self.public_base)?;
         let span = self.span("kv.put", "producer");
         let mut headers = HeaderMap::new();
         headers.insert(

@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use prost::Message as _;
 
-use crate::domain::{SessionId, SessionRecord, UnixMillis};
+use crate::domain::{DenyReason, QrKey, SessionId, SessionRecord, UnixMillis};
 use crate::sealing::Sealer;
 use qrlogin_proto::events::v1 as pb;
 
@@ -24,14 +24,19 @@ pub enum RecordError {
     Encode(String),
 }
 
-/// The value written to the bucket for `record`.
-pub fn encode(record: &SessionRecord, sealer: &Sealer) -> Result<Bytes, RecordError> {
+/// The value written to the bucket for `record`; `base_url` is the QR
+/// payload's base (QRLOGIN_PUBLIC_BASE_URL).
+pub fn encode(
+    record: &SessionRecord,
+    sealer: &Sealer,
+    base_url: &str,
+) -> Result<Bytes, RecordError> {
     let private = serde_json::to_vec(record).map_err(|e| RecordError::Encode(e.to_string()))?;
     let sealed = sealer
         .seal(&record.id, &private)
         .map_err(|e| RecordError::Encode(e.to_string()))?;
     let stored = pb::StoredSession {
-        event: Some(login_event(record, 0)),
+        event: Some(login_event(record, 0, base_url)),
         sealed,
     };
     Ok(Bytes::from(stored.encode_to_vec()))
@@ -60,9 +65,12 @@ pub fn timestamp(ms: UnixMillis) -> prost_types::Timestamp {
     }
 }
 
-/// The public snapshot of a record: state, deadlines, the display name.
-/// Never the secret hash, the browser's IP or user agent, the user's id.
-pub fn login_event(record: &SessionRecord, version: u64) -> pb::LoginEvent {
+/// The public snapshot of a record: state, deadlines, and what the browser
+/// may see in each state (the QR rotation while PENDING, the match code
+/// while SCANNED, the display name from CONFIRMED on, why a DENIED ended).
+/// Never the secret hash, the browser's IP or user agent, the user's id,
+/// the match choices or the key's thumbprint.
+pub fn login_event(record: &SessionRecord, version: u64, base_url: &str) -> pb::LoginEvent {
     pb::LoginEvent {
         session_id: record.id.clone(),
         state: proto_state(record.state) as i32,
@@ -70,10 +78,27 @@ pub fn login_event(record: &SessionRecord, version: u64) -> pb::LoginEvent {
         expires_at: record.expires_at.map(timestamp),
         changed_at: Some(timestamp(record.updated_at)),
         user_display_name: record
-            .user
-            .as_ref()
-            .map(|u| u.display_name.clone())
+            .public_display_name()
+            .map(str::to_owned)
             .unwrap_or_default(),
+        qr: record.public_qr().map(|k| qr_rotation(k, base_url)),
+        match_code: record.public_match_code().map_or(0, u32::from),
+        deny_reason: record
+            .deny_reason
+            .map_or(pb::DenyReason::Unspecified, |r| match r {
+                DenyReason::User => pb::DenyReason::User,
+                DenyReason::WrongMatch => pb::DenyReason::WrongMatch,
+            }) as i32,
+    }
+}
+
+/// What an edge needs to show and rotate the QR code.
+pub fn qr_rotation(key: &QrKey, base_url: &str) -> pb::QrRotation {
+    pb::QrRotation {
+        key: key.key_bytes(),
+        starts_at: Some(timestamp(key.starts_at)),
+        period_ms: key.period_ms,
+        base_url: base_url.to_owned(),
     }
 }
 
@@ -93,7 +118,7 @@ pub fn proto_state(state: crate::domain::LoginState) -> pb::LoginState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{BrowserContext, BrowserSecret, Deadlines, PhoneUser};
+    use crate::domain::{BrowserContext, BrowserSecret, LoginState, PhoneUser, Rules};
 
     fn record() -> (SessionRecord, SessionId) {
         let id = SessionId::generate();
@@ -106,7 +131,8 @@ mod tests {
                 created_at: 1_700_000_000_000,
             },
             1_700_000_000_000,
-            &Deadlines::default(),
+            &Rules::default(),
+            Some("thumbprint-of-the-browser-key".into()),
         );
         r.user = Some(PhoneUser {
             id: "user-4711".into(),
@@ -119,13 +145,16 @@ mod tests {
     fn the_stored_value_shows_the_snapshot_and_hides_the_rest() {
         let (r, id) = record();
         let sealer = Sealer::from_key(&[1; 32]);
-        let bytes = encode(&r, &sealer).unwrap();
+        let bytes = encode(&r, &sealer, "https://x").unwrap();
         let raw = String::from_utf8_lossy(&bytes);
         for private in [
             r.secret_sha256.as_str(),
             "198.51.100.23",
             "UniqueAgent",
             "user-4711",
+            "thumbprint-of-the-browser-key",
+            // A display name before CONFIRMED: the scanner is not named.
+            "Alice",
         ] {
             assert!(!raw.contains(private), "{private} in clear");
         }
@@ -133,8 +162,18 @@ mod tests {
         let event = stored.event.unwrap();
         assert_eq!(event.session_id, r.id);
         assert_eq!(event.version, 0);
-        assert_eq!(event.user_display_name, "Alice");
+        assert_eq!(event.user_display_name, "");
+        let qr = event.qr.expect("a PENDING event carries the QR rotation");
+        assert_eq!(qr.period_ms, 25_000);
+        assert_eq!(qr.base_url, "https://x");
         assert_eq!(decode(&bytes, &id, &sealer).unwrap(), r);
+        let confirmed = SessionRecord {
+            state: LoginState::Confirmed,
+            ..r
+        };
+        let event = login_event(&confirmed, 3, "https://x");
+        assert_eq!(event.user_display_name, "Alice");
+        assert!(event.qr.is_none(), "no QR key after PENDING");
     }
 
     #[test]
@@ -142,7 +181,8 @@ mod tests {
         let (r, id) = record();
         let sealer = Sealer::from_key(&[1; 32]);
         // The public part rewritten: auth reads the sealed part only.
-        let mut stored = pb::StoredSession::decode(encode(&r, &sealer).unwrap().as_ref()).unwrap();
+        let mut stored =
+            pb::StoredSession::decode(encode(&r, &sealer, "https://x").unwrap().as_ref()).unwrap();
         stored.event.as_mut().unwrap().state = pb::LoginState::Confirmed as i32;
         let read = decode(&stored.encode_to_vec(), &id, &sealer).unwrap();
         assert_eq!(read.state, r.state);
@@ -157,7 +197,7 @@ mod tests {
         ));
         // Another session's record copied under this id.
         let (other, _) = record();
-        let moved = encode(&other, &sealer).unwrap();
+        let moved = encode(&other, &sealer, "https://x").unwrap();
         assert!(decode(&moved, &id, &sealer).is_err());
         // The JSON records of the old format are not accepted.
         let json = serde_json::to_vec(&r).unwrap();

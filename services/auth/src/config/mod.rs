@@ -8,10 +8,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::domain::Deadlines;
+use crate::domain::{Deadlines, Rules};
 
 mod dev;
+mod protocol;
 pub use dev::{DevKeygenArgs, DevNatsConfigArgs, DevTokenArgs};
+pub use protocol::{ProtocolConfig, PRODUCTION_MIN_ROTATION};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -90,7 +92,7 @@ pub struct AuthConfig {
         default_value = "qrlogin.session"
     )]
     pub subject_prefix: String,
-    /// The QR payload is `<base>/m/<session_id>`.
+    /// The QR payload is `<base>/m/<session_id>#<epoch>.<tag>`.
     #[arg(
         long,
         env = "QRLOGIN_PUBLIC_BASE_URL",
@@ -190,6 +192,9 @@ pub struct AuthConfig {
     /// are refused (RESOURCE_EXHAUSTED, edge 503 storage_full).
     #[arg(long, env = "QRLOGIN_KV_MAX_BYTES", default_value = "512MiB", value_parser = byte_size)]
     pub kv_max_bytes: u64,
+    /// Number matching, rotating QR codes, key binding, per-user limits.
+    #[command(flatten)]
+    pub protocol: ProtocolConfig,
     /// How long in-flight calls may finish after SIGTERM.
     #[arg(long, env = "QRLOGIN_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
@@ -204,7 +209,7 @@ pub enum ConfigError {
     Invalid { name: &'static str, reason: String },
 }
 
-fn invalid(name: &'static str, reason: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(name: &'static str, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         name,
         reason: reason.into(),
@@ -259,6 +264,14 @@ impl AuthConfig {
             pending: self.pending_ttl,
             scanned: self.scanned_ttl,
             confirmed: self.confirmed_ttl,
+        }
+    }
+
+    /// The transition rules: deadlines and the QR code's rotation.
+    pub fn rules(&self) -> Rules {
+        Rules {
+            deadlines: self.deadlines(),
+            qr: self.protocol.qr_rules(),
         }
     }
 
@@ -419,6 +432,7 @@ impl AuthConfig {
                 "user and access tokens must not share both issuer and audience",
             ));
         }
+        self.protocol.validate()?;
         for (name, value) in [
             ("QRLOGIN_USER_TOKEN_ISSUER", &self.user_token_issuer),
             ("QRLOGIN_USER_TOKEN_AUDIENCE", &self.user_token_audience),
@@ -458,6 +472,13 @@ mod tests {
         assert_eq!(c.listen.port(), 50051);
         assert!(!c.grpc_reflection, "reflection is off unless asked for");
         assert_eq!(c.kv_max_bytes, 512 << 20);
+        assert!(
+            c.protocol.number_matching,
+            "number matching is on by default"
+        );
+        assert_eq!(c.protocol.qr_rotation, Duration::from_secs(25));
+        assert!(!c.protocol.require_key_binding);
+        assert_eq!(c.protocol.scan_limit, 30);
         assert_eq!(byte_size("64KiB"), Ok(65536));
         assert!(byte_size("12 parsecs").is_err());
     }
@@ -487,6 +508,11 @@ mod tests {
             ),
             (&["--request-timeout", "1ms"], "QRLOGIN_REQUEST_TIMEOUT"),
             (&["--kv-max-bytes", "1KiB"], "QRLOGIN_KV_MAX_BYTES"),
+            (&["--qr-rotation", "31s"], "QRLOGIN_QR_ROTATION"),
+            (&["--qr-rotation", "500ms"], "QRLOGIN_QR_ROTATION"),
+            (&["--qr-grace", "11s"], "QRLOGIN_QR_GRACE"),
+            (&["--proof-max-age", "1s"], "QRLOGIN_PROOF_MAX_AGE"),
+            (&["--user-limit-window", "0s"], "QRLOGIN_USER_LIMIT_WINDOW"),
             (
                 &["--user-token-max-lifetime", "10s"],
                 "QRLOGIN_USER_TOKEN_MAX_LIFETIME",

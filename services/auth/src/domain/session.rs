@@ -1,6 +1,10 @@
-//! The state machine of one login session (see docs/protocol.md).
+//! The state machine of one login session (see docs/protocol.md): the
+//! stored record, the actions, and `apply`, the one place that decides
+//! which transitions exist. The QR payload check ([`super::qr`]) and number
+//! matching ([`super::matching`]) are steps of it.
 
-use super::{BrowserSecret, SecretHash, SessionId, UnixMillis};
+use super::matching::Matching;
+use super::{qr, BrowserSecret, SecretHash, SessionId, UnixMillis};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -37,6 +41,16 @@ impl LoginState {
     }
 }
 
+/// Why a session ended DENIED.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DenyReason {
+    /// The phone's user refused.
+    User,
+    /// The phone's user picked a number the browser did not show.
+    WrongMatch,
+}
+
 /// How long each waiting state lasts before it expires by itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Deadlines {
@@ -53,6 +67,13 @@ impl Default for Deadlines {
             confirmed: Duration::from_secs(30),
         }
     }
+}
+
+/// What the transition rules depend on besides the record and the time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Rules {
+    pub deadlines: Deadlines,
+    pub qr: qr::QrRules,
 }
 
 /// Where the login comes from, recorded at creation and shown to the phone.
@@ -73,9 +94,17 @@ pub struct PhoneUser {
 /// What a caller asks the session to do.
 #[derive(Clone, Debug)]
 pub enum Action {
-    Scan(PhoneUser),
+    /// A phone scans: its user, the payload it read, and the number
+    /// matching to start (picked by the caller; `None` when it is off).
+    Scan {
+        user: PhoneUser,
+        qr_payload: Option<String>,
+        matching: Option<Matching>,
+    },
+    /// The scanning user confirms, with the number they picked.
     Confirm {
         user_id: String,
+        match_code: Option<u8>,
     },
     Deny {
         user_id: String,
@@ -89,7 +118,7 @@ pub enum Action {
 impl Action {
     pub fn name(&self) -> &'static str {
         match self {
-            Self::Scan(_) => "scan",
+            Self::Scan { .. } => "scan",
             Self::Confirm { .. } => "confirm",
             Self::Deny { .. } => "deny",
             Self::Cancel => "cancel",
@@ -113,10 +142,20 @@ pub enum DomainError {
     },
     #[error("the login session was scanned by another user")]
     WrongUser,
+    /// The payload read from the QR code is not one this session showed.
+    #[error("{0}")]
+    QrInvalid(&'static str),
+    /// The payload was shown, but has been replaced since (past the grace).
+    #[error("this QR code was replaced by a newer one; scan the code on the screen now")]
+    QrReplaced,
+    #[error("pick the number shown on the other device (match_code)")]
+    MatchRequired,
 }
 
-/// One session as stored in the key-value bucket (JSON). The browser secret
-/// appears only as its SHA-256, in hex.
+/// One session as stored (sealed) in the key-value bucket, as JSON. The
+/// browser secret appears only as its SHA-256, in hex; the browser key only
+/// as its thumbprint. Fields added after the first release default to
+/// "absent", so records written by an older auth still open.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionRecord {
     pub id: String,
@@ -129,9 +168,24 @@ pub struct SessionRecord {
     /// Unset in final states.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<UnixMillis>,
+    /// The rotating QR code's key (base64url of 16 random bytes) and epoch
+    /// length; absent in records from before rotating codes, whose scans
+    /// need no payload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qr: Option<qr::QrKey>,
+    /// Number matching, started at the scan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matching: Option<Matching>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deny_reason: Option<DenyReason>,
+    /// RFC 7638 thumbprint of the browser's key; redeem needs a proof by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_thumbprint: Option<String>,
 }
 
-/// The result of applying an action.
+/// The result of applying an action. Returned once per call and never
+/// stored, so the size difference of its variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// A new record to write with compare-and-swap.
@@ -141,17 +195,20 @@ pub enum Outcome {
     Unchanged,
 }
 
-fn deadline(now: UnixMillis, ttl: Duration) -> UnixMillis {
+pub(super) fn deadline(now: UnixMillis, ttl: Duration) -> UnixMillis {
     now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX))
 }
 
 impl SessionRecord {
+    /// A new PENDING session with a fresh QR key, bound to the browser key
+    /// of thumbprint `key_thumbprint` when one was given.
     pub fn new(
         id: &SessionId,
         secret: &BrowserSecret,
         browser: BrowserContext,
         now: UnixMillis,
-        deadlines: &Deadlines,
+        rules: &Rules,
+        key_thumbprint: Option<String>,
     ) -> Self {
         Self {
             id: id.as_str().to_owned(),
@@ -160,7 +217,11 @@ impl SessionRecord {
             browser,
             user: None,
             updated_at: now,
-            expires_at: Some(deadline(now, deadlines.pending)),
+            expires_at: Some(deadline(now, rules.deadlines.pending)),
+            qr: Some(qr::QrKey::generate(&rules.qr, now)),
+            matching: None,
+            deny_reason: None,
+            key_thumbprint,
         }
     }
 
@@ -195,15 +256,43 @@ impl SessionRecord {
         }
     }
 
+    /// The display name the browser may see: only once the user confirmed
+    /// (an observer who merely scans is never named to the browser).
+    pub fn public_display_name(&self) -> Option<&str> {
+        match self.state {
+            LoginState::Confirmed | LoginState::Redeemed => {
+                self.user.as_ref().map(|u| u.display_name.as_str())
+            }
+            _ => None,
+        }
+    }
+
+    /// The number the browser shows while SCANNED.
+    pub fn public_match_code(&self) -> Option<u8> {
+        match self.state {
+            LoginState::Scanned => self.matching.as_ref().map(|m| m.code),
+            _ => None,
+        }
+    }
+
+    /// The QR key, while the code is on screen (PENDING).
+    pub fn public_qr(&self) -> Option<&qr::QrKey> {
+        match self.state {
+            LoginState::Pending => self.qr.as_ref(),
+            _ => None,
+        }
+    }
+
     /// Applies `action` at `now`. The one place that decides which
     /// transitions exist.
     pub fn apply(
         &self,
         action: &Action,
         now: UnixMillis,
-        deadlines: &Deadlines,
+        rules: &Rules,
     ) -> Result<Outcome, DomainError> {
         use LoginState::*;
+        let deadlines = &rules.deadlines;
         let past = self.is_past_deadline(now);
         if let Action::Expire = action {
             return if past {
@@ -227,25 +316,50 @@ impl SessionRecord {
         };
         let scanner_is = |user_id: &str| self.user.as_ref().is_some_and(|u| u.id == user_id);
         match (self.state, action) {
-            (Pending, Action::Scan(user)) => {
+            (
+                Pending,
+                Action::Scan {
+                    user,
+                    qr_payload,
+                    matching,
+                },
+            ) => {
+                if let Some(key) = &self.qr {
+                    key.check(&self.id, qr_payload.as_deref(), now, &rules.qr)?;
+                }
                 let mut next = self.moved(Scanned, now, Some(deadline(now, deadlines.scanned)));
                 next.user = Some(user.clone());
+                next.matching = *matching;
                 Ok(Outcome::Write(next))
             }
-            (Scanned, Action::Scan(user)) if scanner_is(&user.id) => Ok(Outcome::Unchanged),
-            (Scanned, Action::Scan(_)) => Err(DomainError::WrongUser),
-            (Scanned, Action::Confirm { user_id }) | (Scanned, Action::Deny { user_id })
+            (Scanned, Action::Scan { user, .. }) if scanner_is(&user.id) => Ok(Outcome::Unchanged),
+            (Scanned, Action::Scan { .. }) => Err(DomainError::WrongUser),
+            (Scanned, Action::Confirm { user_id, .. }) | (Scanned, Action::Deny { user_id })
                 if !scanner_is(user_id) =>
             {
                 Err(DomainError::WrongUser)
             }
-            (Scanned, Action::Confirm { .. }) => Ok(Outcome::Write(self.moved(
-                Confirmed,
-                now,
-                Some(deadline(now, deadlines.confirmed)),
-            ))),
-            (Scanned, Action::Deny { .. }) => Ok(Outcome::Write(self.moved(Denied, now, None))),
-            (Pending | Scanned, Action::Cancel) => {
+            (Scanned, Action::Confirm { match_code, .. }) => match (&self.matching, match_code) {
+                (Some(_), None) => Err(DomainError::MatchRequired),
+                (Some(m), Some(picked)) if !m.is(*picked) => {
+                    let mut next = self.moved(Denied, now, None);
+                    next.deny_reason = Some(DenyReason::WrongMatch);
+                    Ok(Outcome::Write(next))
+                }
+                _ => Ok(Outcome::Write(self.moved(
+                    Confirmed,
+                    now,
+                    Some(deadline(now, deadlines.confirmed)),
+                ))),
+            },
+            (Scanned, Action::Deny { .. }) => {
+                let mut next = self.moved(Denied, now, None);
+                next.deny_reason = Some(DenyReason::User);
+                Ok(Outcome::Write(next))
+            }
+            // After CONFIRMED too: the browser's user refuses the account
+            // that confirmed ("not you? start over").
+            (Pending | Scanned | Confirmed, Action::Cancel) => {
                 Ok(Outcome::Write(self.moved(Cancelled, now, None)))
             }
             (Confirmed, Action::Redeem) => Ok(Outcome::Write(self.moved(Redeemed, now, None))),
@@ -268,229 +382,5 @@ impl SessionRecord {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const T0: UnixMillis = 1_800_000_000_000;
-
-    fn alice() -> PhoneUser {
-        PhoneUser {
-            id: "alice".into(),
-            display_name: "Alice".into(),
-        }
-    }
-
-    fn fresh() -> (SessionRecord, BrowserSecret) {
-        let secret = BrowserSecret::generate();
-        let browser = BrowserContext {
-            ip: "192.0.2.1".into(),
-            user_agent: "test".into(),
-            created_at: T0,
-        };
-        let rec = SessionRecord::new(
-            &SessionId::generate(),
-            &secret,
-            browser,
-            T0,
-            &Deadlines::default(),
-        );
-        (rec, secret)
-    }
-
-    fn write(o: Outcome) -> SessionRecord {
-        match o {
-            Outcome::Write(r) => r,
-            Outcome::Unchanged => panic!("expected a write"),
-        }
-    }
-
-    #[test]
-    fn happy_path_and_deadlines() {
-        let d = Deadlines::default();
-        let (rec, secret) = fresh();
-        assert!(rec.secret_matches(&secret));
-        assert_eq!(rec.expires_at, Some(T0 + 120_000));
-        let scanned = write(rec.apply(&Action::Scan(alice()), T0 + 1, &d).unwrap());
-        assert_eq!(scanned.state, LoginState::Scanned);
-        assert_eq!(scanned.expires_at, Some(T0 + 1 + 60_000));
-        let again = scanned.apply(&Action::Scan(alice()), T0 + 2, &d).unwrap();
-        assert_eq!(again, Outcome::Unchanged);
-        let confirm = Action::Confirm {
-            user_id: "alice".into(),
-        };
-        let confirmed = write(scanned.apply(&confirm, T0 + 3, &d).unwrap());
-        assert_eq!(confirmed.expires_at, Some(T0 + 3 + 30_000));
-        let redeemed = write(confirmed.apply(&Action::Redeem, T0 + 4, &d).unwrap());
-        assert_eq!(redeemed.state, LoginState::Redeemed);
-        assert_eq!(redeemed.expires_at, None);
-        assert!(matches!(
-            redeemed.apply(&Action::Redeem, T0 + 5, &d),
-            Err(DomainError::NotAllowed {
-                state: "REDEEMED",
-                ..
-            })
-        ));
-    }
-
-    #[test]
-    fn every_forbidden_transition_is_refused() {
-        let d = Deadlines::default();
-        let (pending, _) = fresh();
-        let scanned = write(pending.apply(&Action::Scan(alice()), T0, &d).unwrap());
-        let confirm = Action::Confirm {
-            user_id: "alice".into(),
-        };
-        let confirmed = write(scanned.apply(&confirm, T0, &d).unwrap());
-        let actions = [
-            Action::Scan(alice()),
-            confirm.clone(),
-            Action::Deny {
-                user_id: "alice".into(),
-            },
-            Action::Cancel,
-            Action::Redeem,
-        ];
-        let allowed: &[(LoginState, &str)] = &[
-            (LoginState::Pending, "scan"),
-            (LoginState::Pending, "cancel"),
-            (LoginState::Scanned, "scan"),
-            (LoginState::Scanned, "confirm"),
-            (LoginState::Scanned, "deny"),
-            (LoginState::Scanned, "cancel"),
-            (LoginState::Confirmed, "redeem"),
-        ];
-        let mut finals = Vec::new();
-        for (from, action) in [
-            (&confirmed, Action::Redeem),
-            (
-                &scanned,
-                Action::Deny {
-                    user_id: "alice".into(),
-                },
-            ),
-            (&pending, Action::Cancel),
-        ] {
-            finals.push(write(from.apply(&action, T0, &d).unwrap()));
-        }
-        let expired = write(pending.apply(&Action::Expire, T0 + 120_000, &d).unwrap());
-        finals.push(expired);
-        for rec in [&pending, &scanned, &confirmed]
-            .into_iter()
-            .chain(finals.iter())
-        {
-            for action in &actions {
-                let ok = allowed.contains(&(rec.state, action.name()));
-                let result = rec.apply(action, T0 + 1, &d);
-                assert_eq!(result.is_ok(), ok, "{:?} {}", rec.state, action.name());
-            }
-        }
-    }
-
-    #[test]
-    fn late_transitions_are_expired() {
-        let d = Deadlines::default();
-        let (rec, _) = fresh();
-        let late = T0 + 120_000;
-        assert_eq!(rec.effective_state(late - 1), LoginState::Pending);
-        assert_eq!(rec.effective_state(late), LoginState::Expired);
-        assert!(matches!(
-            rec.apply(&Action::Scan(alice()), late, &d),
-            Err(DomainError::Expired {
-                state: "PENDING",
-                ..
-            })
-        ));
-        assert!(rec.apply(&Action::Expire, late - 1, &d).is_err());
-        let seen = rec.as_seen_at(late);
-        assert_eq!(seen.state, LoginState::Expired);
-        assert_eq!(seen.expires_at, None);
-    }
-
-    #[test]
-    fn only_the_scanning_user_may_decide() {
-        let d = Deadlines::default();
-        let (rec, _) = fresh();
-        let scanned = write(rec.apply(&Action::Scan(alice()), T0, &d).unwrap());
-        let bob = PhoneUser {
-            id: "bob".into(),
-            display_name: "Bob".into(),
-        };
-        assert_eq!(
-            scanned.apply(&Action::Scan(bob), T0, &d),
-            Err(DomainError::WrongUser)
-        );
-        let confirm_bob = Action::Confirm {
-            user_id: "bob".into(),
-        };
-        assert_eq!(
-            scanned.apply(&confirm_bob, T0, &d),
-            Err(DomainError::WrongUser)
-        );
-    }
-
-    #[test]
-    fn record_json_round_trips_without_the_secret() {
-        let (rec, secret) = fresh();
-        let json = serde_json::to_string(&rec).unwrap();
-        assert!(!json.contains(secret.expose()));
-        let back: SessionRecord = serde_json::from_str(&json).unwrap();
-        assert_eq!(back, rec);
-    }
-
-    /// Random walks over every action at random times: no panic, a final
-    /// state never changes, `expires_at` is set exactly in waiting states,
-    /// and time only moves forward in the record.
-    #[test]
-    fn random_walks_keep_the_invariants() {
-        use rand::Rng as _;
-        let d = Deadlines {
-            pending: Duration::from_millis(50),
-            scanned: Duration::from_millis(50),
-            confirmed: Duration::from_millis(50),
-        };
-        let mut rng = rand::rng();
-        let bob = PhoneUser {
-            id: "bob".into(),
-            display_name: "Bob".into(),
-        };
-        for _ in 0..2000 {
-            let (mut rec, _) = fresh();
-            let mut now = T0;
-            for _ in 0..12 {
-                now += rng.random_range(0..40);
-                let action = match rng.random_range(0..8) {
-                    0 => Action::Scan(alice()),
-                    1 => Action::Scan(bob.clone()),
-                    2 => Action::Confirm {
-                        user_id: "alice".into(),
-                    },
-                    3 => Action::Confirm {
-                        user_id: "bob".into(),
-                    },
-                    4 => Action::Deny {
-                        user_id: "alice".into(),
-                    },
-                    5 => Action::Cancel,
-                    6 => Action::Redeem,
-                    _ => Action::Expire,
-                };
-                let before = rec.clone();
-                if let Ok(Outcome::Write(next)) = rec.apply(&action, now, &d) {
-                    assert!(
-                        !before.state.is_final(),
-                        "{:?} left a final state",
-                        before.state
-                    );
-                    assert!(next.updated_at >= before.updated_at);
-                    assert_eq!(next.expires_at.is_none(), next.state.is_final());
-                    assert_eq!(next.secret_sha256, before.secret_sha256);
-                    assert_eq!(next.browser, before.browser);
-                    if next.state != LoginState::Scanned && before.user.is_some() {
-                        assert_eq!(next.user, before.user, "the scanner never changes");
-                    }
-                    rec = next;
-                }
-            }
-        }
-    }
-}
+#[path = "session_tests.rs"]
+mod tests;

@@ -3,10 +3,12 @@
 #![allow(dead_code)]
 
 use qrlogin_auth::config::AuthConfig;
-use qrlogin_auth::testing::{NatsServer, TestAuth, TestKeys};
+use qrlogin_auth::testing::{BrowserKeyPair, NatsServer, TestAuth, TestKeys};
 use qrlogin_proto::auth::v1 as pb;
 use qrlogin_proto::auth::v1::auth_service_client::AuthServiceClient;
 use qrlogin_proto::events::v1::LoginState;
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -90,6 +92,7 @@ pub async fn raw_client(auth: &TestAuth) -> AuthServiceClient<Channel> {
         .expect("connect to auth")
 }
 
+#[derive(Debug, Clone)]
 pub struct Created {
     pub id: String,
     pub secret: String,
@@ -97,21 +100,62 @@ pub struct Created {
     pub qr_payload: String,
 }
 
+/// What the tests' browsers know about the sessions they created, so the
+/// plain helpers below can play the phone that reads the QR code on screen
+/// and the user who picks the number the browser shows.
+fn registry() -> &'static Mutex<HashMap<String, Created>> {
+    static SESSIONS: OnceLock<Mutex<HashMap<String, Created>>> = OnceLock::new();
+    SESSIONS.get_or_init(Default::default)
+}
+
+pub fn remember(created: &Created) {
+    registry()
+        .lock()
+        .unwrap()
+        .insert(created.id.clone(), created.clone());
+}
+
+fn known(id: &str) -> Option<Created> {
+    registry().lock().unwrap().get(id).cloned()
+}
+
+pub fn create_request(key: Option<pb::BrowserKey>) -> pb::CreateLoginSessionRequest {
+    pb::CreateLoginSessionRequest {
+        client_ip: "203.0.113.7".into(),
+        user_agent: "Mozilla/5.0 (X11; Linux x86_64) TestBrowser/1.0".into(),
+        browser_key: key,
+    }
+}
+
+/// A session without a browser key.
 pub async fn create(c: &mut Client) -> Created {
-    let r = c
-        .create_login_session(pb::CreateLoginSessionRequest {
-            client_ip: "203.0.113.7".into(),
-            user_agent: "Mozilla/5.0 (X11; Linux x86_64) TestBrowser/1.0".into(),
-        })
-        .await
-        .expect("create")
-        .into_inner();
+    create_with(c, create_request(None)).await.expect("create")
+}
+
+pub async fn create_with(
+    c: &mut Client,
+    req: pb::CreateLoginSessionRequest,
+) -> Result<Created, Status> {
+    let r = c.create_login_session(req).await?.into_inner();
     let s = r.session.expect("session");
-    Created {
+    let created = Created {
         id: s.session_id,
         secret: r.browser_secret,
         version: s.version,
         qr_payload: r.qr_payload,
+    };
+    remember(&created);
+    Ok(created)
+}
+
+/// The browser's key as a BrowserKey message.
+pub fn browser_key(pair: &BrowserKeyPair) -> pb::BrowserKey {
+    let k = pair.public();
+    pb::BrowserKey {
+        kty: k.kty,
+        crv: k.crv,
+        x: k.x,
+        y: k.y,
     }
 }
 
@@ -124,14 +168,35 @@ pub fn with_token<T>(msg: T, token: &str) -> Request<T> {
     req
 }
 
+/// A scan with the payload the session's browser shows now (read from the
+/// session when the test created it, else none).
 pub async fn scan(
     c: &mut Client,
     id: &str,
     token: &str,
 ) -> Result<pb::ScanLoginSessionResponse, Status> {
+    let payload = match known(id) {
+        Some(s) => get(c, id, &s.secret)
+            .await
+            .map(|v| v.qr_payload)
+            .unwrap_or(s.qr_payload),
+        None => String::new(),
+    };
+    scan_with(c, id, token, &payload, "").await
+}
+
+pub async fn scan_with(
+    c: &mut Client,
+    id: &str,
+    token: &str,
+    qr_payload: &str,
+    phone_ip: &str,
+) -> Result<pb::ScanLoginSessionResponse, Status> {
     c.scan_login_session(with_token(
         pb::ScanLoginSessionRequest {
             session_id: id.into(),
+            qr_payload: qr_payload.into(),
+            client_ip: phone_ip.into(),
         },
         token,
     ))
@@ -139,10 +204,29 @@ pub async fn scan(
     .map(|r| r.into_inner())
 }
 
+/// A confirm that picks the number the session's browser shows (as its
+/// user would), when the test created the session.
 pub async fn confirm(c: &mut Client, id: &str, token: &str) -> Result<pb::LoginSession, Status> {
+    let code = match known(id) {
+        Some(s) => get(c, id, &s.secret)
+            .await
+            .map(|v| v.match_code)
+            .unwrap_or(0),
+        None => 0,
+    };
+    confirm_with(c, id, token, code).await
+}
+
+pub async fn confirm_with(
+    c: &mut Client,
+    id: &str,
+    token: &str,
+    match_code: u32,
+) -> Result<pb::LoginSession, Status> {
     c.confirm_login_session(with_token(
         pb::ConfirmLoginSessionRequest {
             session_id: id.into(),
+            match_code,
         },
         token,
     ))
@@ -184,9 +268,19 @@ pub async fn redeem(
     id: &str,
     secret: &str,
 ) -> Result<pb::RedeemLoginSessionResponse, Status> {
+    redeem_with(c, id, secret, "").await
+}
+
+pub async fn redeem_with(
+    c: &mut Client,
+    id: &str,
+    secret: &str,
+    proof: &str,
+) -> Result<pb::RedeemLoginSessionResponse, Status> {
     c.redeem_login_session(pb::RedeemLoginSessionRequest {
         session_id: id.into(),
         browser_secret: secret.into(),
+        proof: proof.into(),
     })
     .await
     .map(|r| r.into_inner())
@@ -194,6 +288,20 @@ pub async fn redeem(
 
 pub fn state(s: &pb::LoginSession) -> LoginState {
     LoginState::try_from(s.state).expect("known state")
+}
+
+/// The `x-qrlogin-reason` of a refusal.
+#[track_caller]
+pub fn reason<T: std::fmt::Debug>(r: &Result<T, Status>) -> String {
+    match r {
+        Ok(v) => panic!("expected a refusal, got Ok({v:?})"),
+        Err(s) => s
+            .metadata()
+            .get("x-qrlogin-reason")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned(),
+    }
 }
 
 #[track_caller]

@@ -149,6 +149,7 @@ pub async fn create_sessions(auth: &TestAuth, n: usize) -> Result<Vec<(String, S
             let mut request = tonic::Request::new(CreateLoginSessionRequest {
                 client_ip: "127.0.0.2".into(),
                 user_agent: "bench".into(),
+                browser_key: None,
             });
             request
                 .metadata_mut()

@@ -11,7 +11,7 @@ use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 
 use super::proto::{header, header_u64};
 use crate::{
-    auth_client::{login_state, timestamp_opt},
+    auth_client::{deny_reason, login_state, match_code, qr_code, timestamp_opt},
     delivery::ports::BusEvent,
     domain::{SessionId, Snapshot},
 };
@@ -61,6 +61,9 @@ pub fn decode(id: &SessionId, headers: Option<&[u8]>, payload: &[u8]) -> Option<
             updated_at: changed_at.unwrap_or_else(OffsetDateTime::now_utc),
             user_display_name: Some(e.user_display_name).filter(|n| !n.is_empty()),
             changed_at: committed_at,
+            qr: qr_code(state, e.qr),
+            match_code: match_code(state, e.match_code),
+            deny_reason: deny_reason(e.deny_reason),
         },
         previous,
     })
@@ -92,6 +95,7 @@ mod tests {
                 nanos: 0,
             }),
             user_display_name: "Alice".into(),
+            ..Default::default()
         }
     }
 

@@ -14,7 +14,10 @@
 //!   whose `previous` version is ahead of what the entry holds is a gap:
 //!   counted, and the session is re-read.
 //! - One timer queue ([`timers`]) holds every session's deadline (local
-//!   EXPIRED, preceded by a re-read) and every re-read retry.
+//!   EXPIRED, preceded by a re-read), every re-read retry, and every
+//!   PENDING session's next QR rotation: at the boundary the entry gets a
+//!   local snapshot (same version, the next payload) without any read or
+//!   write, and its watchers are woken as for an event.
 //! - One re-read queue with at most [`Settings::max_rereads`] reads in
 //!   flight serves deadlines, retries, gaps and the sweep of every session
 //!   after the bus reconnects ([`ports::Inbox::resync`]).
@@ -310,8 +313,9 @@ impl Core {
     }
 
     /// Puts the entry's next due time in the timer queue: a pending retry,
-    /// else the deadline of its current state (not while stale or queued:
-    /// the re-read owed decides first).
+    /// else the deadline of its current state or its next QR rotation,
+    /// whichever comes first (not while stale or queued: the re-read owed
+    /// decides first).
     fn schedule(&self, entry: &Arc<Entry>) {
         let mut sync = entry.lock_sync();
         let due = match sync.retry_at {
@@ -320,7 +324,10 @@ impl Core {
             None => entry
                 .current()
                 .filter(|s| !s.state.is_final())
-                .and_then(|s| s.expires_at)
+                .and_then(|s| match (s.expires_at, s.next_rotation()) {
+                    (Some(deadline), Some(rotation)) => Some(deadline.min(rotation)),
+                    (deadline, rotation) => deadline.or(rotation),
+                })
                 .map(|t| self.clock.instant_at(t)),
         };
         let sync = &mut *sync;
@@ -356,15 +363,43 @@ impl Core {
     }
 
     fn on_timer(self: &Arc<Self>, key: timers::TimerKey, entry: Arc<Entry>) {
-        {
+        let retry = {
             let mut sync = entry.lock_sync();
             if sync.timer != Some(key) {
                 return;
             }
             sync.timer = None;
-            sync.retry_at = None;
+            sync.retry_at.take().is_some()
+        };
+        if !retry && self.rotate(&entry) {
+            return;
         }
         self.enqueue(&entry);
+    }
+
+    /// Before the deadline, a due timer is a QR rotation: the entry gets
+    /// the same snapshot with the payload of the epoch that runs now (a
+    /// local snapshot: nothing is read or written). Returns false when
+    /// the deadline is due instead (the re-read then settles it).
+    fn rotate(&self, entry: &Arc<Entry>) -> bool {
+        let Some(current) = entry.current() else {
+            return false;
+        };
+        let now = self.clock.now();
+        if current.state.is_final() || current.expires_at.is_some_and(|d| d <= now) {
+            return false;
+        }
+        match current.rotated_at(now) {
+            Some(rotated) => {
+                self.metrics.rotated();
+                if !self.offer(entry, rotated) {
+                    self.schedule(entry);
+                }
+            }
+            // Woken a moment early: wait for the boundary.
+            None => self.schedule(entry),
+        }
+        true
     }
 
     /// What a re-read settles: the view, the retry schedule, and the

@@ -73,6 +73,9 @@ impl Fixture {
             updated_at: now,
             user_display_name: None,
             changed_at: None,
+            qr: None,
+            match_code: None,
+            deny_reason: None,
         }
     }
 
@@ -392,3 +395,6 @@ async fn a_refused_first_read_leaves_nothing_behind() {
     assert!(f.watches.hub().is_empty());
     assert_eq!(f.bus.subscriptions(), 0);
 }
+
+#[path = "rotation_tests.rs"]
+mod rotation;

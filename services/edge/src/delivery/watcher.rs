@@ -10,6 +10,8 @@ pub struct Watcher {
     last: Option<Arc<Snapshot>>,
     last_seq: u64,
     since: Option<u64>,
+    /// The epoch of the QR payload the client says it holds (long polls).
+    qr_epoch: Option<u64>,
 }
 
 impl Watcher {
@@ -19,6 +21,7 @@ impl Watcher {
             last: None,
             last_seq: 0,
             since,
+            qr_epoch: None,
         }
     }
 
@@ -39,7 +42,7 @@ impl Watcher {
         let snap = published.snapshot;
         let news = match (&self.last, self.since) {
             (Some(last), _) => snap.is_newer_than(last),
-            (None, Some(since)) => snap.is_news_after(since),
+            (None, Some(since)) => snap.is_news_after(since, self.qr_epoch),
             (None, None) => true,
         };
         if news {
@@ -81,6 +84,17 @@ impl Watcher {
     pub fn resume_from(&mut self, since: u64) {
         if self.last.is_none() {
             self.since = Some(since);
+        }
+    }
+
+    /// Records which QR payload (its epoch) the client holds along with
+    /// `since`, before anything was sent: a PENDING snapshot of that
+    /// version is then news only once its payload is newer. Without it a
+    /// resuming client is sent the current PENDING snapshot once (long
+    /// polls say it, or they would be answered at once every time).
+    pub fn resume_qr(&mut self, epoch: u64) {
+        if self.last.is_none() {
+            self.qr_epoch = Some(epoch);
         }
     }
 }

@@ -4,8 +4,10 @@
 //! Nothing here knows axum, tonic or NATS: the transports, the broker and the
 //! auth client convert to and from these types at their own boundaries.
 
+mod qr;
 mod session_id;
 mod snapshot;
 
+pub use qr::QrCode;
 pub use session_id::{SessionId, SessionIdError};
-pub use snapshot::{format_timestamp, LoginState, Snapshot};
+pub use snapshot::{format_timestamp, DenyReason, LoginState, Snapshot};

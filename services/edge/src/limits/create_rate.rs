@@ -2,13 +2,12 @@
 //! bounded least-recently-used table.
 
 use std::{
-    collections::HashMap,
     net::IpAddr,
     sync::Mutex,
     time::{Duration, Instant},
 };
 
-use super::ClientKey;
+use super::{lru::Lru, ClientKey};
 
 /// Client keys the rate limiter remembers. When full, the least recently
 /// seen key is forgotten (in O(1)); a forgotten key starts again with a
@@ -21,114 +20,13 @@ const MAX_TRACKED_CLIENTS: usize = 65_536;
 /// the limit that holds across edges is auth's.
 pub struct CreateRateLimiter {
     per_minute: f64,
-    buckets: Mutex<Lru>,
+    buckets: Mutex<Lru<ClientKey, Bucket>>,
 }
 
 #[derive(Clone, Copy)]
 struct Bucket {
     tokens: f64,
     at: Instant,
-}
-
-const NIL: u32 = u32::MAX;
-
-/// A fixed-capacity least-recently-used map from client key to bucket:
-/// a hash map to slot indices plus a doubly linked list threaded through
-/// the slots (most recent at `head`). Every operation is O(1); nothing
-/// scans the table under the lock.
-struct Lru {
-    index: HashMap<ClientKey, u32>,
-    slots: Vec<Slot>,
-    head: u32,
-    tail: u32,
-    capacity: usize,
-}
-
-struct Slot {
-    key: ClientKey,
-    bucket: Bucket,
-    prev: u32,
-    next: u32,
-}
-
-impl Lru {
-    fn new(capacity: usize) -> Self {
-        Self {
-            index: HashMap::new(),
-            slots: Vec::new(),
-            head: NIL,
-            tail: NIL,
-            capacity: capacity.max(1),
-        }
-    }
-
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.index.len()
-    }
-
-    fn unlink(&mut self, i: u32) {
-        let (prev, next) = {
-            let s = &self.slots[i as usize];
-            (s.prev, s.next)
-        };
-        match prev {
-            NIL => self.head = next,
-            p => self.slots[p as usize].next = next,
-        }
-        match next {
-            NIL => self.tail = prev,
-            n => self.slots[n as usize].prev = prev,
-        }
-    }
-
-    fn push_front(&mut self, i: u32) {
-        let old = self.head;
-        {
-            let s = &mut self.slots[i as usize];
-            s.prev = NIL;
-            s.next = old;
-        }
-        match old {
-            NIL => self.tail = i,
-            o => self.slots[o as usize].prev = i,
-        }
-        self.head = i;
-    }
-
-    /// The bucket of `key`, made the most recent; a new one (`fresh`) when
-    /// absent, evicting the least recent key when full.
-    fn get_or_insert(&mut self, key: ClientKey, fresh: Bucket) -> &mut Bucket {
-        let i = match self.index.get(&key) {
-            Some(&i) => {
-                self.unlink(i);
-                i
-            }
-            None if self.index.len() >= self.capacity => {
-                let i = self.tail;
-                self.unlink(i);
-                let slot = &mut self.slots[i as usize];
-                self.index.remove(&slot.key);
-                slot.key = key;
-                slot.bucket = fresh;
-                self.index.insert(key, i);
-                i
-            }
-            None => {
-                let i = self.slots.len() as u32;
-                self.slots.push(Slot {
-                    key,
-                    bucket: fresh,
-                    prev: NIL,
-                    next: NIL,
-                });
-                self.index.insert(key, i);
-                i
-            }
-        };
-        self.push_front(i);
-        &mut self.slots[i as usize].bucket
-    }
 }
 
 impl CreateRateLimiter {

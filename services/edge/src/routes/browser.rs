@@ -12,12 +12,23 @@ use axum::{
 use serde::Deserialize;
 
 use super::{extract, origin, AppState};
-use crate::{config::CookieSecure, domain::format_timestamp, error::ApiError, metrics::Transport};
+use crate::{
+    auth_client::BrowserKey, config::CookieSecure, domain::format_timestamp, error::ApiError,
+    metrics::Transport,
+};
 
-/// The optional create body; no fields yet, but it must be a JSON object.
+/// The optional create body: the browser's public key (a P-256 JWK), which
+/// binds the session to it (redeem then needs a proof signed by it).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CreateBody {}
+pub struct CreateBody {
+    #[serde(default)]
+    public_key: Option<BrowserKey>,
+}
+
+/// The header that carries the proof of the browser key at redeem
+/// (RFC 9449's name).
+const PROOF_HEADER: &str = "dpop";
 
 fn secure_cookie(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> bool {
     match state.config.cookie_secure {
@@ -45,7 +56,7 @@ pub async fn create(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     origin::check_origin(peer, &headers, &state.config)?;
-    let _: CreateBody = extract::json_body(&headers, body, state.config.max_body_bytes)?;
+    let body: CreateBody = extract::json_body(&headers, body, state.config.max_body_bytes)?;
     let ip = origin::client_ip(peer, &headers, &state.config.trusted_proxies);
     state
         .create_rate
@@ -53,11 +64,18 @@ pub async fn create(
         .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
     let created = state
         .auth
-        .create(ip.to_string(), extract::user_agent(&headers))
+        .create(
+            ip.to_string(),
+            extract::user_agent(&headers),
+            body.public_key,
+        )
         .await?;
     let id = created.snapshot.session_id.clone();
-    let mut json = created.snapshot.to_json(&state.node);
+    let mut json = poll_answer(&state, &created.snapshot);
     json["qr_payload"] = created.qr_payload.clone().into();
+    if !created.key_thumbprint.is_empty() {
+        json["key_thumbprint"] = created.key_thumbprint.clone().into();
+    }
     json["qr_svg"] = qr_svg_of(&created.qr_payload)?.into();
     json["browser_secret"] = created.browser_secret.clone().into();
     let secure = secure_cookie(&state, peer, &headers);
@@ -93,15 +111,36 @@ pub async fn get_or_long_poll(
         .transpose()?
         .unwrap_or(state.config.long_poll_max)
         .min(state.config.long_poll_max);
+    // The epoch of the QR payload a long-polling client holds (the number
+    // after `#` in it): a rotated payload is news to it.
+    let qr_epoch = extract::query_value(query.as_deref(), "qr")
+        .map(|v| extract::version(v, "qr"))
+        .transpose()?;
     let secret = extract::browser_secret(&headers, &id)?;
+    // A short poll, or a long poll that may come back sooner than the pace
+    // allows without news (held less than half of it), counts against the
+    // pace of this session's polls on this node.
+    let pace = state.poll_pace.interval();
+    if since.is_none() || wait < pace / 2 {
+        state
+            .poll_pace
+            .check(&id, &secret)
+            .map_err(|retry_after| ApiError::SlowDown {
+                retry_after,
+                interval: pace,
+            })?;
+    }
     let Some(since) = since else {
         let snapshot = state.auth.get(&id, &secret).await?;
         state.watches.observe(&snapshot);
         state.metrics.delivered(Transport::ShortPoll, None);
-        return Ok(Json(snapshot.to_json(&state.node)).into_response());
+        return Ok(Json(poll_answer(&state, &snapshot)).into_response());
     };
     let _open = state.metrics.connection(Transport::LongPoll);
     let mut watcher = state.watches.watch(&id, &secret, Some(since)).await?;
+    if let Some(epoch) = qr_epoch {
+        watcher.resume_qr(epoch);
+    }
     let mut drain = state.drain.listener();
     let news = tokio::select! {
         news = watcher.next(&state.metrics) => news,
@@ -119,7 +158,14 @@ pub async fn get_or_long_poll(
             .current()
             .ok_or_else(|| ApiError::Unavailable("no state read yet".into()))?,
     };
-    Ok(Json(snapshot.to_json(&state.node)).into_response())
+    Ok(Json(poll_answer(&state, &snapshot)).into_response())
+}
+
+/// A poll's answer: the snapshot and the pace to keep (`poll_interval_ms`).
+fn poll_answer(state: &AppState, snapshot: &crate::domain::Snapshot) -> serde_json::Value {
+    let mut json = snapshot.to_json(&state.node);
+    json["poll_interval_ms"] = (state.poll_pace.interval().as_millis() as u64).into();
+    json
 }
 
 pub async fn cancel(
@@ -145,7 +191,11 @@ pub async fn redeem(
     origin::check_origin(peer, &headers, &state.config)?;
     let id = extract::session_id(&id)?;
     let secret = extract::browser_secret(&headers, &id)?;
-    let r = state.auth.redeem(&id, &secret).await?;
+    let proof = headers
+        .get(PROOF_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let r = state.auth.redeem(&id, &secret, proof).await?;
     state.watches.observe(&r.snapshot);
     let secure = secure_cookie(&state, peer, &headers);
     // The cookie lives as long as the token it carries.
@@ -178,16 +228,20 @@ pub async fn qr_svg(
 ) -> Result<Response, ApiError> {
     let id = extract::session_id(&id)?;
     let secret = extract::browser_secret(&headers, &id)?;
-    state.auth.get(&id, &secret).await?;
-    let payload = format!(
-        "{}/m/{id}",
-        state.config.public_base_url.trim_end_matches('/')
-    );
+    let snapshot = state.auth.get(&id, &secret).await?;
+    // The payload of this moment: it is replaced every rotation, so the
+    // image must not be cached past that.
+    let payload = snapshot.qr_payload().ok_or_else(|| {
+        ApiError::FailedPrecondition(format!(
+            "no QR code: the login session is {}",
+            snapshot.state.as_str()
+        ))
+    })?;
     let svg = qr_svg_of(&payload)?;
     Ok((
         [
             (header::CONTENT_TYPE, "image/svg+xml"),
-            (header::CACHE_CONTROL, "private, max-age=300"),
+            (header::CACHE_CONTROL, "no-store"),
         ],
         svg,
     )

@@ -35,7 +35,7 @@ use crate::{
     config::EdgeConfig,
     delivery::Watches,
     error::{as_json_error, ApiError, Rejected},
-    limits::{Admission, AdmissionSlot, ConnectionGate, CreateRateLimiter},
+    limits::{Admission, AdmissionSlot, ConnectionGate, CreateRateLimiter, PollPace},
     metrics::Metrics,
     shutdown::Drain,
 };
@@ -51,6 +51,7 @@ pub struct Shared {
     pub drain: Drain,
     pub gate: ConnectionGate,
     pub create_rate: CreateRateLimiter,
+    pub poll_pace: PollPace,
     /// Development token minting, when `QRLOGIN_DEV_USER_TOKEN_KEY_FILE` is set.
     pub dev_tokens: Option<phone::DevTokens>,
 }

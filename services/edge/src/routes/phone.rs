@@ -1,11 +1,11 @@
 //! Phone routes (scan, confirm, deny) and the development token endpoint.
 //! The phone's `Authorization: Bearer <JWT>` goes to auth unchanged.
 
-use std::path::Path as FsPath;
+use std::{net::SocketAddr, path::Path as FsPath};
 
 use axum::{
     body::Bytes,
-    extract::{rejection::BytesRejection, Path, State},
+    extract::{rejection::BytesRejection, ConnectInfo, Path, State},
     http::{header, HeaderMap},
     response::{IntoResponse, Response},
     Json,
@@ -13,7 +13,7 @@ use axum::{
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::{Deserialize, Serialize};
 
-use super::{extract, AppState};
+use super::{extract, origin, AppState};
 use crate::{domain::format_timestamp, error::ApiError};
 
 /// Lifetime of development user tokens.
@@ -30,21 +30,53 @@ fn authorization(headers: &HeaderMap) -> Result<String, ApiError> {
         })
 }
 
+/// The scan body: the whole payload the phone read from the QR code.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScanBody {
+    #[serde(default)]
+    qr_payload: String,
+}
+
+/// The confirm body: the number the user picked (number matching).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmBody {
+    #[serde(default)]
+    match_code: u32,
+}
+
 pub async fn scan(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(id): Path<String>,
     headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let id = extract::session_id(&id)?;
-    let (snapshot, browser) = state.auth.scan(&id, &authorization(&headers)?).await?;
-    state.watches.observe(&snapshot);
+    let body: ScanBody = extract::json_body(&headers, body, state.config.max_body_bytes)?;
+    let phone_ip = origin::client_ip(peer, &headers, &state.config.trusted_proxies);
+    let scanned = state
+        .auth
+        .scan(
+            &id,
+            &authorization(&headers)?,
+            &body.qr_payload,
+            &phone_ip.to_string(),
+        )
+        .await?;
+    // Not passed to local watchers: the phone's view lacks the match code
+    // that the browser must show; the event (with it) follows at once.
+    let browser = scanned.browser;
     let body = serde_json::json!({
-        "session": snapshot.to_json(&state.node),
+        "session": scanned.snapshot.to_json(&state.node),
         "browser": {
             "ip": browser.ip,
             "user_agent": browser.user_agent,
             "created_at": browser.created_at.map(format_timestamp),
         },
+        "match_choices": scanned.match_choices,
+        "same_network": scanned.same_network,
     });
     Ok(Json(body).into_response())
 }
@@ -53,9 +85,14 @@ pub async fn confirm(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let id = extract::session_id(&id)?;
-    let snapshot = state.auth.confirm(&id, &authorization(&headers)?).await?;
+    let body: ConfirmBody = extract::json_body(&headers, body, state.config.max_body_bytes)?;
+    let snapshot = state
+        .auth
+        .confirm(&id, &authorization(&headers)?, body.match_code)
+        .await?;
     state.watches.observe(&snapshot);
     Ok(Json(snapshot.to_json(&state.node)).into_response())
 }

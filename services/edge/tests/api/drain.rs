@@ -18,8 +18,9 @@ async fn drain_closes_streams_answers_polls_and_fails_readiness() {
     assert_eq!(ws_state(&mut ws).await["state"], "PENDING");
     let mut sse = cluster.sse_pending(&cluster.edge1, &created).await;
     let poll_url = cluster.edge1.url(&format!(
-        "/v1/login-sessions/{}?since={v0}&wait=20s",
-        created.id
+        "/v1/login-sessions/{}?since={v0}&qr={}&wait=20s",
+        created.id,
+        qr_epoch(&created)
     ));
     let poll = cluster
         .http

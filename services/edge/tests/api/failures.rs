@@ -78,6 +78,8 @@ async fn events_after_a_nats_restart_still_arrive() {
         .edge1
         .ws_url(&format!("/v1/login-sessions/{}/ws?since={v0}", created.id));
     let mut ws = ws_connect(&ws_url, &created, None).await.unwrap();
+    // Resuming at the PENDING version: the current QR code first.
+    assert_eq!(ws_state(&mut ws).await["state"], "PENDING");
 
     cluster.nats.restart().await;
     cluster.edge1.wait_ready().await;

@@ -168,6 +168,7 @@ async fn cookies_expire_and_carry_prefixes_when_secure() {
     let json: serde_json::Value = r.json().await.unwrap();
     let id = json["session_id"].as_str().unwrap().to_owned();
     let secret = json["browser_secret"].as_str().unwrap().to_owned();
+    cluster.remember(&id, &secret);
     assert_eq!(name, format!("__Secure-qrl_bs_{id}"));
     assert!(attrs.contains(&"Secure".to_owned()) && attrs.contains(&"Max-Age=300".to_owned()));
     // The edge reads the prefixed name.
@@ -288,6 +289,7 @@ async fn the_phone_sees_the_address_and_agent_a_trusted_proxy_vouched_for() {
         assert_eq!(r.status(), StatusCode::CREATED);
         let json: serde_json::Value = r.json().await.unwrap();
         let id = json["session_id"].as_str().unwrap().to_owned();
+        cluster.remember(&id, json["browser_secret"].as_str().unwrap());
         let r = cluster.phone(&cluster.edge2, &id, "scan").await;
         assert_eq!(r.status(), StatusCode::OK);
         let body: serde_json::Value = r.json().await.unwrap();
@@ -320,6 +322,7 @@ async fn the_phone_sees_the_address_and_agent_a_trusted_proxy_vouched_for() {
         .unwrap();
     let json: serde_json::Value = r.json().await.unwrap();
     let id = json["session_id"].as_str().unwrap().to_owned();
+    cluster.remember(&id, json["browser_secret"].as_str().unwrap());
     let body: serde_json::Value = cluster
         .phone(&cluster.edge2, &id, "scan")
         .await

@@ -2,7 +2,7 @@
 //! on port 0, two edges on port 0; plus small HTTP, SSE and WebSocket
 //! clients that read what a browser would.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{collections::HashMap, net::SocketAddr, sync::Mutex, time::Duration};
 
 use futures::StreamExt;
 use qrlogin_auth::{
@@ -10,6 +10,9 @@ use qrlogin_auth::{
     testing::{NatsServer, TestAuth, TestKeys},
 };
 use qrlogin_edge::{config::EdgeConfig, startup::Application};
+use qrlogin_proto::auth::v1::{
+    auth_service_client::AuthServiceClient, GetLoginSessionRequest, LoginSession,
+};
 use reqwest::{header, StatusCode};
 use serde_json::Value;
 use tokio::{sync::oneshot, task::JoinHandle};
@@ -134,6 +137,9 @@ pub fn edge_config(name: &str, auth: &TestAuth, nats: &NatsServer) -> EdgeConfig
     c.auth_service_token_file = Some(auth.service_token_file().to_owned());
     c.web_dir = "/nonexistent-qrlogin-web".into();
     c.drain_deadline = Duration::from_millis(1500);
+    // Short-poll tests keep the pace the answers ask for; a short one keeps
+    // them quick. The pace test sets the default back.
+    c.poll_interval = Duration::from_millis(200);
     c
 }
 
@@ -144,6 +150,10 @@ pub struct Cluster {
     pub keys: TestKeys,
     pub nats: NatsServer,
     pub http: reqwest::Client,
+    /// The secrets of the sessions this cluster's browsers created, so the
+    /// phone helpers can read what the browser shows (the QR payload, the
+    /// match code) as a person would.
+    secrets: Mutex<HashMap<String, String>>,
 }
 
 impl Cluster {
@@ -171,7 +181,34 @@ impl Cluster {
             keys,
             nats,
             http: reqwest::Client::new(),
+            secrets: Mutex::default(),
         }
+    }
+
+    /// The session as its browser sees it now, read from auth over gRPC
+    /// (not through an edge, so it counts against no poll pace).
+    pub async fn shown(&self, id: &str) -> Option<LoginSession> {
+        let secret = self.secrets.lock().unwrap().get(id).cloned()?;
+        let mut client = AuthServiceClient::connect(self.auth.url()).await.ok()?;
+        let mut req = tonic::Request::new(GetLoginSessionRequest {
+            session_id: id.to_owned(),
+            browser_secret: secret,
+        });
+        req.metadata_mut().insert(
+            "x-qrlogin-service-token",
+            self.auth.service_token().parse().unwrap(),
+        );
+        let r = client.get_login_session(req).await.ok()?;
+        r.into_inner().session
+    }
+
+    /// Remembers the secret of a session a test created by hand, so that
+    /// [`Cluster::phone`] can read what its browser shows.
+    pub fn remember(&self, id: &str, secret: &str) {
+        self.secrets
+            .lock()
+            .unwrap()
+            .insert(id.to_owned(), secret.to_owned());
     }
 
     /// Creates a login session through `edge`.
@@ -187,20 +224,50 @@ impl Cluster {
         assert_eq!(r.status(), StatusCode::CREATED, "create failed");
         let cookie = r.headers()[header::SET_COOKIE].to_str().unwrap().to_owned();
         let json: Value = r.json().await.unwrap();
-        Created {
+        let created = Created {
             id: json["session_id"].as_str().unwrap().to_owned(),
             secret: json["browser_secret"].as_str().unwrap().to_owned(),
             cookie,
             json,
-        }
+        };
+        self.secrets
+            .lock()
+            .unwrap()
+            .insert(created.id.clone(), created.secret.clone());
+        created
     }
 
-    /// A phone request (scan/confirm/deny) through `edge` as user `alice`.
+    /// A phone request (scan/confirm/deny) through `edge` as user `alice`,
+    /// made as a person would: a scan sends the payload on the browser's
+    /// screen, a confirm picks the number the browser shows.
     pub async fn phone(&self, edge: &TestEdge, id: &str, action: &str) -> reqwest::Response {
         let token = self.keys.user_token("alice", "Alice");
+        let shown = self.shown(id).await;
+        let body = match action {
+            "scan" => serde_json::json!({
+                "qr_payload": shown.map(|s| s.qr_payload).unwrap_or_default()
+            }),
+            "confirm" => serde_json::json!({
+                "match_code": shown.map(|s| s.match_code).unwrap_or_default()
+            }),
+            _ => serde_json::json!({}),
+        };
+        self.phone_with(edge, id, action, &token, &body).await
+    }
+
+    /// A phone request with the given user token and body.
+    pub async fn phone_with(
+        &self,
+        edge: &TestEdge,
+        id: &str,
+        action: &str,
+        token: &str,
+        body: &Value,
+    ) -> reqwest::Response {
         self.http
             .post(edge.url(&format!("/v1/login-sessions/{id}/{action}")))
             .bearer_auth(token)
+            .json(body)
             .send()
             .await
             .unwrap()
@@ -418,7 +485,17 @@ pub async fn ws_state<S: WsIo>(ws: &mut WebSocketStream<S>) -> Value {
     }
 }
 
-/// Long poll: `GET ?since=V&wait=W`.
+/// The epoch of the QR payload the create answer shows (after `#`).
+pub fn qr_epoch(created: &Created) -> u64 {
+    created.json["qr_payload"]
+        .as_str()
+        .and_then(|p| p.rsplit_once('#'))
+        .and_then(|(_, f)| f.split_once('.'))
+        .and_then(|(e, _)| e.parse().ok())
+        .expect("a QR payload with an epoch")
+}
+
+/// Long poll: `GET ?since=V&qr=E&wait=W`, holding the payload of create.
 pub async fn long_poll(
     cluster: &Cluster,
     edge: &TestEdge,
@@ -431,7 +508,7 @@ pub async fn long_poll(
             reqwest::Method::GET,
             edge,
             created,
-            &format!("?since={since}&wait={wait}"),
+            &format!("?since={since}&qr={}&wait={wait}", qr_epoch(created)),
         )
         .send()
         .await

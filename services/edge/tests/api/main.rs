@@ -8,6 +8,7 @@ mod guards;
 mod helpers;
 mod limits;
 mod metrics;
+mod qr;
 mod resume;
 mod security;
 mod transports;

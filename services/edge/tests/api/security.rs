@@ -264,19 +264,19 @@ async fn dev_token_endpoint_mints_tokens_auth_accepts() {
         .send()
         .await
         .unwrap();
-    let id = r.json::<serde_json::Value>().await.unwrap()["session_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let created = r.json::<serde_json::Value>().await.unwrap();
+    let id = created["session_id"].as_str().unwrap().to_owned();
     let r = http
         .post(edge.url(&format!("/v1/login-sessions/{id}/scan")))
         .bearer_auth(&token)
+        .json(&serde_json::json!({ "qr_payload": created["qr_payload"] }))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let body: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(body["session"]["user_display_name"], "Bob");
+    assert_eq!(body["session"]["state"], "SCANNED");
+    assert_eq!(body["match_choices"].as_array().unwrap().len(), 3);
     let r = http
         .post(edge.url("/v1/dev/token"))
         .json(&serde_json::json!({"user_id":""}))

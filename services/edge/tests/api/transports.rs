@@ -34,7 +34,10 @@ async fn redeem_once(cluster: &Cluster, created: &Created) {
 fn assert_scanned(s: &Value, created: &Created) {
     assert_eq!(s["session_id"], created.id.as_str());
     assert_eq!(s["state"], "SCANNED");
-    assert_eq!(s["user_display_name"], "Alice");
+    // The browser sees the number to match, not who scanned.
+    assert!((10..=99).contains(&s["match_code"].as_u64().unwrap()));
+    assert!(s["user_display_name"].is_null());
+    assert!(s["qr_payload"].is_null());
     assert_eq!(s["node"], "edge-1");
 }
 
@@ -43,8 +46,10 @@ async fn confirm_via_grpc(cluster: &Cluster, id: &str) {
     let mut client = AuthServiceClient::connect(cluster.auth.url())
         .await
         .unwrap();
+    let code = cluster.shown(id).await.map_or(0, |s| s.match_code);
     let mut req = tonic::Request::new(ConfirmLoginSessionRequest {
         session_id: id.to_owned(),
+        match_code: code,
     });
     let token = cluster.keys.user_token("alice", "Alice");
     req.metadata_mut()
@@ -62,10 +67,10 @@ async fn create_answers_the_documented_shape() {
     assert!(j["version"].as_u64().unwrap() > 0);
     assert!(j["user_display_name"].is_null());
     assert!(j["expires_at"].as_str().unwrap().ends_with('Z'));
-    assert!(j["qr_payload"]
-        .as_str()
-        .unwrap()
-        .ends_with(&format!("/m/{}", created.id)));
+    let payload = j["qr_payload"].as_str().unwrap();
+    let (url, token) = payload.split_once('#').unwrap();
+    assert!(url.ends_with(&format!("/m/{}", created.id)));
+    assert!(token.starts_with("0.") && token.len() == 18, "{token}");
     assert!(j["qr_svg"].as_str().unwrap().contains("<svg"));
     assert_eq!(created.secret.len(), 43);
     let expected = format!(
@@ -87,16 +92,24 @@ async fn create_answers_the_documented_shape() {
 async fn short_polling_sees_scan_and_confirm_from_the_other_edge() {
     let cluster = Cluster::start().await;
     let created = cluster.create(&cluster.edge1).await;
+    // A short poller keeps the pace every answer asks for.
+    let pace = std::sync::Mutex::new(std::time::Duration::ZERO);
     let poll = || async {
+        let wait = *pace.lock().unwrap();
+        tokio::time::sleep(wait).await;
         let r = cluster
             .browser(Method::GET, &cluster.edge1, &created, "")
             .send()
             .await
             .unwrap();
         assert_eq!(r.status(), StatusCode::OK);
-        r.json::<Value>().await.unwrap()
+        let json = r.json::<Value>().await.unwrap();
+        let asked = json["poll_interval_ms"].as_u64().expect("poll_interval_ms");
+        *pace.lock().unwrap() = std::time::Duration::from_millis(asked);
+        json
     };
     let first = poll().await;
+    assert_eq!(first["poll_interval_ms"], 200);
     assert_eq!(first["state"], "PENDING");
     assert_eq!(
         cluster

@@ -2,19 +2,32 @@
 //! read → decide (domain) → compare-and-swap, retried a bounded number of
 //! times when another writer wins the race in between. Events need no step
 //! of ours: NATS republishes every committed write on the session's subject.
+//!
+//! - this file: the service, its errors, the browser side (create, get,
+//!   cancel, redeem) and the transition loop;
+//! - [`phone`]: the phone side (scan, confirm, deny) with number matching,
+//!   the QR payload check, per-user limits and the proximity hint.
+
+mod phone;
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::OnceCell;
 
-use crate::broker::limits::{self, Decision};
+use crate::broker::limits::{self, Decision, Limit};
 use crate::broker::{Broker, BrokerError};
+use crate::config::AuthConfig;
+use crate::counters::Counters;
 use crate::domain::{
-    text, Action, BrowserContext, BrowserSecret, Deadlines, DomainError, IdError, LoginState,
-    Outcome, PhoneUser, SessionId, SessionRecord, UnixMillis,
+    text, Action, BrowserContext, BrowserSecret, DomainError, IdError, LoginState, Outcome,
+    PhoneUser, Rules, SessionId, SessionRecord, UnixMillis,
 };
 use crate::metrics::AuthMetrics;
+use crate::proof::{self, BrowserKey, ProofError};
 use crate::token::{AccessToken, AccessTokenSigner, KeyError, TokenError, UserTokenVerifier};
+
+pub use phone::Scanned;
 
 /// Attempts of one transition before answering ABORTED. Each lost race means
 /// another writer made progress, so this bounds work, not correctness.
@@ -36,13 +49,27 @@ pub enum ServiceError {
     Token(#[from] TokenError),
     #[error(transparent)]
     Domain(#[from] DomainError),
+    /// The pick was wrong: the session was moved to DENIED.
+    #[error("the number picked is not the one shown on the other device; this login was refused")]
+    WrongMatch,
+    #[error(
+        "QRLOGIN_REQUIRE_KEY_BINDING is on: create needs the browser's public key (browser_key)"
+    )]
+    KeyRequired,
+    #[error(transparent)]
+    Proof(#[from] ProofError),
     #[error("the login session changed concurrently {0} times; retry")]
     Aborted(usize),
     /// The detail is for the log; callers get a fixed text.
     #[error("session store unavailable: {0}")]
     Unavailable(String),
     #[error("too many login sessions created from this network; retry later")]
-    RateLimited { retry_after: std::time::Duration },
+    RateLimited { retry_after: Duration },
+    #[error("too many {action}s by this user; retry later")]
+    UserLimited {
+        action: &'static str,
+        retry_after: Duration,
+    },
     #[error("the session store is full; retry later")]
     StorageFull,
     #[error("internal error: {0}")]
@@ -63,6 +90,10 @@ impl ServiceError {
             Self::Aborted(_) => "aborted",
             Self::Unavailable(_) => "unavailable",
             Self::RateLimited { .. } => "rate_limited",
+            Self::UserLimited { .. } => "user_limited",
+            Self::WrongMatch => "wrong_match",
+            Self::KeyRequired => "key_required",
+            Self::Proof(_) => "invalid_proof",
             Self::StorageFull => "storage_full",
             Self::Internal(_) => "internal",
         }
@@ -120,14 +151,47 @@ pub struct Redeemed {
 /// Filled once NATS and the bucket are ready; calls before that are UNAVAILABLE.
 pub type BrokerSlot = Arc<OnceCell<Broker>>;
 
+/// What the use cases are configured with (from [`AuthConfig`]).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub rules: Rules,
+    pub public_base: String,
+    /// Creates per client network and window, across the cluster; 0: off.
+    pub create_limit: u32,
+    pub create_window: Duration,
+    pub number_matching: bool,
+    pub require_key_binding: bool,
+    pub proof_max_age: Duration,
+    /// Scans and confirms per user and window, across the cluster; 0: off.
+    pub scan_limit: u32,
+    pub confirm_limit: u32,
+    pub user_window: Duration,
+}
+
+impl Settings {
+    pub fn from_config(c: &AuthConfig) -> Self {
+        let p = &c.protocol;
+        Self {
+            rules: c.rules(),
+            public_base: c.public_base().to_owned(),
+            create_limit: c.create_limit,
+            create_window: c.create_limit_window,
+            number_matching: p.number_matching,
+            require_key_binding: p.require_key_binding,
+            proof_max_age: p.proof_max_age,
+            scan_limit: p.scan_limit,
+            confirm_limit: p.confirm_limit,
+            user_window: p.user_limit_window,
+        }
+    }
+}
+
 pub struct LoginService {
     broker: BrokerSlot,
-    deadlines: Deadlines,
+    settings: Settings,
     verifier: UserTokenVerifier,
     signer: AccessTokenSigner,
-    public_base: String,
-    /// Creates per client network and window, across the cluster; 0: off.
-    create_limit: u32,
+    counters: Arc<Counters>,
     metrics: Arc<AuthMetrics>,
 }
 
@@ -138,25 +202,51 @@ pub fn now_millis() -> UnixMillis {
         .unwrap_or(0)
 }
 
+/// Who may move a session, besides the domain's own rules: the creating
+/// browser (its secret, and the proof of its key for redeem), or nobody
+/// in particular (phone actions name their user in the action).
+enum Guard<'a> {
+    Phone,
+    Browser(&'a BrowserSecret),
+    Redeem {
+        secret: &'a BrowserSecret,
+        proof: &'a str,
+    },
+}
+
 impl LoginService {
     pub fn new(
         broker: BrokerSlot,
-        deadlines: Deadlines,
+        settings: Settings,
         verifier: UserTokenVerifier,
         signer: AccessTokenSigner,
-        public_base: String,
-        create_limit: u32,
         metrics: Arc<AuthMetrics>,
     ) -> Self {
         Self {
             broker,
-            deadlines,
+            settings,
             verifier,
             signer,
-            public_base,
-            create_limit,
+            counters: metrics.qr_counters(),
             metrics,
         }
+    }
+
+    /// The counts of refused abuse (for exporters and tests).
+    pub fn counters(&self) -> &Arc<Counters> {
+        &self.counters
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The phone's user from its token; refusals counted by reason.
+    fn verify_user(&self, authorization: Option<&str>) -> Result<PhoneUser, ServiceError> {
+        Ok(self
+            .verifier
+            .verify_header(authorization)
+            .inspect_err(|e| self.metrics.user_token_failure(e.reason()))?)
     }
 
     fn broker(&self) -> Result<&Broker, ServiceError> {
@@ -165,8 +255,21 @@ impl LoginService {
             .ok_or_else(|| ServiceError::Unavailable("not connected to NATS yet".into()))
     }
 
-    pub async fn create(&self, client_ip: &str, user_agent: &str) -> Result<Created, ServiceError> {
-        let created = self.try_create(client_ip, user_agent).await;
+    /// The payload on screen at `now` for a PENDING record, else empty.
+    pub fn qr_payload(&self, record: &SessionRecord, now: UnixMillis) -> String {
+        record
+            .public_qr()
+            .map(|k| k.payload_at(&self.settings.public_base, &record.id, now))
+            .unwrap_or_default()
+    }
+
+    pub async fn create(
+        &self,
+        client_ip: &str,
+        user_agent: &str,
+        browser_key: Option<&BrowserKey>,
+    ) -> Result<Created, ServiceError> {
+        let created = self.try_create(client_ip, user_agent, browser_key).await;
         let outcome = match &created {
             Ok(_) => "written",
             Err(e) => e.outcome(),
@@ -175,7 +278,12 @@ impl LoginService {
         created
     }
 
-    async fn try_create(&self, client_ip: &str, user_agent: &str) -> Result<Created, ServiceError> {
+    async fn try_create(
+        &self,
+        client_ip: &str,
+        user_agent: &str,
+        browser_key: Option<&BrowserKey>,
+    ) -> Result<Created, ServiceError> {
         let ip: IpAddr = client_ip.trim().parse().map_err(|_| {
             ServiceError::InvalidArgument("client_ip must be an IPv4 or IPv6 address".into())
         })?;
@@ -190,10 +298,17 @@ impl LoginService {
                     .into(),
             ));
         }
+        let thumbprint = match browser_key {
+            Some(key) => Some(key.thumbprint()?),
+            None if self.settings.require_key_binding => return Err(ServiceError::KeyRequired),
+            None => None,
+        };
         let broker = self.broker()?;
         let now = now_millis();
-        if self.create_limit > 0 {
-            match broker.limits().count(ip, self.create_limit, now).await {
+        let s = &self.settings;
+        if s.create_limit > 0 {
+            let limit = Limit::network(ip, s.create_limit, s.create_window);
+            match broker.limits().count(&limit, now).await {
                 Ok(Decision::Allowed) => {}
                 Ok(Decision::Limited { retry_after }) => {
                     self.metrics.create_limited();
@@ -213,12 +328,19 @@ impl LoginService {
         for _ in 0..2 {
             let id = SessionId::generate();
             let secret = BrowserSecret::generate();
-            let record = SessionRecord::new(&id, &secret, browser.clone(), now, &self.deadlines);
+            let record = SessionRecord::new(
+                &id,
+                &secret,
+                browser.clone(),
+                now,
+                &s.rules,
+                thumbprint.clone(),
+            );
             match broker.create(&record).await {
                 Ok(version) => {
-                    tracing::info!(session_id = %id, version, "login session created");
+                    tracing::info!(session_id = %id, version, key_bound = thumbprint.is_some(), "login session created");
                     return Ok(Created {
-                        qr_payload: format!("{}/m/{}", self.public_base, id),
+                        qr_payload: self.qr_payload(&record, now),
                         view: SessionView { record, version },
                         secret,
                     });
@@ -252,60 +374,29 @@ impl LoginService {
         })
     }
 
-    pub async fn scan(
-        &self,
-        id: &str,
-        authorization: Option<&str>,
-    ) -> Result<SessionView, ServiceError> {
-        self.phone(id, authorization, Action::Scan).await
-    }
-
-    pub async fn confirm(
-        &self,
-        id: &str,
-        authorization: Option<&str>,
-    ) -> Result<SessionView, ServiceError> {
-        self.phone(id, authorization, |user| Action::Confirm {
-            user_id: user.id,
-        })
-        .await
-    }
-
-    pub async fn deny(
-        &self,
-        id: &str,
-        authorization: Option<&str>,
-    ) -> Result<SessionView, ServiceError> {
-        self.phone(id, authorization, |user| Action::Deny { user_id: user.id })
-            .await
-    }
-
-    /// A phone call: the id is checked, then the user's token, then the
-    /// action made for that user is applied.
-    async fn phone(
-        &self,
-        id: &str,
-        authorization: Option<&str>,
-        action: impl FnOnce(PhoneUser) -> Action,
-    ) -> Result<SessionView, ServiceError> {
-        let id = SessionId::parse(id)?;
-        let user = self
-            .verifier
-            .verify_header(authorization)
-            .inspect_err(|e| self.metrics.user_token_failure(e.reason()))?;
-        self.transition(&id, None, action(user)).await
-    }
-
+    /// PENDING, SCANNED or CONFIRMED → CANCELLED ("not you? start over").
     pub async fn cancel(&self, id: &str, secret: &str) -> Result<SessionView, ServiceError> {
         let id = SessionId::parse(id)?;
         let secret = BrowserSecret::parse(secret)?;
-        self.transition(&id, Some(&secret), Action::Cancel).await
+        self.transition(&id, Guard::Browser(&secret), Action::Cancel, None)
+            .await
     }
 
-    pub async fn redeem(&self, id: &str, secret: &str) -> Result<Redeemed, ServiceError> {
+    /// CONFIRMED → REDEEMED, with the proof of the browser's key when the
+    /// session is bound to one (`proof` empty: none sent).
+    pub async fn redeem(
+        &self,
+        id: &str,
+        secret: &str,
+        proof: &str,
+    ) -> Result<Redeemed, ServiceError> {
         let id = SessionId::parse(id)?;
         let secret = BrowserSecret::parse(secret)?;
-        let view = self.transition(&id, Some(&secret), Action::Redeem).await?;
+        let guard = Guard::Redeem {
+            secret: &secret,
+            proof,
+        };
+        let view = self.transition(&id, guard, Action::Redeem, None).await?;
         let user = view
             .record
             .user
@@ -318,16 +409,53 @@ impl LoginService {
         Ok(Redeemed { view, token, user })
     }
 
-    /// Read → decide → compare-and-swap, retried on lost races; counted by
-    /// action and outcome.
+    /// Whether the caller may act on `record` (see [`Guard`]).
+    fn admit(
+        &self,
+        guard: &Guard<'_>,
+        record: &SessionRecord,
+        now: UnixMillis,
+    ) -> Result<(), ServiceError> {
+        match guard {
+            Guard::Phone => Ok(()),
+            Guard::Browser(secret) if record.secret_matches(secret) => Ok(()),
+            Guard::Redeem { secret, proof } if record.secret_matches(secret) => {
+                let Some(thumbprint) = &record.key_thumbprint else {
+                    return Ok(());
+                };
+                // Only a session that could be redeemed is worth a
+                // signature check (and a refusal count).
+                if record.effective_state(now) != LoginState::Confirmed {
+                    return Ok(());
+                }
+                let expected = proof::Expected {
+                    session_id: &record.id,
+                    thumbprint,
+                    now,
+                    max_age: self.settings.proof_max_age,
+                };
+                proof::verify(proof, &expected).map_err(|e| {
+                    Counters::bump(&self.counters.proof_refused);
+                    tracing::warn!(session_id = %record.id, error = %e, "redeem refused: no valid proof of the browser key");
+                    ServiceError::Proof(e)
+                })
+            }
+            Guard::Browser(_) | Guard::Redeem { .. } => Err(ServiceError::WrongSecret),
+        }
+    }
+
+    /// Read → decide → compare-and-swap, retried on lost races. `precheck`
+    /// runs beside the first read (a limit's counter), so it adds no round
+    /// trip before the write.
     async fn transition(
         &self,
         id: &SessionId,
-        secret: Option<&BrowserSecret>,
+        guard: Guard<'_>,
         action: Action,
+        precheck: Option<futures::future::BoxFuture<'_, Result<(), ServiceError>>>,
     ) -> Result<SessionView, ServiceError> {
         let name = action.name();
-        let result = self.try_transition(id, secret, action).await;
+        let result = self.try_transition(id, guard, action, precheck).await;
         let outcome = match &result {
             Ok((_, true)) => "written",
             Ok((_, false)) => "unchanged",
@@ -341,19 +469,25 @@ impl LoginService {
     async fn try_transition(
         &self,
         id: &SessionId,
-        secret: Option<&BrowserSecret>,
+        guard: Guard<'_>,
         action: Action,
+        precheck: Option<futures::future::BoxFuture<'_, Result<(), ServiceError>>>,
     ) -> Result<(SessionView, bool), ServiceError> {
         let broker = self.broker()?;
+        let mut precheck = precheck;
         for _ in 0..MAX_CAS_ATTEMPTS {
-            let (record, version) = broker.load(id).await?.ok_or(ServiceError::NotFound)?;
-            if let Some(secret) = secret {
-                if !record.secret_matches(secret) {
-                    return Err(ServiceError::WrongSecret);
+            let loaded = match precheck.take() {
+                Some(check) => {
+                    let (loaded, checked) = tokio::join!(broker.load(id), check);
+                    checked?;
+                    loaded
                 }
-            }
+                None => broker.load(id).await,
+            };
+            let (record, version) = loaded?.ok_or(ServiceError::NotFound)?;
             let now = now_millis();
-            match record.apply(&action, now, &self.deadlines) {
+            self.admit(&guard, &record, now)?;
+            match record.apply(&action, now, &self.settings.rules) {
                 Ok(Outcome::Write(next)) => match broker.update(&next, version).await {
                     Ok(new_version) => {
                         tracing::info!(
@@ -398,7 +532,8 @@ impl LoginService {
         version: u64,
         now: UnixMillis,
     ) -> Option<SessionView> {
-        let Ok(Outcome::Write(next)) = record.apply(&Action::Expire, now, &self.deadlines) else {
+        let Ok(Outcome::Write(next)) = record.apply(&Action::Expire, now, &self.settings.rules)
+        else {
             return None;
         };
         let written = broker.update(&next, version).await;
