@@ -209,6 +209,10 @@ pub struct EdgeConfig {
     pub user_token_audience: String,
     #[arg(long, env = "QRLOGIN_LOG_FORMAT", value_enum, default_value = "pretty")]
     pub log_format: LogFormat,
+    #[command(flatten)]
+    pub grpc: crate::transport::grpc::GrpcSettings,
+    #[command(flatten)]
+    pub stomp: crate::transport::stomp::StompSettings,
 }
 
 impl EdgeConfig {
@@ -323,6 +327,8 @@ impl EdgeConfig {
                 }
             }
         }
+        self.grpc.validate()?;
+        self.stomp.validate()?;
         if let Some(path) = &self.dev_user_token_key_file {
             if !path.is_file() {
                 return Err(invalid(

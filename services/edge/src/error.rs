@@ -10,7 +10,7 @@ use axum::{
     Json,
 };
 
-use crate::{auth_client::AuthError, delivery::WatchError};
+use crate::{auth_client::AuthError, delivery::WatchError, sessions::SessionError};
 
 /// Marks a response as a rejection, with its code as the metric reason.
 #[derive(Debug, Clone, Copy)]
@@ -115,6 +115,22 @@ impl From<WatchError> for ApiError {
             WatchError::TooManyWatchers => Self::TooManyWatchers,
             WatchError::Auth(e) => Self::from(e),
             WatchError::Bus(_) => Self::Unavailable("cannot watch this session right now".into()),
+        }
+    }
+}
+
+impl From<SessionError> for ApiError {
+    fn from(e: SessionError) -> Self {
+        match e {
+            SessionError::InvalidArgument(m) => Self::InvalidArgument(m),
+            SessionError::Unauthenticated(m) => Self::Unauthenticated(m),
+            SessionError::PermissionDenied(m) => Self::PermissionDenied(m),
+            SessionError::NotFound(m) => Self::NotFound(m),
+            SessionError::FailedPrecondition(m) => Self::FailedPrecondition(m),
+            SessionError::Expired(m) => Self::Expired(m),
+            SessionError::Conflict(m) => Self::Conflict(m),
+            SessionError::TooManyWatchers => Self::TooManyWatchers,
+            SessionError::Unavailable(m) => Self::Unavailable(m),
         }
     }
 }

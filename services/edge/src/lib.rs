@@ -9,6 +9,8 @@
 //! - [`transport`]: push transports' wire formats (STOMP 1.2 frames).
 //! - [`delivery`]: the node-wide dispatcher: authorize, subscribe, read,
 //!   expire, re-read; behind two narrow traits ([`delivery::ports`]).
+//! - [`sessions`]: the facade over auth and the watches that routes and
+//!   transports use (observes its own writes; one error type).
 //! - [`hub`]: which local watchers watch which session (no NATS in it).
 //! - [`broker`]: the only NATS code (a subscribe-only client of our own).
 //!   [`auth_client`]: the only gRPC code.
@@ -27,6 +29,7 @@ pub mod limits;
 pub mod metrics;
 pub mod routes;
 pub mod server;
+pub mod sessions;
 pub mod shutdown;
 pub mod startup;
 pub mod telemetry;

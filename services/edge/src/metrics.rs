@@ -11,17 +11,26 @@ use std::{
     time::Duration,
 };
 
-/// The four browser transports (plus short polls, counted as requests).
+/// The push transports (short polls are counted as requests).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
     ShortPoll,
     LongPoll,
     Sse,
     WebSocket,
+    Stomp,
+    Grpc,
 }
 
 impl Transport {
-    pub const ALL: [Transport; 4] = [Self::ShortPoll, Self::LongPoll, Self::Sse, Self::WebSocket];
+    pub const ALL: [Transport; 6] = [
+        Self::ShortPoll,
+        Self::LongPoll,
+        Self::Sse,
+        Self::WebSocket,
+        Self::Stomp,
+        Self::Grpc,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {
@@ -29,6 +38,8 @@ impl Transport {
             Self::LongPoll => "long_poll",
             Self::Sse => "sse",
             Self::WebSocket => "websocket",
+            Self::Stomp => "stomp",
+            Self::Grpc => "grpc",
         }
     }
 
@@ -45,8 +56,8 @@ const DELAY_BUCKETS: [f64; 12] = [
 /// The node's metrics registry; one per running edge.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    connections: [AtomicI64; 4],
-    delivered: [AtomicU64; 4],
+    connections: [AtomicI64; Transport::ALL.len()],
+    delivered: [AtomicU64; Transport::ALL.len()],
     delay_buckets: [AtomicU64; DELAY_BUCKETS.len()],
     delay_count: AtomicU64,
     delay_sum_micros: AtomicU64,
@@ -66,6 +77,16 @@ pub struct Metrics {
 pub struct ConnectionGuard {
     metrics: std::sync::Arc<Metrics>,
     transport: Transport,
+}
+
+impl ConnectionGuard {
+    pub fn transport(&self) -> Transport {
+        self.transport
+    }
+
+    pub fn metrics(&self) -> &std::sync::Arc<Metrics> {
+        &self.metrics
+    }
 }
 
 impl Drop for ConnectionGuard {

@@ -16,7 +16,12 @@ use crate::{
     metrics::Metrics,
     routes::{self, AppState, DevTokens, Shared},
     server,
+    sessions::Sessions,
     shutdown::Drain,
+    transport::{
+        grpc::{self, GrpcContext},
+        stomp,
+    },
 };
 
 /// Why the edge could not start.
@@ -37,11 +42,15 @@ pub enum StartupError {
     DevKey(#[from] crate::routes::DevTokenError),
     #[error("server error: {0}")]
     Serve(std::io::Error),
+    #[error(transparent)]
+    Grpc(#[from] grpc::GrpcError),
 }
 
 /// A built, bound, not yet serving edge.
 pub struct Application {
     listener: TcpListener,
+    /// The gRPC watch port, unless turned off.
+    grpc_listener: Option<TcpListener>,
     state: AppState,
 }
 
@@ -89,19 +98,48 @@ impl Application {
                     addr: config.listen,
                     source,
                 })?;
+        let grpc_listener = match config.grpc.listen.0 {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartupError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
+        let drain = Drain::default();
+        let sessions = Sessions::new(
+            auth.clone(),
+            watches.clone(),
+            metrics.clone(),
+            drain.clone(),
+            config.sse_retry,
+        );
+        let stomp = Arc::new(stomp::conn::Endpoint {
+            sessions: sessions.clone(),
+            node: node.clone(),
+            settings: config.stomp.clone(),
+            ws_ping: config.ws_ping,
+            idle_timeout: config.idle_timeout,
+        });
         let state = Arc::new(Shared {
             node,
             auth,
             broker,
             watches,
+            sessions,
+            stomp,
             metrics,
-            drain: Drain::default(),
+            drain,
             gate: ConnectionGate::new(config.max_connections),
             create_rate: CreateRateLimiter::new(config.create_rate_per_ip),
             dev_tokens,
             config,
         });
-        Ok(Self { listener, state })
+        Ok(Self {
+            listener,
+            grpc_listener,
+            state,
+        })
     }
 
     /// The address actually bound (useful with port 0).
@@ -109,6 +147,11 @@ impl Application {
         self.listener
             .local_addr()
             .unwrap_or_else(|_| self.state.config.listen)
+    }
+
+    /// The gRPC watch port actually bound, unless it is turned off.
+    pub fn grpc_addr(&self) -> Option<SocketAddr> {
+        self.grpc_listener.as_ref()?.local_addr().ok()
     }
 
     pub fn node(&self) -> &str {
@@ -123,13 +166,43 @@ impl Application {
         self,
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartupError> {
-        let Self { listener, state } = self;
+        let Self {
+            listener,
+            grpc_listener,
+            state,
+        } = self;
         let drain = state.drain.clone();
         let deadline = state.config.drain_deadline;
         tracing::info!(addr = %listener.local_addr().map_err(StartupError::Serve)?, node = %state.node, "edge listening");
         let app = routes::app(state.clone());
         let closing = CancellationToken::new();
         let tracker = TaskTracker::new();
+        // The gRPC port stops accepting as soon as the drain starts (a
+        // balancer retries a refused connection elsewhere); its open
+        // watches end through delivery's drain.
+        let grpc_server = grpc_listener.map(|listener| {
+            tracing::info!(addr = ?listener.local_addr().ok(), "edge gRPC watch listening");
+            let context = GrpcContext {
+                sessions: state.sessions.clone(),
+                gate: state.gate.clone(),
+                metrics: state.metrics.clone(),
+                node: state.node.clone(),
+            };
+            let mut draining = drain.listener();
+            let closing = closing.clone();
+            let stop = async move {
+                tokio::select! {
+                    _ = draining.started() => {}
+                    _ = closing.cancelled() => {}
+                }
+            };
+            tokio::spawn(grpc::serve(
+                listener,
+                state.config.grpc.clone(),
+                context,
+                stop,
+            ))
+        });
         let server = tokio::spawn(server::serve(
             listener,
             app,
@@ -146,6 +219,18 @@ impl Application {
         closing.cancel();
         tracker.close();
         let _ = server.await;
+        if let Some(mut grpc_server) = grpc_server {
+            match tokio::time::timeout(margin, &mut grpc_server).await {
+                Ok(Ok(Err(e))) => tracing::warn!(error = %e, "gRPC server ended with an error"),
+                Ok(_) => {}
+                Err(_) => {
+                    tracing::warn!(
+                        "gRPC connections still open at the drain deadline; dropping them"
+                    );
+                    grpc_server.abort();
+                }
+            }
+        }
         if tokio::time::timeout(margin, tracker.wait()).await.is_err() {
             tracing::warn!(
                 open = tracker.len(),

@@ -51,6 +51,7 @@ impl EdgeProcess {
         let child = command
             .env("QRLOGIN_DRAIN_DEADLINE", "1s")
             .env("QRLOGIN_EDGE_LISTEN", format!("127.0.0.1:{port}"))
+            .env("QRLOGIN_EDGE_GRPC_LISTEN", "off")
             .env("QRLOGIN_NODE_NAME", name)
             .env("QRLOGIN_AUTH_URL", auth.url())
             .env("QRLOGIN_NATS_URL", nats.url())

@@ -6,6 +6,7 @@ mod extract;
 mod ops;
 mod phone;
 mod sse;
+mod stomp;
 mod web;
 pub mod ws;
 
@@ -34,6 +35,7 @@ use crate::{
     error::{ApiError, Rejected},
     limits::{Admission, AdmissionSlot, ConnectionGate, CreateRateLimiter},
     metrics::Metrics,
+    sessions::Sessions,
     shutdown::Drain,
 };
 
@@ -44,6 +46,10 @@ pub struct Shared {
     pub auth: AuthClient,
     pub broker: Broker,
     pub watches: Watches,
+    /// Sessions through auth and the watches (observes its own writes).
+    pub sessions: Sessions,
+    /// What every STOMP connection shares.
+    pub stomp: Arc<crate::transport::stomp::conn::Endpoint>,
     pub metrics: Arc<Metrics>,
     pub drain: Drain,
     pub gate: ConnectionGate,
@@ -68,6 +74,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/login-sessions/{id}/redeem", post(browser::redeem))
         .route("/v1/login-sessions/{id}/events", get(sse::events))
         .route("/v1/login-sessions/{id}/ws", get(ws::upgrade))
+        .route("/v1/login-sessions/{id}/stomp", get(stomp::upgrade))
         .route("/v1/login-sessions/{id}/scan", post(phone::scan))
         .route("/v1/login-sessions/{id}/confirm", post(phone::confirm))
         .route("/v1/login-sessions/{id}/deny", post(phone::deny));

@@ -85,7 +85,7 @@ impl Handover {
 
 /// Whether `origin` may open a socket: listed, or (empty list) the same
 /// host as the request. Clients that send no Origin are not browsers.
-fn origin_allowed(state: &AppState, headers: &HeaderMap) -> bool {
+pub(super) fn origin_allowed(state: &AppState, headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return true;
     };
@@ -113,7 +113,7 @@ fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) 
 }
 
 /// The `Sec-WebSocket-Accept` value, if this is a valid upgrade request.
-fn handshake_accept(headers: &HeaderMap) -> Result<String, ApiError> {
+pub(super) fn handshake_accept(headers: &HeaderMap) -> Result<String, ApiError> {
     let bad = |what: &str| ApiError::InvalidArgument(format!("not a WebSocket upgrade: {what}"));
     if !header_has_token(headers, header::UPGRADE, "websocket") {
         return Err(bad("Upgrade: websocket missing"));

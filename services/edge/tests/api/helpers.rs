@@ -23,6 +23,8 @@ pub const WAIT: Duration = Duration::from_secs(10);
 
 pub struct TestEdge {
     pub addr: SocketAddr,
+    /// The gRPC watch port.
+    pub grpc: Option<SocketAddr>,
     pub node: String,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -32,6 +34,7 @@ impl TestEdge {
     pub async fn spawn(config: EdgeConfig) -> Self {
         let app = Application::build(config).await.expect("edge builds");
         let addr = app.local_addr();
+        let grpc = app.grpc_addr();
         let node = app.node().to_owned();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -43,6 +46,7 @@ impl TestEdge {
         });
         let edge = Self {
             addr,
+            grpc,
             node,
             stop: Some(tx),
             task: Some(task),
@@ -117,6 +121,8 @@ pub fn metric(text: &str, series: &str) -> f64 {
 pub fn edge_config(name: &str, auth: &TestAuth, nats: &NatsServer) -> EdgeConfig {
     let mut c = EdgeConfig::defaults();
     c.listen = "127.0.0.1:0".parse().unwrap();
+    c.grpc.listen = "127.0.0.1:0".parse().unwrap();
+    c.grpc.reflection = true;
     c.node_name = Some(name.to_owned());
     c.auth_url = auth.url();
     c.nats_url = nats.url();

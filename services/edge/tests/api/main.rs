@@ -3,8 +3,10 @@
 mod broker;
 mod drain;
 mod failures;
+mod grpc;
 mod helpers;
 mod limits;
 mod resume;
 mod security;
+mod stomp;
 mod transports;
