@@ -2,7 +2,10 @@
 // request helper, and the plain calls that need no connection of their own.
 // Shared by qrlogin-client.js (the public API) and qrlogin-watcher.js.
 
-export const TRANSPORTS = Object.freeze(['ws', 'sse', 'longpoll', 'poll']);
+export const TRANSPORTS = Object.freeze(['ws', 'stomp', 'sse', 'longpoll', 'poll']);
+/** What 'auto' tries, in order (STOMP only when asked for: it adds nothing
+ * over the plain WebSocket for a watcher). */
+export const AUTO_ORDER = Object.freeze(['ws', 'sse', 'longpoll', 'poll']);
 export const STATES = Object.freeze([
   'PENDING', 'SCANNED', 'CONFIRMED', 'REDEEMED', 'DENIED', 'CANCELLED', 'EXPIRED',
 ]);

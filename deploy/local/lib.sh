@@ -31,6 +31,11 @@ fi
 : "${QRLOGIN_LOCAL_STATS_PORT:=8404}"
 : "${QRLOGIN_LOCAL_EDGE1_PORT:=8081}"
 : "${QRLOGIN_LOCAL_EDGE2_PORT:=8082}"
+# gRPC watch ports (qrlogin.watch.v1.LoginWatch): each edge's own, and
+# HAProxy's TCP frontend over both.
+: "${QRLOGIN_LOCAL_GRPC_PORT:=50060}"
+: "${QRLOGIN_LOCAL_EDGE1_GRPC_PORT:=50061}"
+: "${QRLOGIN_LOCAL_EDGE2_GRPC_PORT:=50062}"
 : "${QRLOGIN_LOCAL_AUTH_PORT:=50051}"
 : "${QRLOGIN_LOCAL_NATS_PORT:=4222}"
 : "${QRLOGIN_LOCAL_NATS_MONITOR_PORT:=8222}"
@@ -46,6 +51,9 @@ HAPROXY_BIN="$(command -v haproxy 2>/dev/null || echo /usr/sbin/haproxy)"
 HTTP_URL="$QRLOGIN_LOCAL_PUBLIC_URL"
 EDGE1_URL="http://127.0.0.1:${QRLOGIN_LOCAL_EDGE1_PORT}"
 EDGE2_URL="http://127.0.0.1:${QRLOGIN_LOCAL_EDGE2_PORT}"
+GRPC_ADDR="127.0.0.1:${QRLOGIN_LOCAL_GRPC_PORT}"
+EDGE1_GRPC_ADDR="127.0.0.1:${QRLOGIN_LOCAL_EDGE1_GRPC_PORT}"
+EDGE2_GRPC_ADDR="127.0.0.1:${QRLOGIN_LOCAL_EDGE2_GRPC_PORT}"
 AUTH_ADDR="127.0.0.1:${QRLOGIN_LOCAL_AUTH_PORT}"
 NATS_URL="nats://127.0.0.1:${QRLOGIN_LOCAL_NATS_PORT}"
 NATS_MONITOR_URL="http://127.0.0.1:${QRLOGIN_LOCAL_NATS_MONITOR_PORT}"
@@ -64,6 +72,7 @@ save_cluster_env() {
     local v
     for v in QRLOGIN_LOCAL_BIND QRLOGIN_LOCAL_HTTP_PORT QRLOGIN_LOCAL_STATS_PORT \
       QRLOGIN_LOCAL_EDGE1_PORT QRLOGIN_LOCAL_EDGE2_PORT QRLOGIN_LOCAL_AUTH_PORT \
+      QRLOGIN_LOCAL_GRPC_PORT QRLOGIN_LOCAL_EDGE1_GRPC_PORT QRLOGIN_LOCAL_EDGE2_GRPC_PORT \
       QRLOGIN_LOCAL_NATS_PORT QRLOGIN_LOCAL_NATS_MONITOR_PORT QRLOGIN_LOCAL_PUBLIC_URL \
       QRLOGIN_LOCAL_BIN_DIR; do
       printf '%s=%q\n' "$v" "${!v}"
@@ -110,9 +119,9 @@ component_port_vars() {
   case "$1" in
     nats) echo QRLOGIN_LOCAL_NATS_PORT QRLOGIN_LOCAL_NATS_MONITOR_PORT ;;
     auth) echo QRLOGIN_LOCAL_AUTH_PORT ;;
-    edge-1) echo QRLOGIN_LOCAL_EDGE1_PORT ;;
-    edge-2) echo QRLOGIN_LOCAL_EDGE2_PORT ;;
-    haproxy) echo QRLOGIN_LOCAL_HTTP_PORT QRLOGIN_LOCAL_STATS_PORT ;;
+    edge-1) echo QRLOGIN_LOCAL_EDGE1_PORT QRLOGIN_LOCAL_EDGE1_GRPC_PORT ;;
+    edge-2) echo QRLOGIN_LOCAL_EDGE2_PORT QRLOGIN_LOCAL_EDGE2_GRPC_PORT ;;
+    haproxy) echo QRLOGIN_LOCAL_HTTP_PORT QRLOGIN_LOCAL_STATS_PORT QRLOGIN_LOCAL_GRPC_PORT ;;
     *) die "unknown component '$1' (one of: ${COMPONENTS[*]})" ;;
   esac
 }
@@ -197,14 +206,16 @@ allowed_origins() {
 }
 
 start_edge() {
-  local name="$1" port
+  local name="$1" port grpc_port
   case "$name" in
-    edge-1) port="$QRLOGIN_LOCAL_EDGE1_PORT" ;;
-    edge-2) port="$QRLOGIN_LOCAL_EDGE2_PORT" ;;
+    edge-1) port="$QRLOGIN_LOCAL_EDGE1_PORT" grpc_port="$QRLOGIN_LOCAL_EDGE1_GRPC_PORT" ;;
+    edge-2) port="$QRLOGIN_LOCAL_EDGE2_PORT" grpc_port="$QRLOGIN_LOCAL_EDGE2_GRPC_PORT" ;;
     *) die "unknown edge '$name'" ;;
   esac
   spawn "$name" env \
     QRLOGIN_EDGE_LISTEN="$QRLOGIN_LOCAL_BIND:$port" \
+    QRLOGIN_EDGE_GRPC_LISTEN="$QRLOGIN_LOCAL_BIND:$grpc_port" \
+    QRLOGIN_GRPC_REFLECTION="${QRLOGIN_GRPC_REFLECTION:-true}" \
     QRLOGIN_NODE_NAME="$name" \
     QRLOGIN_AUTH_URL="http://$AUTH_ADDR" \
     QRLOGIN_NATS_URL="$NATS_URL" \
@@ -225,6 +236,9 @@ render_haproxy_cfg() {
     -e "s|@STATS_PORT@|$QRLOGIN_LOCAL_STATS_PORT|g" \
     -e "s|@EDGE1_PORT@|$QRLOGIN_LOCAL_EDGE1_PORT|g" \
     -e "s|@EDGE2_PORT@|$QRLOGIN_LOCAL_EDGE2_PORT|g" \
+    -e "s|@GRPC_PORT@|$QRLOGIN_LOCAL_GRPC_PORT|g" \
+    -e "s|@EDGE1_GRPC_PORT@|$QRLOGIN_LOCAL_EDGE1_GRPC_PORT|g" \
+    -e "s|@EDGE2_GRPC_PORT@|$QRLOGIN_LOCAL_EDGE2_GRPC_PORT|g" \
     "$LOCAL_DIR/haproxy.cfg.in" >"$RUN_DIR/haproxy.cfg"
   "$HAPROXY_BIN" -c -q -f "$RUN_DIR/haproxy.cfg" || die "HAProxy rejected $RUN_DIR/haproxy.cfg"
 }
@@ -251,9 +265,9 @@ component_ready() {
   case "$1" in
     nats) http_ok "$NATS_MONITOR_URL/healthz?js-enabled-only=true" ;;
     auth) port_open "$QRLOGIN_LOCAL_AUTH_PORT" ;;
-    edge-1) http_ok "$EDGE1_URL/readyz" ;;
-    edge-2) http_ok "$EDGE2_URL/readyz" ;;
-    haproxy) http_ok "$HTTP_URL/readyz" && port_open "$QRLOGIN_LOCAL_STATS_PORT" ;;
+    edge-1) http_ok "$EDGE1_URL/readyz" && port_open "$QRLOGIN_LOCAL_EDGE1_GRPC_PORT" ;;
+    edge-2) http_ok "$EDGE2_URL/readyz" && port_open "$QRLOGIN_LOCAL_EDGE2_GRPC_PORT" ;;
+    haproxy) http_ok "$HTTP_URL/readyz" && port_open "$QRLOGIN_LOCAL_STATS_PORT" && port_open "$QRLOGIN_LOCAL_GRPC_PORT" ;;
   esac
 }
 
