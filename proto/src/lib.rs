@@ -5,6 +5,7 @@
 //!   per-session NATS subject `<prefix>.<session_id>`.
 //! - [`watch::v1`]: the `LoginWatch` gRPC stream that edges serve to native
 //!   and backend clients (client and server).
+//! - [`codec`]: the watch stream's codec, prost with small buffers.
 //! - [`FILE_DESCRIPTOR_SET`], [`WATCH_FILE_DESCRIPTOR_SET`]: the encoded
 //!   descriptors for gRPC reflection, one per service, so that each lists
 //!   only what it serves.
@@ -18,6 +19,8 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 /// (`watch.proto`, `events.proto` and their imports).
 pub const WATCH_FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/qrlogin_watch_descriptor.bin"));
+
+pub mod codec;
 
 pub mod events {
     pub mod v1 {
