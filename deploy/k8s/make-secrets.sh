@@ -8,6 +8,9 @@
 #   deploy/k8s/make-secrets.sh --out ~/qrlogin-keys --apply    run them (current kube context)
 #   deploy/k8s/make-secrets.sh --out DIR --dev --apply         also the demo phone-login key
 #   deploy/k8s/make-secrets.sh --out DIR --dry-run             print the Secret manifests
+#   deploy/k8s/make-secrets.sh --out DIR --tls --apply         also a private CA and the TLS
+#                                                             certificates of the prod overlay
+#                                                             (without cert-manager)
 #
 # Keys (PEM, PKCS#8 private / SPKI public, as qrlogin-auth reads them):
 #   access-token.pem / .pub.pem  auth signs the access tokens it issues on redeem;
@@ -17,16 +20,32 @@
 #                                belongs to your identity provider: pass its
 #                                public key with --user-token-public-key instead.
 #
+#   record.key                   seals the private part of stored sessions (auth)
+#   service-token(s)             the edges' credential towards auth (edge: the token;
+#                                auth: the accepted tokens, one per line)
+#
 # NATS users (nkeys; the seed signs the server's challenge, the public key is
 # what nats.conf lists; no password ever crosses the network):
 #   nats-auth.seed / .pub        auth's user: its bucket's JetStream API only
 #   nats-edge.seed / .pub        the edges' user: subscribe to session events only
 #
 # Secrets (namespace "qrlogin" unless --namespace):
-#   qrlogin-auth-keys        user-token.pub.pem, access-token.pem, nats-auth.seed   (auth)
-#   qrlogin-edge-keys        nats-edge.seed                                          (edge)
+#   qrlogin-auth-keys        user-token.pub.pem, access-token.pem, nats-auth.seed,
+#                            record.key, service-tokens                              (auth)
+#   qrlogin-edge-keys        nats-edge.seed, service-token                           (edge)
 #   qrlogin-nats-users       nats-auth.pub, nats-edge.pub                            (NATS)
 #   qrlogin-dev-user-token   user-token.pem                        (edge, dev overlay only)
+#
+# With --tls (the prod overlay's TLS, in the layout cert-manager writes:
+# tls.crt, tls.key, ca.crt; docs/operations.md shows the cert-manager way):
+#   nats-tls                 NATS servers: clients and routes (DNS names of the
+#                            Services and of every pod of the StatefulSet)
+#   qrlogin-auth-tls         auth's gRPC server (DNS name qrlogin-auth), also its
+#                            NATS CA
+#   qrlogin-edge-tls         the edges' client certificate towards auth (mTLS),
+#                            also their CA for auth and NATS
+# The CA's key is left in --out (tls-ca.key): keep it offline, it signs the
+# next certificates.
 set -euo pipefail
 
 usage() {
@@ -42,6 +61,7 @@ die() {
 out=""
 namespace="qrlogin"
 dev=0
+tls=0
 mode="print"
 user_pub_in=""
 
@@ -51,6 +71,7 @@ while (($#)); do
     --namespace) namespace="${2:-}"; shift 2 || usage ;;
     --user-token-public-key) user_pub_in="${2:-}"; shift 2 || usage ;;
     --dev) dev=1; shift ;;
+    --tls) tls=1; shift ;;
     --apply) mode="apply"; shift ;;
     --dry-run) mode="dry-run"; shift ;;
     -h | --help) usage ;;
@@ -130,6 +151,13 @@ PY
 genkey access-token
 gennkey nats-auth
 gennkey nats-edge
+# record.key: 32 random bytes (base64) that seal the private part of stored
+# sessions (AEAD); every auth replica uses the same one.
+openssl rand -base64 32 >"$out/record.key"
+# service-tokens / service-token: what the edges present to auth
+# (x-qrlogin-service-token). auth's file may list several (rotation).
+openssl rand -hex 32 >"$out/service-token"
+cp "$out/service-token" "$out/service-tokens"
 if [[ -n "$user_pub_in" ]]; then
   cp "$user_pub_in" "$out/user-token.pub.pem"
 else
@@ -142,10 +170,13 @@ echo "make-secrets: keys written to $out" >&2
 auth_cmd=(kubectl create secret generic qrlogin-auth-keys --namespace "$namespace"
   "--from-file=user-token.pub.pem=$out/user-token.pub.pem"
   "--from-file=access-token.pem=$out/access-token.pem"
-  "--from-file=nats-auth.seed=$out/nats-auth.seed")
+  "--from-file=nats-auth.seed=$out/nats-auth.seed"
+  "--from-file=record.key=$out/record.key"
+  "--from-file=service-tokens=$out/service-tokens")
 # shellcheck disable=SC2034
 edge_cmd=(kubectl create secret generic qrlogin-edge-keys --namespace "$namespace"
-  "--from-file=nats-edge.seed=$out/nats-edge.seed")
+  "--from-file=nats-edge.seed=$out/nats-edge.seed"
+  "--from-file=service-token=$out/service-token")
 # shellcheck disable=SC2034
 nats_cmd=(kubectl create secret generic qrlogin-nats-users --namespace "$namespace"
   "--from-file=nats-auth.pub=$out/nats-auth.pub"
@@ -156,6 +187,37 @@ dev_cmd=(kubectl create secret generic qrlogin-dev-user-token --namespace "$name
 # Every Secret, in the order they are printed or applied.
 secret_cmds=(auth_cmd edge_cmd nats_cmd)
 ((dev)) && secret_cmds+=(dev_cmd)
+
+# gencert NAME CN EXTENSIONS: NAME.crt/.key signed by the CA (ECDSA P-256).
+gencert() {
+  local name="$1" cn="$2" ext="$3"
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+    -keyout "$out/$name.key" -subj "/CN=$cn" -out "$out/$name.csr" 2>/dev/null ||
+    die "openssl cannot make a key for $name"
+  printf '%s\n' "$ext" >"$out/$name.ext"
+  openssl x509 -req -in "$out/$name.csr" -CA "$out/tls-ca.crt" -CAkey "$out/tls-ca.key" \
+    -CAcreateserial -days 397 -sha256 -extfile "$out/$name.ext" -out "$out/$name.crt" 2>/dev/null ||
+    die "openssl cannot sign $name"
+  rm -f "$out/$name.csr" "$out/$name.ext"
+}
+
+if ((tls)); then
+  openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1825 \
+    -keyout "$out/tls-ca.key" -subj "/CN=qrlogin internal CA" -out "$out/tls-ca.crt" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null ||
+    die "openssl cannot make the CA (OpenSSL 1.1.1 or newer is needed)"
+  svc="$namespace.svc"
+  gencert nats-tls nats "subjectAltName=DNS:nats,DNS:nats.$namespace,DNS:nats.$svc,DNS:*.nats-headless,DNS:*.nats-headless.$namespace,DNS:*.nats-headless.$svc
+extendedKeyUsage=serverAuth,clientAuth"
+  gencert qrlogin-auth-tls qrlogin-auth "subjectAltName=DNS:qrlogin-auth,DNS:qrlogin-auth.$namespace,DNS:qrlogin-auth.$svc
+extendedKeyUsage=serverAuth"
+  gencert qrlogin-edge-tls qrlogin-edge "extendedKeyUsage=clientAuth"
+  for name in nats-tls qrlogin-auth-tls qrlogin-edge-tls; do
+    declare -a "tls_${name//-/_}_cmd=(kubectl create secret generic $name --namespace $namespace \
+      --from-file=tls.crt=$out/$name.crt --from-file=tls.key=$out/$name.key --from-file=ca.crt=$out/tls-ca.crt)"
+    secret_cmds+=("tls_${name//-/_}_cmd")
+  done
+fi
 
 case "$mode" in
   print)

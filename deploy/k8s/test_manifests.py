@@ -81,7 +81,7 @@ def secrets_catalog() -> dict[str, dict[str, str]]:
     and keys it creates, with their (throw-away) values."""
     with tempfile.TemporaryDirectory() as tmp:
         out = subprocess.run(
-            [str(HERE / "make-secrets.sh"), "--out", f"{tmp}/keys", "--dev", "--dry-run"],
+            [str(HERE / "make-secrets.sh"), "--out", f"{tmp}/keys", "--dev", "--tls", "--dry-run"],
             capture_output=True, text=True,
         )
         if out.returncode != 0:
@@ -150,7 +150,8 @@ def main() -> int:
                         "build them first: cargo build -p qrlogin-auth -p qrlogin-edge")
         else:
             print(f"     binaries: {', '.join(str(p.relative_to(REPO)) for p in built.values())}")
-            for check_name, problems in binaries.run(dev, built, secret_values):
+            edge_env = code["qrlogin-edge"].env if code else set()
+            for check_name, problems in binaries.run(dev, built, secret_values, edge_env):
                 report.record(check_name, problems)
 
     print(f"{report.passed} passed, {report.failed} failed, {report.skipped} skipped")

@@ -187,6 +187,10 @@ start_auth() {
     QRLOGIN_AUTH_LISTEN="127.0.0.1:$QRLOGIN_LOCAL_AUTH_PORT" \
     QRLOGIN_NATS_URL="$NATS_URL" \
     QRLOGIN_NATS_NKEY_SEED_FILE="$KEY_DIR/nats-auth.seed" \
+    QRLOGIN_RECORD_KEY_FILE="$KEY_DIR/record.key" \
+    QRLOGIN_SERVICE_TOKENS_FILE="$KEY_DIR/service-tokens" \
+    QRLOGIN_GRPC_REFLECTION="${QRLOGIN_GRPC_REFLECTION:-true}" \
+    QRLOGIN_CREATE_LIMIT="${QRLOGIN_CREATE_LIMIT:-6000}" \
     QRLOGIN_PUBLIC_BASE_URL="$QRLOGIN_LOCAL_PUBLIC_URL" \
     QRLOGIN_USER_TOKEN_PUBLIC_KEY_FILE="$KEY_DIR/user-token.pub.pem" \
     QRLOGIN_ACCESS_TOKEN_PRIVATE_KEY_FILE="$KEY_DIR/access-token.pem" \
@@ -195,7 +199,9 @@ start_auth() {
 
 # Every client of the local cluster comes from 127.0.0.1, so the per-IP create
 # limit (30 a minute by default, meant for the public) is raised to 600 unless
-# QRLOGIN_CREATE_RATE_PER_IP says otherwise.
+# QRLOGIN_CREATE_RATE_PER_IP says otherwise, and auth's cluster-wide one
+# (QRLOGIN_CREATE_LIMIT, 60 a minute per network) to 6000. Reflection is on
+# (QRLOGIN_GRPC_REFLECTION) so that grpcurl needs no .proto files.
 #
 # Origins a browser may open the WebSocket from: the public URL and its
 # localhost / 127.0.0.1 twin, so both spellings work in a local browser.
@@ -220,6 +226,7 @@ start_edge() {
     QRLOGIN_AUTH_URL="http://$AUTH_ADDR" \
     QRLOGIN_NATS_URL="$NATS_URL" \
     QRLOGIN_NATS_NKEY_SEED_FILE="$KEY_DIR/nats-edge.seed" \
+    QRLOGIN_AUTH_SERVICE_TOKEN_FILE="$KEY_DIR/service-token" \
     QRLOGIN_WEB_DIR="$ROOT/web" \
     QRLOGIN_PUBLIC_BASE_URL="$QRLOGIN_LOCAL_PUBLIC_URL" \
     QRLOGIN_DEV_USER_TOKEN_KEY_FILE="$KEY_DIR/user-token.pem" \

@@ -1,8 +1,9 @@
 //! The qrlogin contract, generated from `proto/qrlogin/**.proto`.
 //!
 //! - [`auth::v1`]: the `AuthService` gRPC API (client and server).
-//! - [`events::v1`]: `LoginEvent`, the protobuf payload published on the
-//!   per-session NATS subject `<prefix>.<session_id>`.
+//! - [`events::v1`]: `StoredSession`, the value of the session bucket, and
+//!   `LoginEvent`, its public part, which NATS republishes on the
+//!   per-session subject `<prefix>.<session_id>` after every write.
 //! - [`watch::v1`]: the `LoginWatch` gRPC stream that edges serve to native
 //!   and backend clients (client and server).
 //! - [`codec`]: the watch stream's codec, prost with small buffers.

@@ -8,8 +8,10 @@
 # restart any component with the same settings.
 #
 # Edges get limits fit for load from one host: every client comes from
-# 127.0.0.x, so the per-IP create rate (30/min by default) is raised, and
-# the connection cap is set just under the 20,000 open files per process.
+# 127.0.0.x, so the per-IP create rate (30/min by default) is raised and
+# auth's cluster-wide create limit is off, auth's cap on concurrent calls is
+# raised, and the connection cap is set just under the 20,000 open files
+# per process.
 
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$BENCH_DIR/../.." && pwd)"
@@ -53,6 +55,8 @@ bench_init() {
     for ((i = 1; i <= edges; i++)); do echo "EDGE${i}_PORT=$(free_port)"; done
     # Settings the services get; the caller's QRLOGIN_* variables win.
     printf 'export QRLOGIN_CREATE_RATE_PER_IP=%q\n' "${QRLOGIN_CREATE_RATE_PER_IP:-100000000}"
+    printf 'export QRLOGIN_CREATE_LIMIT=%q\n' "${QRLOGIN_CREATE_LIMIT:-0}"
+    printf 'export QRLOGIN_MAX_CONCURRENT_REQUESTS=%q\n' "${QRLOGIN_MAX_CONCURRENT_REQUESTS:-8192}"
     printf 'export QRLOGIN_MAX_CONNECTIONS=%q\n' "${QRLOGIN_MAX_CONNECTIONS:-19500}"
     printf 'export QRLOGIN_MAX_WATCHERS_PER_SESSION=%q\n' "${QRLOGIN_MAX_WATCHERS_PER_SESSION:-8}"
     printf 'export QRLOGIN_TRUSTED_PROXIES=%q\n' "${QRLOGIN_TRUSTED_PROXIES:-127.0.0.1/32}"
@@ -144,6 +148,8 @@ start_auth() {
     QRLOGIN_AUTH_LISTEN="127.0.0.1:$AUTH_PORT" \
     QRLOGIN_NATS_URL="$NATS_URL" \
     QRLOGIN_NATS_NKEY_SEED_FILE="$RUN/keys/nats-auth.seed" \
+    QRLOGIN_RECORD_KEY_FILE="$RUN/keys/record.key" \
+    QRLOGIN_SERVICE_TOKENS_FILE="$RUN/keys/service-tokens" \
     QRLOGIN_USER_TOKEN_PUBLIC_KEY_FILE="$RUN/keys/user-token.pub.pem" \
     QRLOGIN_ACCESS_TOKEN_PRIVATE_KEY_FILE="$RUN/keys/access-token.pem" \
     "$AUTH_BIN" serve
@@ -159,6 +165,7 @@ start_edge() {
     QRLOGIN_AUTH_URL="$AUTH_URL" \
     QRLOGIN_NATS_URL="$NATS_URL" \
     QRLOGIN_NATS_NKEY_SEED_FILE="$RUN/keys/nats-edge.seed" \
+    QRLOGIN_AUTH_SERVICE_TOKEN_FILE="$RUN/keys/service-token" \
     "$EDGE_BIN"
   wait_port "$(edge_port "$name")" 30 || bench_die "$name did not start (see $RUN/logs/$name.log)"
   wait_edge_ready "$name"

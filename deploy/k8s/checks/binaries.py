@@ -112,7 +112,7 @@ def _exit_after(proc: subprocess.Popen, started: float, budget: float) -> tuple[
     return time.monotonic() - started, code
 
 
-def run(objs, binaries: dict[str, Path], secret_values):
+def run(objs, binaries: dict[str, Path], secret_values, code_env: set[str] = frozenset()):
     missing = [str(t) for t in (TOOLS / "nats-server", TOOLS / "grpcurl") if not t.exists()]
     if missing:
         yield "binaries: tools", [f"{', '.join(missing)} missing (run tools/bootstrap.sh)"]
@@ -180,8 +180,15 @@ def run(objs, binaries: dict[str, Path], secret_values):
                             QRLOGIN_NATS_URL=f"nats://127.0.0.1:{nats_port}",
                             QRLOGIN_AUTH_URL=f"http://127.0.0.1:{auth_port}",
                             QRLOGIN_WEB_DIR=str(ROOT / "web"))
-            edge = start([str(binaries["qrlogin-edge"])], edge_env, "edge")
+            # Probes and metrics are on the operations port (contract C4)
+            # once the edge has one (QRLOGIN_OPS_LISTEN); before, on the
+            # main port.
             base = f"http://127.0.0.1:{edge_port}"
+            if "QRLOGIN_OPS_LISTEN" in code_env:
+                ops_port = _free_port()
+                edge_env["QRLOGIN_OPS_LISTEN"] = f"127.0.0.1:{ops_port}"
+                base = f"http://127.0.0.1:{ops_port}"
+            edge = start([str(binaries["qrlogin-edge"])], edge_env, "edge")
             ok = _wait(lambda: _http(base + "/readyz")[0] == 200, 30, edge)
             problems = [] if ok else [f"/readyz never 200: {_tail(tmp / 'edge.log')}"]
             if ok:

@@ -176,6 +176,9 @@ def validate_value(spec: EnvSpec, value: str) -> str | None:
                 return f"{value!r} is not one of {spec.choices}"
         elif spec.parser and spec.parser.endswith(("duration", "parse_duration")):
             parse_duration(value)
+        elif spec.parser == "byte_size":
+            if not re.fullmatch(r"\d+\s*(B|KiB|MiB|GiB)?", value.strip()):
+                return f"{value!r} is not a size like 512MiB"
         elif spec.parser in ("cidr_list", "origin_list"):
             check = _cidr if spec.parser == "cidr_list" else _origin
             for part in filter(None, (p.strip() for p in value.split(","))):

@@ -9,6 +9,7 @@ self_check.py proves each one can fail.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import code_config as cc
@@ -17,6 +18,11 @@ import nats_accounts
 import network_invariants as net
 
 LISTEN_VARS = {"qrlogin-auth": "QRLOGIN_AUTH_LISTEN", "qrlogin-edge": "QRLOGIN_EDGE_LISTEN"}
+# Where probes go when not to the main port: the edge's operations port
+# (contract C4; 9090 until the code declares QRLOGIN_OPS_LISTEN) and auth's
+# plaintext health port (only when QRLOGIN_AUTH_HEALTH_LISTEN is set).
+OPS_VAR, OPS_DEFAULT = "QRLOGIN_OPS_LISTEN", "0.0.0.0:9090"
+HEALTH_VAR = "QRLOGIN_AUTH_HEALTH_LISTEN"
 DEV_KEY_VAR = "QRLOGIN_DEV_USER_TOKEN_KEY_FILE"
 
 
@@ -189,17 +195,33 @@ def check_ports_match_config(objs, ctx):
         if port not in m.container_ports(c).values():
             bad.append(f"{where}: listens on {port} ({LISTEN_VARS[service]}) but declares "
                        f"ports {sorted(set(m.container_ports(c).values()))}")
-        for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+        # Probe ports: the edge's on its operations port, auth's on its
+        # health port when it has one (readiness; liveness may stay on the
+        # main port, a TCP check), else on the main port.
+        probe_ports = {p: {port} for p in ("readinessProbe", "livenessProbe", "startupProbe")}
+        if service == "qrlogin-edge":
+            ops = cc.listen_port(_setting(ctx, c, service, OPS_VAR) or OPS_DEFAULT)
+            if ops not in m.container_ports(c).values() or m.resolve_port(c, "ops") != ops:
+                bad.append(f"{where}: the operations port {ops} ({OPS_VAR}) is not declared as 'ops'")
+            probe_ports = {p: {ops} for p in probe_ports}
+        health = m.env_map(c).get(HEALTH_VAR)
+        if service == "qrlogin-auth" and health:
+            health_port = cc.listen_port(health)
+            if health_port not in m.container_ports(c).values():
+                bad.append(f"{where}: {HEALTH_VAR} port {health_port} is not declared")
+            probe_ports["readinessProbe"] = {health_port}
+            probe_ports["livenessProbe"] = {port, health_port}
+        for probe, allowed in probe_ports.items():
             spec = c.get(probe) or {}
             for handler in ("grpc", "httpGet", "tcpSocket"):
-                if handler in spec and m.resolve_port(c, spec[handler]["port"]) != port:
-                    bad.append(f"{where}: {probe} port {spec[handler]['port']!r} is not {port}")
+                if handler in spec and m.resolve_port(c, spec[handler]["port"]) not in allowed:
+                    bad.append(f"{where}: {probe} port {spec[handler]['port']!r} is not {sorted(allowed)}")
         ann = m.pod_annotations(wl)
         if service == "qrlogin-edge":
             if ann.get("prometheus.io/scrape") != "true" or ann.get("prometheus.io/path") != "/metrics":
                 bad.append(f"{m.name_of(wl)}: Prometheus scrape annotations missing")
-            if ann.get("prometheus.io/port") != str(port):
-                bad.append(f"{m.name_of(wl)}: prometheus.io/port is not {port}")
+            if ann.get("prometheus.io/port") != str(probe_ports["readinessProbe"].copy().pop()):
+                bad.append(f"{m.name_of(wl)}: prometheus.io/port is not the operations port")
     return bad
 
 
@@ -275,9 +297,52 @@ def check_prod_shape(objs, ctx):
             bad.append(f"{m.name_of(wl)}: QRLOGIN_LOG_FORMAT is not json")
         if service == "qrlogin-auth" and env.get("QRLOGIN_KV_REPLICAS") != "3":
             bad.append(f"{m.name_of(wl)}: QRLOGIN_KV_REPLICAS is not 3")
+        if service == "qrlogin-auth" and _setting(ctx, c, service, "QRLOGIN_GRPC_REFLECTION") != "false":
+            bad.append(f"{m.name_of(wl)}: gRPC reflection is on in production")
         for vol in m.pod_spec(wl).get("volumes", []) or []:
             if (vol.get("secret") or {}).get("secretName") == "qrlogin-dev-user-token":
                 bad.append(f"{m.name_of(wl)}: mounts the development user-token key")
+    return bad
+
+
+def check_prod_tls(objs, ctx):
+    """Production only: TLS on every hop inside the cluster. auth serves
+    gRPC over mutual TLS, edges call it over https:// with a client
+    certificate, both reach NATS over tls:// with a CA, and NATS runs TLS for
+    clients and (verified) for routes."""
+    import nats_checks
+
+    need = {
+        "qrlogin-auth": ("QRLOGIN_AUTH_TLS_CERT_FILE", "QRLOGIN_AUTH_TLS_KEY_FILE",
+                         "QRLOGIN_AUTH_TLS_CLIENT_CA_FILE", "QRLOGIN_NATS_TLS_CA_FILE"),
+        "qrlogin-edge": ("QRLOGIN_AUTH_TLS_CA_FILE", "QRLOGIN_AUTH_TLS_CLIENT_CERT_FILE",
+                         "QRLOGIN_AUTH_TLS_CLIENT_KEY_FILE", "QRLOGIN_NATS_TLS_CA_FILE"),
+    }
+    bad = []
+    for wl, c in _each_container(objs):
+        service = m.service_of(c)
+        if service is None:
+            continue
+        env = m.env_map(c)
+        for var in need[service]:
+            if not env.get(var):
+                bad.append(f"{m.name_of(wl)}: {var} is not set (TLS in production)")
+        urls = (env.get("QRLOGIN_NATS_URL") or "").split(",")
+        if not all(u.strip().startswith("tls://") for u in urls):
+            bad.append(f"{m.name_of(wl)}: QRLOGIN_NATS_URL is not tls://")
+        if service == "qrlogin-edge" and not (env.get("QRLOGIN_AUTH_URL") or "").startswith("https://"):
+            bad.append(f"{m.name_of(wl)}: QRLOGIN_AUTH_URL is not https://")
+    for sts in m.workload_for(objs, "nats"):
+        conf, problems = nats_checks.config_of(objs, sts)
+        bad += problems
+        if conf is None:
+            continue
+        cluster = conf.find("cluster")
+        top = conf[:cluster] if cluster >= 0 else conf
+        if not re.search(r"^\s*tls\s*[:=]?\s*\{", top, re.M):
+            bad.append(f"{m.name_of(sts)}: no tls block for clients")
+        if cluster >= 0 and not re.search(r"tls\s*[:=]?\s*\{[^}]*verify\s*[:=]\s*true", conf[cluster:], re.S):
+            bad.append(f"{m.name_of(sts)}: cluster routes without verified TLS")
     return bad
 
 
@@ -290,6 +355,9 @@ ALL = {
     "ingress-streaming": net.check_ingress,
     "metrics-private": net.check_metrics_private,
     "network-policies": net.check_network_policies,
+    "default-deny": net.check_default_deny,
+    "egress": net.check_egress,
+    "edge-ports": net.check_edge_ports,
     "hpa-target": net.check_hpa,
     "pdb-selectors": net.check_pdbs,
     "service-ports": net.check_service_ports,
@@ -301,4 +369,4 @@ ALL = {
     "kv-replicas": check_kv_replicas,
     "nats-accounts": nats_accounts.check_nats_accounts,
 }
-PROD_ONLY = {"prod-shape": check_prod_shape}
+PROD_ONLY = {"prod-shape": check_prod_shape, "prod-tls": check_prod_tls}

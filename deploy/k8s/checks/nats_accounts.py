@@ -12,8 +12,9 @@ cluster:
     nats-edge.pub);
   * edge: subscribe `<prefix>.*` only (the edges' QRLOGIN_SUBJECT_PREFIX),
     publish nothing;
-  * auth: subscribe its inbox prefix only; publish its bucket's JetStream API
-    and `$KV.<bucket>.>`, no wildcard over `$JS`, `$KV` or everything;
+  * auth: subscribe its inbox prefix only; publish its buckets' JetStream
+    API (sessions and create counters) and `$KV.<bucket>.>`, no wildcard over `$JS`, `$KV` or everything, and
+    no event subject (NATS republishes the bucket's writes);
   * auth and edge read their own seed (QRLOGIN_NATS_NKEY_SEED_FILE) from a
     mounted Secret key of the matching name.
 """
@@ -81,6 +82,7 @@ def check_nats_accounts(objs, ctx):
     bad = []
     prefix = _service_env(objs, "qrlogin-edge", ctx, "QRLOGIN_SUBJECT_PREFIX", "qrlogin.session")
     bucket = _service_env(objs, "qrlogin-auth", ctx, "QRLOGIN_KV_BUCKET", "qrlogin_sessions")
+    limits = _service_env(objs, "qrlogin-auth", ctx, "QRLOGIN_LIMITS_BUCKET", "qrlogin_limits")
     stateful = m.workload_for(objs, "nats")
     if not stateful:
         return ["no NATS StatefulSet"]
@@ -131,8 +133,15 @@ def check_nats_accounts(objs, ctx):
                 if subject in TOO_WIDE:
                     bad.append(f"{where}: the auth user may publish {subject}")
                 elif subject.startswith("$JS.") and subject != "$JS.API.INFO" \
-                        and f"KV_{bucket}" not in subject:
-                    bad.append(f"{where}: the auth user may use {subject}, outside its bucket {bucket}")
+                        and not any(re.search(rf"\bKV_{b}(\.|$)", subject) for b in (bucket, limits)):
+                    bad.append(f"{where}: the auth user may use {subject}, outside its buckets "
+                               f"{bucket} and {limits}")
+                elif subject.startswith("$KV.") and subject not in (f"$KV.{bucket}.>", f"$KV.{limits}.>"):
+                    bad.append(f"{where}: the auth user may write {subject}, outside its buckets")
+            if any(s == prefix or s.startswith(prefix + ".") or s.startswith(prefix.split(".")[0] + ".>")
+                   for s in allowed):
+                bad.append(f"{where}: the auth user may publish events on {prefix}; "
+                           "the bucket's republish rule does that")
             if f"$KV.{bucket}.>" not in allowed:
                 bad.append(f"{where}: the auth user may not write its bucket ($KV.{bucket}.>)")
     for service, key in SEED_KEYS.items():

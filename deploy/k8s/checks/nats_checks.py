@@ -33,23 +33,46 @@ STORE_RE = re.compile(r"\bstore_dir\s*[:=]?\s*\"?([^\s\"]+)")
 LAME_DUCK_DEFAULTS = {"lame_duck_duration": "2m", "lame_duck_grace_period": "10s"}
 
 
-def _config_of(objs, sts) -> tuple[str | None, list[str]]:
-    """The nats.conf text the StatefulSet's command reads."""
+INCLUDE_RE = re.compile(r"^\s*include\s+[\"']?(?:\./)?([\w.-]+)[\"']?\s*$", re.M)
+
+
+def _config_files(objs, sts) -> tuple[dict[str, str] | None, str | None, list[str]]:
+    """(every key of the ConfigMap holding the configuration, the key of the
+    file the command reads, problems)."""
     c = next(c for c in m.containers(sts, init=False) if m.is_nats(c))
     args = (c.get("command") or []) + (c.get("args") or [])
     path = next((args[i + 1] for i, a in enumerate(args[:-1]) if a in ("--config", "-c")), None)
     if path is None:
-        return None, [f"{m.name_of(sts)}: nats-server is started without --config"]
+        return None, None, [f"{m.name_of(sts)}: nats-server is started without --config"]
     mount = next((vm for vm in c.get("volumeMounts", []) if path.startswith(vm["mountPath"] + "/")), None)
     if mount is None:
-        return None, [f"{m.name_of(sts)}: {path} is on no mounted volume"]
+        return None, None, [f"{m.name_of(sts)}: {path} is on no mounted volume"]
     volume = next(v for v in m.pod_spec(sts)["volumes"] if v["name"] == mount["name"])
     cm_name = (volume.get("configMap") or {}).get("name")
     cm = next((o for o in objs if o.get("kind") == "ConfigMap" and o["metadata"]["name"] == cm_name), None)
     key = path[len(mount["mountPath"]) + 1 :]
     if cm is None or key not in (cm.get("data") or {}):
-        return None, [f"{m.name_of(sts)}: ConfigMap {cm_name} has no {key}"]
-    return cm["data"][key], []
+        return None, None, [f"{m.name_of(sts)}: ConfigMap {cm_name} has no {key}"]
+    return dict(cm["data"]), key, []
+
+
+def _config_of(objs, sts) -> tuple[str | None, list[str]]:
+    """The nats.conf text the StatefulSet's command reads, with its
+    `include`s (other keys of the same ConfigMap) written in place."""
+    files, key, problems = _config_files(objs, sts)
+    if files is None:
+        return None, problems
+    missing = []
+
+    def inline(hit):
+        name = hit.group(1)
+        if name not in files:
+            missing.append(f"{m.name_of(sts)}: {key} includes {name}, which the ConfigMap lacks")
+            return ""
+        return files[name]
+
+    text = INCLUDE_RE.sub(inline, files[key])
+    return (None, missing) if missing else (text, [])
 
 
 def structure(objs, sts, conf: str) -> list[str]:
@@ -126,13 +149,47 @@ def server_env(sts, pod_name: str, secret_values: dict[str, dict[str, str]]) -> 
     return env, bad
 
 
-def syntax(conf: str, env: dict) -> list[str]:
+def materialize(objs, sts, secret_values, tmp: Path) -> tuple[Path | None, list[str]]:
+    """Writes the configuration's files into `tmp`/config and the NATS
+    container's mounted Secrets (make-secrets.sh's throw-away values, e.g.
+    TLS certificates) under `tmp`/secrets, with the mount paths in the
+    configuration rewritten to there. Returns the main file."""
+    files, key, problems = _config_files(objs, sts)
+    if files is None:
+        return None, problems
+    c = next(c for c in m.containers(sts, init=False) if m.is_nats(c))
+    volumes = {v["name"]: v for v in m.pod_spec(sts).get("volumes", []) or []}
+    moves = {}
+    for vm in c.get("volumeMounts", []) or []:
+        secret = (volumes.get(vm["name"]) or {}).get("secret")
+        if not secret:
+            continue
+        data = secret_values.get(secret["secretName"])
+        if data is None:
+            problems.append(f"{m.name_of(sts)}: Secret {secret['secretName']} is not made by make-secrets.sh")
+            continue
+        where = tmp / "secrets" / vm["name"]
+        where.mkdir(parents=True, exist_ok=True)
+        for item, value in data.items():
+            (where / item).write_text(value)
+        moves[vm["mountPath"].rstrip("/")] = str(where)
+    conf_dir = tmp / "config"
+    conf_dir.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        for old, new in moves.items():
+            text = text.replace(old + "/", new + "/")
+        (conf_dir / name).write_text(text)
+    return conf_dir / key, problems
+
+
+def syntax(objs, sts, secret_values, env: dict) -> list[str]:
     if not NATS_SERVER.exists():
         return [f"{NATS_SERVER} missing (run tools/bootstrap.sh)"]
-    with tempfile.NamedTemporaryFile("w", suffix=".conf") as f:
-        f.write(conf)
-        f.flush()
-        out = subprocess.run([str(NATS_SERVER), "-t", "-c", f.name], capture_output=True, text=True,
+    with tempfile.TemporaryDirectory() as tmp:
+        main, problems = materialize(objs, sts, secret_values, Path(tmp))
+        if main is None or problems:
+            return problems
+        out = subprocess.run([str(NATS_SERVER), "-t", "-c", str(main)], capture_output=True, text=True,
                              env={**os.environ, **env}, timeout=30)
     return [] if out.returncode == 0 else [(out.stdout + out.stderr).strip()]
 
@@ -167,11 +224,15 @@ def move_config(conf: str, moved: dict[str, str]) -> tuple[str, list[str]]:
     return conf, []
 
 
-def boots(conf: str, env: dict, timeout: float = 20.0) -> list[str]:
+def boots(objs, sts, secret_values, env: dict, timeout: float = 20.0) -> list[str]:
     """Start the configuration for real, its ports, store and pid file moved
     to free loopback ports and a temporary directory, and wait for JetStream
     to report healthy."""
     with tempfile.TemporaryDirectory() as tmp:
+        main, problems = materialize(objs, sts, secret_values, Path(tmp))
+        if main is None or problems:
+            return problems
+        conf = main.read_text()
         monitor = _free_port()
         client = _free_port()
         conf, problems = move_config(conf, {
@@ -182,7 +243,7 @@ def boots(conf: str, env: dict, timeout: float = 20.0) -> list[str]:
         })
         if problems:
             return problems
-        conf_path = Path(tmp, "nats.conf")
+        conf_path = main
         conf_path.write_text(conf)
         proc = subprocess.Popen([str(NATS_SERVER), "-c", str(conf_path)], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True, env={**os.environ, **env})
@@ -226,6 +287,6 @@ def run(objs, secret_values):
         yield f"{label}: structure", structure(objs, sts, conf)
         env, problems = server_env(sts, pod, secret_values)
         yield f"{label}: environment from make-secrets.sh", problems
-        yield f"{label}: nats-server -t", syntax(conf, env)
+        yield f"{label}: nats-server -t", syntax(objs, sts, secret_values, env)
         if sts["spec"].get("replicas", 1) == 1:
-            yield f"{label}: boots, JetStream healthy, anonymous refused", boots(conf, env)
+            yield f"{label}: boots, JetStream healthy, anonymous refused", boots(objs, sts, secret_values, env)

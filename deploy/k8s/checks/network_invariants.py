@@ -283,3 +283,119 @@ def check_wiring(objs, ctx):
             bad.append(f"{var} differs between services: " +
                        "; ".join(f"{sorted(s)}={v!r}" for v, s in seen.items()))
     return bad
+
+
+# --- default deny, egress, the edge's two ports ---------------------------------
+
+# Where each role may open connections (besides DNS): role -> {target role: ports}.
+EGRESS = {
+    "qrlogin-auth": {"nats": {4222}},
+    "qrlogin-edge": {"qrlogin-auth": {50051}, "nats": {4222}},
+    "nats": {"nats": {6222}},
+}
+# Who may reach the edge's ports: port -> the one namespace allowed.
+EDGE_INGRESS = {8080: "ingress-nginx", 9090: "monitoring"}
+
+
+def _policies_of_type(objs, labels, kind):
+    return [o for o in objs if o.get("kind") == "NetworkPolicy"
+            and kind in (o["spec"].get("policyTypes") or ["Ingress"])
+            and m.selector_matches(o["spec"].get("podSelector"), labels)]
+
+
+def check_default_deny(objs, ctx):
+    """A policy selects every pod for ingress and egress and allows nothing:
+    whatever no other policy opens is closed."""
+    for pol in (o for o in objs if o.get("kind") == "NetworkPolicy"):
+        spec = pol["spec"]
+        if (spec.get("podSelector") in ({}, None) and {"Ingress", "Egress"} <= set(spec.get("policyTypes") or [])
+                and not spec.get("ingress") and not spec.get("egress")):
+            return []
+    return ["no default-deny NetworkPolicy (empty podSelector, Ingress and Egress, no rules)"]
+
+
+def _is_dns(rule) -> bool:
+    ports = rule.get("ports") or []
+    udp53 = any(p.get("port") == 53 and p.get("protocol", "TCP") == "UDP" for p in ports)
+    peers = rule.get("to") or []
+    to_dns = peers and all(
+        ((p.get("namespaceSelector") or {}).get("matchLabels") or {}).get("kubernetes.io/metadata.name") == "kube-system"
+        and ((p.get("podSelector") or {}).get("matchLabels") or {}).get("k8s-app") == "kube-dns"
+        for p in peers)
+    return bool(udp53 and to_dns and all(p.get("port") == 53 for p in ports))
+
+
+def check_egress(objs, ctx):
+    """Every pod is under an egress policy; its only ways out are DNS and
+    the paths of EGRESS, each of which is open."""
+    roles = {r: m.workload_for(objs, r) for r in EGRESS}
+    bad = []
+    for role, targets in EGRESS.items():
+        for wl in roles[role]:
+            policies = _policies_of_type(objs, m.pod_labels(wl), "Egress")
+            if not policies:
+                bad.append(f"no egress NetworkPolicy selects {m.name_of(wl)}")
+                continue
+            opened, dns = set(), False
+            for pol in policies:
+                for rule in pol["spec"].get("egress") or []:
+                    if _is_dns(rule):
+                        dns = True
+                        continue
+                    peers = rule.get("to")
+                    ports = {p.get("port") for p in rule.get("ports") or []}
+                    if not peers or not ports:
+                        bad.append(f"{m.name_of(pol)}: {role} may connect anywhere")
+                        continue
+                    for peer in peers:
+                        if "ipBlock" in peer or "namespaceSelector" in peer:
+                            bad.append(f"{m.name_of(pol)}: {role} may connect beyond the qrlogin pods")
+                            continue
+                        hits = {r for r, wls in roles.items()
+                                if any(m.selector_matches(peer.get("podSelector"), m.pod_labels(w)) for w in wls)}
+                        if not hits:
+                            bad.append(f"{m.name_of(pol)}: an egress peer of {role} selects no pods")
+                        for target in hits:
+                            extra = ports - targets.get(target, set())
+                            if extra:
+                                bad.append(f"{m.name_of(pol)}: {role} may connect to {target} on {sorted(extra)}")
+                            opened |= {(target, p) for p in ports & targets.get(target, set())}
+            if not dns:
+                bad.append(f"{m.name_of(wl)}: no egress to the cluster DNS (kube-dns, UDP 53)")
+            for target, ports in targets.items():
+                for port in ports:
+                    if (target, port) not in opened:
+                        bad.append(f"{m.name_of(wl)}: {role} cannot reach {target} on {port}")
+    return bad
+
+
+def check_edge_ports(objs, ctx):
+    """The edge's public port admits only the ingress controller's namespace,
+    its operations port only the monitoring namespace."""
+    bad = []
+    for wl in m.workload_for(objs, "qrlogin-edge"):
+        c = next(c for c in m.containers(wl, init=False) if m.service_of(c) == "qrlogin-edge")
+        admitted = {port: set() for port in EDGE_INGRESS}
+        for pol in _policies_of_type(objs, m.pod_labels(wl), "Ingress"):
+            for rule in pol["spec"].get("ingress") or []:
+                ports = {m.resolve_port(c, p.get("port")) or p.get("port") for p in rule.get("ports") or []}
+                if not ports:
+                    bad.append(f"{m.name_of(pol)}: an ingress rule of the edge opens every port")
+                    continue
+                for port in ports:
+                    want = EDGE_INGRESS.get(port)
+                    if want is None:
+                        bad.append(f"{m.name_of(pol)}: edge port {port} is opened")
+                        continue
+                    for peer in rule.get("from") or [{}]:
+                        ns = ((peer.get("namespaceSelector") or {}).get("matchLabels") or {}).get(
+                            "kubernetes.io/metadata.name")
+                        if ns != want or "podSelector" in peer or "ipBlock" in peer:
+                            bad.append(f"{m.name_of(pol)}: edge port {port} admits {peer or 'everyone'}, "
+                                       f"not only the {want} namespace")
+                        else:
+                            admitted[port].add(ns)
+        for port, ns in EDGE_INGRESS.items():
+            if ns not in admitted[port]:
+                bad.append(f"{m.name_of(wl)}: the {ns} namespace cannot reach edge port {port}")
+    return bad

@@ -48,12 +48,15 @@ def _ingress(objs, name="qrlogin"):
 
 
 def _nats_conf(objs, edit):
-    """Applies `edit` to the nats.conf text of the NATS ConfigMap."""
+    """Applies `edit` to the NATS ConfigMap's files (nats.conf and what it
+    includes); it must change one of them."""
     cm = next(o for o in objs if o.get("kind") == "ConfigMap" and "nats.conf" in (o.get("data") or {}))
-    before = cm["data"]["nats.conf"]
-    cm["data"]["nats.conf"] = edit(before)
-    if cm["data"]["nats.conf"] == before:
-        raise LookupError("the mutation changed nothing in nats.conf")
+    changed = False
+    for key, before in list(cm["data"].items()):
+        cm["data"][key] = edit(before)
+        changed |= cm["data"][key] != before
+    if not changed:
+        raise LookupError("the mutation changed nothing in the NATS configuration")
 
 
 def _annotations(objs):
@@ -98,6 +101,30 @@ MUTATIONS = [
     ("network-policies", "auth policy selecting no pod",
      lambda o: _policy(o, "qrlogin-auth")["spec"]["podSelector"]
      .update(matchLabels={"app.kubernetes.io/name": "auth"})),
+    ("default-deny", "the default-deny policy removed",
+     lambda o: o.remove(_policy(o, "default-deny"))),
+    ("egress", "no DNS for anyone",
+     lambda o: o.remove(_policy(o, "dns"))),
+    ("egress", "the edge allowed to connect anywhere",
+     lambda o: _policy(o, "qrlogin-edge")["spec"]["egress"].append({})),
+    ("egress", "auth allowed out to the edges",
+     lambda o: _policy(o, "qrlogin-auth")["spec"]["egress"].append(
+         {"to": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "qrlogin-edge"}}}],
+          "ports": [{"protocol": "TCP", "port": 8080}]})),
+    ("egress", "NATS routes closed",
+     lambda o: _policy(o, "nats")["spec"].pop("egress")),
+    ("edge-ports", "the operations port opened to the ingress controller",
+     lambda o: _policy(o, "qrlogin-edge")["spec"]["ingress"][0]["ports"].append({"protocol": "TCP", "port": 9090})),
+    ("edge-ports", "the public port opened to every namespace",
+     lambda o: _policy(o, "qrlogin-edge")["spec"]["ingress"][0]["from"].append({"namespaceSelector": {}})),
+    ("prod-tls", "edges calling auth in plaintext",
+     lambda o: _set_env(_container(o, "qrlogin-edge"), "QRLOGIN_AUTH_URL", "http://qrlogin-auth:50051")),
+    ("prod-tls", "auth without client certificates (no mTLS)",
+     lambda o: _container(o, "qrlogin-auth")["env"].__setitem__(
+         slice(None), [e for e in _container(o, "qrlogin-auth")["env"]
+                       if e["name"] != "QRLOGIN_AUTH_TLS_CLIENT_CA_FILE"])),
+    ("prod-tls", "NATS routes without verification",
+     lambda o: _nats_conf(o, lambda c: c.replace("verify: true", "verify: false"))),
     ("wiring", "edge listening on another subject prefix than auth publishes to",
      lambda o: _set_env(_container(o, "qrlogin-edge"), "QRLOGIN_SUBJECT_PREFIX", "qrlogin.events")),
     ("wiring", "auth pointed at the headless NATS monitoring port",
@@ -114,7 +141,7 @@ MUTATIONS = [
      .update(matchLabels={"app.kubernetes.io/name": "qrlogin-egde"})),
     ("service-ports", "edge Service pointing at a port the container lacks",
      lambda o: next(s for s in o if s.get("kind") == "Service" and s["metadata"]["name"] == "qrlogin-edge")
-     ["spec"]["ports"][0].update(targetPort=9090)),
+     ["spec"]["ports"][0].update(targetPort=9999)),
     ("env-in-code", "edge variable misspelled",
      lambda o: _rename_env(_container(o, "qrlogin-edge"), "QRLOGIN_DRAIN_DEADLINE", "QRLOGIN_DRAIN_TIMEOUT")),
     ("env-values", "cookie policy the edge does not know",
@@ -144,6 +171,12 @@ MUTATIONS = [
      lambda o: _nats_conf(o, lambda c: c.replace('allow: ["qrlogin.session.*"]', 'allow: [">"]'))),
     ("nats-accounts", "the auth user with the whole JetStream API",
      lambda o: _nats_conf(o, lambda c: c.replace('"$JS.API.INFO",', '"$JS.API.>",'))),
+    ("nats-accounts", "the auth user publishing events itself",
+     lambda o: _nats_conf(o, lambda c: c.replace('"$JS.API.INFO",', '"$JS.API.INFO", "qrlogin.session.>",'))),
+    ("nats-accounts", "the auth user writing another bucket",
+     lambda o: _nats_conf(o, lambda c: c.replace('"$KV.qrlogin_limits.>"', '"$KV.other.>"'))),
+    ("env-values", "a bucket size without a unit it knows",
+     lambda o: _set_env(_container(o, "qrlogin-auth"), "QRLOGIN_KV_MAX_BYTES", "1GB")),
     ("nats-accounts", "an nkey written into the ConfigMap",
      lambda o: _nats_conf(o, lambda c: c.replace("nkey: $EDGE_NKEY", "nkey: UABC"))),
     ("nats-accounts", "the edge without its NATS seed",
@@ -156,6 +189,8 @@ MUTATIONS = [
      lambda o: _set_env(_container(o, "qrlogin-edge"), "QRLOGIN_DEV_USER_TOKEN_KEY_FILE", "/k/u.pem")),
     ("prod-shape", "a single NATS server in production",
      lambda o: _one(o, "StatefulSet", "nats")["spec"].update(replicas=1)),
+    ("prod-shape", "gRPC reflection on in production",
+     lambda o: _set_env(_container(o, "qrlogin-auth"), "QRLOGIN_GRPC_REFLECTION", "true")),
     ("prod-shape", "pretty logs in production",
      lambda o: _set_env(_container(o, "qrlogin-auth"), "QRLOGIN_LOG_FORMAT", "pretty")),
 ]

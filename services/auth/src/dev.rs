@@ -43,6 +43,11 @@ pub const NATS_AUTH_SEED: &str = "nats-auth.seed";
 pub const NATS_AUTH_PUB: &str = "nats-auth.pub";
 pub const NATS_EDGE_SEED: &str = "nats-edge.seed";
 pub const NATS_EDGE_PUB: &str = "nats-edge.pub";
+pub const RECORD_KEY: &str = "record.key";
+/// auth's accepted tokens (QRLOGIN_SERVICE_TOKENS_FILE) and the edges' one
+/// (QRLOGIN_AUTH_SERVICE_TOKEN_FILE): the same token here.
+pub const SERVICE_TOKENS: &str = "service-tokens";
+pub const SERVICE_TOKEN: &str = "service-token";
 
 /// What one generated item writes: (file, content, private).
 type Files = Vec<(&'static str, String, bool)>;
@@ -63,7 +68,29 @@ fn items() -> Vec<(&'static [&'static str], Maker)> {
         (&[NATS_EDGE_SEED, NATS_EDGE_PUB], || {
             nkey(NATS_EDGE_SEED, NATS_EDGE_PUB)
         }),
+        (&[RECORD_KEY], || {
+            Ok(vec![(
+                RECORD_KEY,
+                crate::sealing::generate_key_text(),
+                true,
+            )])
+        }),
+        (&[SERVICE_TOKENS, SERVICE_TOKEN], || {
+            let token = generate_service_token();
+            Ok(vec![
+                (SERVICE_TOKENS, format!("{token}\n"), true),
+                (SERVICE_TOKEN, format!("{token}\n"), true),
+            ])
+        }),
     ]
+}
+
+/// 32 random bytes in hex: a service token (64 characters).
+pub fn generate_service_token() -> String {
+    use rand::RngCore as _;
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn ed25519(private: &'static str, public: &'static str) -> Result<Files, DevError> {
@@ -154,7 +181,7 @@ pub fn nats_config(args: &DevNatsConfigArgs) -> Result<String, DevError> {
         User {
             name: "auth".into(),
             nkey: read_public_nkey(&args.keys.join(NATS_AUTH_PUB))?,
-            permissions: nats_accounts::auth_permissions(&[&args.kv_bucket], &args.subject_prefix),
+            permissions: nats_accounts::auth_permissions(&[&args.kv_bucket, &args.limits_bucket]),
         },
         User {
             name: "edge".into(),

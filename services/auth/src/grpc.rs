@@ -1,23 +1,74 @@
 //! The gRPC face of the service: protobuf in, domain calls, protobuf out. The
-//! one place where service errors become `tonic::Status`.
+//! one place where service errors become `tonic::Status`: each has a fixed
+//! text (details of NATS or other upstream failures go to the log, never to
+//! the caller) and, where a caller must tell causes apart, the metadata
+//! `x-qrlogin-reason` (documented in auth.proto).
 
 use std::sync::Arc;
+use std::time::Duration;
+use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
 use crate::broker::{proto_state, timestamp};
+use crate::callers::{CallerError, ServiceTokens, SERVICE_TOKEN_HEADER};
 use crate::service::{LoginService, ServiceError, SessionView};
 use crate::token::TokenError;
+
+/// Metadata naming the cause of UNAUTHENTICATED or RESOURCE_EXHAUSTED.
+pub const REASON_HEADER: &str = "x-qrlogin-reason";
+/// The wrong or missing service token (not the user's JWT).
+pub const REASON_SERVICE_TOKEN: &str = "service_token";
+/// The create limit of the caller's network; `retry-after` says when.
+pub const REASON_RATE_LIMITED: &str = "rate_limited";
+/// The session bucket is full.
+pub const REASON_STORAGE_FULL: &str = "storage_full";
+/// Auth holds its maximum of concurrent calls.
+pub const REASON_OVER_CAPACITY: &str = "over_capacity";
+/// Seconds after which a rate-limited caller may try again.
+pub const RETRY_AFTER_HEADER: &str = "retry-after";
+
+/// A status with `x-qrlogin-reason` set.
+pub fn with_reason(mut status: Status, reason: &'static str) -> Status {
+    status
+        .metadata_mut()
+        .insert(REASON_HEADER, MetadataValue::from_static(reason));
+    status
+}
 use qrlogin_proto::auth::v1 as pb;
 use qrlogin_proto::auth::v1::auth_service_server::AuthService;
 
 pub struct GrpcAuth {
     service: Arc<LoginService>,
+    tokens: Arc<ServiceTokens>,
 }
 
 impl GrpcAuth {
-    pub fn new(service: Arc<LoginService>) -> Self {
-        Self { service }
+    pub fn new(service: Arc<LoginService>, tokens: Arc<ServiceTokens>) -> Self {
+        Self { service, tokens }
     }
+
+    /// Browser-side calls come from an edge: a valid service token is required.
+    fn browser_side<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let token = request
+            .metadata()
+            .get(SERVICE_TOKEN_HEADER)
+            .map(|v| v.as_bytes());
+        self.tokens.check(token).map_err(caller_status)
+    }
+
+    /// Phone-side calls are authenticated by the user's JWT; a service token
+    /// is optional, but one that is present must be valid.
+    fn phone_side<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        match request.metadata().get(SERVICE_TOKEN_HEADER) {
+            None => Ok(()),
+            Some(v) => self.tokens.check(Some(v.as_bytes())).map_err(caller_status),
+        }
+    }
+}
+
+fn caller_status(e: CallerError) -> Status {
+    tracing::warn!(error = %e, "call refused: service token");
+    with_reason(Status::unauthenticated(e.to_string()), REASON_SERVICE_TOKEN)
 }
 
 /// The `authorization` metadata as text. A value that is not visible ASCII
@@ -54,6 +105,7 @@ impl AuthService for GrpcAuth {
         &self,
         request: Request<pb::CreateLoginSessionRequest>,
     ) -> Result<Response<pb::CreateLoginSessionResponse>, Status> {
+        self.browser_side(&request)?;
         let req = request.into_inner();
         let created = self
             .service
@@ -71,6 +123,7 @@ impl AuthService for GrpcAuth {
         &self,
         request: Request<pb::GetLoginSessionRequest>,
     ) -> Result<Response<pb::GetLoginSessionResponse>, Status> {
+        self.browser_side(&request)?;
         let req = request.into_inner();
         let view = self
             .service
@@ -86,6 +139,7 @@ impl AuthService for GrpcAuth {
         &self,
         request: Request<pb::ScanLoginSessionRequest>,
     ) -> Result<Response<pb::ScanLoginSessionResponse>, Status> {
+        self.phone_side(&request)?;
         let auth = authorization(&request)?;
         let req = request.into_inner();
         let view = self
@@ -108,6 +162,7 @@ impl AuthService for GrpcAuth {
         &self,
         request: Request<pb::ConfirmLoginSessionRequest>,
     ) -> Result<Response<pb::ConfirmLoginSessionResponse>, Status> {
+        self.phone_side(&request)?;
         let auth = authorization(&request)?;
         let req = request.into_inner();
         let view = self
@@ -124,6 +179,7 @@ impl AuthService for GrpcAuth {
         &self,
         request: Request<pb::DenyLoginSessionRequest>,
     ) -> Result<Response<pb::DenyLoginSessionResponse>, Status> {
+        self.phone_side(&request)?;
         let auth = authorization(&request)?;
         let req = request.into_inner();
         let view = self
@@ -140,6 +196,7 @@ impl AuthService for GrpcAuth {
         &self,
         request: Request<pb::CancelLoginSessionRequest>,
     ) -> Result<Response<pb::CancelLoginSessionResponse>, Status> {
+        self.browser_side(&request)?;
         let req = request.into_inner();
         let view = self
             .service
@@ -155,6 +212,7 @@ impl AuthService for GrpcAuth {
         &self,
         request: Request<pb::RedeemLoginSessionRequest>,
     ) -> Result<Response<pb::RedeemLoginSessionResponse>, Status> {
+        self.browser_side(&request)?;
         let req = request.into_inner();
         let r = self
             .service
@@ -175,6 +233,18 @@ impl AuthService for GrpcAuth {
 pub fn to_status(e: ServiceError) -> Status {
     let msg = e.to_string();
     match e {
+        ServiceError::RateLimited { retry_after } => {
+            let mut status = with_reason(Status::resource_exhausted(msg), REASON_RATE_LIMITED);
+            let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            if let Ok(v) = MetadataValue::try_from(secs.max(1).to_string()) {
+                status.metadata_mut().insert(RETRY_AFTER_HEADER, v);
+            }
+            status
+        }
+        ServiceError::StorageFull => {
+            tracing::error!("session bucket full (QRLOGIN_KV_MAX_BYTES): refusing creates");
+            with_reason(Status::resource_exhausted(msg), REASON_STORAGE_FULL)
+        }
         ServiceError::InvalidArgument(_) => Status::invalid_argument(msg),
         ServiceError::NotFound => Status::not_found(msg),
         ServiceError::MissingSecret => Status::unauthenticated(msg),
@@ -185,10 +255,29 @@ pub fn to_status(e: ServiceError) -> Status {
         }
         ServiceError::Domain(_) => Status::failed_precondition(msg),
         ServiceError::Aborted(_) => Status::aborted(msg),
-        ServiceError::Unavailable(_) => Status::unavailable(msg),
+        ServiceError::Unavailable(detail) => {
+            tracing::warn!(error = %detail, "session store unavailable");
+            Status::unavailable("the session store is unavailable; retry")
+        }
         ServiceError::Internal(detail) => {
             tracing::error!(error = %detail, "internal error");
             Status::internal("internal error")
         }
     }
+}
+
+/// The answer when auth already holds its maximum of concurrent calls.
+pub fn over_capacity() -> Status {
+    with_reason(
+        Status::resource_exhausted("auth is at its limit of concurrent calls; retry"),
+        REASON_OVER_CAPACITY,
+    )
+}
+
+/// The answer when a call took longer than the request timeout.
+pub fn timed_out(limit: Duration) -> Status {
+    Status::deadline_exceeded(format!(
+        "the call took longer than {}s",
+        limit.as_secs_f64()
+    ))
 }

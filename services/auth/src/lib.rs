@@ -3,13 +3,17 @@
 //! - [`config`]: the typed configuration (flags + environment) and the CLI.
 //! - [`domain`]: ids, secrets, states and transition rules (no I/O).
 //! - [`token`]: phone user token verification, access token signing, dev keys.
-//! - [`broker`]: the only NATS code: the key-value bucket (CAS writes) and
-//!   per-session event publishing; credentials and TLS of the connection.
+//! - [`broker`]: the only NATS code: the key-value bucket (CAS writes as
+//!   JetStream publishes, republished by the server as per-session events),
+//!   the stored bytes (`StoredSession`), credentials and TLS.
+//! - [`sealing`]: the AEAD that seals the private part of stored sessions.
 //! - [`nats_accounts`]: the NATS accounts and least-privilege users, rendered
 //!   into nats.conf for tests and the local cluster.
 //! - [`service`]: the use cases (create, get, scan, confirm, deny, cancel,
 //!   redeem) over domain + broker.
 //! - [`grpc`]: the tonic service and the one error → `Status` mapping.
+//! - [`callers`]: service tokens (who may make browser-side calls).
+//! - [`admission`]: the concurrency cap and the timeout of AuthService calls.
 //! - [`startup`]: build (validate, bind) and run (serve, health, reflection,
 //!   graceful stop).
 //! - [`dev`]: DEVELOPMENT ONLY key and user token generation.
@@ -17,12 +21,15 @@
 //! - `testing` (feature `testing`): a real nats-server per test, test keys, an
 //!   in-process auth service on port 0.
 
+pub mod admission;
 pub mod broker;
+pub mod callers;
 pub mod config;
 pub mod dev;
 pub mod domain;
 pub mod grpc;
 pub mod nats_accounts;
+pub mod sealing;
 pub mod service;
 pub mod shutdown;
 pub mod startup;

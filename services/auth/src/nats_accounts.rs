@@ -54,11 +54,10 @@ pub fn bucket_api_subjects(bucket: &str) -> Vec<String> {
 }
 
 /// auth's rights: JetStream account info (needed to create a bucket) and
-/// the API of each of its buckets; answers on its own inbox only. Until the
-/// bucket republishes its writes, auth also publishes the events itself, on
-/// `<subject_prefix>.>`.
-pub fn auth_permissions(buckets: &[&str], subject_prefix: &str) -> Permissions {
-    let mut publish = vec!["$JS.API.INFO".to_owned(), format!("{subject_prefix}.>")];
+/// the API of each of its buckets; answers on its own inbox only. No event
+/// subject: the server republishes the bucket's writes.
+pub fn auth_permissions(buckets: &[&str]) -> Permissions {
+    let mut publish = vec!["$JS.API.INFO".to_owned()];
     for bucket in buckets {
         publish.extend(bucket_api_subjects(bucket));
     }
@@ -174,12 +173,13 @@ mod tests {
 
     #[test]
     fn auth_gets_its_buckets_api_and_no_wildcard_over_the_js_api() {
-        let p = auth_permissions(&["qrlogin_sessions"], "qrlogin.session");
+        let p = auth_permissions(&["qrlogin_sessions"]);
         assert!(p.publish.contains(&"$KV.qrlogin_sessions.>".to_owned()));
         assert!(p
             .publish
             .contains(&"$JS.API.STREAM.INFO.KV_qrlogin_sessions".to_owned()));
         assert!(!p.publish.iter().any(|s| s == "$JS.API.>" || s == ">"));
+        assert!(!p.publish.iter().any(|s| s.starts_with("qrlogin.")));
         assert_eq!(p.subscribe, vec!["_INBOX_qrlogin_auth.>"]);
     }
 
@@ -196,7 +196,7 @@ mod tests {
         let auth = render_accounts(&[User {
             name: "auth".into(),
             nkey: "UDEF".into(),
-            permissions: auth_permissions(&["b"], "p"),
+            permissions: auth_permissions(&["b"]),
         }]);
         assert!(auth.contains(r#""$KV.b.>""#), "{auth}");
     }

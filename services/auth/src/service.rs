@@ -1,15 +1,17 @@
 //! The use cases: create, read and move login sessions. Every transition is
-//! read → decide (domain) → compare-and-swap → publish, retried a bounded
-//! number of times when another writer wins the race in between.
+//! read → decide (domain) → compare-and-swap, retried a bounded number of
+//! times when another writer wins the race in between. Events need no step
+//! of ours: NATS republishes every committed write on the session's subject.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use tokio::sync::OnceCell;
 
+use crate::broker::limits::{self, Decision};
 use crate::broker::{Broker, BrokerError};
 use crate::domain::{
-    Action, BrowserContext, BrowserSecret, Deadlines, DomainError, IdError, LoginState, Outcome,
-    PhoneUser, SessionId, SessionRecord, UnixMillis,
+    text, Action, BrowserContext, BrowserSecret, Deadlines, DomainError, IdError, LoginState,
+    Outcome, PhoneUser, SessionId, SessionRecord, UnixMillis,
 };
 use crate::token::{AccessToken, AccessTokenSigner, KeyError, TokenError, UserTokenVerifier};
 
@@ -35,8 +37,13 @@ pub enum ServiceError {
     Domain(#[from] DomainError),
     #[error("the login session changed concurrently {0} times; retry")]
     Aborted(usize),
+    /// The detail is for the log; callers get a fixed text.
     #[error("session store unavailable: {0}")]
     Unavailable(String),
+    #[error("too many login sessions created from this network; retry later")]
+    RateLimited { retry_after: std::time::Duration },
+    #[error("the session store is full; retry later")]
+    StorageFull,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -45,8 +52,9 @@ impl From<BrokerError> for ServiceError {
     fn from(e: BrokerError) -> Self {
         match e {
             BrokerError::Unavailable(m) => Self::Unavailable(m),
+            BrokerError::Full => Self::StorageFull,
             BrokerError::Conflict => Self::Aborted(1),
-            BrokerError::Corrupt(m) => Self::Internal(format!("corrupt session record: {m}")),
+            BrokerError::Corrupt(e) => Self::Internal(format!("session record refused: {e}")),
         }
     }
 }
@@ -97,6 +105,8 @@ pub struct LoginService {
     verifier: UserTokenVerifier,
     signer: AccessTokenSigner,
     public_base: String,
+    /// Creates per client network and window, across the cluster; 0: off.
+    create_limit: u32,
 }
 
 pub fn now_millis() -> UnixMillis {
@@ -113,6 +123,7 @@ impl LoginService {
         verifier: UserTokenVerifier,
         signer: AccessTokenSigner,
         public_base: String,
+        create_limit: u32,
     ) -> Self {
         Self {
             broker,
@@ -120,6 +131,7 @@ impl LoginService {
             verifier,
             signer,
             public_base,
+            create_limit,
         }
     }
 
@@ -138,13 +150,25 @@ impl LoginService {
                 "user_agent must be at most {MAX_USER_AGENT} bytes"
             )));
         }
-        if user_agent.chars().any(char::is_control) {
+        if !text::is_displayable(user_agent) {
             return Err(ServiceError::InvalidArgument(
-                "user_agent must not contain control characters".into(),
+                "user_agent must not contain control or format (bidi, zero-width) characters"
+                    .into(),
             ));
         }
         let broker = self.broker()?;
         let now = now_millis();
+        if self.create_limit > 0 {
+            match broker.limits().count(ip, self.create_limit, now).await {
+                Ok(Decision::Allowed) => {}
+                Ok(Decision::Limited { retry_after }) => {
+                    tracing::info!(network = %limits::network_key(ip), "create limit reached");
+                    return Err(ServiceError::RateLimited { retry_after });
+                }
+                // The write below will tell whether NATS is really away.
+                Err(e) => tracing::warn!(error = %e, "create counter unavailable"),
+            }
+        }
         let browser = BrowserContext {
             ip: ip.to_string(),
             user_agent: user_agent.to_owned(),
@@ -157,7 +181,6 @@ impl LoginService {
             let record = SessionRecord::new(&id, &secret, browser.clone(), now, &self.deadlines);
             match broker.create(&record).await {
                 Ok(version) => {
-                    self.publish(broker, &record, version).await;
                     tracing::info!(session_id = %id, version, "login session created");
                     return Ok(Created {
                         qr_payload: format!("{}/m/{}", self.public_base, id),
@@ -257,7 +280,7 @@ impl LoginService {
         Ok(Redeemed { view, token, user })
     }
 
-    /// Read → decide → compare-and-swap → publish, retried on lost races.
+    /// Read → decide → compare-and-swap, retried on lost races.
     async fn transition(
         &self,
         id: &SessionId,
@@ -276,7 +299,6 @@ impl LoginService {
             match record.apply(&action, now, &self.deadlines) {
                 Ok(Outcome::Write(next)) => match broker.update(&next, version).await {
                     Ok(new_version) => {
-                        self.publish(broker, &next, new_version).await;
                         tracing::info!(
                             session_id = %id,
                             action = action.name(),
@@ -306,9 +328,9 @@ impl LoginService {
         Err(ServiceError::Aborted(MAX_CAS_ATTEMPTS))
     }
 
-    /// Writes EXPIRED for a record past its deadline and publishes it, so
-    /// watchers that rely on events hear about it too. Losing the race is
-    /// fine: whoever won wrote a newer state.
+    /// Writes EXPIRED for a record past its deadline (its event tells the
+    /// watchers that rely on events). Losing the race is fine: whoever won
+    /// wrote a newer state.
     async fn expire(
         &self,
         broker: &Broker,
@@ -321,7 +343,6 @@ impl LoginService {
         };
         match broker.update(&next, version).await {
             Ok(new_version) => {
-                self.publish(broker, &next, new_version).await;
                 tracing::info!(session_id = %next.id, version = new_version, "login session expired");
                 Some(SessionView {
                     record: next,
@@ -332,15 +353,6 @@ impl LoginService {
                 tracing::debug!(session_id = %record.id, error = %e, "expiry write skipped");
                 None
             }
-        }
-    }
-
-    /// A failed publish is logged, not returned: the state is already
-    /// committed, and edges find it by their re-read after reconnect and by
-    /// their periodic check.
-    async fn publish(&self, broker: &Broker, record: &SessionRecord, version: u64) {
-        if let Err(e) = broker.publish(record, version).await {
-            tracing::warn!(session_id = %record.id, version, error = %e, "event publish failed");
         }
     }
 }

@@ -1,18 +1,25 @@
-//! Build and run: validate the configuration, load keys, bind the listener,
-//! then serve gRPC (service, health, reflection) while a background task
-//! connects to NATS. Health reports NOT_SERVING until the bucket is ready and
-//! whenever the NATS link is down.
+//! Build and run: validate the configuration, load keys, tokens and
+//! certificates, bind the listeners, then serve gRPC (the AuthService behind
+//! its admission limits, health, and reflection when enabled; TLS or mTLS
+//! when configured) while a background task connects to NATS. Health
+//! reports NOT_SERVING until the buckets are ready and whenever the NATS
+//! link is down; it can also be served on a plaintext port of its own for
+//! probes that cannot speak TLS.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic_health::ServingStatus;
 
+use crate::admission::Admission;
 use crate::broker::{AccessError, Broker, BrokerSettings, LinkState, NatsAccess};
+use crate::callers::{ServiceTokens, TokensError};
 use crate::config::{AuthConfig, ConfigError};
 use crate::grpc::GrpcAuth;
+use crate::sealing::{SealError, Sealer};
 use crate::service::{BrokerSlot, LoginService};
 use crate::token::{AccessTokenSigner, KeyError, UserTokenVerifier};
 use qrlogin_proto::auth::v1::auth_service_server::AuthServiceServer;
@@ -32,6 +39,16 @@ pub enum StartupError {
     Key(#[from] KeyError),
     #[error(transparent)]
     NatsAccess(#[from] AccessError),
+    #[error(transparent)]
+    RecordKey(#[from] SealError),
+    #[error(transparent)]
+    ServiceTokens(#[from] TokensError),
+    #[error("{var}: cannot read {path}: {source}")]
+    TlsFile {
+        var: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
     #[error("cannot bind {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -46,8 +63,13 @@ pub enum StartupError {
 pub struct Application {
     listener: TcpListener,
     local_addr: SocketAddr,
+    /// The plaintext health-only listener (QRLOGIN_AUTH_HEALTH_LISTEN).
+    health_listener: Option<(TcpListener, SocketAddr)>,
+    tls: Option<ServerTlsConfig>,
+    tokens: Arc<ServiceTokens>,
     config: AuthConfig,
     nats_access: NatsAccess,
+    sealer: Arc<Sealer>,
     service: Arc<LoginService>,
     broker: BrokerSlot,
 }
@@ -59,6 +81,7 @@ impl Application {
             &config.user_token_public_key_file,
             &config.user_token_issuer,
             &config.user_token_audience,
+            config.user_token_max_lifetime,
         )?;
         let signer = AccessTokenSigner::from_pem_file(
             &config.access_token_private_key_file,
@@ -66,21 +89,24 @@ impl Application {
             &config.access_token_audience,
             config.access_token_ttl,
         )?;
+        let sealer = Arc::new(Sealer::from_files(
+            &config.record_key_file,
+            config.record_previous_key_file.as_deref(),
+        )?);
         let nats_access = NatsAccess::load(&config)?;
         if !nats_access.has_credentials() {
             tracing::warn!("QRLOGIN_NATS_NKEY_SEED_FILE is not set: connecting to NATS without credentials (development only)");
         }
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| StartupError::Bind {
-                    addr: config.listen,
-                    source,
-                })?;
-        let local_addr = listener.local_addr().map_err(|source| StartupError::Bind {
-            addr: config.listen,
-            source,
-        })?;
+        let tokens = Arc::new(ServiceTokens::from_file(&config.service_tokens_file)?);
+        let tls = server_tls(&config)?;
+        if tls.is_none() {
+            tracing::warn!("QRLOGIN_AUTH_TLS_CERT_FILE is not set: gRPC without TLS (only inside a trusted network)");
+        }
+        let (listener, local_addr) = bind(config.listen).await?;
+        let health_listener = match config.health_listen {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
         let broker: BrokerSlot = Arc::default();
         let service = Arc::new(LoginService::new(
             broker.clone(),
@@ -88,12 +114,17 @@ impl Application {
             verifier,
             signer,
             config.public_base().to_owned(),
+            config.create_limit,
         ));
         Ok(Self {
             listener,
             local_addr,
+            health_listener,
+            tls,
+            tokens,
             config,
             nats_access,
+            sealer,
             service,
             broker,
         })
@@ -101,6 +132,11 @@ impl Application {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address of the plaintext health listener, if one is configured.
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.health_listener.as_ref().map(|(_, addr)| *addr)
     }
 
     /// Serves until `shutdown` resolves, then lets in-flight calls finish for
@@ -117,26 +153,40 @@ impl Application {
             .set_service_status(HEALTH_NAME, ServingStatus::NotServing)
             .await;
 
-        let reflection_v1 = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(qrlogin_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .map_err(|e| StartupError::Reflection(e.to_string()))?;
-        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(qrlogin_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1alpha()
-            .map_err(|e| StartupError::Reflection(e.to_string()))?;
+        // Reflection only when asked for: it lists every service and message
+        // to whoever can reach the port.
+        let (reflection_v1, reflection_v1alpha) = if self.config.grpc_reflection {
+            let v1 = tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(qrlogin_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .build_v1()
+                .map_err(|e| StartupError::Reflection(e.to_string()))?;
+            let v1alpha = tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(qrlogin_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .build_v1alpha()
+                .map_err(|e| StartupError::Reflection(e.to_string()))?;
+            (Some(v1), Some(v1alpha))
+        } else {
+            (None, None)
+        };
 
         let connector = tokio::spawn(connect_broker(
             BrokerSettings::from_config(&self.config, self.nats_access.clone()),
+            self.sealer.clone(),
             self.broker.clone(),
             health.clone(),
         ));
 
-        let auth = AuthServiceServer::new(GrpcAuth::new(self.service.clone()))
-            .max_decoding_message_size(MAX_REQUEST_BYTES);
+        let auth = Admission::new(
+            AuthServiceServer::new(GrpcAuth::new(self.service.clone(), self.tokens.clone()))
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+            self.config.max_concurrent_requests,
+            self.config.request_timeout,
+        );
 
+        // One stop for both listeners: the health server stops with the main one.
+        let (stop_health, health_stopped) = tokio::sync::watch::channel(false);
         let stopping = Arc::new(tokio::sync::Notify::new());
         let signal = {
             let stopping = stopping.clone();
@@ -150,16 +200,37 @@ impl Application {
                 health
                     .set_service_status(HEALTH_NAME, ServingStatus::NotServing)
                     .await;
+                let _ = stop_health.send(true);
                 stopping.notify_one();
             }
         };
-        tracing::info!(addr = %self.local_addr, "auth gRPC listening");
-        let server = tonic::transport::Server::builder()
+        let health_task = self.health_listener.map(|(listener, addr)| {
+            tracing::info!(%addr, "auth gRPC health (plaintext) listening");
+            let mut stopped = health_stopped;
+            tokio::spawn(
+                tonic::transport::Server::builder()
+                    .add_service(health_service.clone())
+                    .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                        let _ = stopped.wait_for(|s| *s).await;
+                    }),
+            )
+        });
+        tracing::info!(
+            addr = %self.local_addr,
+            tls = self.tls.is_some(),
+            reflection = self.config.grpc_reflection,
+            "auth gRPC listening"
+        );
+        let mut builder = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+            .max_concurrent_streams(MAX_CONCURRENT_STREAMS);
+        if let Some(tls) = self.tls {
+            builder = builder.tls_config(tls)?;
+        }
+        let server = builder
             .add_service(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
+            .add_optional_service(reflection_v1)
+            .add_optional_service(reflection_v1alpha)
             .add_service(auth)
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), signal);
         let grace = self.config.shutdown_grace;
@@ -171,15 +242,55 @@ impl Application {
             }
         };
         connector.abort();
+        if let Some(task) = health_task {
+            task.abort();
+        }
         tracing::info!("auth stopped");
         result
     }
+}
+
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartupError> {
+    let bind_err = |source| StartupError::Bind { addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(bind_err)?;
+    let local = listener.local_addr().map_err(bind_err)?;
+    Ok((listener, local))
+}
+
+fn read_pem(var: &'static str, path: &std::path::Path) -> Result<Vec<u8>, StartupError> {
+    std::fs::read(path).map_err(|source| StartupError::TlsFile {
+        var,
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// The server's TLS configuration, read before anything is bound: its
+/// certificate and key, and the CA that must have signed client
+/// certificates when mTLS is on.
+fn server_tls(c: &AuthConfig) -> Result<Option<ServerTlsConfig>, StartupError> {
+    let (Some(cert), Some(key)) = (&c.tls_cert_file, &c.tls_key_file) else {
+        return Ok(None);
+    };
+    let identity = Identity::from_pem(
+        read_pem("QRLOGIN_AUTH_TLS_CERT_FILE", cert)?,
+        read_pem("QRLOGIN_AUTH_TLS_KEY_FILE", key)?,
+    );
+    let mut tls = ServerTlsConfig::new().identity(identity);
+    if let Some(ca) = &c.tls_client_ca_file {
+        tls = tls.client_ca_root(Certificate::from_pem(read_pem(
+            "QRLOGIN_AUTH_TLS_CLIENT_CA_FILE",
+            ca,
+        )?));
+    }
+    Ok(Some(tls))
 }
 
 /// Connects to NATS with capped exponential backoff, then flips health to
 /// SERVING. Later link changes flip it back and forth.
 async fn connect_broker(
     settings: BrokerSettings,
+    sealer: Arc<Sealer>,
     slot: BrokerSlot,
     health: tonic_health::server::HealthReporter,
 ) {
@@ -203,7 +314,7 @@ async fn connect_broker(
                 reporter.set_service_status(HEALTH_NAME, status).await;
             });
         };
-        match Broker::connect(&settings, on_link).await {
+        match Broker::connect(&settings, sealer.clone(), on_link).await {
             Ok(broker) => {
                 if slot.set(broker).is_err() {
                     return;

@@ -4,8 +4,11 @@
 //!   temporary store, secured with the production accounts and nkey users
 //!   (`auth`, `edge`, and throw-away users a test adds), killed on drop;
 //!   restartable on the same port and store.
-//! - [`TestKeys`]: throw-away Ed25519 keys and user tokens.
-//! - [`TestAuth`]: the auth service in-process on port 0, stopped on drop.
+//! - [`TestKeys`]: throw-away Ed25519 keys, user tokens, the record key and
+//!   a service token.
+//! - [`TestTls`]: a throw-away CA with server and client certificates.
+//! - [`TestAuth`]: the auth service in-process on port 0 (reflection on, the
+//!   create limit out of the way), stopped on drop.
 //!
 //! The nats-server binary comes from `$QRLOGIN_NATS_SERVER_BIN`, else the
 //! project's pinned copy in `.tools/bin` (installed by `tools/bootstrap.sh`).
@@ -18,7 +21,8 @@ use std::time::{Duration, Instant};
 
 use crate::config::AuthConfig;
 pub use crate::nats_accounts::Permissions;
-use crate::nats_accounts::{self, ServerSettings, User};
+use crate::nats_accounts::{self, ServerSettings, ServerTls, User};
+use crate::sealing::generate_key_text;
 use crate::startup::Application;
 use crate::token::{generate_key_pair, mint_dev_user_token, unix_now_secs, DevTokenRequest};
 
@@ -52,13 +56,26 @@ struct Users {
 pub struct NatsServer {
     child: Option<Child>,
     port: u16,
+    /// The monitoring port (`/subsz`), for [`NatsServer::wait_for_interest`].
+    monitor_port: u16,
     store: tempfile::TempDir,
     users: Mutex<Users>,
+    /// With TLS: the server's certificate and key, and the CA clients trust.
+    tls: Option<ServerCerts>,
+}
+
+/// The TLS files of a test NATS server.
+#[derive(Clone)]
+struct ServerCerts {
+    cert: PathBuf,
+    key: PathBuf,
+    ca: PathBuf,
 }
 
 /// The session bucket and subject prefix the test server's permissions are
 /// written for by default: the services' defaults.
 pub const TEST_BUCKET: &str = "qrlogin_sessions";
+pub const TEST_LIMITS_BUCKET: &str = "qrlogin_limits";
 pub const TEST_SUBJECT_PREFIX: &str = "qrlogin.session";
 
 /// Which bucket and subjects a test server's `auth` and `edge` users are
@@ -66,6 +83,7 @@ pub const TEST_SUBJECT_PREFIX: &str = "qrlogin.session";
 #[derive(Debug, Clone)]
 pub struct NatsLayout {
     pub bucket: String,
+    pub limits_bucket: String,
     pub subject_prefix: String,
 }
 
@@ -73,6 +91,7 @@ impl Default for NatsLayout {
     fn default() -> Self {
         Self {
             bucket: TEST_BUCKET.into(),
+            limits_bucket: TEST_LIMITS_BUCKET.into(),
             subject_prefix: TEST_SUBJECT_PREFIX.into(),
         }
     }
@@ -96,13 +115,29 @@ impl NatsServer {
     /// Like [`start`](Self::start), with permissions for another bucket or
     /// subject prefix.
     pub async fn start_for(layout: &NatsLayout) -> Self {
+        Self::start_with(layout, None).await
+    }
+
+    /// Like [`start`](Self::start), but clients must speak TLS: the server
+    /// presents `tls`'s server certificate (`tls://` URLs, `tls.path("ca.pem")`
+    /// as the CA).
+    pub async fn start_tls(tls: &TestTls) -> Self {
+        let certs = ServerCerts {
+            cert: tls.path("server.pem"),
+            key: tls.path("server.key"),
+            ca: tls.path("ca.pem"),
+        };
+        Self::start_with(&NatsLayout::default(), Some(certs)).await
+    }
+
+    async fn start_with(layout: &NatsLayout, tls: Option<ServerCerts>) -> Self {
         for _ in 0..5 {
             let dir = tempfile::tempdir().expect("temp dir for NATS users");
             let mut list = Vec::new();
             for (name, permissions) in [
                 (
                     "auth",
-                    nats_accounts::auth_permissions(&[&layout.bucket], &layout.subject_prefix),
+                    nats_accounts::auth_permissions(&[&layout.bucket, &layout.limits_bucket]),
                 ),
                 (
                     "edge",
@@ -120,8 +155,10 @@ impl NatsServer {
             let mut server = Self {
                 child: None,
                 port: free_port(),
+                monitor_port: free_port(),
                 store: tempfile::tempdir().expect("temp dir for JetStream store"),
                 users: Mutex::new(Users { dir, list }),
+                tls: tls.clone(),
             };
             if server.spawn().await {
                 return server;
@@ -147,7 +184,14 @@ impl NatsServer {
         let server = ServerSettings {
             host: "127.0.0.1".into(),
             port: self.port,
+            http_port: Some(self.monitor_port),
             store_dir: self.store.path().display().to_string(),
+            tls: self.tls.as_ref().map(|t| ServerTls {
+                cert_file: t.cert.display().to_string(),
+                key_file: t.key.display().to_string(),
+                ca_file: None,
+                verify_clients: false,
+            }),
             ..ServerSettings::default()
         };
         std::fs::write(
@@ -203,8 +247,27 @@ impl NatsServer {
         }
     }
 
+    /// `nats://127.0.0.1:<port>`, or `tls://` for a server started with TLS.
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() { "tls" } else { "nats" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// The CA a client needs when the server speaks TLS.
+    pub fn tls_ca_file(&self) -> Option<PathBuf> {
+        self.tls.as_ref().map(|t| t.ca.clone())
+    }
+
+    /// Options that trust this server's CA when it speaks TLS.
+    fn client_options(&self, seed: &str) -> async_nats::ConnectOptions {
+        let mut options = async_nats::ConnectOptions::with_nkey(seed.trim().to_owned())
+            .connection_timeout(Duration::from_secs(2));
+        if let Some(tls) = &self.tls {
+            options = options
+                .add_root_certificates(tls.ca.clone())
+                .require_tls(true);
+        }
+        options
     }
 
     pub fn port(&self) -> u16 {
@@ -236,19 +299,64 @@ impl NatsServer {
         seed_file: &Path,
     ) -> Result<async_nats::Client, async_nats::ConnectError> {
         let seed = std::fs::read_to_string(seed_file).expect("read seed");
-        async_nats::ConnectOptions::with_nkey(seed.trim().to_owned())
-            .connection_timeout(Duration::from_secs(2))
-            .connect(self.url())
+        self.client_options(&seed).connect(self.url()).await
+    }
+
+    /// Waits until the server holds a subscription (in the qrlogin account)
+    /// that a message on `subject` (a literal subject) would reach.
+    ///
+    /// async-nats's `flush` only writes the client's buffer to the socket:
+    /// when it returns, the server may not have read the SUB yet, and a
+    /// message published meanwhile from another connection is not delivered.
+    /// A test that subscribes and then makes something publish waits here
+    /// first.
+    pub async fn wait_for_interest(&self, subject: &str) {
+        let path = format!(
+            "/subsz?subs=1&acc={}&test={subject}",
+            nats_accounts::ACCOUNT
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(body) = self.monitor_get(&path).await {
+                if let Some(total) = serde_json::from_str::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v["total"].as_u64())
+                {
+                    if total > 0 {
+                        return;
+                    }
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no subscription for {subject} within 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// A GET on the monitoring port; the body, if the answer was 200.
+    async fn monitor_get(&self, path: &str) -> Option<String> {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.monitor_port))
             .await
+            .ok()?;
+        let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.ok()?;
+        let (head, body) = answer.split_once("\r\n\r\n")?;
+        head.starts_with("HTTP/1.0 200")
+            .then(|| body.to_owned())
+            .or_else(|| head.starts_with("HTTP/1.1 200").then(|| body.to_owned()))
     }
 
     /// Connects as auth does (its seed and inbox prefix), e.g. to inspect or
     /// change the bucket's stream.
     pub async fn connect_as_auth(&self) -> Result<async_nats::Client, async_nats::ConnectError> {
         let seed = std::fs::read_to_string(self.auth_seed_file()).expect("read seed");
-        async_nats::ConnectOptions::with_nkey(seed.trim().to_owned())
+        self.client_options(&seed)
             .custom_inbox_prefix(nats_accounts::AUTH_INBOX_PREFIX)
-            .connection_timeout(Duration::from_secs(2))
             .connect(self.url())
             .await
     }
@@ -343,6 +451,11 @@ impl TestKeys {
             std::fs::write(dir.path().join(key), pair.private_pem).expect("write key");
             std::fs::write(dir.path().join(public), pair.public_pem).expect("write key");
         }
+        std::fs::write(dir.path().join("record.key"), generate_key_text()).expect("write key");
+        let token = crate::dev::generate_service_token();
+        std::fs::write(dir.path().join("service-tokens"), format!("{token}\n"))
+            .expect("write token");
+        std::fs::write(dir.path().join("service-token"), &token).expect("write token");
         Self { dir }
     }
 
@@ -366,9 +479,37 @@ impl TestKeys {
         self.dir.path().join("access-token.pub.pem")
     }
 
+    /// auth's list of accepted service tokens (one token).
+    pub fn service_tokens_path(&self) -> PathBuf {
+        self.dir.path().join("service-tokens")
+    }
+
+    /// The file an edge reads its service token from.
+    pub fn service_token_path(&self) -> PathBuf {
+        self.dir.path().join("service-token")
+    }
+
+    /// The record key auth seals stored sessions with.
+    pub fn record_key_path(&self) -> PathBuf {
+        self.dir.path().join("record.key")
+    }
+
     /// A valid phone user token for 1 hour.
     pub fn user_token(&self, sub: &str, name: &str) -> String {
         self.user_token_with(sub, name, TEST_ISSUER, TEST_AUDIENCE, unix_now_secs(), 3600)
+    }
+
+    /// A token signed with the user-token key whose claims are exactly
+    /// `claims` (for tests of malformed or hostile tokens).
+    pub fn user_token_claims(&self, claims: &serde_json::Value) -> String {
+        let pem = std::fs::read(self.user_private_key_path()).expect("read key");
+        let key = jsonwebtoken::EncodingKey::from_ed_pem(&pem).expect("Ed25519 key");
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA),
+            claims,
+            &key,
+        )
+        .expect("sign")
     }
 
     /// A user token with every claim chosen by the test.
@@ -397,9 +538,72 @@ impl TestKeys {
     }
 }
 
+/// Throw-away TLS material: a CA, a server certificate for `localhost` and
+/// 127.0.0.1 signed by it, a client certificate signed by it, and a client
+/// certificate signed by another CA (which a server must refuse).
+pub struct TestTls {
+    dir: tempfile::TempDir,
+}
+
+impl TestTls {
+    pub fn generate() -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+        let dir = tempfile::tempdir().expect("temp dir for TLS");
+        let write = |name: &str, text: String| {
+            std::fs::write(dir.path().join(name), text).expect("write TLS file");
+        };
+        let ca = |name: &str| {
+            let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.distinguished_name.push(DnType::CommonName, name);
+            let key = KeyPair::generate().expect("CA key");
+            let cert = params.self_signed(&key).expect("CA certificate");
+            (cert, key)
+        };
+        let (ca_cert, ca_key) = ca("qrlogin test CA");
+        let (other_cert, other_key) = ca("some other CA");
+        write("ca.pem", ca_cert.pem());
+        for (name, sans, issuer, issuer_key) in [
+            (
+                "server",
+                vec!["localhost".to_owned(), "127.0.0.1".to_owned()],
+                &ca_cert,
+                &ca_key,
+            ),
+            ("client", vec!["qrlogin-edge".to_owned()], &ca_cert, &ca_key),
+            (
+                "stranger",
+                vec!["qrlogin-edge".to_owned()],
+                &other_cert,
+                &other_key,
+            ),
+        ] {
+            let params = CertificateParams::new(sans).expect("certificate params");
+            let key = KeyPair::generate().expect("key");
+            let cert = params
+                .signed_by(&key, issuer, issuer_key)
+                .expect("certificate");
+            write(&format!("{name}.pem"), cert.pem());
+            write(&format!("{name}.key"), key.serialize_pem());
+        }
+        Self { dir }
+    }
+
+    /// A file of this set: `ca.pem`, `server.pem`/`.key`, `client.pem`/`.key`,
+    /// `stranger.pem`/`.key`.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
 /// The auth service running in-process on 127.0.0.1, port 0.
 pub struct TestAuth {
     addr: SocketAddr,
+    /// Where its health answers in plaintext (the main port may be TLS).
+    health_addr: SocketAddr,
+    tls: bool,
+    service_token: String,
+    service_token_file: PathBuf,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -422,9 +626,23 @@ impl TestAuth {
             user_pub.display().to_string(),
             "--access-token-private-key-file".into(),
             access.display().to_string(),
+            "--record-key-file".into(),
+            keys.record_key_path().display().to_string(),
+            "--service-tokens-file".into(),
+            keys.service_tokens_path().display().to_string(),
+            "--grpc-reflection".into(),
+            "true".into(),
+            // Every test client comes from one address; tests of the limit
+            // set their own.
+            "--create-limit".into(),
+            "1000000".into(),
             "--shutdown-grace".into(),
             "1s".into(),
         ])
+        .map(|mut config| {
+            config.nats_tls_ca_file = nats.tls_ca_file();
+            config
+        })
         .expect("test config")
     }
 
@@ -439,9 +657,28 @@ impl TestAuth {
         Self::spawn_config(config).await
     }
 
-    pub async fn spawn_config(config: AuthConfig) -> Self {
+    /// Starts auth from `config` as it is. Its first service token becomes
+    /// [`service_token`](Self::service_token); with TLS on, a plaintext
+    /// health listener on port 0 is added for the readiness wait.
+    pub async fn spawn_config(mut config: AuthConfig) -> Self {
+        let tls = config.tls_cert_file.is_some();
+        if tls && config.health_listen.is_none() {
+            config.health_listen = Some("127.0.0.1:0".parse().expect("address"));
+        }
+        let tokens = std::fs::read_to_string(&config.service_tokens_file).expect("read tokens");
+        let service_token = tokens
+            .lines()
+            .map(|l| l.split('#').next().unwrap_or("").trim())
+            .find(|l| !l.is_empty())
+            .expect("a service token")
+            .to_owned();
+        let service_token_file = config.service_tokens_file.with_file_name("service-token");
+        if !service_token_file.exists() {
+            std::fs::write(&service_token_file, &service_token).expect("write token");
+        }
         let app = Application::build(config).await.expect("auth builds");
         let addr = app.local_addr();
+        let health_addr = app.health_addr().unwrap_or(addr);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let _ = app
@@ -452,6 +689,10 @@ impl TestAuth {
         });
         let auth = Self {
             addr,
+            health_addr,
+            tls,
+            service_token,
+            service_token_file,
             stop: Some(tx),
             task: Some(task),
         };
@@ -464,10 +705,11 @@ impl TestAuth {
         use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
-            let channel = tonic::transport::Channel::from_shared(self.url())
-                .expect("valid url")
-                .connect()
-                .await;
+            let channel =
+                tonic::transport::Channel::from_shared(format!("http://{}", self.health_addr))
+                    .expect("valid url")
+                    .connect()
+                    .await;
             if let Ok(channel) = channel {
                 let mut client = HealthClient::new(channel);
                 let req = HealthCheckRequest {
@@ -488,8 +730,25 @@ impl TestAuth {
         self.addr
     }
 
+    /// `http://` or, with TLS, `https://localhost:<port>` (the name the
+    /// test certificate carries).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        if self.tls {
+            format!("https://localhost:{}", self.addr.port())
+        } else {
+            format!("http://{}", self.addr)
+        }
+    }
+
+    /// A service token auth accepts (for `x-qrlogin-service-token`).
+    pub fn service_token(&self) -> &str {
+        &self.service_token
+    }
+
+    /// A file holding [`service_token`](Self::service_token), for an edge's
+    /// QRLOGIN_AUTH_SERVICE_TOKEN_FILE.
+    pub fn service_token_file(&self) -> &Path {
+        &self.service_token_file
     }
 
     /// Stops the service and waits for it to finish.

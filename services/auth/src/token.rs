@@ -15,11 +15,11 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::time::Duration;
 
-use crate::domain::{PhoneUser, UnixMillis};
+use crate::domain::{text, PhoneUser, UnixMillis};
 
 /// Longest accepted `sub` and `name` claims, in bytes.
 const MAX_CLAIM_LEN: usize = 128;
-/// Clock skew tolerated on `exp`/`nbf`, in seconds.
+/// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds.
 const LEEWAY_SECS: u64 = 5;
 
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +55,11 @@ struct UserClaims {
     iss: String,
     aud: String,
     exp: u64,
-    iat: u64,
+    /// Required: the lifetime is measured from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    iat: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nbf: Option<u64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -85,11 +89,16 @@ fn parse_err(path: &Path, e: impl std::fmt::Display) -> KeyError {
     }
 }
 
-/// Checks phone users' bearer tokens.
+/// Checks phone users' bearer tokens: EdDSA signature, issuer, audience,
+/// `exp` and `nbf` (with a few seconds of leeway), `iat` not in the future
+/// and not longer ago than the maximum lifetime allows (`exp - iat`), and
+/// `sub`/`name` free of control and format characters (what the browser
+/// shows must be what it says).
 #[derive(Clone)]
 pub struct UserTokenVerifier {
     key: DecodingKey,
     validation: Validation,
+    max_lifetime: Duration,
 }
 
 impl std::fmt::Debug for UserTokenVerifier {
@@ -99,15 +108,25 @@ impl std::fmt::Debug for UserTokenVerifier {
 }
 
 impl UserTokenVerifier {
-    pub fn from_pem_file(path: &Path, issuer: &str, audience: &str) -> Result<Self, KeyError> {
+    pub fn from_pem_file(
+        path: &Path,
+        issuer: &str,
+        audience: &str,
+        max_lifetime: Duration,
+    ) -> Result<Self, KeyError> {
         let pem = read_key(path)?;
         let key = DecodingKey::from_ed_pem(&pem).map_err(|e| parse_err(path, e))?;
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_issuer(&[issuer]);
         validation.set_audience(&[audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.validate_nbf = true;
         validation.leeway = LEEWAY_SECS;
-        Ok(Self { key, validation })
+        Ok(Self {
+            key,
+            validation,
+            max_lifetime,
+        })
     }
 
     /// Verifies `authorization` metadata (`Bearer <JWT>`) and returns the user.
@@ -128,6 +147,7 @@ impl UserTokenVerifier {
             .kind()
         {
             ErrorKind::ExpiredSignature => TokenError::Expired,
+            ErrorKind::ImmatureSignature => TokenError::Invalid("not valid yet (nbf)".into()),
             ErrorKind::InvalidSignature => TokenError::Invalid("bad signature".into()),
             ErrorKind::InvalidIssuer => TokenError::Invalid("wrong issuer".into()),
             ErrorKind::InvalidAudience => TokenError::Invalid("wrong audience".into()),
@@ -138,16 +158,38 @@ impl UserTokenVerifier {
             _ => TokenError::Invalid("not a valid EdDSA JWT".into()),
         })?;
         let claims = data.claims;
+        let iat = claims
+            .iat
+            .ok_or_else(|| TokenError::Invalid("missing claim `iat`".into()))?;
+        if iat > unix_now_secs().saturating_add(LEEWAY_SECS) {
+            return Err(TokenError::Invalid("issued in the future (iat)".into()));
+        }
+        if claims.exp.saturating_sub(iat) > self.max_lifetime.as_secs() {
+            return Err(TokenError::Invalid(format!(
+                "lifetime (exp - iat) above the maximum of {}s",
+                self.max_lifetime.as_secs()
+            )));
+        }
         if claims.sub.is_empty() || claims.sub.len() > MAX_CLAIM_LEN {
             return Err(TokenError::Invalid(format!(
                 "`sub` must be 1..={MAX_CLAIM_LEN} bytes"
             )));
+        }
+        if !text::is_displayable(&claims.sub) {
+            return Err(TokenError::Invalid(
+                "`sub` contains control or format characters".into(),
+            ));
         }
         let display_name = match claims.name {
             Some(n) if n.len() > MAX_CLAIM_LEN => {
                 return Err(TokenError::Invalid(format!(
                     "`name` must be at most {MAX_CLAIM_LEN} bytes"
                 )))
+            }
+            Some(n) if !text::is_displayable(&n) => {
+                return Err(TokenError::Invalid(
+                    "`name` contains control or format characters".into(),
+                ))
             }
             Some(n) if !n.trim().is_empty() => n,
             _ => claims.sub.clone(),
@@ -281,8 +323,9 @@ pub fn mint_dev_user_token(
         name: Some(req.display_name.to_owned()),
         iss: req.issuer.to_owned(),
         aud: req.audience.to_owned(),
-        iat: req.issued_at,
+        iat: Some(req.issued_at),
         exp: req.issued_at.saturating_add(req.ttl.as_secs()),
+        nbf: None,
     };
     encode(&Header::new(Algorithm::EdDSA), &claims, &key).map_err(|e| KeyError::Sign(e.to_string()))
 }

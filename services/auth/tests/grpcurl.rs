@@ -67,6 +67,8 @@ async fn grpcurl_lists_describes_and_runs_a_full_login() {
     let mut config = TestAuth::config(&nats, &qrlogin_auth::testing::TestKeys::generate());
     config.user_token_public_key_file = keys.path().join("user-token.pub.pem");
     config.access_token_private_key_file = keys.path().join("access-token.pem");
+    config.record_key_file = keys.path().join("record.key");
+    config.service_tokens_file = keys.path().join("service-tokens");
     let auth = TestAuth::spawn_config(config).await;
     let g = Grpcurl {
         addr: auth.addr().to_string(),
@@ -108,11 +110,27 @@ async fn grpcurl_lists_describes_and_runs_a_full_login() {
     assert!(token.status.success(), "{}", text(&token));
     let token = String::from_utf8(token.stdout).unwrap().trim().to_owned();
     let bearer = vec![format!("authorization: Bearer {token}")];
+    // Browser-side calls carry the service token an edge would present.
+    let service_token = std::fs::read_to_string(keys.path().join("service-token")).unwrap();
+    let edge = vec![format!("x-qrlogin-service-token: {}", service_token.trim())];
+
+    // Without it, a browser-side call is refused.
+    let refused = g.invoke(
+        "qrlogin.auth.v1.AuthService/CreateLoginSession",
+        r#"{"client_ip":"198.51.100.4","user_agent":"grpcurl"}"#,
+        &[],
+    );
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused).contains("Unauthenticated"),
+        "{}",
+        text(&refused)
+    );
 
     let created = g.ok_json(
         "qrlogin.auth.v1.AuthService/CreateLoginSession",
         r#"{"client_ip":"198.51.100.4","user_agent":"grpcurl"}"#,
-        &[],
+        &edge,
     );
     let id = created["session"]["sessionId"].as_str().unwrap().to_owned();
     let secret = created["browserSecret"].as_str().unwrap().to_owned();
@@ -136,7 +154,7 @@ async fn grpcurl_lists_describes_and_runs_a_full_login() {
     let redeemed = g.ok_json(
         "qrlogin.auth.v1.AuthService/RedeemLoginSession",
         &by_secret,
-        &[],
+        &edge,
     );
     assert_eq!(redeemed["userId"], "alice");
     assert!(redeemed["accessToken"].as_str().unwrap().len() > 40);
@@ -144,7 +162,7 @@ async fn grpcurl_lists_describes_and_runs_a_full_login() {
     let second = g.invoke(
         "qrlogin.auth.v1.AuthService/RedeemLoginSession",
         &by_secret,
-        &[],
+        &edge,
     );
     assert!(!second.status.success());
     let said = text(&second);

@@ -49,6 +49,9 @@ async fn the_edge_credential_cannot_publish_nor_use_jetstream() {
         .await
         .unwrap();
     watcher.flush().await.unwrap();
+    h.nats
+        .wait_for_interest(&format!("qrlogin.session.{}", s.id))
+        .await;
 
     // A fake event on the session's subject never reaches a subscriber.
     edge.publish(format!("qrlogin.session.{}", s.id), "forged event".into())
@@ -96,4 +99,36 @@ async fn the_edge_credential_cannot_publish_nor_use_jetstream() {
         .expect("the scan event")
         .expect("subscription open");
     assert!(!event.payload.is_empty());
+}
+
+/// NATS over TLS: auth connects with `tls://` and the CA
+/// (QRLOGIN_NATS_TLS_CA_FILE) and works as before; a client that does not
+/// speak TLS, or does not trust the server's CA, gets nowhere.
+#[tokio::test]
+async fn auth_reaches_nats_over_tls_and_plaintext_clients_do_not() {
+    let tls = qrlogin_auth::testing::TestTls::generate();
+    let nats = qrlogin_auth::testing::NatsServer::start_tls(&tls).await;
+    assert!(nats.url().starts_with("tls://"));
+    let mut h = Harness::start_on(nats, |_| {}).await;
+    let s = create(&mut h.client).await;
+    let token = h.alice();
+    scan(&mut h.client, &s.id, &token).await.unwrap();
+
+    let seed = std::fs::read_to_string(h.nats.edge_seed_file()).unwrap();
+    let plain = format!("nats://127.0.0.1:{}", h.nats.port());
+    let refused = async_nats::ConnectOptions::with_nkey(seed.trim().to_owned())
+        .connection_timeout(Duration::from_secs(2))
+        .connect(plain)
+        .await;
+    assert!(refused.is_err(), "a plaintext client got in");
+    let untrusted = async_nats::ConnectOptions::with_nkey(seed.trim().to_owned())
+        .connection_timeout(Duration::from_secs(2))
+        .add_root_certificates(tls.path("stranger.pem"))
+        .require_tls(true)
+        .connect(h.nats.url())
+        .await;
+    assert!(
+        untrusted.is_err(),
+        "a client that does not trust the CA got in"
+    );
 }

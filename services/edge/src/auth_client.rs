@@ -1,6 +1,10 @@
 //! The only file that speaks gRPC: a lazily connecting tonic client of the
-//! auth service, returning domain types and [`AuthError`].
+//! auth service (with the edge's service token on every call, over TLS when
+//! the URL is https://), returning domain types and [`AuthError`]. Auth's
+//! refusals keep their texts; everything else (transport errors, unexpected
+//! answers) becomes a fixed text, the detail going to the log only.
 
+use std::path::Path;
 use std::time::Duration;
 
 use prost_types::Timestamp;
@@ -10,15 +14,24 @@ use qrlogin_proto::{
 };
 use time::OffsetDateTime;
 use tonic::{
-    metadata::MetadataValue,
-    transport::{Channel, Endpoint},
+    metadata::{Ascii, MetadataValue},
+    service::interceptor::InterceptedService,
+    transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity},
     Code, Request, Status,
 };
 use tonic_health::pb::{
     health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
 };
 
+use crate::config::EdgeConfig;
 use crate::domain::{LoginState, SessionId, Snapshot};
+
+/// What a client sees when auth cannot be used: never the upstream text.
+const UNAVAILABLE: &str = "the login service is unavailable; retry";
+/// What a client sees when auth answered something this edge cannot read.
+const BAD_ANSWER: &str = "unexpected answer from the login service";
+/// Retry hint when auth's rate-limit answer carries none.
+const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// How a call to auth failed, already sorted into the protocol's classes.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -38,15 +51,64 @@ pub enum AuthError {
     Expired(String),
     #[error("{0}")]
     Conflict(String),
-    #[error("auth service unavailable: {0}")]
+    /// A fixed text (the cause is logged where it happened).
+    #[error("{0}")]
     Unavailable(String),
+    /// A fixed text (the cause is logged where it happened).
     #[error("{0}")]
     BadResponse(String),
+    /// Auth's create limit for the client's network, across all edges.
+    #[error("too many login sessions created from this network; retry later")]
+    RateLimited { retry_after: Duration },
+    /// The session store is full.
+    #[error("the session store is full; retry later")]
+    StorageFull,
+    /// A file of the client's own configuration (token, TLS) is unusable.
+    #[error("{var}: {reason}")]
+    Config { var: &'static str, reason: String },
+}
+
+impl AuthError {
+    fn unavailable() -> Self {
+        Self::Unavailable(UNAVAILABLE.to_owned())
+    }
+
+    fn bad_response(detail: impl std::fmt::Display) -> Self {
+        tracing::warn!(detail = %detail, "auth answered something unexpected");
+        Self::BadResponse(BAD_ANSWER.to_owned())
+    }
+}
+
+/// The `retry-after` seconds auth sends with a rate-limit answer.
+fn retry_after(s: &Status) -> Duration {
+    s.metadata()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_RETRY_AFTER)
 }
 
 impl From<Status> for AuthError {
     fn from(s: Status) -> Self {
         let msg = s.message().to_owned();
+        let reason = s
+            .metadata()
+            .get("x-qrlogin-reason")
+            .and_then(|v| v.to_str().ok());
+        match (s.code(), reason) {
+            (Code::Unauthenticated, Some("service_token")) => {
+                tracing::error!("auth refused this edge's service token: check QRLOGIN_AUTH_SERVICE_TOKEN_FILE against auth's QRLOGIN_SERVICE_TOKENS_FILE");
+                return Self::unavailable();
+            }
+            (Code::ResourceExhausted, Some("rate_limited")) => {
+                return Self::RateLimited {
+                    retry_after: retry_after(&s),
+                }
+            }
+            (Code::ResourceExhausted, Some("storage_full")) => return Self::StorageFull,
+            _ => {}
+        }
         match s.code() {
             Code::InvalidArgument | Code::OutOfRange => Self::InvalidArgument(msg),
             Code::Unauthenticated => Self::Unauthenticated(msg),
@@ -57,8 +119,95 @@ impl From<Status> for AuthError {
             }
             Code::FailedPrecondition => Self::FailedPrecondition(msg),
             Code::Aborted | Code::AlreadyExists => Self::Conflict(msg),
-            _ => Self::Unavailable(format!("{:?}: {msg}", s.code())),
+            code => {
+                tracing::warn!(?code, message = %msg, "auth call failed");
+                Self::unavailable()
+            }
         }
+    }
+}
+
+/// Adds the edge's service token to every call.
+#[derive(Clone)]
+pub struct ServiceToken(Option<MetadataValue<Ascii>>);
+
+impl tonic::service::Interceptor for ServiceToken {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(token) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("x-qrlogin-service-token", token.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// How the edge proves itself to auth: its service token and, with an
+/// https:// URL, the TLS settings. Read before the edge binds.
+#[derive(Clone)]
+pub struct AuthAccess {
+    token: ServiceToken,
+    tls: Option<ClientTlsConfig>,
+}
+
+impl std::fmt::Debug for AuthAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthAccess")
+            .field("token", &self.token.0.as_ref().map(|_| "<redacted>"))
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+fn read_file(var: &'static str, path: &Path) -> Result<Vec<u8>, AuthError> {
+    std::fs::read(path).map_err(|e| AuthError::Config {
+        var,
+        reason: format!("cannot read {}: {e}", path.display()),
+    })
+}
+
+impl AuthAccess {
+    pub fn load(c: &EdgeConfig) -> Result<Self, AuthError> {
+        let token = match &c.auth_service_token_file {
+            Some(path) => {
+                let var = "QRLOGIN_AUTH_SERVICE_TOKEN_FILE";
+                let text = String::from_utf8(read_file(var, path)?).unwrap_or_default();
+                let value = MetadataValue::try_from(text.trim())
+                    .ok()
+                    .filter(|_| !text.trim().is_empty())
+                    .ok_or_else(|| AuthError::Config {
+                        var,
+                        reason: format!("{} holds no token of visible ASCII", path.display()),
+                    })?;
+                Some(value)
+            }
+            None => None,
+        };
+        let tls = match &c.auth_tls_ca_file {
+            Some(ca) => {
+                let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(
+                    read_file("QRLOGIN_AUTH_TLS_CA_FILE", ca)?,
+                ));
+                if let (Some(cert), Some(key)) =
+                    (&c.auth_tls_client_cert_file, &c.auth_tls_client_key_file)
+                {
+                    tls = tls.identity(Identity::from_pem(
+                        read_file("QRLOGIN_AUTH_TLS_CLIENT_CERT_FILE", cert)?,
+                        read_file("QRLOGIN_AUTH_TLS_CLIENT_KEY_FILE", key)?,
+                    ));
+                }
+                Some(tls)
+            }
+            None => None,
+        };
+        Ok(Self {
+            token: ServiceToken(token),
+            tls,
+        })
+    }
+
+    pub fn has_token(&self) -> bool {
+        self.token.0.is_some()
     }
 }
 
@@ -92,15 +241,27 @@ pub struct Redeemed {
 /// comes back, and every call carries the configured timeout.
 #[derive(Clone)]
 pub struct AuthClient {
-    grpc: AuthServiceClient<Channel>,
+    grpc: AuthServiceClient<InterceptedService<Channel, ServiceToken>>,
     health: HealthClient<Channel>,
 }
 
 impl AuthClient {
     /// Builds the client without connecting: the first call connects.
-    pub fn new(url: &str, timeout: Duration) -> Result<Self, AuthError> {
-        let channel = Endpoint::from_shared(url.to_owned())
-            .map_err(|e| AuthError::InvalidArgument(format!("auth URL: {e}")))?
+    pub fn new(url: &str, timeout: Duration, access: &AuthAccess) -> Result<Self, AuthError> {
+        let mut endpoint =
+            Endpoint::from_shared(url.to_owned()).map_err(|_| AuthError::Config {
+                var: "QRLOGIN_AUTH_URL",
+                reason: "not a valid URL".into(),
+            })?;
+        if let Some(tls) = &access.tls {
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .map_err(|e| AuthError::Config {
+                    var: "QRLOGIN_AUTH_TLS_CA_FILE",
+                    reason: e.to_string(),
+                })?;
+        }
+        let channel = endpoint
             .connect_timeout(timeout)
             .timeout(timeout)
             .tcp_nodelay(true)
@@ -108,7 +269,7 @@ impl AuthClient {
             .keep_alive_while_idle(true)
             .connect_lazy();
         Ok(Self {
-            grpc: AuthServiceClient::new(channel.clone()),
+            grpc: AuthServiceClient::with_interceptor(channel.clone(), access.token.clone()),
             health: HealthClient::new(channel),
         })
     }
@@ -300,11 +461,11 @@ pub(crate) fn timestamp_opt(t: Option<Timestamp>) -> Option<OffsetDateTime> {
 }
 
 fn snapshot(session: Option<pb::LoginSession>) -> Result<Snapshot, AuthError> {
-    let s = session.ok_or_else(|| AuthError::BadResponse("no session in the answer".into()))?;
+    let s = session.ok_or_else(|| AuthError::bad_response("no session in the answer"))?;
     let session_id = SessionId::parse(&s.session_id)
-        .map_err(|_| AuthError::BadResponse(format!("session id {:?}", s.session_id)))?;
-    let state =
-        login_state(s.state).ok_or_else(|| AuthError::BadResponse(format!("state {}", s.state)))?;
+        .map_err(|_| AuthError::bad_response(format!("session id {:?}", s.session_id)))?;
+    let state = login_state(s.state)
+        .ok_or_else(|| AuthError::bad_response(format!("state {}", s.state)))?;
     Ok(Snapshot {
         session_id,
         state,
@@ -341,6 +502,53 @@ mod tests {
         assert!(matches!(
             AuthError::from(Status::unavailable("down")),
             AuthError::Unavailable(_)
+        ));
+    }
+
+    #[test]
+    fn upstream_text_never_reaches_clients() {
+        for status in [
+            Status::unavailable("tcp connect error: 10.1.2.3:50051 refused"),
+            Status::internal("h2 protocol error: frame with invalid size"),
+            Status::unknown("NATS: nats://user:pass@nats:4222 timed out"),
+        ] {
+            let text = AuthError::from(status).to_string();
+            assert_eq!(text, UNAVAILABLE);
+        }
+        assert_eq!(
+            snapshot(None).unwrap_err().to_string(),
+            BAD_ANSWER,
+            "a malformed answer says nothing about what auth sent"
+        );
+    }
+
+    #[test]
+    fn auth_reasons_become_their_own_errors() {
+        let mut limited = Status::resource_exhausted("too many");
+        limited
+            .metadata_mut()
+            .insert("x-qrlogin-reason", "rate_limited".parse().unwrap());
+        limited
+            .metadata_mut()
+            .insert("retry-after", "17".parse().unwrap());
+        assert!(matches!(
+            AuthError::from(limited),
+            AuthError::RateLimited { retry_after } if retry_after == Duration::from_secs(17)
+        ));
+        let mut full = Status::resource_exhausted("full");
+        full.metadata_mut()
+            .insert("x-qrlogin-reason", "storage_full".parse().unwrap());
+        assert!(matches!(AuthError::from(full), AuthError::StorageFull));
+        // A refused service token is the operator's problem, not the browser's.
+        let mut token = Status::unauthenticated("this call needs a service token");
+        token
+            .metadata_mut()
+            .insert("x-qrlogin-reason", "service_token".parse().unwrap());
+        assert!(matches!(AuthError::from(token), AuthError::Unavailable(_)));
+        // A user token refusal stays unauthenticated.
+        assert!(matches!(
+            AuthError::from(Status::unauthenticated("user token expired")),
+            AuthError::Unauthenticated(_)
         ));
     }
 }

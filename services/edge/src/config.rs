@@ -110,6 +110,19 @@ pub struct EdgeConfig {
         default_value = "http://127.0.0.1:50051"
     )]
     pub auth_url: String,
+    /// File holding the service token the edge presents to auth
+    /// (`x-qrlogin-service-token`); auth refuses browser-side calls without it.
+    #[arg(long, env = "QRLOGIN_AUTH_SERVICE_TOKEN_FILE")]
+    pub auth_service_token_file: Option<PathBuf>,
+    /// PEM CA bundle that verifies auth's certificate; required with an https:// QRLOGIN_AUTH_URL.
+    #[arg(long, env = "QRLOGIN_AUTH_TLS_CA_FILE")]
+    pub auth_tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate for auth's mTLS (with QRLOGIN_AUTH_TLS_CLIENT_KEY_FILE).
+    #[arg(long, env = "QRLOGIN_AUTH_TLS_CLIENT_CERT_FILE")]
+    pub auth_tls_client_cert_file: Option<PathBuf>,
+    /// PEM private key of the client certificate.
+    #[arg(long, env = "QRLOGIN_AUTH_TLS_CLIENT_KEY_FILE")]
+    pub auth_tls_client_key_file: Option<PathBuf>,
     /// Connect and per-request timeout of calls to auth.
     #[arg(long, env = "QRLOGIN_AUTH_TIMEOUT", default_value = "5s", value_parser = duration)]
     pub auth_timeout: Duration,
@@ -248,6 +261,25 @@ impl EdgeConfig {
         }
         if self.auth_url.parse::<http::Uri>().is_err() {
             return Err(invalid("QRLOGIN_AUTH_URL", "not a valid URL"));
+        }
+        let https = self.auth_url.starts_with("https://");
+        if https && self.auth_tls_ca_file.is_none() {
+            return Err(invalid(
+                "QRLOGIN_AUTH_TLS_CA_FILE",
+                "required with an https:// QRLOGIN_AUTH_URL",
+            ));
+        }
+        if !https && (self.auth_tls_ca_file.is_some() || self.auth_tls_client_cert_file.is_some()) {
+            return Err(invalid(
+                "QRLOGIN_AUTH_URL",
+                "TLS files are set: use an https:// URL",
+            ));
+        }
+        if self.auth_tls_client_cert_file.is_some() != self.auth_tls_client_key_file.is_some() {
+            return Err(invalid(
+                "QRLOGIN_AUTH_TLS_CLIENT_CERT_FILE",
+                "set together with QRLOGIN_AUTH_TLS_CLIENT_KEY_FILE",
+            ));
         }
         if self.nats_url.trim().is_empty() {
             return Err(invalid("QRLOGIN_NATS_URL", "must not be empty"));

@@ -45,6 +45,8 @@ pub enum ApiError {
     OverCapacity,
     #[error("this node is shutting down; retry on another node")]
     Draining,
+    #[error("the session store is full; retry later")]
+    StorageFull,
     #[error("{0}")]
     Unavailable(String),
 }
@@ -60,7 +62,7 @@ impl ApiError {
             Self::Expired(_) => StatusCode::GONE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RateLimited { .. } | Self::TooManyWatchers => StatusCode::TOO_MANY_REQUESTS,
-            Self::OverCapacity | Self::Draining | Self::Unavailable(_) => {
+            Self::OverCapacity | Self::Draining | Self::StorageFull | Self::Unavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
         }
@@ -83,6 +85,7 @@ impl ApiError {
             Self::TooManyWatchers => "too_many_watchers",
             Self::OverCapacity => "over_capacity",
             Self::Draining => "draining",
+            Self::StorageFull => "storage_full",
             Self::Unavailable(_) => "unavailable",
         }
     }
@@ -104,7 +107,12 @@ impl From<AuthError> for ApiError {
             AuthError::Expired(m) => Self::Expired(m),
             AuthError::Conflict(m) => Self::Conflict(m),
             AuthError::Unavailable(m) => Self::Unavailable(m),
-            AuthError::BadResponse(m) => Self::Unavailable(format!("auth answered badly: {m}")),
+            AuthError::BadResponse(m) => Self::Unavailable(m),
+            AuthError::RateLimited { retry_after } => Self::RateLimited { retry_after },
+            AuthError::StorageFull => Self::StorageFull,
+            AuthError::Config { .. } => {
+                Self::Unavailable("the login service is unavailable".into())
+            }
         }
     }
 }
@@ -181,6 +189,14 @@ mod tests {
             (AuthError::Expired("x".into()), 410, "expired"),
             (AuthError::Conflict("x".into()), 409, "conflict"),
             (AuthError::Unavailable("x".into()), 503, "unavailable"),
+            (AuthError::StorageFull, 503, "storage_full"),
+            (
+                AuthError::RateLimited {
+                    retry_after: Duration::from_secs(5),
+                },
+                429,
+                "rate_limited",
+            ),
         ];
         for (auth, status, code) in cases {
             let api = ApiError::from(auth);

@@ -8,7 +8,7 @@ use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    auth_client::{AuthClient, AuthError},
+    auth_client::{AuthAccess, AuthClient, AuthError},
     broker::{Broker, BrokerConfig, BrokerError},
     config::{ConfigError, EdgeConfig, NatsInterest},
     delivery::{Settings, Watches},
@@ -71,7 +71,11 @@ impl Application {
         if config.nats_nkey_seed_file.is_none() {
             tracing::warn!("QRLOGIN_NATS_NKEY_SEED_FILE is not set: connecting to NATS without credentials (development only)");
         }
-        let auth = AuthClient::new(&config.auth_url, config.auth_timeout)?;
+        let auth_access = AuthAccess::load(&config)?;
+        if !auth_access.has_token() {
+            tracing::warn!("QRLOGIN_AUTH_SERVICE_TOKEN_FILE is not set: auth will refuse browser-side calls from this edge");
+        }
+        let auth = AuthClient::new(&config.auth_url, config.auth_timeout, &auth_access)?;
         let broker_config = BrokerConfig {
             name: format!("qrlogin-edge {node}"),
             nkey_seed_file: config.nats_nkey_seed_file.clone(),

@@ -1,31 +1,41 @@
 //! The only module that speaks NATS: the session bucket (JetStream key-value,
-//! every write a compare-and-swap on the key's revision), the per-session
-//! event subject, and the connection's credentials.
+//! every write a compare-and-swap on the key's revision), its stream's
+//! republish rule (NATS publishes every write on the session's subject), and
+//! the connection's credentials.
 
-use async_nats::jetstream::{self, kv};
-use bytes::Bytes;
-use prost::Message as _;
+use async_nats::jetstream::{self, kv, stream};
+use async_nats::HeaderMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{AuthConfig, KvStorage};
+use crate::domain::{SessionId, SessionRecord};
+use crate::sealing::Sealer;
 
 mod access;
-use crate::domain::{SessionId, SessionRecord, UnixMillis};
+pub mod limits;
+mod record;
 pub use access::{AccessError, NatsAccess, NkeySeed};
-use qrlogin_proto::events::v1 as pb;
+pub use record::{login_event, proto_state, timestamp, RecordError};
 
 /// Largest record we store; real ones are well under 1 KiB.
 const MAX_VALUE_SIZE: i32 = 8 * 1024;
+/// The JetStream header that makes a publish a compare-and-swap.
+const EXPECTED_LAST_SUBJECT_SEQUENCE: &str = "Nats-Expected-Last-Subject-Sequence";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
+    /// The detail is for logs; clients get a fixed text (see grpc.rs).
     #[error("NATS unavailable: {0}")]
     Unavailable(String),
     /// The key's revision moved since we read it: someone else won the race.
     #[error("the session changed concurrently")]
     Conflict,
-    #[error("stored record is corrupt: {0}")]
-    Corrupt(String),
+    #[error("stored record refused: {0}")]
+    Corrupt(#[from] RecordError),
+    /// The bucket reached QRLOGIN_KV_MAX_BYTES (or the account its limits).
+    #[error("the session bucket is full")]
+    Full,
 }
 
 /// Where and how to keep sessions.
@@ -38,6 +48,10 @@ pub struct BrokerSettings {
     pub storage: KvStorage,
     pub retention: Duration,
     pub subject_prefix: String,
+    pub max_bytes: u64,
+    /// The create counters' bucket and window (see [`limits`]).
+    pub limits_bucket: String,
+    pub limits_window: Duration,
 }
 
 impl BrokerSettings {
@@ -50,6 +64,37 @@ impl BrokerSettings {
             storage: c.kv_storage,
             retention: c.session_retention,
             subject_prefix: c.subject_prefix.clone(),
+            max_bytes: c.kv_max_bytes,
+            limits_bucket: c.limits_bucket.clone(),
+            limits_window: c.create_limit_window,
+        }
+    }
+
+    /// Every write of the bucket, published again by the server on
+    /// `<prefix>.<session_id>`.
+    pub fn republish(&self) -> stream::Republish {
+        stream::Republish {
+            source: format!("$KV.{}.>", self.bucket),
+            destination: format!("{}.>", self.subject_prefix),
+            headers_only: false,
+        }
+    }
+
+    fn kv_config(&self) -> kv::Config {
+        kv::Config {
+            bucket: self.bucket.clone(),
+            description: "qrlogin login sessions".into(),
+            history: 1,
+            max_age: self.retention,
+            max_value_size: MAX_VALUE_SIZE,
+            storage: match self.storage {
+                KvStorage::File => jetstream::stream::StorageType::File,
+                KvStorage::Memory => jetstream::stream::StorageType::Memory,
+            },
+            num_replicas: self.replicas,
+            republish: Some(self.republish()),
+            max_bytes: i64::try_from(self.max_bytes).unwrap_or(i64::MAX),
+            ..Default::default()
         }
     }
 }
@@ -62,19 +107,27 @@ pub enum LinkState {
 }
 
 pub struct Broker {
-    client: async_nats::Client,
+    js: jetstream::Context,
     kv: kv::Store,
-    subject_prefix: String,
+    limits: limits::Counters,
+    /// `$KV.<bucket>.`: a session's key subject is this plus its id.
+    key_prefix: String,
+    sealer: Arc<Sealer>,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> BrokerError {
+    BrokerError::Unavailable(e.to_string())
 }
 
 impl Broker {
-    /// Connects and opens (or creates) the bucket. `on_link` hears every later
-    /// disconnect and reconnect.
+    /// Connects, opens (or creates) the bucket and makes sure its stream
+    /// republishes every write. `on_link` hears every later disconnect and
+    /// reconnect.
     pub async fn connect(
         settings: &BrokerSettings,
+        sealer: Arc<Sealer>,
         on_link: impl Fn(LinkState) + Send + Sync + 'static,
     ) -> Result<Self, BrokerError> {
-        let unavailable = |e: &dyn std::fmt::Display| BrokerError::Unavailable(e.to_string());
         let client = settings
             .access
             .options()
@@ -93,134 +146,142 @@ impl Broker {
             })
             .connect(settings.nats_url.as_str())
             .await
-            .map_err(|e| unavailable(&e))?;
-        let mut js = jetstream::new(client.clone());
+            .map_err(unavailable)?;
+        let mut js = jetstream::new(client);
         js.set_timeout(Duration::from_secs(3));
-        let config = kv::Config {
-            bucket: settings.bucket.clone(),
-            description: "qrlogin login sessions".into(),
-            history: 1,
-            max_age: settings.retention,
-            max_value_size: MAX_VALUE_SIZE,
-            storage: match settings.storage {
-                KvStorage::File => jetstream::stream::StorageType::File,
-                KvStorage::Memory => jetstream::stream::StorageType::Memory,
-            },
-            num_replicas: settings.replicas,
-            ..Default::default()
-        };
-        let kv = match js.get_key_value(settings.bucket.as_str()).await {
-            Ok(kv) => kv,
-            Err(_) => match js.create_key_value(config).await {
-                Ok(kv) => kv,
-                // Another auth instance may have created it a moment ago.
-                Err(create_err) => js
-                    .get_key_value(settings.bucket.as_str())
-                    .await
-                    .map_err(|_| unavailable(&create_err))?,
-            },
-        };
+        let kv = open_bucket(&js, settings).await?;
+        let limits = limits::Counters::open(&js, settings).await?;
         Ok(Self {
-            client,
+            js,
             kv,
-            subject_prefix: settings.subject_prefix.clone(),
+            limits,
+            key_prefix: format!("$KV.{}.", settings.bucket),
+            sealer,
         })
-    }
-
-    pub fn subject(&self, id: &str) -> String {
-        format!("{}.{}", self.subject_prefix, id)
     }
 
     /// Reads a session and its revision; `None` when absent or removed.
     pub async fn load(&self, id: &SessionId) -> Result<Option<(SessionRecord, u64)>, BrokerError> {
-        let entry = self
-            .kv
-            .entry(id.as_str())
-            .await
-            .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
+        let entry = self.kv.entry(id.as_str()).await.map_err(unavailable)?;
         match entry {
             Some(e) if e.operation == kv::Operation::Put => {
-                let record: SessionRecord = serde_json::from_slice(&e.value)
-                    .map_err(|err| BrokerError::Corrupt(err.to_string()))?;
+                let record = record::decode(&e.value, id, &self.sealer)?;
                 Ok(Some((record, e.revision)))
             }
             _ => Ok(None),
         }
     }
 
-    /// Stores a new session; fails if the id exists (a 128-bit collision).
+    /// Stores a new session; fails with `Conflict` if the id exists (a
+    /// 128-bit collision).
     pub async fn create(&self, record: &SessionRecord) -> Result<u64, BrokerError> {
-        let value = encode_record(record)?;
-        self.kv
-            .create(record.id.as_str(), value)
-            .await
-            .map_err(|e| match e.kind() {
-                kv::CreateErrorKind::AlreadyExists => BrokerError::Conflict,
-                _ => BrokerError::Unavailable(e.to_string()),
-            })
+        self.write(record, 0).await
     }
 
     /// Writes `record` only if the key is still at `revision`.
     pub async fn update(&self, record: &SessionRecord, revision: u64) -> Result<u64, BrokerError> {
-        let value = encode_record(record)?;
-        self.kv
-            .update(record.id.as_str(), value, revision)
+        self.write(record, revision).await
+    }
+
+    /// A JetStream publish to the key's subject, expecting the key's last
+    /// revision to be `revision` (0: the key must not exist). Headers set
+    /// here ride along to the republished event.
+    async fn write(&self, record: &SessionRecord, revision: u64) -> Result<u64, BrokerError> {
+        let value = record::encode(record, &self.sealer)?;
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            EXPECTED_LAST_SUBJECT_SEQUENCE,
+            revision.to_string().as_str(),
+        );
+        let subject = format!("{}{}", self.key_prefix, record.id);
+        let ack = self
+            .js
+            .publish_with_headers(subject, headers, value)
             .await
-            .map_err(|e| match e.kind() {
-                kv::UpdateErrorKind::WrongLastRevision => BrokerError::Conflict,
-                _ => BrokerError::Unavailable(e.to_string()),
-            })
+            .map_err(unavailable)?
+            .await;
+        match ack {
+            Ok(ack) => Ok(ack.sequence),
+            Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => {
+                Err(BrokerError::Conflict)
+            }
+            Err(e) if is_full(&e) => Err(BrokerError::Full),
+            Err(e) => Err(unavailable(e)),
+        }
     }
 
-    /// Publishes the public snapshot of `record` at `revision`.
-    pub async fn publish(&self, record: &SessionRecord, revision: u64) -> Result<(), BrokerError> {
-        let event = login_event(record, revision);
-        self.client
-            .publish(self.subject(&record.id), Bytes::from(event.encode_to_vec()))
-            .await
-            .map_err(|e| BrokerError::Unavailable(e.to_string()))
-    }
-}
-
-fn encode_record(record: &SessionRecord) -> Result<Bytes, BrokerError> {
-    serde_json::to_vec(record)
-        .map(Bytes::from)
-        .map_err(|e| BrokerError::Corrupt(e.to_string()))
-}
-
-/// Milliseconds since the epoch as a protobuf timestamp.
-pub fn timestamp(ms: UnixMillis) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: ms.div_euclid(1000),
-        nanos: i32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap_or(0),
+    /// The create counters shared by every auth replica.
+    pub fn limits(&self) -> &limits::Counters {
+        &self.limits
     }
 }
 
-/// The event for one stored state: public fields only, never the secret hash.
-pub fn login_event(record: &SessionRecord, revision: u64) -> pb::LoginEvent {
-    pb::LoginEvent {
-        session_id: record.id.clone(),
-        state: proto_state(record.state) as i32,
-        version: revision,
-        expires_at: record.expires_at.map(timestamp),
-        changed_at: Some(timestamp(record.updated_at)),
-        user_display_name: record
-            .user
-            .as_ref()
-            .map(|u| u.display_name.clone())
-            .unwrap_or_default(),
-    }
+/// Whether a refused write means "no room": the stream's `max_bytes` (its
+/// discard policy is New, so a full bucket refuses writes instead of
+/// dropping old sessions) or the account's JetStream limits.
+fn is_full(e: &jetstream::context::PublishError) -> bool {
+    use jetstream::ErrorCode;
+    let Some(api) = std::error::Error::source(e).and_then(|s| s.downcast_ref::<jetstream::Error>())
+    else {
+        return false;
+    };
+    let text = api.to_string();
+    api.error_code() == ErrorCode::ACCOUNT_RESOURCES_EXCEEDED
+        || (api.error_code() == ErrorCode::STREAM_STORE_FAILED
+            && (text.contains("maximum bytes") || text.contains("maximum messages")))
 }
 
-pub fn proto_state(state: crate::domain::LoginState) -> pb::LoginState {
-    use crate::domain::LoginState as S;
-    match state {
-        S::Pending => pb::LoginState::Pending,
-        S::Scanned => pb::LoginState::Scanned,
-        S::Confirmed => pb::LoginState::Confirmed,
-        S::Redeemed => pb::LoginState::Redeemed,
-        S::Denied => pb::LoginState::Denied,
-        S::Cancelled => pb::LoginState::Cancelled,
-        S::Expired => pb::LoginState::Expired,
+/// Opens the bucket, creating it with the republish rule, or adding the rule
+/// to a bucket made before it existed.
+async fn open_bucket(
+    js: &jetstream::Context,
+    settings: &BrokerSettings,
+) -> Result<kv::Store, BrokerError> {
+    let want = settings.kv_config();
+    ensure_bucket(js, want, |config| {
+        let republish = settings.republish();
+        if config.republish.as_ref() != Some(&republish) {
+            if let Some(old) = &config.republish {
+                tracing::warn!(
+                    from = %old.destination,
+                    to = %republish.destination,
+                    "the session bucket republished elsewhere; every auth and edge must use the same QRLOGIN_SUBJECT_PREFIX"
+                );
+            }
+            config.republish = Some(republish);
+        }
+        config.max_bytes = i64::try_from(settings.max_bytes).unwrap_or(i64::MAX);
+    })
+    .await
+}
+
+/// Opens the bucket `want.bucket`, creating it from `want` if missing; an
+/// existing one whose stream differs from what `adjust` makes of its
+/// configuration is updated (and the change logged).
+async fn ensure_bucket(
+    js: &jetstream::Context,
+    want: kv::Config,
+    adjust: impl Fn(&mut stream::Config),
+) -> Result<kv::Store, BrokerError> {
+    let stream_name = format!("KV_{}", want.bucket);
+    let bucket = want.bucket.clone();
+    match js.get_stream(&stream_name).await {
+        Ok(existing) => {
+            let mut config = existing.cached_info().config.clone();
+            adjust(&mut config);
+            if config != existing.cached_info().config {
+                js.update_stream(&config).await.map_err(unavailable)?;
+                tracing::info!(%bucket, "bucket configuration updated (republish, size or age)");
+            }
+        }
+        Err(_) => {
+            if let Err(create) = js.create_key_value(want).await {
+                // Another auth instance may have created it a moment ago.
+                if js.get_stream(&stream_name).await.is_err() {
+                    return Err(unavailable(create));
+                }
+            }
+        }
     }
+    js.get_key_value(bucket.as_str()).await.map_err(unavailable)
 }

@@ -4,6 +4,7 @@
 
 mod ids;
 mod session;
+pub mod text;
 
 pub use ids::{BrowserSecret, IdError, SecretHash, SessionId};
 pub use session::{

@@ -7,10 +7,26 @@ use qrlogin_auth::testing::{NatsServer, TestAuth, TestKeys};
 use qrlogin_proto::auth::v1 as pb;
 use qrlogin_proto::auth::v1::auth_service_client::AuthServiceClient;
 use qrlogin_proto::events::v1::LoginState;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
-pub type Client = AuthServiceClient<Channel>;
+/// A client that presents the service token on every call, as an edge does.
+pub type Client = AuthServiceClient<InterceptedService<Channel, WithServiceToken>>;
+
+/// Adds `x-qrlogin-service-token` to every request.
+#[derive(Clone)]
+pub struct WithServiceToken(pub MetadataValue<Ascii>);
+
+impl tonic::service::Interceptor for WithServiceToken {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        request
+            .metadata_mut()
+            .insert("x-qrlogin-service-token", self.0.clone());
+        Ok(request)
+    }
+}
 
 pub struct Harness {
     pub nats: NatsServer,
@@ -51,6 +67,24 @@ impl Harness {
 }
 
 pub async fn client(auth: &TestAuth) -> Client {
+    client_with_token(auth, auth.service_token()).await
+}
+
+/// A client presenting `token` (which may be wrong) on every call.
+pub async fn client_with_token(auth: &TestAuth, token: &str) -> Client {
+    let channel = Channel::from_shared(auth.url())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect to auth");
+    AuthServiceClient::with_interceptor(
+        channel,
+        WithServiceToken(token.parse().expect("ascii token")),
+    )
+}
+
+/// A client without any service token (a phone backend, or an intruder).
+pub async fn raw_client(auth: &TestAuth) -> AuthServiceClient<Channel> {
     AuthServiceClient::connect(auth.url())
         .await
         .expect("connect to auth")

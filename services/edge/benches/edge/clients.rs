@@ -105,6 +105,7 @@ impl EdgeProcess {
             .env("QRLOGIN_AUTH_URL", auth.url())
             .env("QRLOGIN_NATS_URL", nats.url())
             .env("QRLOGIN_NATS_NKEY_SEED_FILE", nats.edge_seed_file())
+            .env("QRLOGIN_AUTH_SERVICE_TOKEN_FILE", auth.service_token_file())
             .env("QRLOGIN_MAX_CONNECTIONS", "19500")
             .env("QRLOGIN_CREATE_RATE_PER_IP", "1000000")
             .env("QRLOGIN_WS_PING", "30m")
@@ -189,16 +190,18 @@ pub async fn create_sessions(auth: &TestAuth, n: usize) -> Result<Vec<(String, S
     let mut tasks = Vec::with_capacity(n);
     for _ in 0..n {
         let mut client = client.clone();
+        let token = auth.service_token().to_owned();
         let permit = limit.clone().acquire_owned().await?;
         tasks.push(tokio::spawn(async move {
             let _permit = permit;
-            let r = client
-                .create_login_session(CreateLoginSessionRequest {
-                    client_ip: "127.0.0.2".into(),
-                    user_agent: "bench".into(),
-                })
-                .await?
-                .into_inner();
+            let mut request = tonic::Request::new(CreateLoginSessionRequest {
+                client_ip: "127.0.0.2".into(),
+                user_agent: "bench".into(),
+            });
+            request
+                .metadata_mut()
+                .insert("x-qrlogin-service-token", token.parse()?);
+            let r = client.create_login_session(request).await?.into_inner();
             anyhow::Ok((r.session.context("session")?.session_id, r.browser_secret))
         }));
     }

@@ -127,6 +127,7 @@ pub fn edge_config(name: &str, auth: &TestAuth, nats: &NatsServer) -> EdgeConfig
     c.auth_url = auth.url();
     c.nats_url = nats.url();
     c.nats_nkey_seed_file = Some(nats.edge_seed_file());
+    c.auth_service_token_file = Some(auth.service_token_file().to_owned());
     c.web_dir = "/nonexistent-qrlogin-web".into();
     c.drain_deadline = Duration::from_millis(1500);
     c

@@ -10,3 +10,4 @@ mod resume;
 mod security;
 mod stomp;
 mod transports;
+mod trust;

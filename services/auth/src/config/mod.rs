@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use crate::domain::Deadlines;
 
+mod dev;
+pub use dev::{DevKeygenArgs, DevNatsConfigArgs, DevTokenArgs};
+
 #[derive(Debug, Parser)]
 #[command(
     name = "qrlogin-auth",
@@ -103,6 +106,14 @@ pub struct AuthConfig {
     /// Deadline of CONFIRMED.
     #[arg(long, env = "QRLOGIN_CONFIRMED_TTL", default_value = "30s", value_parser = humantime::parse_duration)]
     pub confirmed_ttl: Duration,
+    /// Key that seals the private part of stored sessions: 32 random bytes,
+    /// base64 (`openssl rand -base64 32`). Every auth replica uses the same.
+    #[arg(long, env = "QRLOGIN_RECORD_KEY_FILE")]
+    pub record_key_file: PathBuf,
+    /// The key used before the current one, during a rotation: records it
+    /// sealed still open. Drop it once QRLOGIN_SESSION_RETENTION has passed.
+    #[arg(long, env = "QRLOGIN_RECORD_PREVIOUS_KEY_FILE")]
+    pub record_previous_key_file: Option<PathBuf>,
     /// How long a record stays in the bucket after its last change.
     #[arg(long, env = "QRLOGIN_SESSION_RETENTION", default_value = "10m", value_parser = humantime::parse_duration)]
     pub session_retention: Duration,
@@ -115,6 +126,9 @@ pub struct AuthConfig {
     /// Required `aud` of user tokens.
     #[arg(long, env = "QRLOGIN_USER_TOKEN_AUDIENCE", default_value = "qrlogin")]
     pub user_token_audience: String,
+    /// Longest lifetime (`exp - iat`) a user token may have.
+    #[arg(long, env = "QRLOGIN_USER_TOKEN_MAX_LIFETIME", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub user_token_max_lifetime: Duration,
     /// PEM Ed25519 private key that signs access tokens issued by redeem.
     #[arg(long, env = "QRLOGIN_ACCESS_TOKEN_PRIVATE_KEY_FILE")]
     pub access_token_private_key_file: PathBuf,
@@ -131,79 +145,53 @@ pub struct AuthConfig {
     /// Lifetime of access tokens.
     #[arg(long, env = "QRLOGIN_ACCESS_TOKEN_TTL", default_value = "1h", value_parser = humantime::parse_duration)]
     pub access_token_ttl: Duration,
+    /// Service tokens the edges (and other trusted backends) present in
+    /// `x-qrlogin-service-token`: one per line, at least 32 characters; `#`
+    /// starts a comment. Several lines allow a rotation without downtime.
+    #[arg(long, env = "QRLOGIN_SERVICE_TOKENS_FILE")]
+    pub service_tokens_file: PathBuf,
+    /// PEM certificate (chain) of the gRPC server; with the key, auth speaks TLS only.
+    #[arg(long, env = "QRLOGIN_AUTH_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of QRLOGIN_AUTH_TLS_CERT_FILE.
+    #[arg(long, env = "QRLOGIN_AUTH_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    /// PEM CA bundle; when set, callers must present a client certificate it signed (mTLS).
+    #[arg(long, env = "QRLOGIN_AUTH_TLS_CLIENT_CA_FILE")]
+    pub tls_client_ca_file: Option<PathBuf>,
+    /// A second, plaintext listener serving only grpc.health.v1 (for
+    /// probes that cannot speak TLS); unset: none.
+    #[arg(long, env = "QRLOGIN_AUTH_HEALTH_LISTEN")]
+    pub health_listen: Option<SocketAddr>,
+    /// Serve gRPC server reflection (what grpcurl uses to list services).
+    #[arg(long, env = "QRLOGIN_GRPC_REFLECTION", default_value_t = false, action = clap::ArgAction::Set)]
+    pub grpc_reflection: bool,
+    /// AuthService calls in progress at once; beyond: RESOURCE_EXHAUSTED at once.
+    #[arg(long, env = "QRLOGIN_MAX_CONCURRENT_REQUESTS", default_value_t = 512)]
+    pub max_concurrent_requests: usize,
+    /// Longest an AuthService call may take; beyond: DEADLINE_EXCEEDED.
+    #[arg(long, env = "QRLOGIN_REQUEST_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+    /// Sessions one client network (IPv4 address, IPv6 /64) may create per
+    /// window, counted across every auth replica and edge; 0 turns it off.
+    #[arg(long, env = "QRLOGIN_CREATE_LIMIT", default_value_t = 60)]
+    pub create_limit: u32,
+    /// The fixed window of QRLOGIN_CREATE_LIMIT.
+    #[arg(long, env = "QRLOGIN_CREATE_LIMIT_WINDOW", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub create_limit_window: Duration,
+    /// JetStream key-value bucket of the create counters (created if missing).
+    #[arg(long, env = "QRLOGIN_LIMITS_BUCKET", default_value = "qrlogin_limits")]
+    pub limits_bucket: String,
+    /// Largest size of the session bucket (e.g. 512MiB); when full, creates
+    /// are refused (RESOURCE_EXHAUSTED, edge 503 storage_full).
+    #[arg(long, env = "QRLOGIN_KV_MAX_BYTES", default_value = "512MiB", value_parser = byte_size)]
+    pub kv_max_bytes: u64,
     /// How long in-flight calls may finish after SIGTERM.
     #[arg(long, env = "QRLOGIN_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
     /// Log format.
     #[arg(long, env = "QRLOGIN_LOG_FORMAT", value_enum, default_value = "pretty")]
     pub log_format: LogFormat,
-}
-
-#[derive(Debug, Args)]
-pub struct DevKeygenArgs {
-    /// Folder to write the keys to (see `dev::FILES` for the names).
-    #[arg(long)]
-    pub out: PathBuf,
-    /// Overwrite existing key files.
-    #[arg(long)]
-    pub force: bool,
-    /// Write only the keys that are missing; keep the others.
-    #[arg(long, conflicts_with = "force")]
-    pub keep_existing: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct DevNatsConfigArgs {
-    /// The dev-keygen folder (nats-auth.pub, nats-edge.pub).
-    #[arg(long)]
-    pub keys: PathBuf,
-    /// Client address.
-    #[arg(long, default_value = "127.0.0.1:4222")]
-    pub listen: SocketAddr,
-    /// Monitoring port on the same host.
-    #[arg(long)]
-    pub http_port: Option<u16>,
-    #[arg(long)]
-    pub server_name: Option<String>,
-    /// JetStream store directory.
-    #[arg(long)]
-    pub store_dir: PathBuf,
-    #[arg(long, env = "QRLOGIN_KV_BUCKET", default_value = "qrlogin_sessions")]
-    pub kv_bucket: String,
-    #[arg(
-        long,
-        env = "QRLOGIN_SUBJECT_PREFIX",
-        default_value = "qrlogin.session"
-    )]
-    pub subject_prefix: String,
-    /// Server certificate (PEM); with --tls-key, clients must use TLS.
-    #[arg(long, requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-    #[arg(long, requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
-    /// CA that signs client certificates; with it, clients must present one.
-    #[arg(long, requires = "tls_cert")]
-    pub tls_client_ca: Option<PathBuf>,
-}
-
-#[derive(Debug, Args)]
-pub struct DevTokenArgs {
-    /// Development private key (PEM, Ed25519), e.g. DIR/user-token.pem.
-    #[arg(long)]
-    pub key: PathBuf,
-    /// User id (`sub`).
-    #[arg(long)]
-    pub sub: String,
-    /// Display name (`name`).
-    #[arg(long)]
-    pub name: Option<String>,
-    #[arg(long, env = "QRLOGIN_USER_TOKEN_ISSUER", default_value = "qrlogin-dev")]
-    pub issuer: String,
-    #[arg(long, env = "QRLOGIN_USER_TOKEN_AUDIENCE", default_value = "qrlogin")]
-    pub audience: String,
-    /// Token lifetime.
-    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
-    pub ttl: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -217,6 +205,28 @@ fn invalid(name: &'static str, reason: impl Into<String>) -> ConfigError {
         name,
         reason: reason.into(),
     }
+}
+
+/// `512MiB`, `1GiB`, `64KiB` or a plain number of bytes.
+pub fn byte_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size like 512MiB"))?;
+    let factor: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => return Err(format!("{text:?}: use B, KiB, MiB or GiB")),
+    };
+    number
+        .checked_mul(factor)
+        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 /// The longest deadline we accept; longer waits belong to another design.
@@ -271,16 +281,67 @@ impl AuthConfig {
                 "set together with QRLOGIN_NATS_TLS_KEY_FILE",
             ));
         }
-        if self.kv_bucket.is_empty()
-            || !self
-                .kv_bucket
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        for (name, bucket) in [
+            ("QRLOGIN_KV_BUCKET", &self.kv_bucket),
+            ("QRLOGIN_LIMITS_BUCKET", &self.limits_bucket),
+        ] {
+            if bucket.is_empty()
+                || !bucket
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                return Err(invalid(name, "use letters, digits, `_` and `-` only"));
+            }
+        }
+        if self.limits_bucket == self.kv_bucket {
+            return Err(invalid(
+                "QRLOGIN_LIMITS_BUCKET",
+                "must differ from QRLOGIN_KV_BUCKET",
+            ));
+        }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            return Err(invalid(
+                "QRLOGIN_AUTH_TLS_CERT_FILE",
+                "set together with QRLOGIN_AUTH_TLS_KEY_FILE",
+            ));
+        }
+        if self.tls_client_ca_file.is_some() && self.tls_cert_file.is_none() {
+            return Err(invalid(
+                "QRLOGIN_AUTH_TLS_CLIENT_CA_FILE",
+                "client certificates need TLS: set QRLOGIN_AUTH_TLS_CERT_FILE and _KEY_FILE",
+            ));
+        }
+        if self
+            .health_listen
+            .is_some_and(|h| h.port() != 0 && h == self.listen)
         {
             return Err(invalid(
-                "QRLOGIN_KV_BUCKET",
-                "use letters, digits, `_` and `-` only",
+                "QRLOGIN_AUTH_HEALTH_LISTEN",
+                "must differ from QRLOGIN_AUTH_LISTEN",
             ));
+        }
+        if !(1..=100_000).contains(&self.max_concurrent_requests) {
+            return Err(invalid(
+                "QRLOGIN_MAX_CONCURRENT_REQUESTS",
+                "must be 1 to 100000",
+            ));
+        }
+        if self.request_timeout < Duration::from_millis(100)
+            || self.request_timeout > Duration::from_secs(300)
+        {
+            return Err(invalid(
+                "QRLOGIN_REQUEST_TIMEOUT",
+                "must be between 100ms and 5m",
+            ));
+        }
+        if self.create_limit_window < Duration::from_secs(1) || self.create_limit_window > MAX_TTL {
+            return Err(invalid(
+                "QRLOGIN_CREATE_LIMIT_WINDOW",
+                "must be between 1s and 24h",
+            ));
+        }
+        if self.kv_max_bytes < 16 << 10 {
+            return Err(invalid("QRLOGIN_KV_MAX_BYTES", "must be at least 16KiB"));
         }
         if !(1..=5).contains(&self.kv_replicas) {
             return Err(invalid("QRLOGIN_KV_REPLICAS", "must be 1 to 5"));
@@ -330,6 +391,22 @@ impl AuthConfig {
         if self.access_token_ttl < Duration::from_secs(1) {
             return Err(invalid("QRLOGIN_ACCESS_TOKEN_TTL", "must be at least 1s"));
         }
+        if self.user_token_max_lifetime < Duration::from_secs(60) {
+            return Err(invalid(
+                "QRLOGIN_USER_TOKEN_MAX_LIFETIME",
+                "must be at least 1m",
+            ));
+        }
+        // Otherwise an access token auth issued could pass where a user
+        // token is expected, should the keys ever be shared too.
+        if self.user_token_issuer == self.access_token_issuer
+            && self.user_token_audience == self.access_token_audience
+        {
+            return Err(invalid(
+                "QRLOGIN_ACCESS_TOKEN_AUDIENCE",
+                "user and access tokens must not share both issuer and audience",
+            ));
+        }
         for (name, value) in [
             ("QRLOGIN_USER_TOKEN_ISSUER", &self.user_token_issuer),
             ("QRLOGIN_USER_TOKEN_AUDIENCE", &self.user_token_audience),
@@ -354,6 +431,10 @@ mod tests {
             "/k/u.pub",
             "--access-token-private-key-file",
             "/k/a.pem",
+            "--record-key-file",
+            "/k/record.key",
+            "--service-tokens-file",
+            "/k/service-tokens",
         ]
     }
 
@@ -363,6 +444,10 @@ mod tests {
         c.validate().unwrap();
         assert_eq!(c.pending_ttl, Duration::from_secs(120));
         assert_eq!(c.listen.port(), 50051);
+        assert!(!c.grpc_reflection, "reflection is off unless asked for");
+        assert_eq!(c.kv_max_bytes, 512 << 20);
+        assert_eq!(byte_size("64KiB"), Ok(65536));
+        assert!(byte_size("12 parsecs").is_err());
     }
 
     #[test]
@@ -375,6 +460,34 @@ mod tests {
             (&["--pending-ttl", "1ms"], "QRLOGIN_PENDING_TTL"),
             (&["--session-retention", "1s"], "QRLOGIN_SESSION_RETENTION"),
             (&["--kv-bucket", "a.b"], "QRLOGIN_KV_BUCKET"),
+            (
+                &["--limits-bucket", "qrlogin_sessions"],
+                "QRLOGIN_LIMITS_BUCKET",
+            ),
+            (&["--tls-cert-file", "/c.pem"], "QRLOGIN_AUTH_TLS_CERT_FILE"),
+            (
+                &["--tls-client-ca-file", "/ca.pem"],
+                "QRLOGIN_AUTH_TLS_CLIENT_CA_FILE",
+            ),
+            (
+                &["--max-concurrent-requests", "0"],
+                "QRLOGIN_MAX_CONCURRENT_REQUESTS",
+            ),
+            (&["--request-timeout", "1ms"], "QRLOGIN_REQUEST_TIMEOUT"),
+            (&["--kv-max-bytes", "1KiB"], "QRLOGIN_KV_MAX_BYTES"),
+            (
+                &["--user-token-max-lifetime", "10s"],
+                "QRLOGIN_USER_TOKEN_MAX_LIFETIME",
+            ),
+            (
+                &[
+                    "--access-token-issuer",
+                    "qrlogin-dev",
+                    "--access-token-audience",
+                    "qrlogin",
+                ],
+                "QRLOGIN_ACCESS_TOKEN_AUDIENCE",
+            ),
         ];
         for (flags, name) in cases {
             let mut args = base();
