@@ -138,6 +138,8 @@ impl From<SessionError> for ApiError {
             SessionError::Expired(m) => Self::Expired(m),
             SessionError::Conflict(m) => Self::Conflict(m),
             SessionError::TooManyWatchers => Self::TooManyWatchers,
+            SessionError::RateLimited { retry_after } => Self::RateLimited { retry_after },
+            SessionError::StorageFull => Self::StorageFull,
             SessionError::Unavailable(m) => Self::Unavailable(m),
         }
     }
