@@ -85,6 +85,17 @@ fn origin_list(text: &str) -> Result<OriginList, String> {
 #[derive(Debug, Clone, Default)]
 pub struct CidrList(pub Vec<IpNet>);
 
+impl CidrList {
+    /// Whether `ip` (IPv4-mapped IPv6 read as IPv4) is in one of the CIDRs.
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(std::net::IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        self.0.iter().any(|net| net.contains(&ip))
+    }
+}
+
 /// Exact origins allowed to open a WebSocket; empty means same-origin only.
 #[derive(Debug, Clone, Default)]
 pub struct OriginList(pub Vec<String>);
@@ -100,6 +111,10 @@ pub struct EdgeConfig {
     /// HTTP listen address (port 0 picks a free port, reported in the log).
     #[arg(long, env = "QRLOGIN_EDGE_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
+    /// Operations address: `/metrics`, `/healthz`, `/readyz` and nothing
+    /// else (they are not on the public address).
+    #[arg(long, env = "QRLOGIN_OPS_LISTEN", default_value = "0.0.0.0:9090")]
+    pub ops_listen: SocketAddr,
     /// Name of this node in `X-Edge-Node` and snapshots; default: host name.
     #[arg(long, env = "QRLOGIN_NODE_NAME")]
     pub node_name: Option<String>,
@@ -179,6 +194,23 @@ pub struct EdgeConfig {
     /// Watchers of one session on this node; beyond: 429 too_many_watchers.
     #[arg(long, env = "QRLOGIN_MAX_WATCHERS_PER_SESSION", default_value_t = 8)]
     pub max_watchers_per_session: usize,
+    /// Connections that have not sent a complete request head yet, node-wide;
+    /// beyond: `503 too_many_connections` and close.
+    #[arg(long, env = "QRLOGIN_MAX_PRE_HEAD_CONNECTIONS", default_value_t = 1024)]
+    pub max_pre_head_connections: usize,
+    /// The same, per client (IPv4 address or IPv6 /64; trusted proxies exempt).
+    #[arg(long, env = "QRLOGIN_MAX_PRE_HEAD_PER_CLIENT", default_value_t = 64)]
+    pub max_pre_head_per_client: usize,
+    /// A write (response, event, frame, close) that makes no progress for
+    /// this long drops the connection: a peer that does not read.
+    #[arg(long, env = "QRLOGIN_WRITE_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub write_timeout: Duration,
+    /// Kernel send buffer of each client connection in bytes (SO_SNDBUF);
+    /// 0 leaves the kernel's autotuning (up to `tcp_wmem`'s maximum, 4 MiB
+    /// by default). Bounds what a peer that does not read holds in the
+    /// kernel before the write timeout starts.
+    #[arg(long, env = "QRLOGIN_SOCKET_SEND_BUFFER", default_value_t = 0)]
+    pub socket_send_buffer: usize,
     /// Login sessions one client IP may create per minute.
     #[arg(long, env = "QRLOGIN_CREATE_RATE_PER_IP", default_value_t = 30)]
     pub create_rate_per_ip: u32,
@@ -213,6 +245,10 @@ pub struct EdgeConfig {
         default_value = "auto"
     )]
     pub cookie_secure: CookieSecure,
+    /// `Max-Age` of the browser-secret cookie: at least the longest a login
+    /// session can stay open (auth's PENDING + SCANNED + CONFIRMED TTLs).
+    #[arg(long, env = "QRLOGIN_SECRET_COOKIE_MAX_AGE", default_value = "5m", value_parser = duration)]
+    pub secret_cookie_max_age: Duration,
     /// Development only: Ed25519 PEM private key that enables POST /v1/dev/token.
     #[arg(long, env = "QRLOGIN_DEV_USER_TOKEN_KEY_FILE")]
     pub dev_user_token_key_file: Option<PathBuf>,
@@ -319,6 +355,8 @@ impl EdgeConfig {
             ("QRLOGIN_SSE_RETRY", self.sse_retry),
             ("QRLOGIN_WS_PING", self.ws_ping),
             ("QRLOGIN_IDLE_TIMEOUT", self.idle_timeout),
+            ("QRLOGIN_WRITE_TIMEOUT", self.write_timeout),
+            ("QRLOGIN_SECRET_COOKIE_MAX_AGE", self.secret_cookie_max_age),
         ];
         for (var, value) in positive {
             if value.is_zero() {
@@ -333,6 +371,29 @@ impl EdgeConfig {
         }
         if self.max_connections == 0 || self.max_connections > 1_000_000 {
             return Err(invalid("QRLOGIN_MAX_CONNECTIONS", "1..=1000000"));
+        }
+        if self.max_pre_head_connections == 0 || self.max_pre_head_connections > 1_000_000 {
+            return Err(invalid("QRLOGIN_MAX_PRE_HEAD_CONNECTIONS", "1..=1000000"));
+        }
+        if self.max_pre_head_per_client == 0
+            || self.max_pre_head_per_client > self.max_pre_head_connections
+        {
+            return Err(invalid(
+                "QRLOGIN_MAX_PRE_HEAD_PER_CLIENT",
+                "1..=QRLOGIN_MAX_PRE_HEAD_CONNECTIONS",
+            ));
+        }
+        if self.socket_send_buffer != 0 && !(4096..=16 << 20).contains(&self.socket_send_buffer) {
+            return Err(invalid(
+                "QRLOGIN_SOCKET_SEND_BUFFER",
+                "0 or 4096..=16777216",
+            ));
+        }
+        if self.listen.port() != 0 && self.listen == self.ops_listen {
+            return Err(invalid(
+                "QRLOGIN_OPS_LISTEN",
+                "must differ from QRLOGIN_EDGE_LISTEN",
+            ));
         }
         if self.max_watchers_per_session == 0 || self.max_watchers_per_session > 1024 {
             return Err(invalid("QRLOGIN_MAX_WATCHERS_PER_SESSION", "1..=1024"));
@@ -386,6 +447,11 @@ mod tests {
         assert_eq!(c.trusted_proxies.0.len(), 2);
         assert!(c.allowed_origins.0.is_empty());
         assert_eq!(c.max_connections, 18_000);
+        assert_eq!(c.ops_listen, "0.0.0.0:9090".parse().unwrap());
+        assert_eq!(c.write_timeout, Duration::from_secs(10));
+        assert_eq!(c.max_pre_head_connections, 1024);
+        assert_eq!(c.max_pre_head_per_client, 64);
+        assert_eq!(c.secret_cookie_max_age, Duration::from_secs(300));
     }
 
     #[test]

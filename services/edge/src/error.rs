@@ -25,7 +25,9 @@ pub enum ApiError {
     Unauthenticated(String),
     #[error("{0}")]
     PermissionDenied(String),
-    #[error("this Origin may not open a WebSocket here")]
+    /// A browser request from another site (CSRF) or a WebSocket from an
+    /// origin that is not allowed.
+    #[error("requests from this origin are not allowed here")]
     OriginNotAllowed,
     #[error("{0}")]
     NotFound(String),
@@ -35,8 +37,22 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     Expired(String),
+    #[error("this method is not allowed on this path")]
+    MethodNotAllowed,
     #[error("request body larger than {0} bytes")]
     PayloadTooLarge(usize),
+    #[error("a request body must be JSON (Content-Type: application/json)")]
+    UnsupportedMediaType,
+    /// Answered by the front server: not a readable HTTP/1.1 request.
+    #[error("the request is not valid HTTP/1.1")]
+    MalformedRequest,
+    /// Answered by the front server: the head is over 8 KiB or 48 headers.
+    #[error("the request head is too large")]
+    HeadTooLarge,
+    /// Answered by the front server: too many connections without a
+    /// request head, on the node or from this client.
+    #[error("too many connections have not sent a request; retry later")]
+    TooManyConnections,
     #[error("too many login sessions created from this address; retry later")]
     RateLimited { retry_after: Duration },
     #[error("this login session already has the maximum number of watchers on this node")]
@@ -58,13 +74,19 @@ impl ApiError {
             Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Self::PermissionDenied(_) | Self::OriginNotAllowed => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::FailedPrecondition(_) | Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Expired(_) => StatusCode::GONE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::MalformedRequest => StatusCode::BAD_REQUEST,
+            Self::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::RateLimited { .. } | Self::TooManyWatchers => StatusCode::TOO_MANY_REQUESTS,
-            Self::OverCapacity | Self::Draining | Self::StorageFull | Self::Unavailable(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::OverCapacity
+            | Self::Draining
+            | Self::StorageFull
+            | Self::Unavailable(_)
+            | Self::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -77,10 +99,15 @@ impl ApiError {
             Self::PermissionDenied(_) => "permission_denied",
             Self::OriginNotAllowed => "origin_not_allowed",
             Self::NotFound(_) => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
             Self::FailedPrecondition(_) => "failed_precondition",
             Self::Conflict(_) => "conflict",
             Self::Expired(_) => "expired",
             Self::PayloadTooLarge(_) => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::MalformedRequest => "malformed_request",
+            Self::HeadTooLarge => "head_too_large",
+            Self::TooManyConnections => "too_many_connections",
             Self::RateLimited { .. } => "rate_limited",
             Self::TooManyWatchers => "too_many_watchers",
             Self::OverCapacity => "over_capacity",
@@ -145,6 +172,35 @@ impl From<SessionError> for ApiError {
     }
 }
 
+/// An error response that did not come from [`ApiError`] (an axum
+/// rejection: a path parameter that is not UTF-8, a body that cannot be
+/// read) turned into the JSON error of its class, with a fixed message;
+/// every other response unchanged. `body_limit` is the configured largest
+/// body, for the 413 message.
+pub fn as_json_error(response: Response, body_limit: usize) -> Response {
+    let status = response.status();
+    let error_status = status.is_client_error() || status.is_server_error();
+    if !error_status || response.extensions().get::<Rejected>().is_some() {
+        return response;
+    }
+    let error = match status {
+        StatusCode::NOT_FOUND => ApiError::NotFound("no such route".into()),
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed,
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(body_limit),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType,
+        s if s.is_client_error() => {
+            ApiError::InvalidArgument("the request could not be read".into())
+        }
+        _ => ApiError::Unavailable("the request could not be served".into()),
+    };
+    let allow = response.headers().get(header::ALLOW).cloned();
+    let mut json = error.into_response();
+    if let Some(allow) = allow {
+        json.headers_mut().insert(header::ALLOW, allow);
+    }
+    json
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status(), Json(self.body())).into_response();
@@ -205,6 +261,108 @@ mod tests {
             assert_eq!(api.status().as_u16(), status);
             assert_eq!(api.code(), code);
         }
+    }
+
+    /// Every error the edge can answer with, once.
+    fn every_variant() -> Vec<ApiError> {
+        let all = vec![
+            ApiError::InvalidArgument("x".into()),
+            ApiError::Unauthenticated("x".into()),
+            ApiError::PermissionDenied("x".into()),
+            ApiError::OriginNotAllowed,
+            ApiError::NotFound("x".into()),
+            ApiError::MethodNotAllowed,
+            ApiError::FailedPrecondition("x".into()),
+            ApiError::Conflict("x".into()),
+            ApiError::Expired("x".into()),
+            ApiError::PayloadTooLarge(1),
+            ApiError::UnsupportedMediaType,
+            ApiError::MalformedRequest,
+            ApiError::HeadTooLarge,
+            ApiError::RateLimited {
+                retry_after: Duration::from_secs(1),
+            },
+            ApiError::TooManyWatchers,
+            ApiError::OverCapacity,
+            ApiError::Draining,
+            ApiError::StorageFull,
+            ApiError::Unavailable("x".into()),
+            ApiError::TooManyConnections,
+        ];
+        // A new variant fails to compile here until it is listed above.
+        for e in &all {
+            match e {
+                ApiError::InvalidArgument(_)
+                | ApiError::Unauthenticated(_)
+                | ApiError::PermissionDenied(_)
+                | ApiError::OriginNotAllowed
+                | ApiError::NotFound(_)
+                | ApiError::MethodNotAllowed
+                | ApiError::FailedPrecondition(_)
+                | ApiError::Conflict(_)
+                | ApiError::Expired(_)
+                | ApiError::PayloadTooLarge(_)
+                | ApiError::UnsupportedMediaType
+                | ApiError::MalformedRequest
+                | ApiError::HeadTooLarge
+                | ApiError::RateLimited { .. }
+                | ApiError::TooManyWatchers
+                | ApiError::OverCapacity
+                | ApiError::Draining
+                | ApiError::StorageFull
+                | ApiError::Unavailable(_)
+                | ApiError::TooManyConnections => {}
+            }
+        }
+        all
+    }
+
+    /// The error table of docs/protocol.md and this mapping are the same
+    /// set of (status, code) pairs.
+    #[test]
+    fn every_code_is_in_the_documented_table() {
+        let doc = include_str!("../../../docs/protocol.md");
+        let section = doc
+            .split("### Errors")
+            .nth(1)
+            .and_then(|s| s.split("\n### ").next())
+            .expect("docs/protocol.md has an Errors section");
+        let documented: std::collections::BTreeSet<(u16, String)> = section
+            .lines()
+            .filter_map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                let status = cells.get(1)?.parse().ok()?;
+                let code = cells.get(2)?.trim_matches('`').to_owned();
+                Some((status, code))
+            })
+            .collect();
+        let mapped: std::collections::BTreeSet<(u16, String)> = every_variant()
+            .iter()
+            .map(|e| (e.status().as_u16(), e.code().to_owned()))
+            .collect();
+        assert_eq!(documented, mapped);
+        for e in every_variant() {
+            let r = e.into_response();
+            assert!(r.extensions().get::<Rejected>().is_some());
+        }
+    }
+
+    #[test]
+    fn rejections_outside_api_error_become_json() {
+        let plain = (StatusCode::BAD_REQUEST, "Invalid URL: bad utf-8").into_response();
+        let json = as_json_error(plain, 4096);
+        assert_eq!(json.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            json.extensions().get::<Rejected>().map(|r| r.0),
+            Some("invalid_argument")
+        );
+        let ok = as_json_error((StatusCode::OK, "fine").into_response(), 4096);
+        assert!(ok.extensions().get::<Rejected>().is_none());
+        let too_big = as_json_error(StatusCode::PAYLOAD_TOO_LARGE.into_response(), 4096);
+        assert_eq!(
+            too_big.extensions().get::<Rejected>().map(|r| r.0),
+            Some("payload_too_large")
+        );
     }
 
     #[test]

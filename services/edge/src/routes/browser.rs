@@ -1,6 +1,6 @@
 //! Browser routes: create, short and long poll, cancel, redeem, QR image.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, time::Duration};
 
 use axum::{
     body::Bytes,
@@ -11,7 +11,7 @@ use axum::{
 };
 use serde::Deserialize;
 
-use super::{extract, AppState};
+use super::{extract, origin, AppState};
 use crate::{config::CookieSecure, domain::format_timestamp, error::ApiError, metrics::Transport};
 
 /// The optional create body; no fields yet, but it must be a JSON object.
@@ -23,9 +23,7 @@ fn secure_cookie(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> boo
     match state.config.cookie_secure {
         CookieSecure::Always => true,
         CookieSecure::Never => false,
-        CookieSecure::Auto => {
-            extract::forwarded_https(peer, headers, &state.config.trusted_proxies)
-        }
+        CookieSecure::Auto => origin::forwarded_https(peer, headers, &state.config.trusted_proxies),
     }
 }
 
@@ -46,8 +44,9 @@ pub async fn create(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let _: CreateBody = extract::json_body(body, state.config.max_body_bytes)?;
-    let ip = extract::client_ip(peer, &headers, &state.config.trusted_proxies);
+    origin::check_origin(peer, &headers, &state.config)?;
+    let _: CreateBody = extract::json_body(&headers, body, state.config.max_body_bytes)?;
+    let ip = origin::client_ip(peer, &headers, &state.config.trusted_proxies);
     state
         .create_rate
         .check(ip)
@@ -61,11 +60,13 @@ pub async fn create(
     json["qr_payload"] = created.qr_payload.clone().into();
     json["qr_svg"] = qr_svg_of(&created.qr_payload)?.into();
     json["browser_secret"] = created.browser_secret.clone().into();
+    let secure = secure_cookie(&state, peer, &headers);
     let cookie = extract::cookie(
-        &format!("qrl_bs_{id}"),
+        &extract::secret_cookie_name(&id, secure),
         &created.browser_secret,
         &format!("/v1/login-sessions/{id}"),
-        secure_cookie(&state, peer, &headers),
+        secure,
+        state.config.secret_cookie_max_age,
     );
     tracing::info!(session = %id, %ip, "login session created");
     Ok((
@@ -123,9 +124,11 @@ pub async fn get_or_long_poll(
 
 pub async fn cancel(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    origin::check_origin(peer, &headers, &state.config)?;
     let id = extract::session_id(&id)?;
     let secret = extract::browser_secret(&headers, &id)?;
     let snapshot = state.auth.cancel(&id, &secret).await?;
@@ -139,15 +142,23 @@ pub async fn redeem(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    origin::check_origin(peer, &headers, &state.config)?;
     let id = extract::session_id(&id)?;
     let secret = extract::browser_secret(&headers, &id)?;
     let r = state.auth.redeem(&id, &secret).await?;
     state.watches.observe(&r.snapshot);
+    let secure = secure_cookie(&state, peer, &headers);
+    // The cookie lives as long as the token it carries.
+    let lifetime = r
+        .expires_at
+        .and_then(|at| Duration::try_from(at - time::OffsetDateTime::now_utc()).ok())
+        .unwrap_or(Duration::ZERO);
     let cookie = extract::cookie(
-        "qrl_session",
+        extract::login_cookie_name(secure),
         &r.access_token,
         "/",
-        secure_cookie(&state, peer, &headers),
+        secure,
+        lifetime,
     );
     let body = serde_json::json!({
         "access_token": r.access_token,

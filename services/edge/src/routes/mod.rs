@@ -1,9 +1,12 @@
-//! The HTTP surface: one file per concern, one router, the middleware that
-//! every response passes through (node header, admission, rejection count).
+//! The HTTP surface: one file per concern, one router for the public port
+//! and one for the operations port, and the middleware that every response
+//! passes through (node header, security headers, admission, rejection
+//! count).
 
 mod browser;
 mod extract;
 mod ops;
+mod origin;
 mod phone;
 mod sse;
 mod stomp;
@@ -19,7 +22,7 @@ use std::{
 use axum::{
     body::{Body, Bytes, HttpBody},
     extract::{DefaultBodyLimit, Request, State},
-    http::{HeaderName, HeaderValue},
+    http::{header, HeaderName, HeaderValue},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -32,7 +35,7 @@ use crate::{
     broker::Broker,
     config::EdgeConfig,
     delivery::Watches,
-    error::{ApiError, Rejected},
+    error::{as_json_error, ApiError, Rejected},
     limits::{Admission, AdmissionSlot, ConnectionGate, CreateRateLimiter},
     metrics::Metrics,
     sessions::Sessions,
@@ -62,7 +65,7 @@ pub type AppState = Arc<Shared>;
 
 pub use phone::{DevTokenError, DevTokens};
 
-/// The whole application router.
+/// The public router: the API and the demo pages.
 pub fn app(state: AppState) -> Router {
     let mut api = Router::new()
         .route("/v1/login-sessions", post(browser::create))
@@ -83,29 +86,64 @@ pub fn app(state: AppState) -> Router {
     }
     let api = api
         .merge(web::routes())
+        // Before the layers: it applies to the routes present now.
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), admit));
-    let node =
-        HeaderValue::from_str(&state.node).unwrap_or_else(|_| HeaderValue::from_static("edge"));
-    Router::new()
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
+    let router = Router::new()
         .merge(api)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_rejections,
+        ));
+    common_headers(router, &state.node).with_state(state)
+}
+
+/// The operations router (`QRLOGIN_OPS_LISTEN`): liveness, readiness,
+/// metrics, and nothing else.
+pub fn ops_app(state: AppState) -> Router {
+    let router = Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed);
+    common_headers(router, &state.node).with_state(state)
+}
+
+/// Headers on every response: the node, `nosniff` (no content is ever to
+/// be guessed at), no referrer, and `no-store` unless a route chose its
+/// own caching (API answers carry secrets and tokens; pages, streams and
+/// the QR image say what they need).
+fn common_headers(router: Router<AppState>, node: &str) -> Router<AppState> {
+    let node = HeaderValue::from_str(node).unwrap_or_else(|_| HeaderValue::from_static("edge"));
+    router
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
         ))
         .layer(SetResponseHeaderLayer::overriding(
             HeaderName::from_static("x-edge-node"),
             node,
         ))
-        .with_state(state)
 }
 
 async fn not_found() -> ApiError {
     ApiError::NotFound("no such route".into())
+}
+
+/// The router's `405`, as JSON; axum adds `Allow`.
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
 }
 
 /// Refuses new work while draining or at the connection cap; otherwise the
@@ -133,8 +171,9 @@ async fn admit(State(state): State<AppState>, mut req: Request, next: Next) -> R
     }
 }
 
+/// Every error as JSON (axum's own rejections too), counted by reason.
 async fn count_rejections(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let response = next.run(req).await;
+    let response = as_json_error(next.run(req).await, state.config.max_body_bytes);
     if let Some(Rejected(reason)) = response.extensions().get::<Rejected>() {
         state.metrics.rejected(reason);
     }

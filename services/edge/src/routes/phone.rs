@@ -145,9 +145,10 @@ pub struct DevTokenBody {
 
 pub async fn dev_token(
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let body: DevTokenBody = extract::json_body(body, state.config.max_body_bytes)?;
+    let body: DevTokenBody = extract::json_body(&headers, body, state.config.max_body_bytes)?;
     let Some(tokens) = &state.dev_tokens else {
         return Err(ApiError::NotFound("no such route".into()));
     };

@@ -6,14 +6,16 @@
 //! cookie is scoped to the session's path: a shared endpoint would not
 //! receive it. The connection itself is `transport/stomp/conn.rs`.
 
+use std::net::SocketAddr;
+
 use axum::{
-    extract::{Path, Request, State},
+    extract::{ConnectInfo, Path, Request, State},
     http::{header, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
 };
 use hyper_util::rt::TokioIo;
 
-use super::{extract, ws, AppState};
+use super::{extract, origin, ws, AppState};
 use crate::{
     error::ApiError,
     limits::AdmissionSlot,
@@ -23,14 +25,14 @@ use crate::{
 
 pub async fn upgrade(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(id): Path<String>,
     mut req: Request,
 ) -> Result<Response, ApiError> {
     let headers = req.headers();
     let id = extract::session_id(&id)?;
-    if !ws::origin_allowed(&state, headers) {
-        return Err(ApiError::OriginNotAllowed);
-    }
+    // Fail closed, like `/ws`: an unreadable Origin is refused.
+    origin::check_origin(peer, headers, &state.config)?;
     let accept = ws::handshake_accept(headers)?;
     let offers = headers
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)

@@ -3,18 +3,23 @@
 //! runs the reader and the writer halves in one loop, so both stop
 //! together. The socket itself is taken over either by the front server
 //! (a fresh connection: [`Handover`]) or through hyper's upgrade (a
-//! kept-alive connection).
+//! kept-alive connection); either way it is the front server's socket,
+//! whose every write (frames, pings, close, shutdown) has the write
+//! deadline (`server/deadline.rs`): a peer that stops reading is dropped
+//! within `QRLOGIN_WRITE_TIMEOUT` of a blocked write.
 
 use std::{
+    net::SocketAddr,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
 use axum::{
-    extract::{Path, RawQuery, Request, State},
+    extract::{ConnectInfo, Path, RawQuery, Request, State},
     http::{header, HeaderMap, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
 };
+use base64::Engine as _;
 use futures::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
@@ -31,7 +36,7 @@ use tokio_tungstenite::{
     WebSocketStream,
 };
 
-use super::{extract, AppState};
+use super::{extract, origin, AppState};
 use crate::{
     delivery::Watcher,
     domain::{SessionId, Snapshot},
@@ -83,26 +88,6 @@ impl Handover {
     }
 }
 
-/// Whether `origin` may open a socket: listed, or (empty list) the same
-/// host as the request. Clients that send no Origin are not browsers.
-pub(super) fn origin_allowed(state: &AppState, headers: &HeaderMap) -> bool {
-    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
-        return true;
-    };
-    let origin = origin.to_ascii_lowercase();
-    let allowed = &state.config.allowed_origins.0;
-    if !allowed.is_empty() {
-        return allowed.contains(&origin);
-    }
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    origin
-        .split_once("://")
-        .is_some_and(|(_, rest)| rest.eq_ignore_ascii_case(host))
-}
-
 fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
     headers
         .get_all(name)
@@ -131,20 +116,28 @@ pub(super) fn handshake_accept(headers: &HeaderMap) -> Result<String, ApiError> 
     let key = headers
         .get(header::SEC_WEBSOCKET_KEY)
         .ok_or_else(|| bad("Sec-WebSocket-Key missing"))?;
+    // RFC 6455 4.2.1: the base64 encoding of 16 bytes (24 characters).
+    let nonce = base64::engine::general_purpose::STANDARD
+        .decode(key.as_bytes())
+        .map_err(|_| bad("Sec-WebSocket-Key is not base64"))?;
+    if nonce.len() != 16 {
+        return Err(bad("Sec-WebSocket-Key must encode 16 bytes"));
+    }
     Ok(derive_accept_key(key.as_bytes()))
 }
 
 pub async fn upgrade(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
     mut req: Request,
 ) -> Result<Response, ApiError> {
     let headers = req.headers();
     let id = extract::session_id(&id)?;
-    if !origin_allowed(&state, headers) {
-        return Err(ApiError::OriginNotAllowed);
-    }
+    // Fail closed: an unreadable Origin is refused, the same-origin check
+    // compares scheme and host (routes/extract.rs).
+    origin::check_origin(peer, headers, &state.config)?;
     let since = extract::query_value(query.as_deref(), "since")
         .map(|v| extract::version(v, "since"))
         .transpose()?;
