@@ -21,7 +21,7 @@ use crate::{
     shutdown::Drain,
     transport::{
         grpc::{self, GrpcContext},
-        stomp,
+        long_poll, sse, stomp, ws,
     },
 };
 
@@ -123,13 +123,31 @@ impl Application {
             ws_ping: config.ws_ping,
             idle_timeout: config.idle_timeout,
         });
+        let sse = Arc::new(sse::Endpoint {
+            node: node.clone(),
+            heartbeat: config.sse_heartbeat,
+            retry: config.sse_retry,
+        });
+        let ws = Arc::new(ws::Endpoint {
+            sessions: sessions.clone(),
+            node: node.clone(),
+            ping: config.ws_ping,
+            idle_timeout: config.idle_timeout,
+        });
+        let long_poll = long_poll::Endpoint {
+            node: node.clone(),
+            max_wait: config.long_poll_max,
+        };
         let state = Arc::new(Shared {
             node,
             auth,
             broker,
             watches,
             sessions,
+            sse,
+            ws,
             stomp,
+            long_poll,
             metrics,
             drain,
             gate: ConnectionGate::new(config.max_connections),
