@@ -46,3 +46,55 @@ pub async fn answer(mut delivery: Delivery, wait: Duration) -> Option<Arc<Snapsh
 pub fn body(s: &Snapshot, node: &str) -> serde_json::Value {
     s.to_json(node)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{delivery::push::tests::fixture, domain::LoginState};
+    use tokio::time::Instant;
+
+    #[tokio::test(start_paused = true)]
+    async fn answers_news_at_once_and_the_newest_known_at_the_wait_or_drain() {
+        let f = fixture();
+        f.commit(3, LoginState::Pending);
+        // News beyond `since`: answered at once.
+        let t0 = Instant::now();
+        let s = answer(f.delivery(Some(2)).await, Duration::from_secs(25)).await;
+        assert_eq!(s.map(|s| s.version), Some(3));
+        assert_eq!(t0.elapsed(), Duration::ZERO);
+        // Nothing newer: the current snapshot when the wait ends.
+        let s = answer(f.delivery(Some(3)).await, Duration::from_secs(25)).await;
+        assert_eq!(
+            s.map(|s| (s.version, s.state)),
+            Some((3, LoginState::Pending))
+        );
+        assert_eq!(t0.elapsed(), Duration::from_secs(25));
+        // A commit while held is the answer.
+        let held = answer(f.delivery(Some(3)).await, Duration::from_secs(25));
+        let held = tokio::spawn(held);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        f.commit(4, LoginState::Scanned);
+        assert_eq!(held.await.unwrap().map(|s| s.version), Some(4));
+        assert_eq!(t0.elapsed(), Duration::from_secs(26));
+        // Drain: the newest known at once.
+        let held = tokio::spawn(answer(f.delivery(Some(4)).await, Duration::from_secs(25)));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        f.drain.start();
+        assert_eq!(held.await.unwrap().map(|s| s.version), Some(4));
+        assert_eq!(t0.elapsed(), Duration::from_secs(27));
+    }
+
+    #[test]
+    fn a_client_may_only_shorten_the_wait() {
+        let e = Endpoint {
+            node: "n".into(),
+            max_wait: Duration::from_secs(25),
+        };
+        assert_eq!(e.wait(None), Duration::from_secs(25));
+        assert_eq!(e.wait(Some(Duration::from_secs(5))), Duration::from_secs(5));
+        assert_eq!(
+            e.wait(Some(Duration::from_secs(90))),
+            Duration::from_secs(25)
+        );
+    }
+}

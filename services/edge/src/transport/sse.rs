@@ -96,3 +96,60 @@ impl EventStream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{delivery::push::tests::fixture, domain::LoginState};
+    use axum::body::{Body, HttpBody};
+    use tokio::time::Instant;
+
+    /// The next chunk of the body, as text.
+    async fn chunk(body: &mut Body) -> Option<String> {
+        let frame = std::future::poll_fn(|cx| std::pin::Pin::new(&mut *body).poll_frame(cx))
+            .await?
+            .unwrap();
+        Some(String::from_utf8(frame.into_data().unwrap().to_vec()).unwrap())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_events_heartbeats_and_the_end_as_bytes() {
+        let f = fixture();
+        f.commit(1, LoginState::Pending);
+        let endpoint = Arc::new(Endpoint {
+            node: "edge-t".into(),
+            heartbeat: Duration::from_secs(15),
+            retry: Duration::from_secs(2),
+        });
+        let first = response(endpoint.clone(), f.delivery(None).await);
+        assert_eq!(first.headers()[header::CACHE_CONTROL], "no-cache");
+        let mut body = first.into_body();
+        assert_eq!(chunk(&mut body).await.unwrap(), "retry: 2000\n\n");
+        let event = chunk(&mut body).await.unwrap();
+        assert!(
+            event.starts_with("id: 1\nevent: PENDING\ndata: {"),
+            "{event}"
+        );
+        assert!(event.contains("\"node\":\"edge-t\""), "{event}");
+        let t0 = Instant::now();
+        assert_eq!(chunk(&mut body).await.unwrap(), ": heartbeat\n\n");
+        assert_eq!(t0.elapsed(), Duration::from_secs(15));
+        f.commit(2, LoginState::Cancelled);
+        let event = chunk(&mut body).await.unwrap();
+        assert!(event.starts_with("id: 2\nevent: CANCELLED\n"), "{event}");
+        assert!(chunk(&mut body).await.is_none(), "a final state ends it");
+
+        // At drain: a jittered retry (0.5..2 × the hint), then the end.
+        f.commit(3, LoginState::Pending);
+        let mut body = response(endpoint, f.delivery(Some(3)).await).into_body();
+        assert_eq!(chunk(&mut body).await.unwrap(), "retry: 2000\n\n");
+        f.drain.start();
+        let retry = chunk(&mut body).await.unwrap();
+        let ms: u64 = retry
+            .strip_prefix("retry: ")
+            .and_then(|r| r.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{retry}"));
+        assert!((1000..=4000).contains(&ms), "{ms}");
+        assert!(chunk(&mut body).await.is_none());
+    }
+}
