@@ -111,7 +111,7 @@ impl Application {
         let drain = Drain::default();
         let sessions = Sessions::new(
             auth.clone(),
-            watches.clone(),
+            watches,
             metrics.clone(),
             drain.clone(),
             config.sse_retry,
@@ -142,7 +142,6 @@ impl Application {
             node,
             auth,
             broker,
-            watches,
             sessions,
             sse,
             ws,

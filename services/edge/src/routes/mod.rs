@@ -35,7 +35,6 @@ use crate::{
     auth_client::AuthClient,
     broker::Broker,
     config::EdgeConfig,
-    delivery::Watches,
     error::{as_json_error, ApiError, Rejected},
     limits::{Admission, AdmissionSlot, ConnectionGate, CreateRateLimiter},
     metrics::Metrics,
@@ -49,8 +48,8 @@ pub struct Shared {
     pub node: String,
     pub auth: AuthClient,
     pub broker: Broker,
-    pub watches: Watches,
-    /// Sessions through auth and the watches (observes its own writes).
+    /// Sessions through auth and the watches (observes its own writes);
+    /// the only way routes reach either, so none can forget to observe.
     pub sessions: Sessions,
     /// What every connection of each push transport shares (its settings).
     pub sse: Arc<crate::transport::sse::Endpoint>,
