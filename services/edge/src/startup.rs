@@ -114,29 +114,26 @@ impl Application {
             watches,
             metrics.clone(),
             drain.clone(),
-            config.sse_retry,
+            config.sse.retry,
         );
         let stomp = Arc::new(stomp::conn::Endpoint {
             sessions: sessions.clone(),
             node: node.clone(),
             settings: config.stomp.clone(),
-            ws_ping: config.ws_ping,
-            idle_timeout: config.idle_timeout,
+            ws: config.ws.clone(),
         });
         let sse = Arc::new(sse::Endpoint {
             node: node.clone(),
-            heartbeat: config.sse_heartbeat,
-            retry: config.sse_retry,
+            settings: config.sse.clone(),
         });
         let ws = Arc::new(ws::Endpoint {
             sessions: sessions.clone(),
             node: node.clone(),
-            ping: config.ws_ping,
-            idle_timeout: config.idle_timeout,
+            settings: config.ws.clone(),
         });
         let long_poll = long_poll::Endpoint {
             node: node.clone(),
-            max_wait: config.long_poll_max,
+            settings: config.long_poll.clone(),
         };
         let state = Arc::new(Shared {
             node,

@@ -303,6 +303,8 @@ async fn main() -> Result<()> {
         c.scanned_ttl = Duration::from_secs(3600);
         c.confirmed_ttl = Duration::from_secs(3600);
         c.session_retention = Duration::from_secs(7200);
+        // Every session comes from this one host: no per-network limit.
+        c.create_limit = 0;
     })
     .await;
     let kinds: Vec<Kind> = match args.transport.as_str() {

@@ -7,22 +7,42 @@
 use std::{sync::Arc, time::Duration};
 
 use crate::{
+    config::{duration, invalid, ConfigError},
     delivery::{Delivery, Push},
     domain::Snapshot,
 };
 
-/// Settings of the long poll.
+/// Settings of the long poll (docs/configuration.md, "edge").
+#[derive(Debug, Clone, clap::Args)]
+pub struct LongPollSettings {
+    /// Longest a request is held; a client's `wait` may only shorten it.
+    #[arg(id = "long-poll-max", long = "long-poll-max", env = "QRLOGIN_LONG_POLL_MAX", default_value = "25s", value_parser = duration)]
+    pub max_wait: Duration,
+}
+
+impl LongPollSettings {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_wait.is_zero() {
+            return Err(invalid(
+                "QRLOGIN_LONG_POLL_MAX",
+                "must be greater than zero",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What every long poll of this node shares.
 pub struct Endpoint {
     pub node: String,
-    /// Longest a request is held (`QRLOGIN_LONG_POLL_MAX`); a client's
-    /// `wait` may only shorten it.
-    pub max_wait: Duration,
+    pub settings: LongPollSettings,
 }
 
 impl Endpoint {
     /// How long to hold a request that asked for `wait`.
     pub fn wait(&self, wait: Option<Duration>) -> Duration {
-        wait.unwrap_or(self.max_wait).min(self.max_wait)
+        let max = self.settings.max_wait;
+        wait.unwrap_or(max).min(max)
     }
 }
 
@@ -88,7 +108,9 @@ mod tests {
     fn a_client_may_only_shorten_the_wait() {
         let e = Endpoint {
             node: "n".into(),
-            max_wait: Duration::from_secs(25),
+            settings: LongPollSettings {
+                max_wait: Duration::from_secs(25),
+            },
         };
         assert_eq!(e.wait(None), Duration::from_secs(25));
         assert_eq!(e.wait(Some(Duration::from_secs(5))), Duration::from_secs(5));

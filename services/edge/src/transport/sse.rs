@@ -18,24 +18,47 @@ use axum::{
 use futures::Stream;
 
 use crate::{
+    config::{duration, invalid, ConfigError},
     delivery::{Delivery, Leave, Push},
     domain::Snapshot,
 };
+
+/// Settings of SSE (docs/configuration.md, "edge").
+#[derive(Debug, Clone, clap::Args)]
+pub struct SseSettings {
+    /// Interval of heartbeat comments.
+    #[arg(id = "sse-heartbeat", long = "sse-heartbeat", env = "QRLOGIN_SSE_HEARTBEAT", default_value = "15s", value_parser = duration)]
+    pub heartbeat: Duration,
+    /// Reconnect delay suggested first (`retry:`); at drain a jittered one
+    /// around it (also the hint the other transports give at drain).
+    #[arg(id = "sse-retry", long = "sse-retry", env = "QRLOGIN_SSE_RETRY", default_value = "2s", value_parser = duration)]
+    pub retry: Duration,
+}
+
+impl SseSettings {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (var, value) in [
+            ("QRLOGIN_SSE_HEARTBEAT", self.heartbeat),
+            ("QRLOGIN_SSE_RETRY", self.retry),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(var, "must be greater than zero"));
+            }
+        }
+        Ok(())
+    }
+}
 
 /// What every SSE stream of this node shares: its settings and the node
 /// name the snapshots carry.
 pub struct Endpoint {
     pub node: String,
-    /// Comment interval (`QRLOGIN_SSE_HEARTBEAT`).
-    pub heartbeat: Duration,
-    /// Reconnect delay sent first (`QRLOGIN_SSE_RETRY`); at drain the
-    /// delivery's jittered one is sent instead.
-    pub retry: Duration,
+    pub settings: SseSettings,
 }
 
 /// The `200` with the event stream of `delivery`.
 pub fn response(endpoint: Arc<Endpoint>, mut delivery: Delivery) -> Response {
-    delivery.keep_alive(Some(endpoint.heartbeat));
+    delivery.keep_alive(Some(endpoint.settings.heartbeat));
     let stream = EventStream {
         phase: Phase::Start,
         endpoint,
@@ -81,7 +104,7 @@ impl EventStream {
             Phase::Done => return None,
             Phase::Start => {
                 self.phase = Phase::Running;
-                return Some(Event::default().retry(self.endpoint.retry));
+                return Some(Event::default().retry(self.endpoint.settings.retry));
             }
             Phase::Running => {}
         }
@@ -118,8 +141,10 @@ mod tests {
         f.commit(1, LoginState::Pending);
         let endpoint = Arc::new(Endpoint {
             node: "edge-t".into(),
-            heartbeat: Duration::from_secs(15),
-            retry: Duration::from_secs(2),
+            settings: SseSettings {
+                heartbeat: Duration::from_secs(15),
+                retry: Duration::from_secs(2),
+            },
         });
         let first = response(endpoint.clone(), f.delivery(None).await);
         assert_eq!(first.headers()[header::CACHE_CONTROL], "no-cache");

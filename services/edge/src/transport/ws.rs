@@ -23,6 +23,7 @@ use tokio_tungstenite::{
 
 use super::upgrade::Socket;
 use crate::{
+    config::{duration, invalid, ConfigError},
     delivery::{Delivery, Leave, Push},
     domain::{SessionId, Snapshot},
     error::ApiError,
@@ -45,16 +46,39 @@ const CLOSE_POLICY: u16 = 1008;
 const CLOSE_TOO_BIG: u16 = 1009;
 const CLOSE_RESTART: u16 = 1012;
 
+/// Settings of WebSocket sockets, STOMP's too (docs/configuration.md,
+/// "edge").
+#[derive(Debug, Clone, clap::Args)]
+pub struct WsSettings {
+    /// Interval of WebSocket pings.
+    #[arg(id = "ws-ping", long = "ws-ping", env = "QRLOGIN_WS_PING", default_value = "20s", value_parser = duration)]
+    pub ping: Duration,
+    /// A socket from which nothing was heard for this long is dropped.
+    #[arg(id = "idle-timeout", long = "idle-timeout", env = "QRLOGIN_IDLE_TIMEOUT", default_value = "60s", value_parser = duration)]
+    pub idle_timeout: Duration,
+}
+
+impl WsSettings {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.ping.is_zero() {
+            return Err(invalid("QRLOGIN_WS_PING", "must be greater than zero"));
+        }
+        if self.idle_timeout <= self.ping {
+            return Err(invalid(
+                "QRLOGIN_IDLE_TIMEOUT",
+                "must be longer than QRLOGIN_WS_PING",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// What every WebSocket of this node shares: its settings, the node name
 /// the snapshots carry, and the sessions (for `cancel`).
 pub struct Endpoint {
     pub sessions: Sessions,
     pub node: String,
-    /// Ping interval (`QRLOGIN_WS_PING`).
-    pub ping: Duration,
-    /// A socket from which nothing was heard this long is dropped
-    /// (`QRLOGIN_IDLE_TIMEOUT`).
-    pub idle_timeout: Duration,
+    pub settings: WsSettings,
 }
 
 #[derive(Debug, Deserialize)]
@@ -97,7 +121,7 @@ pub async fn run(prepared: Prepared, socket: Socket) {
         admission,
     } = prepared;
     let _admission = admission;
-    delivery.keep_alive(Some(endpoint.ping));
+    delivery.keep_alive(Some(endpoint.settings.ping));
     delivery.hold(!resumed);
     Connection {
         endpoint,
@@ -141,7 +165,7 @@ impl Connection {
                         }
                     }
                     Push::KeepAlive => {
-                        if heard.elapsed() >= self.endpoint.idle_timeout {
+                        if heard.elapsed() >= self.endpoint.settings.idle_timeout {
                             tracing::debug!(session = %self.id, "dropping idle WebSocket");
                             break None;
                         }
