@@ -8,7 +8,7 @@
 //! branches write once the read is no longer polled, so reader and writer
 //! stop together.
 
-use std::{sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
@@ -109,9 +109,10 @@ fn config() -> WebSocketConfig {
         .max_frame_size(Some(MAX_MESSAGE))
 }
 
-/// Runs an accepted WebSocket to its end.
-pub async fn run(prepared: Prepared, socket: Socket) {
-    let socket = WebSocketStream::from_raw_socket(socket, Role::Server, Some(config())).await;
+/// Runs an accepted WebSocket to its end. (Not an `async fn`: an async
+/// fn keeps its arguments for its whole life, so `prepared` would sit in
+/// every idle socket's task beside the connection made from it.)
+pub fn run(prepared: Prepared, socket: Socket) -> impl Future<Output = ()> + Send {
     let Prepared {
         endpoint,
         id,
@@ -120,7 +121,6 @@ pub async fn run(prepared: Prepared, socket: Socket) {
         resumed,
         admission,
     } = prepared;
-    let _admission = admission;
     delivery.keep_alive(Some(endpoint.settings.ping));
     delivery.hold(!resumed);
     Connection {
@@ -128,9 +128,9 @@ pub async fn run(prepared: Prepared, socket: Socket) {
         id,
         secret,
         delivery,
+        _admission: admission,
     }
     .run(socket)
-    .await;
 }
 
 struct Connection {
@@ -138,6 +138,7 @@ struct Connection {
     id: SessionId,
     secret: String,
     delivery: Delivery,
+    _admission: Option<Admission>,
 }
 
 fn close(code: u16, reason: &'static str) -> Message {
@@ -151,7 +152,8 @@ impl Connection {
     /// One task and one socket: the select below reads, and its branches
     /// write once the read is no longer polled (no split halves, whose
     /// shared lock costs about 340 bytes per connection).
-    async fn run(mut self, mut sink: WebSocketStream<Socket>) {
+    async fn run(mut self, socket: Socket) {
+        let mut sink = WebSocketStream::from_raw_socket(socket, Role::Server, Some(config())).await;
         let hold_until = Instant::now() + RESUME_WINDOW;
         let mut heard = Instant::now();
         let mut first = true;

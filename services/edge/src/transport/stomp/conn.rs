@@ -21,7 +21,7 @@
 //! - A final state is sent, then the socket closes (1000); a drain sends an
 //!   ERROR with `retry-after-ms`, then closes with 1012.
 
-use std::{sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use futures::{SinkExt, StreamExt};
 use tokio::{
@@ -92,12 +92,13 @@ pub fn websocket_config() -> WebSocketConfig {
         .max_frame_size(Some(MAX_MESSAGE))
 }
 
-/// Runs an accepted STOMP WebSocket to its end.
-pub async fn run<S>(prepared: Prepared, io: S)
+/// Runs an accepted STOMP WebSocket to its end. (Not an `async fn`: an
+/// async fn keeps its arguments for its whole life, so `prepared` would
+/// sit in every idle socket's task beside the connection made from it.)
+pub fn run<S>(prepared: Prepared, io: S) -> impl Future<Output = ()> + Send
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(websocket_config())).await;
     let Prepared {
         endpoint,
         id,
@@ -105,7 +106,6 @@ where
         mut delivery,
         admission,
     } = prepared;
-    let _admission = admission;
     delivery.hold(true);
     delivery.keep_alive(Some(endpoint.ws.ping));
     let silence = endpoint.ws.idle_timeout;
@@ -114,14 +114,14 @@ where
         id,
         secret: secret.into(),
         delivery,
+        _admission: admission,
         connected: false,
         server_beats: false,
         silence,
         subscription: None,
         messages: 0,
     }
-    .run(socket)
-    .await;
+    .run(io)
 }
 
 /// What handling a frame leads to.
@@ -137,6 +137,7 @@ struct Connection {
     id: SessionId,
     secret: Box<str>,
     delivery: Delivery,
+    _admission: Option<Admission>,
     connected: bool,
     /// The server promised heart-beats (EOLs); else keep-alives are pings.
     server_beats: bool,
@@ -162,10 +163,12 @@ fn text(frame: &ServerFrame) -> Message {
 impl Connection {
     /// One task and one socket: the select reads, and its branches write
     /// once the read is no longer polled (as on `/ws`).
-    async fn run<S>(mut self, mut socket: WebSocketStream<S>)
+    async fn run<S>(mut self, io: S)
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
+        let mut socket =
+            WebSocketStream::from_raw_socket(io, Role::Server, Some(websocket_config())).await;
         let mut heard = Instant::now();
         let decoder = Decoder::new(Limits::default());
         let ending = loop {
