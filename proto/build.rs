@@ -30,6 +30,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
-        .compile_fds(protox::compile(all, ["."])?)?;
+        .compile_fds(protox::compile([EVENTS, AUTH], ["."])?)?;
+    // The watch stream with small per-call buffers (src/codec.rs): an edge
+    // holds thousands of idle watch streams, each with its own encoder.
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .codec_path("crate::codec::LeanCodec")
+        .extern_path(".qrlogin.events.v1", "crate::events::v1")
+        .compile_fds(protox::compile([WATCH], ["."])?)?;
     Ok(())
 }

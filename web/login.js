@@ -11,12 +11,13 @@ import { createLogin, watch, redeem, cancel, forgetKey, isFinal, qrEpoch } from 
 const $ = (id) => document.getElementById(id);
 const TRANSPORT_NAMES = {
   ws: 'WebSocket',
+  stomp: 'STOMP over WebSocket',
   sse: 'Server-Sent Events',
   longpoll: 'long polling',
   poll: 'short polling',
   auto: 'auto',
 };
-const SHORT_NAMES = { ws: 'WebSocket', sse: 'SSE', longpoll: 'long poll', poll: 'short poll' };
+const SHORT_NAMES = { ws: 'WebSocket', stomp: 'STOMP', sse: 'SSE', longpoll: 'long poll', poll: 'short poll' };
 const HINTS = {
   PENDING: 'Waiting for a phone to scan the code.',
   SCANNED: 'Scanned. Pick the number below on your phone.',
@@ -167,9 +168,10 @@ function onTransport(info) {
     addEvent(`${name} connected`, { node: info.node, kind: 'transport' });
   } else if (info.status === 'held') {
     $('held-node').textContent = info.node;
-    // A WebSocket or an event stream stays on one edge; polls move between
-    // edges with every request, so only the field above follows them.
-    if (info.transport === 'ws' || info.transport === 'sse') {
+    // A WebSocket (plain or STOMP) or an event stream stays on one edge;
+    // polls move between edges with every request, so only the field above
+    // follows them.
+    if (['ws', 'stomp', 'sse'].includes(info.transport)) {
       addEvent(`${name} held on`, { node: info.node, kind: 'transport' });
     }
   } else if (info.status === 'reconnecting') {

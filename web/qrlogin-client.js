@@ -2,8 +2,9 @@
  * qrlogin-client.js: browser client for qrlogin cross-device QR-code login.
  *
  * Plain ES modules without dependencies: this file (the API) with
- * qrlogin-http.js (requests, errors) and qrlogin-watcher.js (transports)
- * beside it. Serve them from the same origin as the qrlogin edge API
+ * qrlogin-http.js (requests, errors), qrlogin-watcher.js (transports) and
+ * qrlogin-stomp.js (the STOMP frames the watcher needs) beside it. Serve
+ * them from the same origin as the qrlogin edge API
  * (directly or through your reverse proxy): the browser secret travels in
  * the HttpOnly cookie that `createLogin()` receives, and that cookie is only
  * sent to the same origin (SameSite=Strict).
@@ -23,7 +24,7 @@
  *   //   redeem the session: a stolen browser secret alone cannot.
  *
  *   const watcher = watch(login.sessionId, {
- *     transport: 'auto',          // 'auto' | 'ws' | 'sse' | 'longpoll' | 'poll'
+ *     transport: 'auto',          // 'auto' | 'ws' | 'stomp' | 'sse' | 'longpoll' | 'poll'
  *     snapshot: login.snapshot,   // optional: the newest snapshot already known
  *     onState(snapshot, info) {}, // each newer snapshot; info = { transport }
  *     onTransport(info) {},       // { transport, status, node, reason, delayMs }
@@ -38,8 +39,8 @@
  *     baseUrl: '',                // prefix of the API (default: same origin)
  *   });
  *   watcher.stop();               // stop watching (no request is sent)
- *   await watcher.cancel();       // cancel the login (over the WebSocket when
- *                                 // one is open, else DELETE)
+ *   await watcher.cancel();       // cancel the login (over the WebSocket or
+ *                                 // STOMP connection when one is open, else DELETE)
  *   watcher.transport;            // the transport in use now
  *   watcher.snapshot;             // the newest snapshot seen
  *
@@ -64,13 +65,15 @@
  * - 'auto' starts with WebSocket and falls back to SSE, then long polling,
  *   then short polling when a transport cannot be established twice in a row
  *   while the API itself answers (a blocked upgrade, a buffering proxy). An
- *   explicit transport never falls back.
+ *   explicit transport never falls back. 'stomp' (STOMP 1.2 over WebSocket,
+ *   `/v1/login-sessions/{id}/stomp`) is used only when asked for.
  * - Every reconnect resumes from the newest version seen: WebSocket and SSE
- *   with `?since=`, EventSource's own reconnects with Last-Event-ID, long
- *   polling with `since`. Reconnects wait with jittered exponential backoff
- *   (0.5 s doubling up to 15 s); a WebSocket closed with 1012 (node draining)
- *   comes back after a short jittered delay, and SSE follows the server's
- *   `retry:`.
+ *   with `?since=`, STOMP with a `since` header on SUBSCRIBE, EventSource's
+ *   own reconnects with Last-Event-ID, long polling with `since`. Reconnects
+ *   wait with jittered exponential backoff (0.5 s doubling up to 15 s); a
+ *   WebSocket closed with 1012 (node draining) comes back after a short
+ *   jittered delay, STOMP after the draining ERROR's `retry-after-ms`, and
+ *   SSE follows the server's `retry:`.
  * - Snapshots are de-duplicated by version: one is new when its version is
  *   higher, when it is final and the previous one was not (an edge reports
  *   a deadline as EXPIRED with the last stored version), or when it is a

@@ -3,7 +3,10 @@
 // Shared by qrlogin-client.js (the public API) and qrlogin-watcher.js.
 import { canBindKeys, generateKey, proof } from './qrlogin-key.js';
 
-export const TRANSPORTS = Object.freeze(['ws', 'sse', 'longpoll', 'poll']);
+export const TRANSPORTS = Object.freeze(['ws', 'stomp', 'sse', 'longpoll', 'poll']);
+/** What 'auto' tries, in order (STOMP only when asked for: it adds nothing
+ * over the plain WebSocket for a watcher). */
+export const AUTO_ORDER = Object.freeze(['ws', 'sse', 'longpoll', 'poll']);
 export const STATES = Object.freeze([
   'PENDING', 'SCANNED', 'CONFIRMED', 'REDEEMED', 'DENIED', 'CANCELLED', 'EXPIRED',
 ]);

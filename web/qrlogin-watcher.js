@@ -1,18 +1,22 @@
 // The watcher behind watch() in qrlogin-client.js: one login session followed
-// over WebSocket, SSE, long polling or short polling, with fallback, resume
-// by version, jittered backoff and de-duplication (see that file's header).
+// over WebSocket, STOMP over WebSocket, SSE, long polling or short polling,
+// with fallback, resume by version, jittered backoff and de-duplication (see
+// that file's header).
 import {
-  TRANSPORTS, STATES, QrLoginError, isFinal, request, sessionPath, getSnapshot, cancel, qrEpoch,
+  AUTO_ORDER, STATES, QrLoginError, isFinal, request, sessionPath, getSnapshot, cancel, qrEpoch,
 } from './qrlogin-http.js';
+import { stompFrame, parseStompFrames, stompBeats } from './qrlogin-stomp.js';
 
-const TRANSPORT_LABELS = { ws: 'WebSocket', sse: 'SSE', longpoll: 'long polling', poll: 'short polling' };
+const TRANSPORT_LABELS = {
+  ws: 'WebSocket', stomp: 'STOMP', sse: 'SSE', longpoll: 'long polling', poll: 'short polling',
+};
 const BACKOFF_BASE_MS = 500;
 const BACKOFF_MAX_MS = 15000;
 /** Failed establishments in a row before 'auto' tries the next transport. */
 const FALLBACK_AFTER = 2;
 
 function available(transport) {
-  if (transport === 'ws') return typeof WebSocket === 'function';
+  if (transport === 'ws' || transport === 'stomp') return typeof WebSocket === 'function';
   if (transport === 'sse') return typeof EventSource === 'function';
   return true;
 }
@@ -40,7 +44,7 @@ export class Watcher {
     this.socket = null;
     this.heldBy = null; // the edge that answered last on the current connection
     this.resumed = false; // true once this transport connected: reconnects resume by version
-    const order = mode === 'auto' ? TRANSPORTS : [mode];
+    const order = mode === 'auto' ? AUTO_ORDER : [mode];
     this.candidates = order.filter(available);
     if (this.candidates.length === 0) this.candidates = ['poll'];
     this.transport = this.candidates[0];
@@ -57,7 +61,12 @@ export class Watcher {
   async cancel() {
     const ws = this.socket;
     if (ws && ws.readyState === WebSocket.OPEN) {
-      ws.send(JSON.stringify({ type: 'cancel' }));
+      if (this.transport === 'stomp') {
+        const destination = `/app/login-sessions.${this.sessionId}.cancel`;
+        ws.send(stompFrame('SEND', { destination, 'content-length': '0' }));
+      } else {
+        ws.send(JSON.stringify({ type: 'cancel' }));
+      }
       return;
     }
     const snapshot = await cancel(this.sessionId, { baseUrl: this.baseUrl });
@@ -82,6 +91,7 @@ export class Watcher {
     this.emit('connecting');
     const run = {
       ws: () => this.connectWebSocket(generation),
+      stomp: () => this.connectStomp(generation),
       sse: () => this.connectEventSource(generation),
       longpoll: () => this.runLongPoll(generation),
       poll: () => this.runShortPoll(generation),
@@ -171,7 +181,7 @@ export class Watcher {
     this.teardown();
     this.teardown = noop;
     let serviceAnswers = false;
-    if (!wasOpen && (this.transport === 'ws' || this.transport === 'sse')) {
+    if (!wasOpen && ['ws', 'stomp', 'sse'].includes(this.transport)) {
       try {
         this.deliver(await getSnapshot(this.sessionId, { baseUrl: this.baseUrl }));
         serviceAnswers = true;
@@ -257,6 +267,95 @@ export class Watcher {
       }
     };
     this.teardown = () => {
+      ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+      this.socket = null;
+      if (ws.readyState === WebSocket.CONNECTING || ws.readyState === WebSocket.OPEN) ws.close(1000);
+    };
+  }
+
+  /**
+   * STOMP 1.2 over WebSocket with the few frames a watcher needs
+   * (qrlogin-stomp.js): CONNECT with heart-beats, SUBSCRIBE to the
+   * session's topic (with `since` when resuming), a MESSAGE per snapshot,
+   * SEND for cancel. The server's ERROR while draining carries
+   * retry-after-ms; heart-beats go both ways, and a server silent for twice
+   * its interval counts as a dropped connection.
+   */
+  connectStomp(generation) {
+    const url = this.url('/stomp');
+    url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
+    let ws;
+    try {
+      ws = new WebSocket(url, ['v12.stomp', 'v11.stomp']);
+    } catch (err) {
+      this.dropped(`STOMP refused: ${err.message}`, { wasOpen: false });
+      return;
+    }
+    this.socket = ws;
+    let opened = false;
+    let heard = Date.now();
+    let beats = [];
+    let retryAfterMs = null;
+    let lastError = null;
+    const since = this.resumeFrom();
+    ws.onopen = () => {
+      if (!this.current(generation)) return;
+      ws.send(stompFrame('CONNECT', {
+        'accept-version': '1.2,1.1',
+        host: globalThis.location?.host ?? url.host,
+        'heart-beat': '10000,10000',
+      }));
+    };
+    ws.onmessage = (event) => {
+      if (!this.current(generation)) return;
+      heard = Date.now();
+      for (const frame of parseStompFrames(String(event.data))) {
+        if (frame.command === 'CONNECTED') {
+          opened = true;
+          const { send, expect } = stompBeats(frame.headers['heart-beat'], 10000, 10000);
+          if (send) beats.push(setInterval(() => ws.readyState === WebSocket.OPEN && ws.send('\n'), send));
+          if (expect) {
+            beats.push(setInterval(() => {
+              if (Date.now() - heard > 2 * expect) ws.close(4000, 'no heart-beat from the server');
+            }, expect));
+          }
+          const headers = { id: 'sub-0', destination: `/topic/login-sessions.${this.sessionId}` };
+          if (since !== undefined) headers.since = String(since);
+          ws.send(stompFrame('SUBSCRIBE', headers));
+          this.established();
+        } else if (frame.command === 'MESSAGE') {
+          let snapshot;
+          try {
+            snapshot = JSON.parse(frame.body);
+          } catch {
+            continue;
+          }
+          this.retries = 0;
+          this.servedBy(snapshot.node);
+          this.deliver(snapshot);
+        } else if (frame.command === 'ERROR') {
+          lastError = frame.headers.message || 'ERROR';
+          const hint = Number(frame.headers['retry-after-ms']);
+          if (hint > 0) retryAfterMs = hint;
+        }
+      }
+    };
+    ws.onclose = (event) => {
+      if (!this.current(generation)) return;
+      if (event.code === 1012 || retryAfterMs !== null) {
+        // The node is draining: come back after its hint, through the balancer.
+        this.dropped('the node is restarting (1012)', {
+          wasOpen: true,
+          delayMs: retryAfterMs ?? Math.round(sleepJitter(250, 1250)),
+        });
+      } else {
+        const why = lastError ? `, ERROR ${lastError}` : '';
+        this.dropped(`STOMP closed (${event.code}${why})`, { wasOpen: opened });
+      }
+    };
+    this.teardown = () => {
+      beats.forEach(clearInterval);
+      beats = [];
       ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
       this.socket = null;
       if (ws.readyState === WebSocket.CONNECTING || ws.readyState === WebSocket.OPEN) ws.close(1000);

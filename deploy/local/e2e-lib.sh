@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # Helpers of deploy/local/e2e.sh: HTTP and JSON, sessions, and the watchers
-# (short and long polling and SSE with curl, WebSocket and SSE with
-# watch.mjs). Sourced by e2e.sh after lib.sh; uses its WORK and BG_PIDS.
+# (short and long polling and SSE with curl, WebSocket, STOMP (stompjs) and
+# SSE with watch.mjs, the gRPC watch stream with grpcurl). Sourced by e2e.sh after lib.sh; uses its WORK and BG_PIDS.
 # Results go to globals that the checks read: STATUS NODE BODY (http), SID
 # SECRET VERSION TTL QR_PAYLOAD (create), WATCH_PATH and REISSUES (watchers).
 # shellcheck disable=SC2034
@@ -230,6 +230,41 @@ start_node_watcher() {
   BG_PIDS+=($!)
 }
 
+# grpc_lines: grpcurl's stream of pretty-printed LoginSession messages on
+# stdin -> one line per message on stdout, "ARRIVAL-SECONDS JSON" with the
+# JSON snapshot's names (state without its LOGIN_STATE_ prefix).
+grpc_lines() {
+  python3 -u -c '
+import json, sys, time
+buf = []
+for line in iter(sys.stdin.readline, ""):
+    buf.append(line)
+    if line.rstrip("\n") != "}":
+        continue
+    try:
+        m = json.loads("".join(buf))
+    except ValueError:
+        buf = []
+        continue
+    buf = []
+    state = m.get("state", "").replace("LOGIN_STATE_", "")
+    out = {"state": state, "version": int(m.get("version", 0)), "node": m.get("node")}
+    print(f"{time.time():.6f} {json.dumps(out)}", flush=True)
+'
+}
+
+# start_grpc_watch ADDR FILE: grpcurl WatchLoginSession on ADDR (an edge's
+# gRPC port or HAProxy's), the secret as authorization metadata, options
+# before the address; messages go to FILE as stamped JSON lines, grpcurl's
+# errors to FILE.err. Sets GRPC_PID (`wait $GRPC_PID` gives its status).
+start_grpc_watch() {
+  local addr="$1" file="$2"
+  "$GRPCURL" -plaintext -H "authorization: Bearer $SECRET" -d "{\"session_id\":\"$SID\"}" \
+    "$addr" qrlogin.watch.v1.LoginWatch/WatchLoginSession 2>"$file.err" > >(grpc_lines >>"$file") &
+  GRPC_PID=$!
+  BG_PIDS+=("$GRPC_PID")
+}
+
 # Waits until watch.mjs reports the connection open; prints its node.
 wait_open() {
   local file="$1" deadline=$((SECONDS + $2)) node
@@ -263,11 +298,19 @@ start_watcher_on_edge1() {
       start_sse_curl "$file" edge-1 || return 1
       WATCH_PATH="curl SSE via HAProxy on edge-1 (X-Edge-Node checked, $REISSUES re-issued)"
       ;;
-    ws)
-      start_node_watcher "$file" ws --want-node=edge-1 --until=CONFIRMED --timeout=40
-      node="$(wait_open "$file" 10)" || { echo "WebSocket did not open: $(tail -n 2 "$file")"; return 1; }
-      [[ "$node" == edge-1 ]] || { echo "WebSocket landed on $node, not edge-1"; return 1; }
-      WATCH_PATH="WebSocket via HAProxy on edge-1 ($(grep -c '"event":"retry"' "$file") re-issued)"
+    ws | stomp)
+      local label=WebSocket
+      [[ "$transport" == stomp ]] && label="STOMP (stompjs)"
+      start_node_watcher "$file" "$transport" --want-node=edge-1 --until=CONFIRMED --timeout=40
+      node="$(wait_open "$file" 10)" || { echo "$label did not open: $(tail -n 2 "$file")"; return 1; }
+      [[ "$node" == edge-1 ]] || { echo "$label landed on $node, not edge-1"; return 1; }
+      WATCH_PATH="$label via HAProxy on edge-1 ($(grep -c '"event":"retry"' "$file") re-issued)"
+      ;;
+    grpc)
+      # A gRPC connection through HAProxy's TCP frontend cannot be steered
+      # to one edge either: it goes to edge-1's own gRPC port.
+      start_grpc_watch "$EDGE1_GRPC_ADDR" "$file"
+      WATCH_PATH="grpcurl WatchLoginSession direct to edge-1's gRPC port"
       ;;
   esac
   wait_state "$file" PENDING 10 >/dev/null || { echo "watcher saw no first snapshot"; return 1; }
@@ -352,8 +395,11 @@ latency_sample() {
         "$HTTP_URL/v1/login-sessions/$SID/events" > >(stamp "$file") 2>>"$WORK/sse.err" &
       BG_PIDS+=($!)
       ;;
-    ws)
-      start_node_watcher "$file" ws --until=CONFIRMED --timeout=30
+    ws | stomp)
+      start_node_watcher "$file" "$transport" --until=CONFIRMED --timeout=30
+      ;;
+    grpc)
+      start_grpc_watch "$GRPC_ADDR" "$file"
       ;;
   esac
   # Whether the watcher opens before or after the scan, SCANNED reaches it.
@@ -379,7 +425,8 @@ latency_sample() {
   stop_watchers
 }
 
-# check_latency TRANSPORT SAMPLES: prints median and max confirm→event through HAProxy.
+# check_latency TRANSPORT SAMPLES: prints median and max confirm→event through
+# HAProxy (gRPC: its TCP frontend; the rest: its HTTP frontend).
 check_latency() {
   local transport="$1" n="$2" i
   rm -f "$WORK/latency-$transport"

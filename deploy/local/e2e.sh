@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # End-to-end checks against the local cluster (deploy/local/up.sh), with real
 # clients only: curl (HTTP, short and long polling, SSE), grpcurl (gRPC
-# straight to auth, and the README's grpcurl block run as written) and a
-# WebSocket client (deploy/local/watch.mjs, on the `ws` package pinned in
-# web/tests/package-lock.json). For long polling, SSE and WebSocket it also
-# prints the confirm→event latency through HAProxy (median and max of a few
-# logins): a figure, not a pass/fail bound.
+# straight to auth, the README's grpcurl block run as written, and the
+# edges' gRPC watch stream), a WebSocket client and the standard STOMP client
+# (deploy/local/watch.mjs, on `ws` and `@stomp/stompjs` pinned in
+# web/tests/package-lock.json). For every push transport it also prints the
+# confirm→event latency through HAProxy (median and max of a few logins): a
+# figure, not a pass/fail bound.
 #
 #   deploy/local/e2e.sh            against a running cluster
 #   deploy/local/e2e.sh --start    start one first (up.sh --detach, with
@@ -144,6 +145,35 @@ check_grpc() {
   echo "$WATCH_PATH; scan and confirm by grpcurl straight to auth ($AUTH_ADDR, dev-token JWT); SCANNED v${scanned% *} and CONFIRMED v${confirmed% *} delivered by ${confirmed#* }; redeem 200"
 }
 
+# grpcurl on edge-1's gRPC port: reflection lists the watch service, health
+# answers SERVING, and WatchLoginSession streams a login created through
+# HTTP and confirmed through edge-2 (SCANNED, CONFIRMED, then REDEEMED after
+# the redeem), and ends with OK.
+check_grpc_watch() {
+  local file="$WORK/grpc-stream" out got rc
+  out="$("$GRPCURL" -plaintext "$EDGE1_GRPC_ADDR" list 2>&1)" || { echo "grpcurl list: $out"; return 1; }
+  grep -qx qrlogin.watch.v1.LoginWatch <<<"$out" && grep -qx grpc.health.v1.Health <<<"$out" ||
+    { echo "reflection lists: $(tr '\n' ' ' <<<"$out")"; return 1; }
+  out="$("$GRPCURL" -plaintext "$EDGE1_GRPC_ADDR" grpc.health.v1.Health/Check 2>&1)"
+  [[ "$(json status <<<"$out")" == SERVING ]] || { echo "health: $out"; return 1; }
+  create || return 1
+  start_grpc_watch "$EDGE1_GRPC_ADDR" "$file"
+  wait_state "$file" PENDING 10 >/dev/null || { echo "no PENDING on the stream: $(cat "$file.err")"; return 1; }
+  expect_phone scan "$EDGE2_URL" edge-2 || return 1
+  wait_state "$file" SCANNED 10 >/dev/null || { echo "the stream never printed SCANNED"; return 1; }
+  expect_phone confirm "$EDGE2_URL" edge-2 || return 1
+  got="$(wait_state "$file" CONFIRMED 10)" || { echo "the stream never printed CONFIRMED"; return 1; }
+  http POST "$HTTP_URL/v1/login-sessions/$SID/redeem" '{}' -H "$(auth_browser "$SECRET")"
+  [[ "$STATUS" == 200 ]] || { echo "redeem returned HTTP $STATUS"; return 1; }
+  wait_state "$file" REDEEMED 10 >/dev/null || { echo "the stream never printed REDEEMED"; return 1; }
+  for _ in $(seq 1 50); do kill -0 "$GRPC_PID" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$GRPC_PID" 2>/dev/null && { echo "grpcurl still running after REDEEMED"; return 1; }
+  wait "$GRPC_PID"
+  rc=$?
+  ((rc == 0)) || { echo "grpcurl exited $rc: $(cat "$file.err")"; return 1; }
+  echo "grpcurl list/health on $EDGE1_GRPC_ADDR; WatchLoginSession direct to edge-1 printed $(states "$file" | awk '{print $1}' | tr '\n' ' ')(CONFIRMED v${got% *} from ${got#* }) for scan and confirm direct to edge-2 and a redeem via HAProxy; the stream ended OK"
+}
+
 check_cancel() {
   local file="$WORK/watch-cancel" got
   create || return 1
@@ -195,19 +225,20 @@ print(round((p(d["expires_at"]) - p(d["updated_at"])).total_seconds()))' "$BODY"
 # Kill edge-1 (SIGKILL) under a WebSocket and an SSE watcher of a SCANNED
 # session; confirm on edge-2 while they reconnect; both end CONFIRMED.
 check_edge_kill() {
-  local ws_file="$WORK/kill-ws" sse_file="$WORK/kill-sse" n f got deadline
+  local ws_file="$WORK/kill-ws" sse_file="$WORK/kill-sse" stomp_file="$WORK/kill-stomp" n f got deadline
   create || return 1
   expect_phone scan "$EDGE2_URL" edge-2 || return 1
   start_node_watcher "$ws_file" ws --want-node=edge-1 --reconnect --until=CONFIRMED --timeout=45
   start_node_watcher "$sse_file" sse --want-node=edge-1 --reconnect --until=CONFIRMED --timeout=45
-  for f in "$ws_file" "$sse_file"; do
+  start_node_watcher "$stomp_file" stomp --want-node=edge-1 --reconnect --until=CONFIRMED --timeout=45
+  for f in "$ws_file" "$sse_file" "$stomp_file"; do
     n="$(wait_open "$f" 10)" || { echo "watcher did not open: $(tail -n 2 "$f")"; return 1; }
     [[ "$n" == edge-1 ]] || { echo "watcher landed on $n, not edge-1"; return 1; }
     wait_state "$f" SCANNED 10 >/dev/null || { echo "watcher saw no SCANNED before the kill"; return 1; }
   done
   "$HERE/ctl.sh" kill edge-1 2>/dev/null
   expect_phone confirm "$EDGE2_URL" edge-2 || return 1
-  for f in "$ws_file" "$sse_file"; do
+  for f in "$ws_file" "$sse_file" "$stomp_file"; do
     got="$(wait_state "$f" CONFIRMED 20)" || { echo "a watcher never saw CONFIRMED after the kill: $(tail -n 3 "$f" | tr '\n' ' ')"; return 1; }
     [[ "${got#* }" == edge-2 ]] || { echo "CONFIRMED came from ${got#* }, expected edge-2"; return 1; }
     grep -q '"event":"drop"' "$f" || { echo "the watcher never saw its connection drop"; return 1; }
@@ -218,19 +249,20 @@ check_edge_kill() {
     ((SECONDS < deadline)) || { echo "HAProxy did not mark edge-1 up again"; return 1; }
     sleep 0.2
   done
-  echo "WebSocket and SSE (watch.mjs) via HAProxy on edge-1; SIGKILL edge-1; confirm direct to edge-2; both reconnected via HAProxy to edge-2 and got CONFIRMED v${got% *}; edge-1 restarted and back in HAProxy"
+  echo "WebSocket, SSE and STOMP (watch.mjs) via HAProxy on edge-1; SIGKILL edge-1; confirm direct to edge-2; all three reconnected via HAProxy to edge-2 and got CONFIRMED v${got% *}; edge-1 restarted and back in HAProxy"
 }
 
 # Stop edge-1 gracefully (SIGTERM) under a WebSocket and an SSE watcher: it
 # drains (WebSocket close 1012, SSE stream ended), both resume on edge-2, and
 # a confirm made then reaches them.
 check_edge_drain() {
-  local ws_file="$WORK/drain-ws" sse_file="$WORK/drain-sse" n f got stopper deadline
+  local ws_file="$WORK/drain-ws" sse_file="$WORK/drain-sse" stomp_file="$WORK/drain-stomp" n f got stopper deadline
   create || return 1
   expect_phone scan "$EDGE2_URL" edge-2 || return 1
   start_node_watcher "$ws_file" ws --want-node=edge-1 --reconnect --until=CONFIRMED --timeout=45
   start_node_watcher "$sse_file" sse --want-node=edge-1 --reconnect --until=CONFIRMED --timeout=45
-  for f in "$ws_file" "$sse_file"; do
+  start_node_watcher "$stomp_file" stomp --want-node=edge-1 --reconnect --until=CONFIRMED --timeout=45
+  for f in "$ws_file" "$sse_file" "$stomp_file"; do
     n="$(wait_open "$f" 10)" || { echo "watcher did not open: $(tail -n 2 "$f")"; return 1; }
     [[ "$n" == edge-1 ]] || { echo "watcher landed on $n, not edge-1"; return 1; }
     wait_state "$f" SCANNED 10 >/dev/null || { echo "watcher saw no SCANNED before the drain"; return 1; }
@@ -238,13 +270,15 @@ check_edge_drain() {
   "$HERE/ctl.sh" stop edge-1 >/dev/null 2>&1 &
   stopper=$!
   deadline=$((SECONDS + 10))
-  until grep -q '"event":"drop"' "$ws_file" && grep -q '"event":"drop"' "$sse_file"; do
+  until grep -q '"event":"drop"' "$ws_file" && grep -q '"event":"drop"' "$sse_file" && grep -q '"event":"drop"' "$stomp_file"; do
     ((SECONDS < deadline)) || { echo "watchers were not told to leave within 10s of SIGTERM"; wait "$stopper"; return 1; }
     sleep 0.1
   done
   grep -q '"reason":"closed 1012' "$ws_file" || { echo "WebSocket closed without 1012: $(grep '"drop"' "$ws_file")"; wait "$stopper"; return 1; }
+  grep -q '"reason":"closed 1012' "$stomp_file" && grep -q '"message":"draining"' "$stomp_file" ||
+    { echo "STOMP ended without ERROR draining and 1012: $(grep -E '"(drop|error)"' "$stomp_file" | tr '\n' ' ')"; wait "$stopper"; return 1; }
   expect_phone confirm "$EDGE2_URL" edge-2 || { wait "$stopper"; return 1; }
-  for f in "$ws_file" "$sse_file"; do
+  for f in "$ws_file" "$sse_file" "$stomp_file"; do
     got="$(wait_state "$f" CONFIRMED 15)" || { echo "a watcher never saw CONFIRMED after the drain: $(tail -n 3 "$f" | tr '\n' ' ')"; wait "$stopper"; return 1; }
     [[ "${got#* }" == edge-2 ]] || { echo "CONFIRMED came from ${got#* }, expected edge-2"; wait "$stopper"; return 1; }
   done
@@ -255,7 +289,7 @@ check_edge_drain() {
     ((SECONDS < deadline)) || { echo "HAProxy did not mark edge-1 up again"; return 1; }
     sleep 0.2
   done
-  echo "WebSocket and SSE (watch.mjs) via HAProxy on edge-1; SIGTERM edge-1; WebSocket closed with 1012 and the SSE stream ended; both resumed via HAProxy on edge-2; confirm direct to edge-2 reached both (CONFIRMED v${got% *}); edge-1 restarted"
+  echo "WebSocket, SSE and STOMP (watch.mjs) via HAProxy on edge-1; SIGTERM edge-1; WebSocket closed with 1012, the SSE stream ended, STOMP got ERROR draining (retry-after-ms) and 1012; all resumed via HAProxy on edge-2; confirm direct to edge-2 reached them (CONFIRMED v${got% *}); edge-1 restarted"
 }
 
 # Restart NATS while sessions wait: their state survives (JetStream file
@@ -344,16 +378,22 @@ if [[ -z "$USER_TOKEN" || -z "$GRPC_TOKEN" ]]; then
   exit 1
 fi
 
-for t in poll longpoll sse ws; do
-  case "$t" in poll) label="short polling" ;; longpoll) label="long polling" ;; sse) label="SSE" ;; ws) label="WebSocket" ;; esac
+label_of() {
+  case "$1" in
+    poll) echo "short polling" ;; longpoll) echo "long polling" ;; sse) echo "SSE" ;;
+    ws) echo "WebSocket" ;; stomp) echo "STOMP" ;; grpc) echo "gRPC watch" ;;
+  esac
+}
+for t in poll longpoll sse ws stomp grpc; do
+  label="$(label_of "$t")"
   check "$label: watcher on edge-1 gets SCANNED and CONFIRMED made on edge-2" check_transport "$t"
   check "$label: redeem works once, the second is refused" check_redeem "$t"
 done
-for t in longpoll sse ws; do
-  case "$t" in longpoll) label="long polling" ;; sse) label="SSE" ;; ws) label="WebSocket" ;; esac
-  check "$label: confirm→event latency through the balancer" check_latency "$t" 5
+for t in longpoll sse ws stomp grpc; do
+  check "$(label_of "$t"): confirm→event latency through the balancer" check_latency "$t" 5
 done
 check "gRPC: confirm straight to auth reaches a watcher on edge-1" check_grpc
+check "gRPC watch: grpcurl streams a login from edge-1 and the stream ends" check_grpc_watch
 check "README: the grpcurl examples run as written" check_readme_grpcurl
 check "cancel reaches a watcher" check_cancel
 check "deny reaches a watcher" check_deny

@@ -1,11 +1,12 @@
 #!/usr/bin/env node
 // A command-line watcher of one login session, used by e2e.sh: a real
-// WebSocket client (the `ws` package pinned in web/tests/package-lock.json)
-// or an SSE client (Node's fetch), as a non-browser client of the edge API
-// (browser secret in the Authorization header).
+// WebSocket client (the `ws` package pinned in web/tests/package-lock.json),
+// the standard STOMP client (@stomp/stompjs, pinned there too, unchanged,
+// over that WebSocket) or an SSE client (Node's fetch), as a non-browser
+// client of the edge API (browser secret in the Authorization header).
 //
 //   node deploy/local/watch.mjs --base=http://127.0.0.1:8080 --session=ID
-//        --secret=SECRET --transport=ws|sse [--want-node=edge-1]
+//        --secret=SECRET --transport=ws|stomp|sse [--want-node=edge-1]
 //        [--until=CONFIRMED] [--reconnect] [--timeout=30]
 //
 // (Use the --name=value form: ids and secrets may start with "-".)
@@ -19,7 +20,7 @@
 // --want-node: re-open the connection through the balancer until the edge
 // that answers (X-Edge-Node) is this one (at most 12 tries).
 // --reconnect: after a drop, connect again through --base and resume from the
-// newest version (WebSocket ?since=, SSE Last-Event-ID).
+// newest version (WebSocket ?since=, STOMP since header, SSE Last-Event-ID).
 // Exit status: 0 when --until (or, without it, any final state) was reached,
 // 1 on another final state or timeout, 2 on bad usage, 3 on a drop without
 // --reconnect.
@@ -57,7 +58,7 @@ try {
   usage(err.message);
 }
 if (!args.base || !args.session || !args.secret) usage('--base, --session and --secret are required');
-if (!['ws', 'sse'].includes(args.transport)) usage('--transport is ws or sse');
+if (!['ws', 'stomp', 'sse'].includes(args.transport)) usage('--transport is ws, stomp or sse');
 const timeoutMs = Number(args.timeout) * 1000;
 if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) usage('--timeout is a number of seconds');
 
@@ -205,10 +206,82 @@ async function connectEventSource() {
   return dropped('stream ended', retryMs);
 }
 
+/**
+ * STOMP with @stomp/stompjs as any application would use it: CONNECT,
+ * SUBSCRIBE to the session's topic (with `since` once a snapshot is held),
+ * a MESSAGE per snapshot; the ERROR a draining node sends carries
+ * retry-after-ms. Reconnects are this script's (stompjs's own are off).
+ */
+function connectStomp() {
+  const WebSocket = requireFromTests('ws');
+  const { Client } = requireFromTests('@stomp/stompjs');
+  const url = new URL(`/v1/login-sessions/${args.session}/stomp`, args.base);
+  url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
+  let node = null;
+  let settled = false;
+  let retryMs = 500;
+  const client = new Client({
+    reconnectDelay: 0,
+    heartbeatIncoming: 10000,
+    heartbeatOutgoing: 10000,
+    webSocketFactory: () => {
+      const ws = new WebSocket(url, ['v12.stomp', 'v11.stomp'], {
+        headers: { Authorization: `Bearer ${args.secret}` },
+        origin: new URL(args.base).origin,
+        handshakeTimeout: 5000,
+      });
+      ws.on('upgrade', (response) => {
+        node = response.headers['x-edge-node'] ?? null;
+      });
+      ws.on('unexpected-response', (_request, response) => {
+        again(`upgrade refused: HTTP ${response.statusCode} from ${response.headers['x-edge-node'] ?? '?'}`, 500);
+      });
+      return ws;
+    },
+  });
+  const again = (reason, delayMs) => {
+    if (settled || finished) return;
+    settled = true;
+    client.deactivate();
+    dropped(reason, delayMs);
+  };
+  client.onConnect = () => {
+    if (wrongNode(node)) {
+      out({ event: 'retry', reason: `landed on ${node}, want ${args['want-node']}` });
+      settled = true;
+      client.deactivate().then(connect);
+      return;
+    }
+    out({ event: 'open', node, attempt: attempts });
+    const headers = last ? { since: String(last.version) } : {};
+    client.subscribe(
+      `/topic/login-sessions.${args.session}`,
+      (message) => {
+        let snapshot;
+        try {
+          snapshot = JSON.parse(message.body);
+        } catch {
+          return;
+        }
+        if (onSnapshot(snapshot)) client.deactivate();
+      },
+      headers,
+    );
+  };
+  client.onStompError = (frame) => {
+    const hint = Number(frame.headers['retry-after-ms']);
+    if (hint > 0) retryMs = hint;
+    out({ event: 'error', error: { message: frame.headers.message, body: frame.body } });
+  };
+  client.onWebSocketClose = (event) => again(`closed ${event.code} ${event.reason ?? ''}`.trim(), retryMs);
+  client.activate();
+}
+
 function connect() {
   if (finished) return;
   attempts += 1;
   if (args.transport === 'ws') connectWebSocket();
+  else if (args.transport === 'stomp') connectStomp();
   else connectEventSource();
 }
 

@@ -8,6 +8,7 @@
 //!   and backend clients (client and server).
 //! - [`qr`]: the rotating QR payload (epochs, tags, parsing), shared by
 //!   auth (which checks a scanned payload) and edges (which show it).
+//! - [`codec`]: the watch stream's codec, prost with small buffers.
 //! - [`FILE_DESCRIPTOR_SET`], [`WATCH_FILE_DESCRIPTOR_SET`]: the encoded
 //!   descriptors for gRPC reflection, one per service, so that each lists
 //!   only what it serves.
@@ -22,6 +23,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 pub const WATCH_FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/qrlogin_watch_descriptor.bin"));
 
+pub mod codec;
 pub mod qr;
 
 pub mod events {

@@ -165,6 +165,7 @@ start_edge() {
   local name="$1"
   spawn "$name" env \
     QRLOGIN_EDGE_LISTEN="127.0.0.1:$(edge_port "$name")" \
+    QRLOGIN_EDGE_GRPC_LISTEN="${QRLOGIN_EDGE_GRPC_LISTEN:-off}" \
     QRLOGIN_OPS_LISTEN="127.0.0.1:$(edge_ops_port "$name")" \
     QRLOGIN_NODE_NAME="$name" \
     QRLOGIN_AUTH_URL="$AUTH_URL" \

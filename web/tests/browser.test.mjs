@@ -3,7 +3,9 @@
 // the login page through HAProxy, a second browser context plays the phone
 // (signs in, opens the QR link, picks the number the login page shows), the
 // login page names the account and signs in on the user's click. Once per
-// transport; then the attacks of docs/security.md (an observer who scans
+// transport; then a login with the standard STOMP client, @stomp/stompjs
+// (the pinned npm package, unchanged, loaded into a page of the site's
+// origin); then the attacks of docs/security.md (an observer who scans
 // first and confirms, a wrong number, a replaced QR code, a stolen browser
 // secret); then a denied and a cancelled login,
 // an expired QR code being replaced (skipped unless the PENDING deadline is
@@ -13,8 +15,9 @@
 // cluster only.
 //
 //   cd web/tests && npm ci && node browser.test.mjs [TEST...]
-//   TEST: ws sse longpoll poll observer wrong-match replaced stolen-secret
-//         deny cancel expiry fallback failover-ws failover-sse
+//   TEST: ws stomp sse longpoll poll stompjs observer wrong-match replaced
+//         stolen-secret deny cancel cancel-stomp expiry fallback failover-ws
+//         failover-sse
 //
 // QRLOGIN_BASE_URL overrides the URL (default: the running cluster's public
 // URL from deploy/local/run/cluster.env, else http://127.0.0.1:8080).
@@ -31,7 +34,14 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, '../..');
 const shots = path.join(root, 'artifacts', 'screenshots');
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const TRANSPORT_LABEL = { ws: 'WebSocket', sse: 'Server-Sent Events', longpoll: 'long polling', poll: 'short polling' };
+const TRANSPORT_LABEL = {
+  ws: 'WebSocket',
+  stomp: 'STOMP over WebSocket',
+  sse: 'Server-Sent Events',
+  longpoll: 'long polling',
+  poll: 'short polling',
+};
+const STOMPJS_BUNDLE = path.join(here, 'node_modules/@stomp/stompjs/bundles/stomp.umd.js');
 
 function baseUrl() {
   if (process.env.QRLOGIN_BASE_URL) return process.env.QRLOGIN_BASE_URL.replace(/\/$/, '');
@@ -135,7 +145,7 @@ async function continueAs(login, name) {
 
 async function loginFlow(browser, transport) {
   const errors = [];
-  const name = { ws: 'Alice', sse: 'Bob', longpoll: 'Carol', poll: 'Dave' }[transport];
+  const name = { ws: 'Alice', stomp: 'Ivan', sse: 'Bob', longpoll: 'Carol', poll: 'Dave' }[transport];
   const login = await openLogin(browser, transport, errors);
   await login.page.screenshot({ path: path.join(shots, `login-${transport}-qr.png`) });
   const phone = await openPhone(browser, login.href, name, errors);
@@ -306,6 +316,103 @@ async function stolenSecretFlow(browser) {
   return 'the secret cookie alone: 401 proof_required; the page (with its key) signed Karl in';
 }
 
+/**
+ * @stomp/stompjs as any site would use it, against the edge's STOMP
+ * endpoint through HAProxy: a page of the site's origin creates a session
+ * (the secret cookie is set), stompjs connects to
+ * /v1/login-sessions/<id>/stomp and subscribes to the session's topic, the
+ * phone confirms, the MESSAGE arrives; deactivate() sends DISCONNECT with a
+ * receipt and stompjs reports the RECEIPT; the page redeems. A second
+ * session is cancelled with a SEND from stompjs.
+ */
+async function stompjsFlow(browser) {
+  const errors = [];
+  // The site's pages forbid inline scripts (Content-Security-Policy
+  // script-src 'self'), and the unmodified stompjs bundle is injected
+  // inline: this test checks the STOMP endpoint, not the demo's policy.
+  const context = await browser.newContext({ bypassCSP: true });
+  const page = await context.newPage();
+  page.on('pageerror', (err) => errors.push(`stompjs page: ${err.message}`));
+  // A document of the site's origin (its cookies and Origin; a page the
+  // test made up would not be allowed to reach a loopback address), without
+  // the demo's own scripts: the style sheet.
+  await page.goto(`${BASE}/style.css`);
+  await page.addScriptTag({ path: STOMPJS_BUNDLE });
+  const start = () =>
+    page.evaluate(async () => {
+      const r = await fetch('/v1/login-sessions', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: '{}',
+      });
+      const created = await r.json();
+      const id = created.session_id;
+      const url = new URL(`/v1/login-sessions/${id}/stomp`, location.href);
+      url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
+      const seen = { id, qr: created.qr_payload, states: [], bodies: [], headers: [], connected: null, receipt: null, errors: [] };
+      window.seen = seen;
+      const client = new StompJs.Client({ brokerURL: url.href, reconnectDelay: 0 });
+      window.client = client;
+      client.onConnect = (frame) => {
+        seen.connected = frame.headers;
+        client.subscribe(`/topic/login-sessions.${id}`, (message) => {
+          seen.headers.push(message.headers);
+          const body = JSON.parse(message.body);
+          seen.bodies.push(body);
+          seen.states.push(body.state);
+        });
+      };
+      client.onDisconnect = (frame) => {
+        seen.receipt = frame.headers['receipt-id'] ?? null;
+      };
+      client.onStompError = (frame) => seen.errors.push(frame.headers.message);
+      client.activate();
+      return { id, qr: created.qr_payload };
+    });
+  const waitState = (state) =>
+    page.waitForFunction((s) => window.seen.states.includes(s), state, { timeout: 15000 });
+
+  const login = await start();
+  await waitState('PENDING');
+  const connected = await page.evaluate(() => window.seen.connected);
+  assert(connected.version === '1.2', `CONNECTED version ${connected.version}`);
+  assert(/^\d+,\d+$/.test(connected['heart-beat']), `CONNECTED heart-beat ${connected['heart-beat']}`);
+  const phone = await openPhone(browser, login.qr, 'Judy', errors);
+  await waitState('SCANNED');
+  // The number to pick arrives in the SCANNED MESSAGE (only the browser
+  // side ever sees it).
+  const code = await page.evaluate(() => window.seen.bodies.find((b) => b.state === 'SCANNED').match_code);
+  assert(Number.isInteger(code), `SCANNED MESSAGE without a match code: ${code}`);
+  await pick(phone, code);
+  await waitState('CONFIRMED');
+  const headers = await page.evaluate(() => window.seen.headers.at(-1));
+  assert(headers['content-type'] === 'application/json', `content-type ${headers['content-type']}`);
+  assert(headers.destination === `/topic/login-sessions.${login.id}`, `destination ${headers.destination}`);
+  assert(headers.subscription && headers['message-id'], 'MESSAGE without subscription or message-id');
+  await page.evaluate(() => window.client.deactivate());
+  await page.waitForFunction(() => window.seen.receipt !== null, null, { timeout: 10000 });
+  const receipt = await page.evaluate(() => window.seen.receipt);
+  const redeemed = await page.evaluate(async (id) => {
+    const r = await fetch(`/v1/login-sessions/${id}/redeem`, { method: 'POST' });
+    return { status: r.status, body: await r.json() };
+  }, login.id);
+  assert(redeemed.status === 200 && redeemed.body.user.display_name === 'Judy', `redeem: ${JSON.stringify(redeemed)}`);
+
+  // Cancel with a SEND from stompjs; the CANCELLED MESSAGE follows.
+  const second = await start();
+  await waitState('PENDING');
+  await page.evaluate((id) => {
+    window.client.publish({ destination: `/app/login-sessions.${id}.cancel` });
+  }, second.id);
+  await waitState('CANCELLED');
+  const stompErrors = await page.evaluate(() => window.seen.errors);
+  assert(stompErrors.length === 0, `STOMP ERROR frames: ${stompErrors.join(', ')}`);
+  assert(errors.length === 0, errors.join('; '));
+  await phone.context.close();
+  await context.close();
+  return `stompjs ${connected.version} (heart-beat ${connected['heart-beat']}): Judy confirmed, MESSAGE CONFIRMED, DISCONNECT answered by RECEIPT ${receipt}, redeemed; a SEND cancelled another session`;
+}
+
 async function denyFlow(browser) {
   const errors = [];
   const login = await openLogin(browser, 'auto', errors);
@@ -323,10 +430,10 @@ async function denyFlow(browser) {
   return `denial shown on the login page (auto picked ${over})`;
 }
 
-/** Cancel on the login page (over the open WebSocket) ends the login. */
-async function cancelFlow(browser) {
+/** Cancel on the login page (over the open WebSocket, or STOMP SEND) ends the login. */
+async function cancelFlow(browser, transport = 'ws') {
   const errors = [];
-  const login = await openLogin(browser, 'ws', errors);
+  const login = await openLogin(browser, transport, errors);
   await login.page.locator('#cancel').click();
   await login.page.locator('#state[data-state="CANCELLED"]').waitFor({ timeout: 10000 });
   assert(await login.page.locator('#restart').isVisible(), 'no "New QR code" button after cancelling');
@@ -337,7 +444,8 @@ async function cancelFlow(browser) {
   assert(second !== first, '"New QR code" kept the cancelled session');
   assert(errors.length === 0, errors.join('; '));
   await login.context.close();
-  return 'cancelled over the WebSocket; "New QR code" started a fresh session';
+  const over = transport === 'ws' ? 'the WebSocket' : 'a STOMP SEND';
+  return `cancelled over ${over}; "New QR code" started a fresh session`;
 }
 
 /**
@@ -431,15 +539,18 @@ async function failoverFlow(browser, transport) {
 
 const TESTS = {
   ws: (b) => loginFlow(b, 'ws'),
+  stomp: (b) => loginFlow(b, 'stomp'),
   sse: (b) => loginFlow(b, 'sse'),
   longpoll: (b) => loginFlow(b, 'longpoll'),
   poll: (b) => loginFlow(b, 'poll'),
+  stompjs: stompjsFlow,
   observer: observerFlow,
   'wrong-match': wrongMatchFlow,
   replaced: replacedFlow,
   'stolen-secret': stolenSecretFlow,
   deny: denyFlow,
-  cancel: cancelFlow,
+  cancel: (b) => cancelFlow(b, 'ws'),
+  'cancel-stomp': (b) => cancelFlow(b, 'stomp'),
   fallback: fallbackFlow,
   expiry: expiryFlow,
   'failover-ws': (b) => failoverFlow(b, 'ws'),

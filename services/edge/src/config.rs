@@ -13,7 +13,7 @@ pub enum ConfigError {
     Invalid { var: &'static str, reason: String },
 }
 
-fn invalid(var: &'static str, reason: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(var: &'static str, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         var,
         reason: reason.into(),
@@ -46,7 +46,9 @@ pub enum LogFormat {
     Json,
 }
 
-fn duration(text: &str) -> Result<Duration, String> {
+/// A duration setting (`25s`, `500ms`, `1h`); shared by the transports'
+/// settings.
+pub(crate) fn duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| e.to_string())
 }
 
@@ -222,21 +224,6 @@ pub struct EdgeConfig {
     /// after the last one this node answered gets 429 `slow_down`.
     #[arg(long, env = "QRLOGIN_POLL_INTERVAL", default_value = "2s", value_parser = duration)]
     pub poll_interval: Duration,
-    /// Longest a long poll is held.
-    #[arg(long, env = "QRLOGIN_LONG_POLL_MAX", default_value = "25s", value_parser = duration)]
-    pub long_poll_max: Duration,
-    /// Interval of SSE heartbeat comments.
-    #[arg(long, env = "QRLOGIN_SSE_HEARTBEAT", default_value = "15s", value_parser = duration)]
-    pub sse_heartbeat: Duration,
-    /// Reconnect delay suggested to SSE clients (`retry:`).
-    #[arg(long, env = "QRLOGIN_SSE_RETRY", default_value = "2s", value_parser = duration)]
-    pub sse_retry: Duration,
-    /// Interval of WebSocket pings.
-    #[arg(long, env = "QRLOGIN_WS_PING", default_value = "20s", value_parser = duration)]
-    pub ws_ping: Duration,
-    /// A WebSocket from which nothing was heard for this long is dropped.
-    #[arg(long, env = "QRLOGIN_IDLE_TIMEOUT", default_value = "60s", value_parser = duration)]
-    pub idle_timeout: Duration,
     /// After the stop signal, the node answers (503) this long, then exits.
     #[arg(long, env = "QRLOGIN_DRAIN_DEADLINE", default_value = "10s", value_parser = duration)]
     pub drain_deadline: Duration,
@@ -263,6 +250,16 @@ pub struct EdgeConfig {
     pub user_token_audience: String,
     #[arg(long, env = "QRLOGIN_LOG_FORMAT", value_enum, default_value = "pretty")]
     pub log_format: LogFormat,
+    #[command(flatten)]
+    pub long_poll: crate::transport::long_poll::LongPollSettings,
+    #[command(flatten)]
+    pub sse: crate::transport::sse::SseSettings,
+    #[command(flatten)]
+    pub ws: crate::transport::ws::WsSettings,
+    #[command(flatten)]
+    pub grpc: crate::transport::grpc::GrpcSettings,
+    #[command(flatten)]
+    pub stomp: crate::transport::stomp::StompSettings,
 }
 
 impl EdgeConfig {
@@ -352,11 +349,6 @@ impl EdgeConfig {
         let positive = [
             ("QRLOGIN_AUTH_TIMEOUT", self.auth_timeout),
             ("QRLOGIN_POLL_INTERVAL", self.poll_interval),
-            ("QRLOGIN_LONG_POLL_MAX", self.long_poll_max),
-            ("QRLOGIN_SSE_HEARTBEAT", self.sse_heartbeat),
-            ("QRLOGIN_SSE_RETRY", self.sse_retry),
-            ("QRLOGIN_WS_PING", self.ws_ping),
-            ("QRLOGIN_IDLE_TIMEOUT", self.idle_timeout),
             ("QRLOGIN_WRITE_TIMEOUT", self.write_timeout),
             ("QRLOGIN_SECRET_COOKIE_MAX_AGE", self.secret_cookie_max_age),
         ];
@@ -365,12 +357,9 @@ impl EdgeConfig {
                 return Err(invalid(var, "must be greater than zero"));
             }
         }
-        if self.idle_timeout <= self.ws_ping {
-            return Err(invalid(
-                "QRLOGIN_IDLE_TIMEOUT",
-                "must be longer than QRLOGIN_WS_PING",
-            ));
-        }
+        self.long_poll.validate()?;
+        self.sse.validate()?;
+        self.ws.validate()?;
         if self.max_connections == 0 || self.max_connections > 1_000_000 {
             return Err(invalid("QRLOGIN_MAX_CONNECTIONS", "1..=1000000"));
         }
@@ -422,6 +411,8 @@ impl EdgeConfig {
                 }
             }
         }
+        self.grpc.validate()?;
+        self.stomp.validate()?;
         if let Some(path) = &self.dev_user_token_key_file {
             if !path.is_file() {
                 return Err(invalid(
@@ -443,7 +434,7 @@ mod tests {
         let c = EdgeConfig::defaults();
         c.validate().unwrap();
         assert_eq!(c.listen, "0.0.0.0:8080".parse().unwrap());
-        assert_eq!(c.long_poll_max, Duration::from_secs(25));
+        assert_eq!(c.long_poll.max_wait, Duration::from_secs(25));
         assert_eq!(c.trusted_proxies.0.len(), 2);
         assert!(c.allowed_origins.0.is_empty());
         assert_eq!(c.max_connections, 18_000);
@@ -464,7 +455,7 @@ mod tests {
             .to_string()
             .contains("QRLOGIN_SUBJECT_PREFIX"));
         let mut c = EdgeConfig::defaults();
-        c.ws_ping = Duration::from_secs(90);
+        c.ws.ping = Duration::from_secs(90);
         assert!(c
             .validate()
             .unwrap_err()

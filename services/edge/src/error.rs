@@ -10,10 +10,7 @@ use axum::{
     Json,
 };
 
-use crate::{
-    auth_client::{AuthError, QrRefusal},
-    delivery::WatchError,
-};
+use crate::{auth_client::QrRefusal, sessions::SessionError};
 
 /// Marks a response as a rejection, with its code as the metric reason.
 #[derive(Debug, Clone, Copy)]
@@ -154,34 +151,23 @@ impl ApiError {
     }
 }
 
-impl From<AuthError> for ApiError {
-    fn from(e: AuthError) -> Self {
+/// The one way a session call's failure becomes HTTP (auth's and the
+/// watch's failures arrive sorted into [`SessionError`] by the facade).
+impl From<SessionError> for ApiError {
+    fn from(e: SessionError) -> Self {
         match e {
-            AuthError::InvalidArgument(m) => Self::InvalidArgument(m),
-            AuthError::Unauthenticated(m) => Self::Unauthenticated(m),
-            AuthError::PermissionDenied(m) => Self::PermissionDenied(m),
-            AuthError::NotFound(m) => Self::NotFound(m),
-            AuthError::FailedPrecondition(m) => Self::FailedPrecondition(m),
-            AuthError::Expired(m) => Self::Expired(m),
-            AuthError::Conflict(m) => Self::Conflict(m),
-            AuthError::Unavailable(m) => Self::Unavailable(m),
-            AuthError::BadResponse(m) => Self::Unavailable(m),
-            AuthError::RateLimited { retry_after } => Self::RateLimited { retry_after },
-            AuthError::StorageFull => Self::StorageFull,
-            AuthError::Qr { reason, message } => Self::Qr { reason, message },
-            AuthError::Config { .. } => {
-                Self::Unavailable("the login service is unavailable".into())
-            }
-        }
-    }
-}
-
-impl From<WatchError> for ApiError {
-    fn from(e: WatchError) -> Self {
-        match e {
-            WatchError::TooManyWatchers => Self::TooManyWatchers,
-            WatchError::Auth(e) => Self::from(e),
-            WatchError::Bus(_) => Self::Unavailable("cannot watch this session right now".into()),
+            SessionError::InvalidArgument(m) => Self::InvalidArgument(m),
+            SessionError::Unauthenticated(m) => Self::Unauthenticated(m),
+            SessionError::PermissionDenied(m) => Self::PermissionDenied(m),
+            SessionError::NotFound(m) => Self::NotFound(m),
+            SessionError::FailedPrecondition(m) => Self::FailedPrecondition(m),
+            SessionError::Expired(m) => Self::Expired(m),
+            SessionError::Conflict(m) => Self::Conflict(m),
+            SessionError::TooManyWatchers => Self::TooManyWatchers,
+            SessionError::RateLimited { retry_after } => Self::RateLimited { retry_after },
+            SessionError::StorageFull => Self::StorageFull,
+            SessionError::Unavailable(m) => Self::Unavailable(m),
+            SessionError::Qr { reason, message } => Self::Qr { reason, message },
         }
     }
 }
@@ -233,7 +219,9 @@ impl IntoResponse for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth_client::AuthError;
 
+    /// Auth's failures, through the sessions facade, to HTTP.
     #[test]
     fn auth_failures_map_to_the_documented_statuses() {
         let cases = [
@@ -271,7 +259,7 @@ mod tests {
             ),
         ];
         for (auth, status, code) in cases {
-            let api = ApiError::from(auth);
+            let api = ApiError::from(SessionError::from(auth));
             assert_eq!(api.status().as_u16(), status);
             assert_eq!(api.code(), code);
         }

@@ -17,7 +17,12 @@ use crate::{
     metrics::Metrics,
     routes::{self, AppState, DevTokens, Shared},
     server,
+    sessions::Sessions,
     shutdown::Drain,
+    transport::{
+        grpc::{self, GrpcContext},
+        long_poll, sse, stomp, ws,
+    },
 };
 
 /// Why the edge could not start.
@@ -38,12 +43,16 @@ pub enum StartupError {
     DevKey(#[from] crate::routes::DevTokenError),
     #[error("server error: {0}")]
     Serve(std::io::Error),
+    #[error(transparent)]
+    Grpc(#[from] grpc::GrpcError),
 }
 
 /// A built, bound, not yet serving edge.
 pub struct Application {
     listener: TcpListener,
     ops_listener: TcpListener,
+    /// The gRPC watch port, unless turned off.
+    grpc_listener: Option<TcpListener>,
     state: AppState,
 }
 
@@ -95,13 +104,48 @@ impl Application {
         };
         let listener = bind(config.listen).await?;
         let ops_listener = bind(config.ops_listen).await?;
+        let grpc_listener = match config.grpc.listen.0 {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
+        let drain = Drain::default();
+        let sessions = Sessions::new(
+            auth.clone(),
+            watches,
+            metrics.clone(),
+            drain.clone(),
+            config.sse.retry,
+        );
+        let stomp = Arc::new(stomp::conn::Endpoint {
+            sessions: sessions.clone(),
+            node: node.clone(),
+            settings: config.stomp.clone(),
+            ws: config.ws.clone(),
+        });
+        let sse = Arc::new(sse::Endpoint {
+            node: node.clone(),
+            settings: config.sse.clone(),
+        });
+        let ws = Arc::new(ws::Endpoint {
+            sessions: sessions.clone(),
+            node: node.clone(),
+            settings: config.ws.clone(),
+        });
+        let long_poll = long_poll::Endpoint {
+            node: node.clone(),
+            settings: config.long_poll.clone(),
+        };
         let state = Arc::new(Shared {
             node,
             auth,
             broker,
-            watches,
+            sessions,
+            sse,
+            ws,
+            stomp,
+            long_poll,
             metrics,
-            drain: Drain::default(),
+            drain,
             gate: ConnectionGate::new(config.max_connections),
             create_rate: CreateRateLimiter::new(config.create_rate_per_ip),
             poll_pace: PollPace::new(config.poll_interval),
@@ -111,6 +155,7 @@ impl Application {
         Ok(Self {
             listener,
             ops_listener,
+            grpc_listener,
             state,
         })
     }
@@ -130,6 +175,11 @@ impl Application {
             .unwrap_or_else(|_| self.state.config.ops_listen)
     }
 
+    /// The gRPC watch port actually bound, unless it is turned off.
+    pub fn grpc_addr(&self) -> Option<SocketAddr> {
+        self.grpc_listener.as_ref()?.local_addr().ok()
+    }
+
     pub fn node(&self) -> &str {
         &self.state.node
     }
@@ -145,6 +195,7 @@ impl Application {
         let Self {
             listener,
             ops_listener,
+            grpc_listener,
             state,
         } = self;
         let drain = state.drain.clone();
@@ -157,6 +208,36 @@ impl Application {
         );
         let closing = CancellationToken::new();
         let tracker = TaskTracker::new();
+        // The gRPC port stops accepting as soon as the drain starts (a
+        // balancer retries a refused connection elsewhere); its open
+        // watches end through delivery's drain.
+        let grpc_server = grpc_listener.map(|listener| {
+            tracing::info!(addr = ?listener.local_addr().ok(), "edge gRPC watch listening");
+            let context = GrpcContext {
+                sessions: state.sessions.clone(),
+                gate: state.gate.clone(),
+                metrics: state.metrics.clone(),
+                node: state.node.clone(),
+                write_limits: std::sync::Arc::new(server::deadline::WriteLimits {
+                    timeout: state.config.write_timeout,
+                    metrics: state.metrics.clone(),
+                }),
+            };
+            let mut draining = drain.listener();
+            let closing = closing.clone();
+            let stop = async move {
+                tokio::select! {
+                    _ = draining.started() => {}
+                    _ = closing.cancelled() => {}
+                }
+            };
+            tokio::spawn(grpc::serve(
+                listener,
+                state.config.grpc.clone(),
+                context,
+                stop,
+            ))
+        });
         let front = server::Front::new(
             routes::app(state.clone()),
             &state.config,
@@ -187,6 +268,18 @@ impl Application {
         closing.cancel();
         tracker.close();
         let _ = server.await;
+        if let Some(mut grpc_server) = grpc_server {
+            match tokio::time::timeout(margin, &mut grpc_server).await {
+                Ok(Ok(Err(e))) => tracing::warn!(error = %e, "gRPC server ended with an error"),
+                Ok(_) => {}
+                Err(_) => {
+                    tracing::warn!(
+                        "gRPC connections still open at the drain deadline; dropping them"
+                    );
+                    grpc_server.abort();
+                }
+            }
+        }
         let _ = ops.await;
         if tokio::time::timeout(margin, tracker.wait()).await.is_err() {
             tracing::warn!(

@@ -202,6 +202,7 @@ fn edge_env(
     vec![
         ("QRLOGIN_EDGE_LISTEN", "127.0.0.1:0".into()),
         ("QRLOGIN_OPS_LISTEN", "127.0.0.1:0".into()),
+        ("QRLOGIN_EDGE_GRPC_LISTEN", "127.0.0.1:0".into()),
         ("QRLOGIN_NODE_NAME", name.into()),
         ("QRLOGIN_AUTH_URL", auth.into()),
         ("QRLOGIN_NATS_URL", nats.url()),

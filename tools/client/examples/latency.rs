@@ -3,17 +3,21 @@
 //!
 //! ```sh
 //! cargo run --release -p qrlogin-client --example latency -- \
-//!     --watch=127.0.0.1:8080 --phone=127.0.0.1:8081,127.0.0.1:8082 \
-//!     --transports=sse,ws,longpoll --samples=200
+//!     --watch=127.0.0.1:8080 --grpc=127.0.0.1:50060 \
+//!     --phone=127.0.0.1:8081,127.0.0.1:8082 \
+//!     --transports=sse,ws,stomp,grpc,longpoll --samples=200
 //! ```
+//!
+//! `--grpc`: where the gRPC watch goes (an edge's gRPC port, or a balancer
+//! in front of them); sessions are still created through `--watch`.
 //!
 //! For each sample: create a session and open a watch through `--watch`,
 //! wait for its first snapshot, scan through `--phone`, wait for SCANNED,
 //! then confirm through `--phone`; the latency runs from the moment the
 //! confirm request is written to the moment the watch reads CONFIRMED.
 //! With several `--phone` edges, the confirm goes to one that does not hold
-//! the watch (known from the first snapshot's `node`), so every SSE and
-//! WebSocket sample crosses nodes; a long poll's holder is known only from
+//! the watch (known from the first snapshot's `node`), so every SSE,
+//! WebSocket, STOMP and gRPC sample crosses nodes; a long poll's holder is known only from
 //! its answer, so its confirms rotate over the phone edges and the output
 //! says how many crossed.
 //! Samples run one after another (an idle machine's figure, not a load
@@ -30,7 +34,9 @@ use std::{net::SocketAddr, time::Duration};
 use anyhow::{bail, Context};
 use qrlogin_client::{
     api::{Client, LoginState, Snapshot},
+    grpc::{self, GrpcWatch},
     sse::SseWatch,
+    stomp::{StompOptions, StompWatch},
     watch::Push,
     ws::WsWatch,
 };
@@ -40,6 +46,7 @@ const WAIT: Duration = Duration::from_secs(30);
 
 struct Args {
     watch: SocketAddr,
+    grpc: Option<SocketAddr>,
     phone: Vec<SocketAddr>,
     transports: Vec<String>,
     samples: usize,
@@ -55,6 +62,7 @@ fn addr(text: &str) -> anyhow::Result<SocketAddr> {
 fn args() -> anyhow::Result<Args> {
     let mut a = Args {
         watch: addr("127.0.0.1:8080")?,
+        grpc: None,
         phone: vec![addr("127.0.0.1:8082")?],
         transports: vec!["sse".into(), "ws".into(), "longpoll".into()],
         samples: 100,
@@ -66,12 +74,13 @@ fn args() -> anyhow::Result<Args> {
             .with_context(|| format!("{arg:?}: use --name=value"))?;
         match name {
             "--watch" => a.watch = addr(value)?,
+            "--grpc" => a.grpc = Some(addr(value)?),
             "--phone" => a.phone = value.split(',').map(addr).collect::<Result<_, _>>()?,
             "--transports" => a.transports = value.split(',').map(str::to_owned).collect(),
             "--samples" => a.samples = value.parse().context("--samples")?,
             "--token" => a.token = Some(value.to_owned()),
             _ => {
-                bail!("unknown option {name} (--watch, --phone, --transports, --samples, --token)")
+                bail!("unknown option {name} (--watch, --grpc, --phone, --transports, --samples, --token)")
             }
         }
     }
@@ -79,8 +88,11 @@ fn args() -> anyhow::Result<Args> {
         bail!("--samples must be at least 1");
     }
     for t in &a.transports {
-        if !["sse", "ws", "longpoll"].contains(&t.as_str()) {
-            bail!("transport {t:?} is one of sse, ws, longpoll");
+        if !["sse", "ws", "stomp", "grpc", "longpoll"].contains(&t.as_str()) {
+            bail!("transport {t:?} is one of sse, ws, stomp, grpc, longpoll");
+        }
+        if t == "grpc" && a.grpc.is_none() {
+            bail!("transport grpc needs --grpc=ADDR (an edge's gRPC port or a balancer's)");
         }
     }
     Ok(a)
@@ -90,6 +102,8 @@ fn args() -> anyhow::Result<Args> {
 enum Watch {
     Sse(SseWatch),
     Ws(WsWatch),
+    Stomp(Box<StompWatch>),
+    Grpc(GrpcWatch),
 }
 
 impl Watch {
@@ -100,6 +114,8 @@ impl Watch {
             let push = match self {
                 Watch::Sse(w) => w.next().await?,
                 Watch::Ws(w) => w.next().await?,
+                Watch::Stomp(w) => w.next().await?,
+                Watch::Grpc(w) => w.next().await?,
             };
             match push {
                 Push::Snapshot(s) if s.state == want => return Ok((Instant::now(), s)),
@@ -170,6 +186,16 @@ async fn sample(
     }
     let mut w = match transport {
         "sse" => Watch::Sse(SseWatch::open(args.watch, None, &id, &secret, None).await?),
+        "stomp" => Watch::Stomp(Box::new(
+            StompWatch::open(args.watch, None, &id, &secret, StompOptions::default()).await?,
+        )),
+        "grpc" => {
+            // A fresh connection per sample, as a client would hold its own,
+            // so that a balancer picks an edge each time.
+            let addr = args.grpc.context("--grpc")?;
+            let channel = grpc::channel(addr, None).await?;
+            Watch::Grpc(GrpcWatch::open(channel, &id, &secret, None).await?)
+        }
         _ => Watch::Ws(WsWatch::open(args.watch, None, &id, &secret, None, None).await?),
     };
     let (_, pending) = timeout(WAIT, w.next_state(LoginState::Pending)).await??;

@@ -8,8 +8,9 @@
 use std::net::{IpAddr, SocketAddr};
 
 use hyper_util::rt::TokioIo;
-use qrlogin_proto::watch::v1::{
-    login_watch_client::LoginWatchClient, LoginSession, WatchLoginSessionRequest,
+use qrlogin_proto::{
+    events::v1::DenyReason,
+    watch::v1::{login_watch_client::LoginWatchClient, LoginSession, WatchLoginSessionRequest},
 };
 use tonic::transport::{Channel, Endpoint};
 
@@ -75,6 +76,11 @@ impl GrpcWatch {
 /// The JSON snapshot's shape from a `LoginSession` message.
 pub fn snapshot(m: LoginSession) -> Result<Snapshot, WatchError> {
     let state = m.state();
+    let deny_reason = match m.deny_reason() {
+        DenyReason::Unspecified => None,
+        DenyReason::User => Some("user".into()),
+        DenyReason::WrongMatch => Some("wrong_match".into()),
+    };
     let state = LoginState::parse(state.as_str_name())
         .ok_or_else(|| WatchError::Protocol(format!("state {}", state.as_str_name())))?;
     let updated_at = m
@@ -88,9 +94,9 @@ pub fn snapshot(m: LoginSession) -> Result<Snapshot, WatchError> {
         expires_at: m.expires_at.map(|t| t.to_string()),
         updated_at,
         user_display_name: Some(m.user_display_name).filter(|n| !n.is_empty()),
-        qr_payload: None,
-        match_code: None,
-        deny_reason: None,
+        deny_reason,
+        qr_payload: Some(m.qr_payload).filter(|p| !p.is_empty()),
+        match_code: Some(m.match_code).filter(|c| *c != 0),
         poll_interval_ms: None,
         node: Some(m.node).filter(|n| !n.is_empty()),
     })

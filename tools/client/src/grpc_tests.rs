@@ -30,6 +30,7 @@ fn message(state: ProtoState, version: u64) -> LoginSession {
         }),
         user_display_name: String::new(),
         node: "edge-1".into(),
+        ..LoginSession::default()
     }
 }
 

@@ -48,8 +48,8 @@
 //!   the watches to hold idle connections for the memory figures and
 //!   [`api::Client`] for the cross-node delivery loop.
 //! - **The latency probe** (`examples/latency.rs`) measures confirm→event
-//!   through any address (an edge or a balancer) for SSE, WebSocket and
-//!   long polling.
+//!   through any address (an edge or a balancer) for SSE, WebSocket, STOMP,
+//!   gRPC and long polling.
 
 pub mod api;
 pub mod grpc;

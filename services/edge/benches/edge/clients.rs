@@ -1,5 +1,6 @@
-//! The benchmark's clients: the edge as a child process, raw HTTP/SSE and
-//! WebSocket connections that stay idle, session creation over gRPC.
+//! The benchmark's clients: the edge as a child process, raw HTTP/SSE,
+//! WebSocket and STOMP connections that stay idle, gRPC watches (the shared
+//! client's), session creation over gRPC.
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -17,10 +18,52 @@ use tokio::{
     sync::Semaphore,
 };
 
+/// The push transports the benchmark can hold open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Sse,
+    Ws,
+    Stomp,
+    Grpc,
+}
+
+impl Kind {
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "sse" => Self::Sse,
+            "ws" | "websocket" => Self::Ws,
+            "stomp" => Self::Stomp,
+            "grpc" => Self::Grpc,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sse => "SSE",
+            Self::Ws => "WebSocket",
+            Self::Stomp => "STOMP",
+            Self::Grpc => "gRPC",
+        }
+    }
+
+    /// The `transport` label of the edge's metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Sse => "sse",
+            Self::Ws => "websocket",
+            Self::Stomp => "stomp",
+            Self::Grpc => "grpc",
+        }
+    }
+}
+
 /// An edge as a separate process (so its RSS is its own).
 pub struct EdgeProcess {
     child: Child,
     pub addr: SocketAddr,
+    /// Its gRPC watch port.
+    pub grpc: SocketAddr,
     /// The operations address (`/readyz`, `/metrics`).
     pub ops: SocketAddr,
     profiled: bool,
@@ -31,7 +74,7 @@ impl EdgeProcess {
         let free = || -> Result<SocketAddr> {
             Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
         };
-        let (addr, ops) = (free()?, free()?);
+        let (addr, ops, grpc) = (free()?, free()?, free()?);
         // `BENCH_EDGE_WRAPPER` (e.g. `heaptrack -o /tmp/edge`) runs the edge
         // under a profiler; the edge then gets its own process group so the
         // whole group can be stopped with SIGTERM (the profiler writes its
@@ -54,6 +97,8 @@ impl EdgeProcess {
             .env("QRLOGIN_DRAIN_DEADLINE", "1s")
             .env("QRLOGIN_EDGE_LISTEN", addr.to_string())
             .env("QRLOGIN_OPS_LISTEN", ops.to_string())
+            .env("QRLOGIN_EDGE_GRPC_LISTEN", grpc.to_string())
+            .env("QRLOGIN_GRPC_MAX_CONNECTIONS", "19500")
             .env("QRLOGIN_NODE_NAME", name)
             .env("QRLOGIN_AUTH_URL", auth.url())
             .env("QRLOGIN_NATS_URL", nats.url())
@@ -62,6 +107,7 @@ impl EdgeProcess {
             .env("QRLOGIN_MAX_CONNECTIONS", "19500")
             .env("QRLOGIN_CREATE_RATE_PER_IP", "1000000")
             .env("QRLOGIN_WS_PING", "30m")
+            .env("QRLOGIN_GRPC_KEEPALIVE", "30m")
             .env("QRLOGIN_IDLE_TIMEOUT", "1h")
             .env("QRLOGIN_WEB_DIR", "/nonexistent")
             .env("RUST_LOG", "warn")
@@ -71,6 +117,7 @@ impl EdgeProcess {
         let edge = Self {
             child,
             addr,
+            grpc,
             ops,
             profiled: wrapper.is_some(),
         };
@@ -165,13 +212,18 @@ pub async fn create_sessions(auth: &TestAuth, n: usize) -> Result<Vec<(String, S
     Ok(out)
 }
 
-/// Connects from 127.0.0.2 or 127.0.0.3 (spreading source ports).
-pub async fn connect_from(i: usize, to: SocketAddr) -> Result<TcpStream> {
-    let source: IpAddr = if i % 2 == 0 {
+/// 127.0.0.2 or 127.0.0.3, alternately (spreading source ports).
+pub fn source(i: usize) -> IpAddr {
+    if i % 2 == 0 {
         [127, 0, 0, 2].into()
     } else {
         [127, 0, 0, 3].into()
-    };
+    }
+}
+
+/// Connects from 127.0.0.2 or 127.0.0.3 (spreading source ports).
+pub async fn connect_from(i: usize, to: SocketAddr) -> Result<TcpStream> {
+    let source = source(i);
     // Earlier runs leave many ports of these addresses in TIME_WAIT; with
     // SO_REUSEADDR binding stays fast, and the rare port whose 4-tuple is
     // still taken is retried on another port.
@@ -209,13 +261,63 @@ pub async fn read_until(s: &mut TcpStream, buf: &mut Vec<u8>, needle: &[u8]) -> 
     Ok(())
 }
 
-/// Opens an idle watcher and waits for its first snapshot.
+/// A client WebSocket text frame (masked, as clients must; a zero mask key
+/// leaves the payload as it is).
+fn ws_text_frame(payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x81];
+    match payload.len() {
+        n if n < 126 => out.push(0x80 | n as u8),
+        n => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&[0, 0, 0, 0]);
+    out.extend_from_slice(payload);
+    out
+}
+
+/// An idle push watch held by the benchmark (only kept open, never read).
+#[allow(dead_code)]
+pub enum Held {
+    Socket(TcpStream),
+    Grpc(Box<qrlogin_client::grpc::GrpcWatch>),
+}
+
+/// Opens an idle watcher of any kind and waits for its first snapshot. A
+/// gRPC watch uses `channel` when given, else a connection of its own (as
+/// a native client holds one).
+pub async fn open_held(
+    i: usize,
+    edge: &EdgeProcess,
+    id: &str,
+    secret: &str,
+    kind: Kind,
+    channel: Option<tonic::transport::Channel>,
+) -> Result<Held> {
+    if kind != Kind::Grpc {
+        return Ok(Held::Socket(
+            open_watcher(i, edge.addr, id, secret, kind).await?,
+        ));
+    }
+    let channel = match channel {
+        Some(c) => c,
+        None => qrlogin_client::grpc::channel(edge.grpc, Some(source(i))).await?,
+    };
+    let mut watch = qrlogin_client::grpc::GrpcWatch::open(channel, id, secret, None).await?;
+    match watch.next().await? {
+        qrlogin_client::watch::Push::Snapshot(_) => Ok(Held::Grpc(Box::new(watch))),
+        other => bail!("gRPC watch ended before its first snapshot: {other:?}"),
+    }
+}
+
+/// Opens an idle watcher on a socket and waits for its first snapshot.
 pub async fn open_watcher(
     i: usize,
     edge: SocketAddr,
     id: &str,
     secret: &str,
-    ws: bool,
+    kind: Kind,
 ) -> Result<TcpStream> {
     let mut s = connect_from(i, edge).await?;
     if std::env::var_os("BENCH_KEEPALIVE_ONLY").is_some() {
@@ -225,16 +327,31 @@ pub async fn open_watcher(
         read_until(&mut s, &mut buf, b"no such route\"}}").await?;
         return Ok(s);
     }
-    let req = if ws {
+    let upgrade = |path: &str, extra: &str| {
         format!(
-            "GET /v1/login-sessions/{id}/ws?since=0 HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer {secret}\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}Authorization: Bearer {secret}\r\n\r\n"
         )
-    } else {
-        format!("GET /v1/login-sessions/{id}/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {secret}\r\n\r\n")
+    };
+    let req = match kind {
+        Kind::Ws => upgrade(&format!("/v1/login-sessions/{id}/ws?since=0"), ""),
+        Kind::Stomp => upgrade(
+            &format!("/v1/login-sessions/{id}/stomp"),
+            "Sec-WebSocket-Protocol: v12.stomp\r\n",
+        ),
+        Kind::Sse | Kind::Grpc => format!("GET /v1/login-sessions/{id}/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {secret}\r\n\r\n"),
     };
     s.write_all(req.as_bytes()).await?;
     let mut buf = Vec::new();
+    if kind == Kind::Stomp {
+        // CONNECT without heart-beats (the edge's WebSocket ping, 30 min
+        // here, stays the only timer), then SUBSCRIBE.
+        read_until(&mut s, &mut buf, b"\r\n\r\n").await?;
+        let frames = format!(
+            "CONNECT\naccept-version:1.2\nheart-beat:0,0\n\n\0SUBSCRIBE\nid:0\ndestination:/topic/login-sessions.{id}\n\n\0"
+        );
+        s.write_all(&ws_text_frame(frames.as_bytes())).await?;
+    }
     read_until(&mut s, &mut buf, b"PENDING").await?;
     Ok(s)
 }

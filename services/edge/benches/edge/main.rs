@@ -1,11 +1,14 @@
 //! Hand-run benchmarks of the edge, printing figures:
 //!
 //! ```text
-//! cargo bench -p qrlogin-edge --bench edge -- memory  [--n 10000] [--per-session 1] [--transport sse|ws]
-//! cargo bench -p qrlogin-edge --bench edge -- latency [--logins 1000] [--idle 0] [--rate 500] [--transport sse|ws]
+//! cargo bench -p qrlogin-edge --bench edge -- memory  [--n 10000] [--per-session 1] [--transport sse|ws|stomp|grpc]
+//! cargo bench -p qrlogin-edge --bench edge -- latency [--logins 1000] [--idle 0] [--rate 500] [--transport sse|ws|stomp]
 //! ```
 //!
-//! `--transport` defaults to both (memory) or SSE (latency). With
+//! `--transport` defaults to SSE and WebSocket (memory; `--transport all`
+//! adds STOMP and gRPC) or SSE (latency). A STOMP connection sends CONNECT
+//! (no heart-beats) and SUBSCRIBE; a gRPC watch has its own connection, or
+//! with `--grpc-streams K` shares one with K-1 others. With
 //! `BENCH_KEEPALIVE_ONLY=1`, `memory` opens plain kept-alive connections
 //! (one `GET /nope` each, a 404) instead of streams: the cost of an idle hyper
 //! connection, for comparison.
@@ -21,8 +24,9 @@
 //! ```
 //!
 //! `memory`: an edge process (the release binary) holds N idle SSE, then
-//! (fresh process) N idle WebSocket connections opened by this process from
-//! 127.0.0.2 and 127.0.0.3; prints the edge's RSS growth per connection.
+//! (a fresh process each) N idle WebSocket, STOMP or gRPC connections opened
+//! by this process from 127.0.0.2 and 127.0.0.3; prints the edge's RSS
+//! growth per connection.
 //! `latency`: watchers on edge 1, scan and confirm through edge 2 at a fixed
 //! rate; prints median and p99 from the confirm request to the event, and
 //! from auth's commit (`updated_at` of the event) to the event.
@@ -39,7 +43,7 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use clients::{create_sessions, open_watcher, read_until, EdgeProcess};
+use clients::{create_sessions, open_held, open_watcher, read_until, EdgeProcess, Kind};
 use qrlogin_auth::testing::{NatsServer, TestAuth, TestKeys};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -51,6 +55,8 @@ struct Args {
     mode: String,
     n: usize,
     per_session: usize,
+    /// gRPC watches sharing one connection (memory).
+    grpc_streams: usize,
     logins: usize,
     idle: usize,
     rate: f64,
@@ -64,6 +70,7 @@ fn parse_args() -> Result<Args> {
         mode: if bench { "all".into() } else { "smoke".into() },
         n: 10_000,
         per_session: 1,
+        grpc_streams: 1,
         logins: 1_000,
         idle: 0,
         rate: 500.0,
@@ -76,6 +83,7 @@ fn parse_args() -> Result<Args> {
             "memory" | "latency" | "all" | "smoke" => a.mode = arg.clone(),
             "--n" => a.n = val()?.parse()?,
             "--per-session" => a.per_session = val()?.parse()?,
+            "--grpc-streams" => a.grpc_streams = val()?.parse()?,
             "--logins" => a.logins = val()?.parse()?,
             "--idle" => a.idle = val()?.parse()?,
             "--rate" => a.rate = val()?.parse()?,
@@ -85,6 +93,9 @@ fn parse_args() -> Result<Args> {
     }
     if a.n > 19_000 {
         bail!("--n at most 19000 (20,000 open files per process)");
+    }
+    if a.grpc_streams == 0 || a.grpc_streams > 100 {
+        bail!("--grpc-streams 1..=100 (QRLOGIN_GRPC_MAX_STREAMS)");
     }
     if a.per_session == 0 || a.per_session > 8 {
         bail!("--per-session 1..=8");
@@ -97,30 +108,40 @@ async fn memory_run(
     nats: &NatsServer,
     n: usize,
     per_session: usize,
-    ws: bool,
+    transport: Kind,
+    grpc_streams: usize,
 ) -> Result<f64> {
-    let kind = if ws { "WebSocket" } else { "SSE" };
+    let kind = transport.name();
     let sessions = create_sessions(auth, n.div_ceil(per_session)).await?;
-    let edge = EdgeProcess::start("bench-mem", auth, nats).await?;
+    let edge = Arc::new(EdgeProcess::start("bench-mem", auth, nats).await?);
     // Warm up allocator arenas and lazily built state with a few connections.
     let mut warm = Vec::new();
     for i in 0..16.min(n) {
         let (id, secret) = &sessions[i / per_session];
-        warm.push(open_watcher(i, edge.addr, id, secret, ws).await?);
+        warm.push(open_held(i, &edge, id, secret, transport, None).await?);
     }
     drop(warm);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = edge.rss_kib()?;
     let started = Instant::now();
+    // gRPC watches may share connections (a backend multiplexing them).
+    let mut channels = Vec::new();
+    if transport == Kind::Grpc && grpc_streams > 1 {
+        for c in 0..n.div_ceil(grpc_streams) {
+            channels
+                .push(qrlogin_client::grpc::channel(edge.grpc, Some(clients::source(c))).await?);
+        }
+    }
     let limit = Arc::new(Semaphore::new(256));
     let mut tasks = Vec::with_capacity(n);
     for i in 0..n {
         let (id, secret) = sessions[i / per_session].clone();
         let permit = limit.clone().acquire_owned().await?;
-        let addr = edge.addr;
+        let edge = edge.clone();
+        let channel = channels.get(i / grpc_streams).cloned();
         tasks.push(tokio::spawn(async move {
             let _permit = permit;
-            open_watcher(i, addr, &id, &secret, ws).await
+            open_held(i, &edge, &id, &secret, transport, channel).await
         }));
     }
     let mut held = Vec::with_capacity(n);
@@ -130,7 +151,7 @@ async fn memory_run(
     let opened = started.elapsed();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = edge.rss_kib()?;
-    let label = if ws { "websocket" } else { "sse" };
+    let label = transport.label();
     let gauge = edge
         .gauge(&format!(
             "qrlogin_edge_connections{{transport=\"{label}\"}}"
@@ -139,8 +160,13 @@ async fn memory_run(
     let subs = edge.gauge("qrlogin_edge_nats_subscriptions").await?;
     let per_conn = (after.saturating_sub(before) as f64 * 1024.0) / n as f64;
     println!(
-        "memory {kind}: {n} idle connections ({per_session} per session, gauge {gauge}, {subs} NATS subscriptions) opened in {:.1}s; \
+        "memory {kind}: {n} idle connections ({per_session} per session{}, gauge {gauge}, {subs} NATS subscriptions) opened in {:.1}s; \
          edge RSS {before} KiB -> {after} KiB; {:.0} bytes = {:.2} KiB per connection",
+        if channels.is_empty() {
+            String::new()
+        } else {
+            format!(", {grpc_streams} streams per connection")
+        },
         opened.as_secs_f64(),
         per_conn,
         per_conn / 1024.0
@@ -188,8 +214,12 @@ async fn latency_run(
     logins: usize,
     idle: usize,
     rate: f64,
-    ws: bool,
+    transport: Kind,
 ) -> Result<()> {
+    if transport == Kind::Grpc {
+        bail!("latency: --transport sse, ws or stomp (gRPC: the client's latency example)");
+    }
+    let ws = transport != Kind::Sse;
     let edge1 = EdgeProcess::start("bench-1", auth, nats).await?;
     let edge2 = EdgeProcess::start("bench-2", auth, nats).await?;
     let sessions = create_sessions(auth, logins + idle).await?;
@@ -197,12 +227,12 @@ async fn latency_run(
     // Idle waiting clients that never see an event (load on edge 1).
     let mut idle_conns = Vec::with_capacity(idle);
     for (i, (id, secret)) in sessions[logins..].iter().enumerate() {
-        idle_conns.push(open_watcher(i, edge1.addr, id, secret, ws).await?);
+        idle_conns.push(open_watcher(i, edge1.addr, id, secret, transport).await?);
     }
     // Active watchers, scanned first (unmeasured).
     let mut watchers = Vec::with_capacity(logins);
     for (i, (id, secret)) in sessions[..logins].iter().enumerate() {
-        let mut s = open_watcher(i, edge1.addr, id, secret, ws).await?;
+        let mut s = open_watcher(i, edge1.addr, id, secret, transport).await?;
         phone(edge2.addr, id, "scan", &token).await?;
         let mut buf = Vec::new();
         read_until(&mut s, &mut buf, b"SCANNED").await?;
@@ -251,7 +281,7 @@ async fn latency_run(
         "latency {}: {logins} logins at {rate}/s target ({:.0}/s achieved), {idle} idle waiting clients on edge 1; \
          confirm request on edge 2 -> event on edge 1: median {:.2} ms, p99 {:.2} ms, max {:.2} ms; \
          auth commit -> event: median {:.2} ms, p99 {:.2} ms",
-        if ws { "WebSocket" } else { "SSE" },
+        transport.name(),
         logins as f64 / elapsed.as_secs_f64(),
         ms(percentile(&end_to_end, 0.5)),
         ms(percentile(&end_to_end, 0.99)),
@@ -273,41 +303,52 @@ async fn main() -> Result<()> {
         c.scanned_ttl = Duration::from_secs(3600);
         c.confirmed_ttl = Duration::from_secs(3600);
         c.session_retention = Duration::from_secs(7200);
+        // Every session comes from this one host: no per-network limit.
+        c.create_limit = 0;
     })
     .await;
-    let ws = args.transport == "ws" || args.transport == "websocket";
+    let kinds: Vec<Kind> = match args.transport.as_str() {
+        "both" => vec![Kind::Sse, Kind::Ws],
+        "all" => vec![Kind::Sse, Kind::Ws, Kind::Stomp, Kind::Grpc],
+        one => vec![Kind::parse(one).context("--transport sse, ws, stomp, grpc, both or all")?],
+    };
     match args.mode.as_str() {
         "smoke" => {
-            memory_run(&auth, &nats, 50, 1, false).await?;
-            memory_run(&auth, &nats, 50, 1, true).await?;
-            latency_run(&auth, &nats, &keys, 20, 10, 200.0, false).await?;
-            latency_run(&auth, &nats, &keys, 20, 10, 200.0, true).await?;
+            for kind in [Kind::Sse, Kind::Ws, Kind::Stomp, Kind::Grpc] {
+                memory_run(&auth, &nats, 50, 1, kind, 1).await?;
+            }
+            for kind in [Kind::Sse, Kind::Ws, Kind::Stomp] {
+                latency_run(&auth, &nats, &keys, 20, 10, 200.0, kind).await?;
+            }
         }
         "memory" => {
-            if args.transport != "ws" {
-                memory_run(&auth, &nats, args.n, args.per_session, false).await?;
-            }
-            if args.transport != "sse" {
-                memory_run(&auth, &nats, args.n, args.per_session, true).await?;
+            for kind in kinds {
+                memory_run(
+                    &auth,
+                    &nats,
+                    args.n,
+                    args.per_session,
+                    kind,
+                    args.grpc_streams,
+                )
+                .await?;
             }
         }
         "latency" => {
-            latency_run(&auth, &nats, &keys, args.logins, args.idle, args.rate, ws).await?
+            let kind = if args.transport == "both" {
+                Kind::Sse
+            } else {
+                kinds[0]
+            };
+            latency_run(&auth, &nats, &keys, args.logins, args.idle, args.rate, kind).await?
         }
         _ => {
-            memory_run(&auth, &nats, args.n, args.per_session, false).await?;
-            memory_run(&auth, &nats, args.n, args.per_session, true).await?;
-            latency_run(
-                &auth,
-                &nats,
-                &keys,
-                args.logins,
-                args.idle,
-                args.rate,
-                false,
-            )
-            .await?;
-            latency_run(&auth, &nats, &keys, args.logins, args.idle, args.rate, true).await?;
+            for kind in [Kind::Sse, Kind::Ws] {
+                memory_run(&auth, &nats, args.n, args.per_session, kind, 1).await?;
+            }
+            for kind in [Kind::Sse, Kind::Ws] {
+                latency_run(&auth, &nats, &keys, args.logins, args.idle, args.rate, kind).await?;
+            }
         }
     }
     Ok(())

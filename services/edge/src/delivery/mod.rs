@@ -30,6 +30,7 @@
 //! older auth that publishes events itself.
 
 pub mod ports;
+pub mod push;
 mod rereads;
 pub mod timers;
 mod watcher;
@@ -55,6 +56,7 @@ use crate::{
     metrics::Metrics,
 };
 use ports::{BusError, BusEvent, EventBus, Inbox, StateReader};
+pub use push::{Delivery, Leave, Push};
 use rereads::Rereads;
 use timers::Timers;
 pub use watcher::Watcher;
@@ -227,6 +229,11 @@ impl Watches {
             }
         }
         Ok(Watcher::new(attached.promote()?, since))
+    }
+
+    /// Whether events currently flow from the bus (NATS connected).
+    pub fn is_connected(&self) -> bool {
+        self.core.bus.is_connected()
     }
 
     /// Passes a snapshot that a request on this node produced (cancel,

@@ -97,4 +97,14 @@ impl Watcher {
             self.qr_epoch = Some(epoch);
         }
     }
+
+    /// Forgets what was sent: the next snapshot is the current one unless
+    /// the client holds it (`since`). For a client that starts over on the
+    /// same connection (a new STOMP subscription).
+    pub fn rewind(&mut self, since: Option<u64>) {
+        self.last = None;
+        self.last_seq = 0;
+        self.since = since;
+        self.qr_epoch = None;
+    }
 }

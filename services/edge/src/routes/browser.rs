@@ -1,20 +1,31 @@
 //! Browser routes: create, short and long poll, cancel, redeem, QR image.
+//! Every call goes through the sessions facade (which passes what it reads
+//! or writes to this node's watchers); the poll answers' bodies are
+//! `transport/short_poll.rs`'s and `transport/long_poll.rs`'s.
 
 use std::{net::SocketAddr, time::Duration};
 
 use axum::{
     body::Bytes,
-    extract::{rejection::BytesRejection, ConnectInfo, Path, RawQuery, State},
+    extract::{rejection::BytesRejection, RawQuery, State},
     http::{header, HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     Json,
 };
 use serde::Deserialize;
 
-use super::{extract, origin, AppState};
+use super::{
+    extract, origin,
+    params::{BrowserSecret, SameOrigin, SessionPath, Since, Wait},
+    AppState,
+};
 use crate::{
-    auth_client::BrowserKey, config::CookieSecure, domain::format_timestamp, error::ApiError,
+    auth_client::BrowserKey,
+    config::CookieSecure,
+    domain::format_timestamp,
+    error::ApiError,
     metrics::Transport,
+    transport::{long_poll, short_poll},
 };
 
 /// The optional create body: the browser's public key (a P-256 JWK), which
@@ -51,11 +62,10 @@ pub fn qr_svg_of(payload: &str) -> Result<String, ApiError> {
 
 pub async fn create(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    SameOrigin(peer): SameOrigin,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    origin::check_origin(peer, &headers, &state.config)?;
     let body: CreateBody = extract::json_body(&headers, body, state.config.max_body_bytes)?;
     let ip = origin::client_ip(peer, &headers, &state.config.trusted_proxies);
     state
@@ -63,7 +73,7 @@ pub async fn create(
         .check(ip)
         .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
     let created = state
-        .auth
+        .sessions
         .create(
             ip.to_string(),
             extract::user_agent(&headers),
@@ -98,25 +108,18 @@ pub async fn create(
 /// `GET /v1/login-sessions/{id}`: a short poll, or with `since` a long poll.
 pub async fn get_or_long_poll(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    SessionPath(id): SessionPath,
+    Since(since): Since,
+    Wait(wait): Wait,
+    BrowserSecret(secret): BrowserSecret,
     RawQuery(query): RawQuery,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let id = extract::session_id(&id)?;
-    let since = extract::query_value(query.as_deref(), "since")
-        .map(|v| extract::version(v, "since"))
-        .transpose()?;
-    let wait = extract::query_value(query.as_deref(), "wait")
-        .map(extract::wait)
-        .transpose()?
-        .unwrap_or(state.config.long_poll_max)
-        .min(state.config.long_poll_max);
     // The epoch of the QR payload a long-polling client holds (the number
     // after `#` in it): a rotated payload is news to it.
     let qr_epoch = extract::query_value(query.as_deref(), "qr")
         .map(|v| extract::version(v, "qr"))
         .transpose()?;
-    let secret = extract::browser_secret(&headers, &id)?;
+    let wait = state.long_poll.wait(wait);
     // A short poll, or a long poll that may come back sooner than the pace
     // allows without news (held less than half of it), counts against the
     // pace of this session's polls on this node.
@@ -131,72 +134,57 @@ pub async fn get_or_long_poll(
             })?;
     }
     let Some(since) = since else {
-        let snapshot = state.auth.get(&id, &secret).await?;
-        state.watches.observe(&snapshot);
-        state.metrics.delivered(Transport::ShortPoll, None);
-        return Ok(Json(poll_answer(&state, &snapshot)).into_response());
+        let snapshot = state.sessions.get(&id, &secret).await?;
+        let body = short_poll::body(&snapshot, &state.node, &state.metrics);
+        return Ok(Json(paced(&state, body)).into_response());
     };
-    let _open = state.metrics.connection(Transport::LongPoll);
-    let mut watcher = state.watches.watch(&id, &secret, Some(since)).await?;
+    let mut delivery = state
+        .sessions
+        .watch(&id, &secret, Some(since), Transport::LongPoll)
+        .await?;
     if let Some(epoch) = qr_epoch {
-        watcher.resume_qr(epoch);
+        delivery.resume_qr(epoch);
     }
-    let mut drain = state.drain.listener();
-    let news = tokio::select! {
-        news = watcher.next(&state.metrics) => news,
-        _ = tokio::time::sleep(wait) => None,
-        _ = drain.started() => None,
-    };
-    let snapshot = match news {
-        Some(s) => {
-            state
-                .metrics
-                .delivered(Transport::LongPoll, super::sse::delay(&s));
-            s
-        }
-        None => watcher
-            .current()
-            .ok_or_else(|| ApiError::Unavailable("no state read yet".into()))?,
-    };
-    Ok(Json(poll_answer(&state, &snapshot)).into_response())
+    let snapshot = long_poll::answer(delivery, wait)
+        .await
+        .ok_or_else(|| ApiError::Unavailable("no state read yet".into()))?;
+    let body = long_poll::body(&snapshot, &state.long_poll.node);
+    Ok(Json(paced(&state, body)).into_response())
 }
 
-/// A poll's answer: the snapshot and the pace to keep (`poll_interval_ms`).
-fn poll_answer(state: &AppState, snapshot: &crate::domain::Snapshot) -> serde_json::Value {
-    let mut json = snapshot.to_json(&state.node);
+/// A poll's answer carries the pace to keep (`poll_interval_ms`).
+fn paced(state: &AppState, mut json: serde_json::Value) -> serde_json::Value {
     json["poll_interval_ms"] = (state.poll_pace.interval().as_millis() as u64).into();
     json
 }
 
+/// The snapshot as a poll answers it (create's answer starts from it).
+fn poll_answer(state: &AppState, snapshot: &crate::domain::Snapshot) -> serde_json::Value {
+    paced(state, snapshot.to_json(&state.node))
+}
+
 pub async fn cancel(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
+    _: SameOrigin,
+    SessionPath(id): SessionPath,
+    BrowserSecret(secret): BrowserSecret,
 ) -> Result<Response, ApiError> {
-    origin::check_origin(peer, &headers, &state.config)?;
-    let id = extract::session_id(&id)?;
-    let secret = extract::browser_secret(&headers, &id)?;
-    let snapshot = state.auth.cancel(&id, &secret).await?;
-    state.watches.observe(&snapshot);
+    let snapshot = state.sessions.cancel(&id, &secret).await?;
     Ok(Json(snapshot.to_json(&state.node)).into_response())
 }
 
 pub async fn redeem(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(id): Path<String>,
+    SameOrigin(peer): SameOrigin,
+    SessionPath(id): SessionPath,
+    BrowserSecret(secret): BrowserSecret,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    origin::check_origin(peer, &headers, &state.config)?;
-    let id = extract::session_id(&id)?;
-    let secret = extract::browser_secret(&headers, &id)?;
     let proof = headers
         .get(PROOF_HEADER)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    let r = state.auth.redeem(&id, &secret, proof).await?;
-    state.watches.observe(&r.snapshot);
+    let r = state.sessions.redeem(&id, &secret, proof).await?;
     let secure = secure_cookie(&state, peer, &headers);
     // The cookie lives as long as the token it carries.
     let lifetime = r
@@ -223,12 +211,10 @@ pub async fn redeem(
 /// The QR image; only for the creating browser, like every browser route.
 pub async fn qr_svg(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
+    SessionPath(id): SessionPath,
+    BrowserSecret(secret): BrowserSecret,
 ) -> Result<Response, ApiError> {
-    let id = extract::session_id(&id)?;
-    let secret = extract::browser_secret(&headers, &id)?;
-    let snapshot = state.auth.get(&id, &secret).await?;
+    let snapshot = state.sessions.get(&id, &secret).await?;
     // The payload of this moment: it is replaced every rotation, so the
     // image must not be cached past that.
     let payload = snapshot.qr_payload().ok_or_else(|| {

@@ -7,10 +7,12 @@ mod browser;
 mod extract;
 mod ops;
 mod origin;
+mod params;
 mod phone;
 mod sse;
+mod stomp;
 mod web;
-pub mod ws;
+mod ws;
 
 use std::{
     pin::Pin,
@@ -24,7 +26,7 @@ use axum::{
     http::{header, HeaderName, HeaderValue},
     middleware::{self, Next},
     response::{IntoResponse, Response},
-    routing::{get, post},
+    routing::{get, post, MethodRouter},
     Router,
 };
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -33,10 +35,10 @@ use crate::{
     auth_client::AuthClient,
     broker::Broker,
     config::EdgeConfig,
-    delivery::Watches,
     error::{as_json_error, ApiError, Rejected},
     limits::{Admission, AdmissionSlot, ConnectionGate, CreateRateLimiter, PollPace},
     metrics::Metrics,
+    sessions::Sessions,
     shutdown::Drain,
 };
 
@@ -46,7 +48,14 @@ pub struct Shared {
     pub node: String,
     pub auth: AuthClient,
     pub broker: Broker,
-    pub watches: Watches,
+    /// Sessions through auth and the watches (observes its own writes);
+    /// the only way routes reach either, so none can forget to observe.
+    pub sessions: Sessions,
+    /// What every connection of each push transport shares (its settings).
+    pub sse: Arc<crate::transport::sse::Endpoint>,
+    pub ws: Arc<crate::transport::ws::Endpoint>,
+    pub stomp: Arc<crate::transport::stomp::conn::Endpoint>,
+    pub long_poll: crate::transport::long_poll::Endpoint,
     pub metrics: Arc<Metrics>,
     pub drain: Drain,
     pub gate: ConnectionGate,
@@ -60,6 +69,37 @@ pub type AppState = Arc<Shared>;
 
 pub use phone::{DevTokenError, DevTokens};
 
+/// A stream endpoint, `/v1/login-sessions/{id}/<tail>`.
+pub struct StreamRoute {
+    pub tail: &'static str,
+    handler: fn() -> MethodRouter<AppState>,
+}
+
+/// The stream endpoints, declared once: the router serves them, and the
+/// front server answers a fresh connection's bodiless `GET` of one on its
+/// direct path ([`is_stream`]), so an idle stream keeps no hyper connection.
+pub const STREAM_ROUTES: [StreamRoute; 3] = [
+    StreamRoute {
+        tail: "events",
+        handler: || get(sse::events),
+    },
+    StreamRoute {
+        tail: "ws",
+        handler: || get(ws::upgrade),
+    },
+    StreamRoute {
+        tail: "stomp",
+        handler: || get(stomp::upgrade),
+    },
+];
+
+/// Whether `path` (without its query) is one of [`STREAM_ROUTES`].
+pub fn is_stream(path: &str) -> bool {
+    path.strip_prefix("/v1/login-sessions/")
+        .and_then(|rest| rest.split_once('/'))
+        .is_some_and(|(id, tail)| !id.is_empty() && STREAM_ROUTES.iter().any(|r| r.tail == tail))
+}
+
 /// The public router: the API and the demo pages.
 pub fn app(state: AppState) -> Router {
     let mut api = Router::new()
@@ -70,11 +110,13 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/v1/login-sessions/{id}/qr.svg", get(browser::qr_svg))
         .route("/v1/login-sessions/{id}/redeem", post(browser::redeem))
-        .route("/v1/login-sessions/{id}/events", get(sse::events))
-        .route("/v1/login-sessions/{id}/ws", get(ws::upgrade))
         .route("/v1/login-sessions/{id}/scan", post(phone::scan))
         .route("/v1/login-sessions/{id}/confirm", post(phone::confirm))
         .route("/v1/login-sessions/{id}/deny", post(phone::deny));
+    for stream in &STREAM_ROUTES {
+        let path = format!("/v1/login-sessions/{{id}}/{}", stream.tail);
+        api = api.route(&path, (stream.handler)());
+    }
     if state.dev_tokens.is_some() {
         api = api.route("/v1/dev/token", post(phone::dev_token));
     }

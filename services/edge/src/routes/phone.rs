@@ -1,11 +1,12 @@
 //! Phone routes (scan, confirm, deny) and the development token endpoint.
-//! The phone's `Authorization: Bearer <JWT>` goes to auth unchanged.
+//! The phone's `Authorization: Bearer <JWT>` goes to auth unchanged,
+//! through the sessions facade.
 
 use std::{net::SocketAddr, path::Path as FsPath};
 
 use axum::{
     body::Bytes,
-    extract::{rejection::BytesRejection, ConnectInfo, Path, State},
+    extract::{rejection::BytesRejection, ConnectInfo, State},
     http::{header, HeaderMap},
     response::{IntoResponse, Response},
     Json,
@@ -13,7 +14,7 @@ use axum::{
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::{Deserialize, Serialize};
 
-use super::{extract, origin, AppState};
+use super::{extract, origin, params::SessionPath, AppState};
 use crate::{domain::format_timestamp, error::ApiError};
 
 /// Lifetime of development user tokens.
@@ -49,15 +50,14 @@ pub struct ConfirmBody {
 pub async fn scan(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(id): Path<String>,
+    SessionPath(id): SessionPath,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let id = extract::session_id(&id)?;
     let body: ScanBody = extract::json_body(&headers, body, state.config.max_body_bytes)?;
     let phone_ip = origin::client_ip(peer, &headers, &state.config.trusted_proxies);
     let scanned = state
-        .auth
+        .sessions
         .scan(
             &id,
             &authorization(&headers)?,
@@ -65,8 +65,6 @@ pub async fn scan(
             &phone_ip.to_string(),
         )
         .await?;
-    // Not passed to local watchers: the phone's view lacks the match code
-    // that the browser must show; the event (with it) follows at once.
     let browser = scanned.browser;
     let body = serde_json::json!({
         "session": scanned.snapshot.to_json(&state.node),
@@ -83,28 +81,24 @@ pub async fn scan(
 
 pub async fn confirm(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    SessionPath(id): SessionPath,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let id = extract::session_id(&id)?;
     let body: ConfirmBody = extract::json_body(&headers, body, state.config.max_body_bytes)?;
     let snapshot = state
-        .auth
+        .sessions
         .confirm(&id, &authorization(&headers)?, body.match_code)
         .await?;
-    state.watches.observe(&snapshot);
     Ok(Json(snapshot.to_json(&state.node)).into_response())
 }
 
 pub async fn deny(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    SessionPath(id): SessionPath,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let id = extract::session_id(&id)?;
-    let snapshot = state.auth.deny(&id, &authorization(&headers)?).await?;
-    state.watches.observe(&snapshot);
+    let snapshot = state.sessions.deny(&id, &authorization(&headers)?).await?;
     Ok(Json(snapshot.to_json(&state.node)).into_response())
 }
 

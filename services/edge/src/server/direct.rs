@@ -1,7 +1,8 @@
-//! The direct path: a bodiless `GET` of a stream is answered by running
-//! the router and writing its response to the socket ourselves, chunked
-//! for SSE, or as `101` followed by the WebSocket. Every write goes
-//! through the connection's write deadline.
+//! The direct path: a bodiless `GET` of a stream (`routes::STREAM_ROUTES`)
+//! is answered by running the router and writing its response to the
+//! socket ourselves, chunked for SSE, or as `101` followed by whatever the
+//! route's [`Takeover`] runs on the socket (WebSocket, STOMP). Every write
+//! goes through the connection's write deadline.
 
 use std::{io, net::SocketAddr, pin::Pin};
 
@@ -16,10 +17,10 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use super::{Phase, MAX_DIRECT_BODY, MAX_HEADERS};
-use crate::routes::ws::Handover;
+use crate::{routes, transport::upgrade::Takeover};
 
 /// The request, when it is one the direct path serves: a bodiless `GET` of
-/// a session's `/events` or `/ws`.
+/// a stream route.
 pub(super) fn direct_request(head: &[u8], peer: SocketAddr) -> Option<Request<Body>> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers);
@@ -31,10 +32,7 @@ pub(super) fn direct_request(head: &[u8], peer: SocketAddr) -> Option<Request<Bo
         return None;
     }
     let path = parsed.path?;
-    let route = path.split('?').next()?;
-    let rest = route.strip_prefix("/v1/login-sessions/")?;
-    let (_id, tail) = rest.split_once('/')?;
-    if tail != "events" && tail != "ws" {
+    if !routes::is_stream(path.split('?').next()?) {
         return None;
     }
     let mut req = Request::builder().method("GET").uri(path);
@@ -53,7 +51,7 @@ pub(super) fn direct_request(head: &[u8], peer: SocketAddr) -> Option<Request<Bo
 
 /// Runs the router for a stream request and writes the head; gives the
 /// phase that carries the connection on: the event stream, or the
-/// WebSocket. (A phase of its own, so that what an idle stream keeps is
+/// transport the route's takeover runs on the switched socket. (A phase of its own, so that what an idle stream keeps is
 /// only what the stream needs, not the router call and the head writer.)
 pub(super) async fn serve_direct<S>(
     mut stream: S,
@@ -67,14 +65,11 @@ where
     let Ok(response) = Box::pin(app.oneshot(req)).await;
     let (mut parts, body) = response.into_parts();
     if parts.status == StatusCode::SWITCHING_PROTOCOLS {
-        let prepared = parts
-            .extensions
-            .remove::<Handover>()
-            .and_then(|h| h.take())?;
+        let takeover = parts.extensions.remove::<Takeover>()?;
         write_head(&mut stream, parts.status, &parts.headers, None, false)
             .await
             .ok()?;
-        return Some(Phase::last(crate::routes::ws::run(prepared, stream)));
+        return takeover.start(Box::new(stream)).map(Phase::Last);
     }
     let streaming = parts.status == StatusCode::OK
         && parts
@@ -215,11 +210,16 @@ mod tests {
             direct_request(ws, peer()).unwrap().uri().query(),
             Some("since=3")
         );
+        let stomp =
+            b"GET /v1/login-sessions/q3Zb0Xz2kT9yLw1sJm5HAA/stomp HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert!(direct_request(stomp, peer()).is_some());
         for other in [
             &b"GET /v1/login-sessions/q3Zb0Xz2kT9yLw1sJm5HAA HTTP/1.1\r\nHost: a\r\n\r\n"[..],
             b"POST /v1/login-sessions/q3Zb0Xz2kT9yLw1sJm5HAA/events HTTP/1.1\r\nHost: a\r\n\r\n",
             b"GET /v1/login-sessions/q3Zb0Xz2kT9yLw1sJm5HAA/events HTTP/1.1\r\nContent-Length: 3\r\n\r\n",
             b"GET /healthz HTTP/1.1\r\n\r\n",
+            b"GET /v1/login-sessions/q3Zb0Xz2kT9yLw1sJm5HAA/qr.svg HTTP/1.1\r\n\r\n",
+            b"GET /v1/login-sessions//events HTTP/1.1\r\n\r\n",
             b"GET /v1/login-sessions/x/events HTTP/1.0\r\n\r\n",
         ] {
             assert!(direct_request(other, peer()).is_none(), "{}", String::from_utf8_lossy(other));

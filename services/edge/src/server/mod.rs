@@ -35,7 +35,6 @@ use axum::{
     http::Request,
     Router,
 };
-use futures::FutureExt;
 use hyper_util::{
     rt::{TokioIo, TokioTimer},
     service::TowerToHyperService,
@@ -176,18 +175,20 @@ pub async fn serve(listener: TcpListener, front: Arc<Front>) {
 /// the router, carrying a stream), boxed; it ends with the next phase, if
 /// any. A connection holds only its current phase: what an idle stream
 /// keeps is what the stream needs, not what reading its head needed.
-pub(super) struct Phase(Pin<Box<dyn Future<Output = Option<Phase>> + Send>>);
+pub(super) enum Phase {
+    Step(Pin<Box<dyn Future<Output = Option<Phase>> + Send>>),
+    /// A phase after which the connection is done.
+    Last(Pin<Box<dyn Future<Output = ()> + Send>>),
+}
 
 impl Phase {
     fn new(phase: impl Future<Output = Option<Phase>> + Send + 'static) -> Self {
-        Self(Box::pin(phase))
+        Self::Step(Box::pin(phase))
     }
 
-    /// A phase after which the connection is done. (A combinator, not an
-    /// `async` block: a block would keep the phase twice, once as its
-    /// capture and once as the future it awaits.)
+    /// A phase after which the connection is done.
     pub(super) fn last(phase: impl Future<Output = ()> + Send + 'static) -> Self {
-        Self::new(phase.map(|()| None))
+        Self::Last(Box::pin(phase))
     }
 }
 
@@ -205,9 +206,15 @@ where
 {
     let first = Phase::new(first_head(stream, peer, front, waiting));
     async move {
-        let mut phase = Some(first);
-        while let Some(Phase(current)) = phase {
-            phase = current.await;
+        let mut phase = first;
+        loop {
+            phase = match phase {
+                Phase::Step(current) => match current.await {
+                    Some(next) => next,
+                    None => return,
+                },
+                Phase::Last(current) => return current.await,
+            };
         }
     }
 }

@@ -102,7 +102,7 @@ async fn a_websocket_peer_that_never_reads_is_dropped() {
         |_| {},
         |c| {
             c.write_timeout = Duration::from_millis(500);
-            c.ws_ping = Duration::from_millis(200);
+            c.ws.ping = Duration::from_millis(200);
             c.max_watchers_per_session = 1;
         },
     )
@@ -164,7 +164,7 @@ async fn an_event_stream_peer_that_never_reads_is_dropped() {
         |_| {},
         |c| {
             c.write_timeout = Duration::from_millis(500);
-            c.sse_heartbeat = Duration::from_millis(1);
+            c.sse.heartbeat = Duration::from_millis(1);
             // Without it the kernel lets about 4 MiB queue up on loopback
             // (minutes of heartbeats) before a write blocks.
             c.socket_send_buffer = 4096;

@@ -334,16 +334,32 @@ async fn the_phone_sees_the_address_and_agent_a_trusted_proxy_vouched_for() {
 
 /// Regression: a non-ASCII Origin counted as no Origin (allowed), the
 /// same-host fallback ignored the scheme, any Sec-WebSocket-Key passed.
+/// The same for STOMP's upgrade (its own same-host check had the first two
+/// holes).
 #[tokio::test]
 async fn websocket_handshakes_are_checked_fail_closed() {
     let cluster = Cluster::start().await;
     let created = cluster.create(&cluster.edge1).await;
+    for (tail, protocol) in [("ws", None), ("stomp", Some("v12.stomp"))] {
+        websocket_handshake_is_checked(&cluster, &created, tail, protocol).await;
+    }
+}
+
+async fn websocket_handshake_is_checked(
+    cluster: &Cluster,
+    created: &Created,
+    tail: &str,
+    protocol: Option<&'static str>,
+) {
     let url = cluster
         .edge1
-        .ws_url(&format!("/v1/login-sessions/{}/ws", created.id));
+        .ws_url(&format!("/v1/login-sessions/{}/{tail}", created.id));
     let open = |origin: Option<&[u8]>, key: Option<&'static str>| {
         let mut req = url.as_str().into_client_request().unwrap();
         let h = req.headers_mut();
+        if let Some(p) = protocol {
+            h.insert(header::SEC_WEBSOCKET_PROTOCOL, p.parse().unwrap());
+        }
         h.insert(
             header::AUTHORIZATION,
             format!("Bearer {}", created.secret).parse().unwrap(),

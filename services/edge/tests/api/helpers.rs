@@ -28,6 +28,8 @@ pub struct TestEdge {
     pub addr: SocketAddr,
     /// The operations address (`/metrics`, `/healthz`, `/readyz`).
     pub ops: SocketAddr,
+    /// The gRPC watch port.
+    pub grpc: Option<SocketAddr>,
     pub node: String,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -38,6 +40,7 @@ impl TestEdge {
         let app = Application::build(config).await.expect("edge builds");
         let addr = app.local_addr();
         let ops = app.ops_addr();
+        let grpc = app.grpc_addr();
         let node = app.node().to_owned();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -50,6 +53,7 @@ impl TestEdge {
         let edge = Self {
             addr,
             ops,
+            grpc,
             node,
             stop: Some(tx),
             task: Some(task),
@@ -130,6 +134,8 @@ pub fn edge_config(name: &str, auth: &TestAuth, nats: &NatsServer) -> EdgeConfig
     let mut c = EdgeConfig::defaults();
     c.listen = "127.0.0.1:0".parse().unwrap();
     c.ops_listen = "127.0.0.1:0".parse().unwrap();
+    c.grpc.listen = "127.0.0.1:0".parse().unwrap();
+    c.grpc.reflection = true;
     c.node_name = Some(name.to_owned());
     c.auth_url = auth.url();
     c.nats_url = nats.url();

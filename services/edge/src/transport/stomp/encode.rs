@@ -35,6 +35,11 @@ impl ServerFrame {
         self
     }
 
+    /// Adds a header (escaped like the others when the frame escapes).
+    pub fn with_header(self, name: &'static str, value: impl Into<String>) -> Self {
+        self.header(name, value)
+    }
+
     pub fn command(&self) -> Command {
         self.command
     }

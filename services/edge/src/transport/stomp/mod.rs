@@ -1,9 +1,10 @@
 //! STOMP 1.2 over WebSocket, as `@stomp/stompjs` speaks it: the frame codec
 //! ([`command`], [`frame`] decodes client frames, [`encode`] writes server
-//! frames),
-//! version and heart-beat negotiation ([`negotiate`]), and the names qrlogin
-//! gives to its destinations and headers (below), so the transport and the
-//! clients agree on them in one place.
+//! frames), version and heart-beat negotiation ([`negotiate`]), the
+//! connection itself ([`conn`]), the transport's settings
+//! ([`StompSettings`]), and the names qrlogin gives to its destinations and
+//! headers (below), so the transport and the clients agree on them in one
+//! place.
 //!
 //! The conversation, for a session `<id>` (docs/protocol.md has the contract):
 //!
@@ -24,9 +25,53 @@
 //! and the connection is closed, as the specification requires.
 
 pub mod command;
+pub mod conn;
 pub mod encode;
 pub mod frame;
 pub mod negotiate;
+
+use std::time::Duration;
+
+fn duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| e.to_string())
+}
+
+/// Settings of the STOMP transport (docs/configuration.md, "edge").
+#[derive(Debug, Clone, clap::Args)]
+pub struct StompSettings {
+    /// The server's heart-beat offer in CONNECTED (`<sx>,<sy>`): it sends
+    /// an EOL at least this often and wants the client's at least this
+    /// often (each side takes the larger of the two offers); a client
+    /// silent for twice the negotiated interval is dropped.
+    #[arg(id = "stomp-heartbeat", long = "stomp-heartbeat", env = "QRLOGIN_STOMP_HEARTBEAT", default_value = "20s", value_parser = duration)]
+    pub heart_beat: Duration,
+}
+
+impl StompSettings {
+    pub fn validate(&self) -> Result<(), crate::config::ConfigError> {
+        if self.heart_beat < Duration::from_secs(1) || self.heart_beat > Duration::from_secs(3600) {
+            return Err(crate::config::ConfigError::Invalid {
+                var: "QRLOGIN_STOMP_HEARTBEAT",
+                reason: "1s..=1h".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Picks the subprotocol from a `Sec-WebSocket-Protocol` offer (tokens
+/// separated by commas, maybe over several headers): the first of
+/// [`SUBPROTOCOLS`] the client offers.
+pub fn choose_subprotocol<'a>(offers: impl IntoIterator<Item = &'a str>) -> Option<&'static str> {
+    let offered: Vec<&str> = offers
+        .into_iter()
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    SUBPROTOCOLS
+        .into_iter()
+        .find(|p| offered.iter().any(|o| o.eq_ignore_ascii_case(p)))
+}
 
 /// WebSocket subprotocols the STOMP endpoint accepts, most preferred first
 /// (stompjs offers `v12.stomp, v11.stomp, v10.stomp`). STOMP 1.0 is not
@@ -89,6 +134,20 @@ mod tests {
             "/app/login-sessions.q3Zb0Xz2kT9yLw1sJm5HAA.cancel"
         );
         assert_eq!(session_of_cancel(&cancel_destination(ID)), Some(ID));
+    }
+
+    #[test]
+    fn the_subprotocol_is_v12_before_v11_and_never_v10() {
+        assert_eq!(
+            choose_subprotocol(["v10.stomp, v11.stomp, v12.stomp"]),
+            Some("v12.stomp")
+        );
+        assert_eq!(
+            choose_subprotocol(["v10.stomp", "v11.stomp"]),
+            Some("v11.stomp")
+        );
+        assert_eq!(choose_subprotocol(["v10.stomp"]), None);
+        assert_eq!(choose_subprotocol([]), None);
     }
 
     #[test]
