@@ -9,6 +9,8 @@
 #   5. the local cluster (NATS, auth, two edges, HAProxy): end-to-end script
 #   6. browser tests (Debian's Chromium driven by playwright-core)
 #   7. a small load run: 200 browsers, an edge killed, nothing lost
+#   8. the measured comparison in quick mode (every transport and peer at
+#      200 browsers, throughput steps; checks its own results.json)
 #
 # Ends with one line `total: N passed, N failed` and exits non-zero if any
 # check failed.
@@ -75,6 +77,9 @@ deploy/local/down.sh >/dev/null 2>&1 || true
 # A small load run on a throw-away cluster (release binaries from above):
 # 200 browsers over two edges, one edge killed mid-way, nothing lost.
 run_step load-smoke bash -c 'cargo build --release --locked -q -p qrlogin-loadgen && QRLOGIN_BENCH_NO_BUILD=1 tools/bench/smoke.sh'
+# The comparison of tools/bench/compare.sh at 200 browsers (about two
+# minutes): every transport and peer present, every event delivered.
+run_step compare-quick bash -c 'cargo build --release --locked -q -p qrlogin-auth -p qrlogin-edge -p qrlogin-loadgen -p qrlogin-charts -p qrlogin-peer-sse && QRLOGIN_BENCH_NO_BUILD=1 tools/bench/compare.sh --quick --out artifacts/bench/compare/quick'
 
 total_secs=$(($(date +%s) - started))
 echo
