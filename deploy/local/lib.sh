@@ -36,6 +36,9 @@ fi
 : "${QRLOGIN_LOCAL_GRPC_PORT:=50060}"
 : "${QRLOGIN_LOCAL_EDGE1_GRPC_PORT:=50061}"
 : "${QRLOGIN_LOCAL_EDGE2_GRPC_PORT:=50062}"
+# Operations ports of the edges (/readyz, /healthz, /metrics), on 127.0.0.1.
+: "${QRLOGIN_LOCAL_EDGE1_OPS_PORT:=9081}"
+: "${QRLOGIN_LOCAL_EDGE2_OPS_PORT:=9082}"
 : "${QRLOGIN_LOCAL_AUTH_PORT:=50051}"
 : "${QRLOGIN_LOCAL_NATS_PORT:=4222}"
 : "${QRLOGIN_LOCAL_NATS_MONITOR_PORT:=8222}"
@@ -54,6 +57,8 @@ EDGE2_URL="http://127.0.0.1:${QRLOGIN_LOCAL_EDGE2_PORT}"
 GRPC_ADDR="127.0.0.1:${QRLOGIN_LOCAL_GRPC_PORT}"
 EDGE1_GRPC_ADDR="127.0.0.1:${QRLOGIN_LOCAL_EDGE1_GRPC_PORT}"
 EDGE2_GRPC_ADDR="127.0.0.1:${QRLOGIN_LOCAL_EDGE2_GRPC_PORT}"
+EDGE1_OPS_URL="http://127.0.0.1:${QRLOGIN_LOCAL_EDGE1_OPS_PORT}"
+EDGE2_OPS_URL="http://127.0.0.1:${QRLOGIN_LOCAL_EDGE2_OPS_PORT}"
 AUTH_ADDR="127.0.0.1:${QRLOGIN_LOCAL_AUTH_PORT}"
 NATS_URL="nats://127.0.0.1:${QRLOGIN_LOCAL_NATS_PORT}"
 NATS_MONITOR_URL="http://127.0.0.1:${QRLOGIN_LOCAL_NATS_MONITOR_PORT}"
@@ -71,7 +76,8 @@ save_cluster_env() {
     echo "# Written by deploy/local/up.sh: the settings of the running cluster."
     local v
     for v in QRLOGIN_LOCAL_BIND QRLOGIN_LOCAL_HTTP_PORT QRLOGIN_LOCAL_STATS_PORT \
-      QRLOGIN_LOCAL_EDGE1_PORT QRLOGIN_LOCAL_EDGE2_PORT QRLOGIN_LOCAL_AUTH_PORT \
+      QRLOGIN_LOCAL_EDGE1_PORT QRLOGIN_LOCAL_EDGE2_PORT QRLOGIN_LOCAL_EDGE1_OPS_PORT \
+      QRLOGIN_LOCAL_EDGE2_OPS_PORT QRLOGIN_LOCAL_AUTH_PORT \
       QRLOGIN_LOCAL_GRPC_PORT QRLOGIN_LOCAL_EDGE1_GRPC_PORT QRLOGIN_LOCAL_EDGE2_GRPC_PORT \
       QRLOGIN_LOCAL_NATS_PORT QRLOGIN_LOCAL_NATS_MONITOR_PORT QRLOGIN_LOCAL_PUBLIC_URL \
       QRLOGIN_LOCAL_BIN_DIR; do
@@ -119,8 +125,8 @@ component_port_vars() {
   case "$1" in
     nats) echo QRLOGIN_LOCAL_NATS_PORT QRLOGIN_LOCAL_NATS_MONITOR_PORT ;;
     auth) echo QRLOGIN_LOCAL_AUTH_PORT ;;
-    edge-1) echo QRLOGIN_LOCAL_EDGE1_PORT QRLOGIN_LOCAL_EDGE1_GRPC_PORT ;;
-    edge-2) echo QRLOGIN_LOCAL_EDGE2_PORT QRLOGIN_LOCAL_EDGE2_GRPC_PORT ;;
+    edge-1) echo QRLOGIN_LOCAL_EDGE1_PORT QRLOGIN_LOCAL_EDGE1_OPS_PORT QRLOGIN_LOCAL_EDGE1_GRPC_PORT ;;
+    edge-2) echo QRLOGIN_LOCAL_EDGE2_PORT QRLOGIN_LOCAL_EDGE2_OPS_PORT QRLOGIN_LOCAL_EDGE2_GRPC_PORT ;;
     haproxy) echo QRLOGIN_LOCAL_HTTP_PORT QRLOGIN_LOCAL_STATS_PORT QRLOGIN_LOCAL_GRPC_PORT ;;
     *) die "unknown component '$1' (one of: ${COMPONENTS[*]})" ;;
   esac
@@ -212,16 +218,19 @@ allowed_origins() {
 }
 
 start_edge() {
-  local name="$1" port grpc_port
+  local name="$1" port ops_port grpc_port
   case "$name" in
-    edge-1) port="$QRLOGIN_LOCAL_EDGE1_PORT" grpc_port="$QRLOGIN_LOCAL_EDGE1_GRPC_PORT" ;;
-    edge-2) port="$QRLOGIN_LOCAL_EDGE2_PORT" grpc_port="$QRLOGIN_LOCAL_EDGE2_GRPC_PORT" ;;
+    edge-1) port="$QRLOGIN_LOCAL_EDGE1_PORT" ops_port="$QRLOGIN_LOCAL_EDGE1_OPS_PORT" grpc_port="$QRLOGIN_LOCAL_EDGE1_GRPC_PORT" ;;
+    edge-2) port="$QRLOGIN_LOCAL_EDGE2_PORT" ops_port="$QRLOGIN_LOCAL_EDGE2_OPS_PORT" grpc_port="$QRLOGIN_LOCAL_EDGE2_GRPC_PORT" ;;
     *) die "unknown edge '$name'" ;;
   esac
+  # The operations port stays on loopback even when QRLOGIN_LOCAL_BIND opens
+  # the public one to the network (for a phone on the same Wi-Fi).
   spawn "$name" env \
     QRLOGIN_EDGE_LISTEN="$QRLOGIN_LOCAL_BIND:$port" \
     QRLOGIN_EDGE_GRPC_LISTEN="$QRLOGIN_LOCAL_BIND:$grpc_port" \
     QRLOGIN_GRPC_REFLECTION="${QRLOGIN_GRPC_REFLECTION:-true}" \
+    QRLOGIN_OPS_LISTEN="127.0.0.1:$ops_port" \
     QRLOGIN_NODE_NAME="$name" \
     QRLOGIN_AUTH_URL="http://$AUTH_ADDR" \
     QRLOGIN_NATS_URL="$NATS_URL" \
@@ -246,6 +255,8 @@ render_haproxy_cfg() {
     -e "s|@GRPC_PORT@|$QRLOGIN_LOCAL_GRPC_PORT|g" \
     -e "s|@EDGE1_GRPC_PORT@|$QRLOGIN_LOCAL_EDGE1_GRPC_PORT|g" \
     -e "s|@EDGE2_GRPC_PORT@|$QRLOGIN_LOCAL_EDGE2_GRPC_PORT|g" \
+    -e "s|@EDGE1_OPS_PORT@|$QRLOGIN_LOCAL_EDGE1_OPS_PORT|g" \
+    -e "s|@EDGE2_OPS_PORT@|$QRLOGIN_LOCAL_EDGE2_OPS_PORT|g" \
     "$LOCAL_DIR/haproxy.cfg.in" >"$RUN_DIR/haproxy.cfg"
   "$HAPROXY_BIN" -c -q -f "$RUN_DIR/haproxy.cfg" || die "HAProxy rejected $RUN_DIR/haproxy.cfg"
 }
@@ -272,9 +283,10 @@ component_ready() {
   case "$1" in
     nats) http_ok "$NATS_MONITOR_URL/healthz?js-enabled-only=true" ;;
     auth) port_open "$QRLOGIN_LOCAL_AUTH_PORT" ;;
-    edge-1) http_ok "$EDGE1_URL/readyz" && port_open "$QRLOGIN_LOCAL_EDGE1_GRPC_PORT" ;;
-    edge-2) http_ok "$EDGE2_URL/readyz" && port_open "$QRLOGIN_LOCAL_EDGE2_GRPC_PORT" ;;
-    haproxy) http_ok "$HTTP_URL/readyz" && port_open "$QRLOGIN_LOCAL_STATS_PORT" && port_open "$QRLOGIN_LOCAL_GRPC_PORT" ;;
+    edge-1) http_ok "$EDGE1_OPS_URL/readyz" && port_open "$QRLOGIN_LOCAL_EDGE1_GRPC_PORT" ;;
+    edge-2) http_ok "$EDGE2_OPS_URL/readyz" && port_open "$QRLOGIN_LOCAL_EDGE2_GRPC_PORT" ;;
+    # The demo page through HAProxy: an edge is in rotation.
+    haproxy) http_ok "$HTTP_URL/" && port_open "$QRLOGIN_LOCAL_STATS_PORT" && port_open "$QRLOGIN_LOCAL_GRPC_PORT" ;;
   esac
 }
 

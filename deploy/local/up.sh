@@ -10,7 +10,9 @@
 #
 # Ports (defaults): QRLOGIN_LOCAL_HTTP_PORT (8080, HAProxy),
 # QRLOGIN_LOCAL_STATS_PORT (8404), QRLOGIN_LOCAL_EDGE1_PORT (8081),
-# QRLOGIN_LOCAL_EDGE2_PORT (8082), QRLOGIN_LOCAL_AUTH_PORT (50051),
+# QRLOGIN_LOCAL_EDGE2_PORT (8082), QRLOGIN_LOCAL_EDGE1_OPS_PORT (9081, edge-1's
+# /readyz /healthz /metrics), QRLOGIN_LOCAL_EDGE2_OPS_PORT (9082),
+# QRLOGIN_LOCAL_AUTH_PORT (50051),
 # QRLOGIN_LOCAL_NATS_PORT (4222), QRLOGIN_LOCAL_NATS_MONITOR_PORT (8222).
 # QRLOGIN_LOCAL_BIND (127.0.0.1) is where HAProxy and the edges listen; set
 # QRLOGIN_LOCAL_BIND=0.0.0.0 and QRLOGIN_LOCAL_PUBLIC_URL=http://<lan-ip>:8080
@@ -91,6 +93,7 @@ qrlogin local cluster is up.
   Phone page           $HTTP_URL/phone.html
   HAProxy stats        $STATS_URL
   Edges (direct)       edge-1 $EDGE1_URL   edge-2 $EDGE2_URL
+  Edges (operations)   edge-1 $EDGE1_OPS_URL/metrics   edge-2 $EDGE2_OPS_URL/metrics
   gRPC (auth)          $AUTH_ADDR    e.g. $TOOLS_BIN/grpcurl -plaintext -import-path $ROOT/proto -proto qrlogin/auth/v1/auth.proto $AUTH_ADDR describe
   NATS                 $NATS_URL    monitor $NATS_MONITOR_URL/
   Logs                 $LOG_DIR/{nats,auth,edge-1,edge-2,haproxy}.log

@@ -52,7 +52,10 @@ bench_init() {
     echo "NATS_PORT=$(free_port)"
     echo "AUTH_PORT=$(free_port)"
     echo "EDGE_COUNT=$edges"
-    for ((i = 1; i <= edges; i++)); do echo "EDGE${i}_PORT=$(free_port)"; done
+    for ((i = 1; i <= edges; i++)); do
+      echo "EDGE${i}_PORT=$(free_port)"
+      echo "EDGE${i}_OPS_PORT=$(free_port)"
+    done
     # Settings the services get; the caller's QRLOGIN_* variables win.
     printf 'export QRLOGIN_CREATE_RATE_PER_IP=%q\n' "${QRLOGIN_CREATE_RATE_PER_IP:-100000000}"
     printf 'export QRLOGIN_CREATE_LIMIT=%q\n' "${QRLOGIN_CREATE_LIMIT:-0}"
@@ -77,6 +80,8 @@ bench_load() {
 }
 
 edge_port() { local v="EDGE${1#edge-}_PORT"; echo "${!v}"; }
+# The edge's operations port (/readyz, /healthz, /metrics).
+edge_ops_port() { local v="EDGE${1#edge-}_OPS_PORT"; echo "${!v}"; }
 edge_url() { echo "http://127.0.0.1:$(edge_port "$1")"; }
 # Comma-separated URLs of edges FROM..TO.
 edge_urls() {
@@ -118,7 +123,7 @@ PY
 # Waits until edge NAME says ready (NATS connected, auth answers).
 wait_edge_ready() {
   local port i
-  port="$(edge_port "$1")"
+  port="$(edge_ops_port "$1")"
   for ((i = 0; i < 300; i++)); do
     [[ "$(http_status "$port" /readyz)" == 200 ]] && return 0
     sleep 0.1
@@ -161,6 +166,7 @@ start_edge() {
   spawn "$name" env \
     QRLOGIN_EDGE_LISTEN="127.0.0.1:$(edge_port "$name")" \
     QRLOGIN_EDGE_GRPC_LISTEN="${QRLOGIN_EDGE_GRPC_LISTEN:-off}" \
+    QRLOGIN_OPS_LISTEN="127.0.0.1:$(edge_ops_port "$name")" \
     QRLOGIN_NODE_NAME="$name" \
     QRLOGIN_AUTH_URL="$AUTH_URL" \
     QRLOGIN_NATS_URL="$NATS_URL" \

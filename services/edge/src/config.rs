@@ -13,7 +13,7 @@ pub enum ConfigError {
     Invalid { var: &'static str, reason: String },
 }
 
-fn invalid(var: &'static str, reason: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(var: &'static str, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         var,
         reason: reason.into(),
@@ -46,7 +46,9 @@ pub enum LogFormat {
     Json,
 }
 
-fn duration(text: &str) -> Result<Duration, String> {
+/// A duration setting (`25s`, `500ms`, `1h`); shared by the transports'
+/// settings.
+pub(crate) fn duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| e.to_string())
 }
 
@@ -85,6 +87,17 @@ fn origin_list(text: &str) -> Result<OriginList, String> {
 #[derive(Debug, Clone, Default)]
 pub struct CidrList(pub Vec<IpNet>);
 
+impl CidrList {
+    /// Whether `ip` (IPv4-mapped IPv6 read as IPv4) is in one of the CIDRs.
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(std::net::IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        self.0.iter().any(|net| net.contains(&ip))
+    }
+}
+
 /// Exact origins allowed to open a WebSocket; empty means same-origin only.
 #[derive(Debug, Clone, Default)]
 pub struct OriginList(pub Vec<String>);
@@ -100,6 +113,10 @@ pub struct EdgeConfig {
     /// HTTP listen address (port 0 picks a free port, reported in the log).
     #[arg(long, env = "QRLOGIN_EDGE_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
+    /// Operations address: `/metrics`, `/healthz`, `/readyz` and nothing
+    /// else (they are not on the public address).
+    #[arg(long, env = "QRLOGIN_OPS_LISTEN", default_value = "0.0.0.0:9090")]
+    pub ops_listen: SocketAddr,
     /// Name of this node in `X-Edge-Node` and snapshots; default: host name.
     #[arg(long, env = "QRLOGIN_NODE_NAME")]
     pub node_name: Option<String>,
@@ -179,27 +196,29 @@ pub struct EdgeConfig {
     /// Watchers of one session on this node; beyond: 429 too_many_watchers.
     #[arg(long, env = "QRLOGIN_MAX_WATCHERS_PER_SESSION", default_value_t = 8)]
     pub max_watchers_per_session: usize,
+    /// Connections that have not sent a complete request head yet, node-wide;
+    /// beyond: `503 too_many_connections` and close.
+    #[arg(long, env = "QRLOGIN_MAX_PRE_HEAD_CONNECTIONS", default_value_t = 1024)]
+    pub max_pre_head_connections: usize,
+    /// The same, per client (IPv4 address or IPv6 /64; trusted proxies exempt).
+    #[arg(long, env = "QRLOGIN_MAX_PRE_HEAD_PER_CLIENT", default_value_t = 64)]
+    pub max_pre_head_per_client: usize,
+    /// A write (response, event, frame, close) that makes no progress for
+    /// this long drops the connection: a peer that does not read.
+    #[arg(long, env = "QRLOGIN_WRITE_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub write_timeout: Duration,
+    /// Kernel send buffer of each client connection in bytes (SO_SNDBUF);
+    /// 0 leaves the kernel's autotuning (up to `tcp_wmem`'s maximum, 4 MiB
+    /// by default). Bounds what a peer that does not read holds in the
+    /// kernel before the write timeout starts.
+    #[arg(long, env = "QRLOGIN_SOCKET_SEND_BUFFER", default_value_t = 0)]
+    pub socket_send_buffer: usize,
     /// Login sessions one client IP may create per minute.
     #[arg(long, env = "QRLOGIN_CREATE_RATE_PER_IP", default_value_t = 30)]
     pub create_rate_per_ip: u32,
     /// Largest accepted request body.
     #[arg(long, env = "QRLOGIN_MAX_BODY_BYTES", default_value_t = 4096)]
     pub max_body_bytes: usize,
-    /// Longest a long poll is held.
-    #[arg(long, env = "QRLOGIN_LONG_POLL_MAX", default_value = "25s", value_parser = duration)]
-    pub long_poll_max: Duration,
-    /// Interval of SSE heartbeat comments.
-    #[arg(long, env = "QRLOGIN_SSE_HEARTBEAT", default_value = "15s", value_parser = duration)]
-    pub sse_heartbeat: Duration,
-    /// Reconnect delay suggested to SSE clients (`retry:`).
-    #[arg(long, env = "QRLOGIN_SSE_RETRY", default_value = "2s", value_parser = duration)]
-    pub sse_retry: Duration,
-    /// Interval of WebSocket pings.
-    #[arg(long, env = "QRLOGIN_WS_PING", default_value = "20s", value_parser = duration)]
-    pub ws_ping: Duration,
-    /// A WebSocket from which nothing was heard for this long is dropped.
-    #[arg(long, env = "QRLOGIN_IDLE_TIMEOUT", default_value = "60s", value_parser = duration)]
-    pub idle_timeout: Duration,
     /// After the stop signal, the node answers (503) this long, then exits.
     #[arg(long, env = "QRLOGIN_DRAIN_DEADLINE", default_value = "10s", value_parser = duration)]
     pub drain_deadline: Duration,
@@ -213,6 +232,10 @@ pub struct EdgeConfig {
         default_value = "auto"
     )]
     pub cookie_secure: CookieSecure,
+    /// `Max-Age` of the browser-secret cookie: at least the longest a login
+    /// session can stay open (auth's PENDING + SCANNED + CONFIRMED TTLs).
+    #[arg(long, env = "QRLOGIN_SECRET_COOKIE_MAX_AGE", default_value = "5m", value_parser = duration)]
+    pub secret_cookie_max_age: Duration,
     /// Development only: Ed25519 PEM private key that enables POST /v1/dev/token.
     #[arg(long, env = "QRLOGIN_DEV_USER_TOKEN_KEY_FILE")]
     pub dev_user_token_key_file: Option<PathBuf>,
@@ -222,6 +245,12 @@ pub struct EdgeConfig {
     pub user_token_audience: String,
     #[arg(long, env = "QRLOGIN_LOG_FORMAT", value_enum, default_value = "pretty")]
     pub log_format: LogFormat,
+    #[command(flatten)]
+    pub long_poll: crate::transport::long_poll::LongPollSettings,
+    #[command(flatten)]
+    pub sse: crate::transport::sse::SseSettings,
+    #[command(flatten)]
+    pub ws: crate::transport::ws::WsSettings,
     #[command(flatten)]
     pub grpc: crate::transport::grpc::GrpcSettings,
     #[command(flatten)]
@@ -314,25 +343,42 @@ impl EdgeConfig {
         }
         let positive = [
             ("QRLOGIN_AUTH_TIMEOUT", self.auth_timeout),
-            ("QRLOGIN_LONG_POLL_MAX", self.long_poll_max),
-            ("QRLOGIN_SSE_HEARTBEAT", self.sse_heartbeat),
-            ("QRLOGIN_SSE_RETRY", self.sse_retry),
-            ("QRLOGIN_WS_PING", self.ws_ping),
-            ("QRLOGIN_IDLE_TIMEOUT", self.idle_timeout),
+            ("QRLOGIN_WRITE_TIMEOUT", self.write_timeout),
+            ("QRLOGIN_SECRET_COOKIE_MAX_AGE", self.secret_cookie_max_age),
         ];
         for (var, value) in positive {
             if value.is_zero() {
                 return Err(invalid(var, "must be greater than zero"));
             }
         }
-        if self.idle_timeout <= self.ws_ping {
-            return Err(invalid(
-                "QRLOGIN_IDLE_TIMEOUT",
-                "must be longer than QRLOGIN_WS_PING",
-            ));
-        }
+        self.long_poll.validate()?;
+        self.sse.validate()?;
+        self.ws.validate()?;
         if self.max_connections == 0 || self.max_connections > 1_000_000 {
             return Err(invalid("QRLOGIN_MAX_CONNECTIONS", "1..=1000000"));
+        }
+        if self.max_pre_head_connections == 0 || self.max_pre_head_connections > 1_000_000 {
+            return Err(invalid("QRLOGIN_MAX_PRE_HEAD_CONNECTIONS", "1..=1000000"));
+        }
+        if self.max_pre_head_per_client == 0
+            || self.max_pre_head_per_client > self.max_pre_head_connections
+        {
+            return Err(invalid(
+                "QRLOGIN_MAX_PRE_HEAD_PER_CLIENT",
+                "1..=QRLOGIN_MAX_PRE_HEAD_CONNECTIONS",
+            ));
+        }
+        if self.socket_send_buffer != 0 && !(4096..=16 << 20).contains(&self.socket_send_buffer) {
+            return Err(invalid(
+                "QRLOGIN_SOCKET_SEND_BUFFER",
+                "0 or 4096..=16777216",
+            ));
+        }
+        if self.listen.port() != 0 && self.listen == self.ops_listen {
+            return Err(invalid(
+                "QRLOGIN_OPS_LISTEN",
+                "must differ from QRLOGIN_EDGE_LISTEN",
+            ));
         }
         if self.max_watchers_per_session == 0 || self.max_watchers_per_session > 1024 {
             return Err(invalid("QRLOGIN_MAX_WATCHERS_PER_SESSION", "1..=1024"));
@@ -382,10 +428,15 @@ mod tests {
         let c = EdgeConfig::defaults();
         c.validate().unwrap();
         assert_eq!(c.listen, "0.0.0.0:8080".parse().unwrap());
-        assert_eq!(c.long_poll_max, Duration::from_secs(25));
+        assert_eq!(c.long_poll.max_wait, Duration::from_secs(25));
         assert_eq!(c.trusted_proxies.0.len(), 2);
         assert!(c.allowed_origins.0.is_empty());
         assert_eq!(c.max_connections, 18_000);
+        assert_eq!(c.ops_listen, "0.0.0.0:9090".parse().unwrap());
+        assert_eq!(c.write_timeout, Duration::from_secs(10));
+        assert_eq!(c.max_pre_head_connections, 1024);
+        assert_eq!(c.max_pre_head_per_client, 64);
+        assert_eq!(c.secret_cookie_max_age, Duration::from_secs(300));
     }
 
     #[test]
@@ -398,7 +449,7 @@ mod tests {
             .to_string()
             .contains("QRLOGIN_SUBJECT_PREFIX"));
         let mut c = EdgeConfig::defaults();
-        c.ws_ping = Duration::from_secs(90);
+        c.ws.ping = Duration::from_secs(90);
         assert!(c
             .validate()
             .unwrap_err()

@@ -10,7 +10,7 @@ use axum::{
     Json,
 };
 
-use crate::{auth_client::AuthError, delivery::WatchError, sessions::SessionError};
+use crate::sessions::SessionError;
 
 /// Marks a response as a rejection, with its code as the metric reason.
 #[derive(Debug, Clone, Copy)]
@@ -25,7 +25,9 @@ pub enum ApiError {
     Unauthenticated(String),
     #[error("{0}")]
     PermissionDenied(String),
-    #[error("this Origin may not open a WebSocket here")]
+    /// A browser request from another site (CSRF) or a WebSocket from an
+    /// origin that is not allowed.
+    #[error("requests from this origin are not allowed here")]
     OriginNotAllowed,
     #[error("{0}")]
     NotFound(String),
@@ -35,8 +37,22 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     Expired(String),
+    #[error("this method is not allowed on this path")]
+    MethodNotAllowed,
     #[error("request body larger than {0} bytes")]
     PayloadTooLarge(usize),
+    #[error("a request body must be JSON (Content-Type: application/json)")]
+    UnsupportedMediaType,
+    /// Answered by the front server: not a readable HTTP/1.1 request.
+    #[error("the request is not valid HTTP/1.1")]
+    MalformedRequest,
+    /// Answered by the front server: the head is over 8 KiB or 48 headers.
+    #[error("the request head is too large")]
+    HeadTooLarge,
+    /// Answered by the front server: too many connections without a
+    /// request head, on the node or from this client.
+    #[error("too many connections have not sent a request; retry later")]
+    TooManyConnections,
     #[error("too many login sessions created from this address; retry later")]
     RateLimited { retry_after: Duration },
     #[error("this login session already has the maximum number of watchers on this node")]
@@ -58,13 +74,19 @@ impl ApiError {
             Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Self::PermissionDenied(_) | Self::OriginNotAllowed => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::FailedPrecondition(_) | Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Expired(_) => StatusCode::GONE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::MalformedRequest => StatusCode::BAD_REQUEST,
+            Self::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::RateLimited { .. } | Self::TooManyWatchers => StatusCode::TOO_MANY_REQUESTS,
-            Self::OverCapacity | Self::Draining | Self::StorageFull | Self::Unavailable(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::OverCapacity
+            | Self::Draining
+            | Self::StorageFull
+            | Self::Unavailable(_)
+            | Self::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -77,10 +99,15 @@ impl ApiError {
             Self::PermissionDenied(_) => "permission_denied",
             Self::OriginNotAllowed => "origin_not_allowed",
             Self::NotFound(_) => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
             Self::FailedPrecondition(_) => "failed_precondition",
             Self::Conflict(_) => "conflict",
             Self::Expired(_) => "expired",
             Self::PayloadTooLarge(_) => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::MalformedRequest => "malformed_request",
+            Self::HeadTooLarge => "head_too_large",
+            Self::TooManyConnections => "too_many_connections",
             Self::RateLimited { .. } => "rate_limited",
             Self::TooManyWatchers => "too_many_watchers",
             Self::OverCapacity => "over_capacity",
@@ -96,37 +123,8 @@ impl ApiError {
     }
 }
 
-impl From<AuthError> for ApiError {
-    fn from(e: AuthError) -> Self {
-        match e {
-            AuthError::InvalidArgument(m) => Self::InvalidArgument(m),
-            AuthError::Unauthenticated(m) => Self::Unauthenticated(m),
-            AuthError::PermissionDenied(m) => Self::PermissionDenied(m),
-            AuthError::NotFound(m) => Self::NotFound(m),
-            AuthError::FailedPrecondition(m) => Self::FailedPrecondition(m),
-            AuthError::Expired(m) => Self::Expired(m),
-            AuthError::Conflict(m) => Self::Conflict(m),
-            AuthError::Unavailable(m) => Self::Unavailable(m),
-            AuthError::BadResponse(m) => Self::Unavailable(m),
-            AuthError::RateLimited { retry_after } => Self::RateLimited { retry_after },
-            AuthError::StorageFull => Self::StorageFull,
-            AuthError::Config { .. } => {
-                Self::Unavailable("the login service is unavailable".into())
-            }
-        }
-    }
-}
-
-impl From<WatchError> for ApiError {
-    fn from(e: WatchError) -> Self {
-        match e {
-            WatchError::TooManyWatchers => Self::TooManyWatchers,
-            WatchError::Auth(e) => Self::from(e),
-            WatchError::Bus(_) => Self::Unavailable("cannot watch this session right now".into()),
-        }
-    }
-}
-
+/// The one way a session call's failure becomes HTTP (auth's and the
+/// watch's failures arrive sorted into [`SessionError`] by the facade).
 impl From<SessionError> for ApiError {
     fn from(e: SessionError) -> Self {
         match e {
@@ -138,9 +136,40 @@ impl From<SessionError> for ApiError {
             SessionError::Expired(m) => Self::Expired(m),
             SessionError::Conflict(m) => Self::Conflict(m),
             SessionError::TooManyWatchers => Self::TooManyWatchers,
+            SessionError::RateLimited { retry_after } => Self::RateLimited { retry_after },
+            SessionError::StorageFull => Self::StorageFull,
             SessionError::Unavailable(m) => Self::Unavailable(m),
         }
     }
+}
+
+/// An error response that did not come from [`ApiError`] (an axum
+/// rejection: a path parameter that is not UTF-8, a body that cannot be
+/// read) turned into the JSON error of its class, with a fixed message;
+/// every other response unchanged. `body_limit` is the configured largest
+/// body, for the 413 message.
+pub fn as_json_error(response: Response, body_limit: usize) -> Response {
+    let status = response.status();
+    let error_status = status.is_client_error() || status.is_server_error();
+    if !error_status || response.extensions().get::<Rejected>().is_some() {
+        return response;
+    }
+    let error = match status {
+        StatusCode::NOT_FOUND => ApiError::NotFound("no such route".into()),
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed,
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(body_limit),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType,
+        s if s.is_client_error() => {
+            ApiError::InvalidArgument("the request could not be read".into())
+        }
+        _ => ApiError::Unavailable("the request could not be served".into()),
+    };
+    let allow = response.headers().get(header::ALLOW).cloned();
+    let mut json = error.into_response();
+    if let Some(allow) = allow {
+        json.headers_mut().insert(header::ALLOW, allow);
+    }
+    json
 }
 
 impl IntoResponse for ApiError {
@@ -161,7 +190,9 @@ impl IntoResponse for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth_client::AuthError;
 
+    /// Auth's failures, through the sessions facade, to HTTP.
     #[test]
     fn auth_failures_map_to_the_documented_statuses() {
         let cases = [
@@ -199,10 +230,112 @@ mod tests {
             ),
         ];
         for (auth, status, code) in cases {
-            let api = ApiError::from(auth);
+            let api = ApiError::from(SessionError::from(auth));
             assert_eq!(api.status().as_u16(), status);
             assert_eq!(api.code(), code);
         }
+    }
+
+    /// Every error the edge can answer with, once.
+    fn every_variant() -> Vec<ApiError> {
+        let all = vec![
+            ApiError::InvalidArgument("x".into()),
+            ApiError::Unauthenticated("x".into()),
+            ApiError::PermissionDenied("x".into()),
+            ApiError::OriginNotAllowed,
+            ApiError::NotFound("x".into()),
+            ApiError::MethodNotAllowed,
+            ApiError::FailedPrecondition("x".into()),
+            ApiError::Conflict("x".into()),
+            ApiError::Expired("x".into()),
+            ApiError::PayloadTooLarge(1),
+            ApiError::UnsupportedMediaType,
+            ApiError::MalformedRequest,
+            ApiError::HeadTooLarge,
+            ApiError::RateLimited {
+                retry_after: Duration::from_secs(1),
+            },
+            ApiError::TooManyWatchers,
+            ApiError::OverCapacity,
+            ApiError::Draining,
+            ApiError::StorageFull,
+            ApiError::Unavailable("x".into()),
+            ApiError::TooManyConnections,
+        ];
+        // A new variant fails to compile here until it is listed above.
+        for e in &all {
+            match e {
+                ApiError::InvalidArgument(_)
+                | ApiError::Unauthenticated(_)
+                | ApiError::PermissionDenied(_)
+                | ApiError::OriginNotAllowed
+                | ApiError::NotFound(_)
+                | ApiError::MethodNotAllowed
+                | ApiError::FailedPrecondition(_)
+                | ApiError::Conflict(_)
+                | ApiError::Expired(_)
+                | ApiError::PayloadTooLarge(_)
+                | ApiError::UnsupportedMediaType
+                | ApiError::MalformedRequest
+                | ApiError::HeadTooLarge
+                | ApiError::RateLimited { .. }
+                | ApiError::TooManyWatchers
+                | ApiError::OverCapacity
+                | ApiError::Draining
+                | ApiError::StorageFull
+                | ApiError::Unavailable(_)
+                | ApiError::TooManyConnections => {}
+            }
+        }
+        all
+    }
+
+    /// The error table of docs/protocol.md and this mapping are the same
+    /// set of (status, code) pairs.
+    #[test]
+    fn every_code_is_in_the_documented_table() {
+        let doc = include_str!("../../../docs/protocol.md");
+        let section = doc
+            .split("### Errors")
+            .nth(1)
+            .and_then(|s| s.split("\n### ").next())
+            .expect("docs/protocol.md has an Errors section");
+        let documented: std::collections::BTreeSet<(u16, String)> = section
+            .lines()
+            .filter_map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                let status = cells.get(1)?.parse().ok()?;
+                let code = cells.get(2)?.trim_matches('`').to_owned();
+                Some((status, code))
+            })
+            .collect();
+        let mapped: std::collections::BTreeSet<(u16, String)> = every_variant()
+            .iter()
+            .map(|e| (e.status().as_u16(), e.code().to_owned()))
+            .collect();
+        assert_eq!(documented, mapped);
+        for e in every_variant() {
+            let r = e.into_response();
+            assert!(r.extensions().get::<Rejected>().is_some());
+        }
+    }
+
+    #[test]
+    fn rejections_outside_api_error_become_json() {
+        let plain = (StatusCode::BAD_REQUEST, "Invalid URL: bad utf-8").into_response();
+        let json = as_json_error(plain, 4096);
+        assert_eq!(json.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            json.extensions().get::<Rejected>().map(|r| r.0),
+            Some("invalid_argument")
+        );
+        let ok = as_json_error((StatusCode::OK, "fine").into_response(), 4096);
+        assert!(ok.extensions().get::<Rejected>().is_none());
+        let too_big = as_json_error(StatusCode::PAYLOAD_TOO_LARGE.into_response(), 4096);
+        assert_eq!(
+            too_big.extensions().get::<Rejected>().map(|r| r.0),
+            Some("payload_too_large")
+        );
     }
 
     #[test]

@@ -1,12 +1,15 @@
 //! qrlogin edge: holds browser connections (short and long polling, SSE,
-//! WebSocket) for login sessions and serves the phone's HTTP routes.
+//! WebSocket, STOMP over WebSocket, a gRPC watch stream) for login sessions
+//! and serves the phone's HTTP routes.
 //! Stateless: any edge delivers any session's events.
 //!
 //! - [`config`]: the typed, validated configuration (flags + environment).
 //! - [`startup`]: [`startup::Application`] builds, binds and runs the node.
 //! - [`server`]: the HTTP/1.1 front (lean path for idle streams, hyper for the rest).
-//! - [`routes`]: the HTTP surface, one file per concern.
-//! - [`transport`]: push transports' wire formats (STOMP 1.2 frames).
+//! - [`routes`]: the HTTP surface, one file per concern; thin handlers on
+//!   typed extractors.
+//! - [`transport`]: one module per push transport, each only encoding
+//!   pushes (the delivery loop is [`delivery::Delivery::next_push`]).
 //! - [`delivery`]: the node-wide dispatcher: authorize, subscribe, read,
 //!   expire, re-read; behind two narrow traits ([`delivery::ports`]).
 //! - [`sessions`]: the facade over auth and the watches that routes and

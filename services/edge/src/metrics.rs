@@ -68,9 +68,20 @@ pub struct Metrics {
     gaps: AtomicU64,
     nats_reconnects: AtomicU64,
     nats_errors: AtomicU64,
+    write_timeouts: AtomicU64,
+    pre_head: AtomicI64,
     /// Rejections by reason; the reasons are the fixed error codes, so the
     /// map holds at most a dozen entries.
     rejected: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+/// Counts one connection that has not sent its request head yet.
+pub struct PreHeadGuard(std::sync::Arc<Metrics>);
+
+impl Drop for PreHeadGuard {
+    fn drop(&mut self) {
+        self.0.pre_head.fetch_sub(1, Relaxed);
+    }
 }
 
 /// Counts one open connection of a transport for as long as it lives.
@@ -161,6 +172,17 @@ impl Metrics {
         self.nats_errors.fetch_add(1, Relaxed);
     }
 
+    /// A connection was dropped because a write to it made no progress
+    /// within the write timeout (a peer that does not read).
+    pub fn write_timeout(&self) {
+        self.write_timeouts.fetch_add(1, Relaxed);
+    }
+
+    pub fn pre_head(self: &std::sync::Arc<Self>) -> PreHeadGuard {
+        self.pre_head.fetch_add(1, Relaxed);
+        PreHeadGuard(self.clone())
+    }
+
     pub fn rejected(&self, reason: &'static str) {
         let mut map = self.rejected.lock().unwrap_or_else(|p| p.into_inner());
         *map.entry(reason).or_default() += 1;
@@ -215,7 +237,7 @@ impl Metrics {
             self.delay_sum_micros.load(Relaxed) as f64 / 1e6
         );
         let _ = writeln!(out, "qrlogin_edge_delivery_delay_seconds_count {count}");
-        let simple: [(&str, &str, &str, i64); 7] = [
+        let simple: [(&str, &str, &str, i64); 9] = [
             (
                 "qrlogin_edge_nats_subscriptions",
                 "gauge",
@@ -258,6 +280,18 @@ impl Metrics {
                 "NATS connections re-established.",
                 self.nats_reconnects.load(Relaxed) as i64,
             ),
+            (
+                "qrlogin_edge_write_timeouts_total",
+                "counter",
+                "Connections dropped because a write made no progress within QRLOGIN_WRITE_TIMEOUT (peers that do not read).",
+                self.write_timeouts.load(Relaxed) as i64,
+            ),
+            (
+                "qrlogin_edge_pre_head_connections",
+                "gauge",
+                "Connections that have not sent a complete request head yet.",
+                self.pre_head.load(Relaxed),
+            ),
         ];
         for (name, kind, help, value) in simple {
             let _ = writeln!(
@@ -289,7 +323,12 @@ mod tests {
         m.delivered(Transport::Sse, Some(Duration::from_micros(1500)));
         m.undecodable();
         m.rejected("rate_limited");
+        m.write_timeout();
+        let pre = m.pre_head();
         let text = m.render();
+        assert!(text.contains("qrlogin_edge_write_timeouts_total 1"));
+        assert!(text.contains("qrlogin_edge_pre_head_connections 1"));
+        drop(pre);
         assert!(text.contains("qrlogin_edge_connections{transport=\"sse\"} 1"));
         assert!(text.contains("qrlogin_edge_events_delivered_total{transport=\"sse\"} 1"));
         assert!(text.contains("qrlogin_edge_delivery_delay_seconds_bucket{le=\"0.001\"} 0"));

@@ -38,6 +38,12 @@ pub enum SessionError {
     /// The session already has the maximum of watchers on this node.
     #[error("this login session already has the maximum number of watchers on this node")]
     TooManyWatchers,
+    /// Auth's create limit for the client's network, across all edges.
+    #[error("too many login sessions created from this network; retry later")]
+    RateLimited { retry_after: Duration },
+    /// The session store is full.
+    #[error("the session store is full; retry later")]
+    StorageFull,
     /// Auth or NATS cannot be reached, or answered badly.
     #[error("{0}")]
     Unavailable(String),
@@ -53,8 +59,12 @@ impl From<AuthError> for SessionError {
             AuthError::FailedPrecondition(m) => Self::FailedPrecondition(m),
             AuthError::Expired(m) => Self::Expired(m),
             AuthError::Conflict(m) => Self::Conflict(m),
-            AuthError::Unavailable(m) => Self::Unavailable(m),
-            AuthError::BadResponse(m) => Self::Unavailable(format!("auth answered badly: {m}")),
+            AuthError::Unavailable(m) | AuthError::BadResponse(m) => Self::Unavailable(m),
+            AuthError::RateLimited { retry_after } => Self::RateLimited { retry_after },
+            AuthError::StorageFull => Self::StorageFull,
+            AuthError::Config { .. } => {
+                Self::Unavailable("the login service is unavailable".into())
+            }
         }
     }
 }

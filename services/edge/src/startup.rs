@@ -1,6 +1,7 @@
-//! Building and running the edge: everything is checked and connected
-//! before `build` returns; `run_until_stopped` serves until the stop
-//! signal, drains, and returns within the drain deadline.
+//! Building and running the edge: everything is checked and connected,
+//! and both ports (public and operations) are bound, before `build`
+//! returns; `run_until_stopped` serves until the stop signal, drains, and
+//! returns within the drain deadline.
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -20,7 +21,7 @@ use crate::{
     shutdown::Drain,
     transport::{
         grpc::{self, GrpcContext},
-        stomp,
+        long_poll, sse, stomp, ws,
     },
 };
 
@@ -49,6 +50,7 @@ pub enum StartupError {
 /// A built, bound, not yet serving edge.
 pub struct Application {
     listener: TcpListener,
+    ops_listener: TcpListener,
     /// The gRPC watch port, unless turned off.
     grpc_listener: Option<TcpListener>,
     state: AppState,
@@ -95,43 +97,53 @@ impl Application {
         // Connects in the background: the edge starts unready and becomes
         // ready when NATS is there.
         connection.start(watches.inbox());
-        let listener =
-            TcpListener::bind(config.listen)
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
                 .await
-                .map_err(|source| StartupError::Bind {
-                    addr: config.listen,
-                    source,
-                })?;
+                .map_err(|source| StartupError::Bind { addr, source })
+        };
+        let listener = bind(config.listen).await?;
+        let ops_listener = bind(config.ops_listen).await?;
         let grpc_listener = match config.grpc.listen.0 {
-            Some(addr) => Some(
-                TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| StartupError::Bind { addr, source })?,
-            ),
+            Some(addr) => Some(bind(addr).await?),
             None => None,
         };
         let drain = Drain::default();
         let sessions = Sessions::new(
             auth.clone(),
-            watches.clone(),
+            watches,
             metrics.clone(),
             drain.clone(),
-            config.sse_retry,
+            config.sse.retry,
         );
         let stomp = Arc::new(stomp::conn::Endpoint {
             sessions: sessions.clone(),
             node: node.clone(),
             settings: config.stomp.clone(),
-            ws_ping: config.ws_ping,
-            idle_timeout: config.idle_timeout,
+            ws: config.ws.clone(),
         });
+        let sse = Arc::new(sse::Endpoint {
+            node: node.clone(),
+            settings: config.sse.clone(),
+        });
+        let ws = Arc::new(ws::Endpoint {
+            sessions: sessions.clone(),
+            node: node.clone(),
+            settings: config.ws.clone(),
+        });
+        let long_poll = long_poll::Endpoint {
+            node: node.clone(),
+            settings: config.long_poll.clone(),
+        };
         let state = Arc::new(Shared {
             node,
             auth,
             broker,
-            watches,
             sessions,
+            sse,
+            ws,
             stomp,
+            long_poll,
             metrics,
             drain,
             gate: ConnectionGate::new(config.max_connections),
@@ -141,16 +153,25 @@ impl Application {
         });
         Ok(Self {
             listener,
+            ops_listener,
             grpc_listener,
             state,
         })
     }
 
-    /// The address actually bound (useful with port 0).
+    /// The public address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.listener
             .local_addr()
             .unwrap_or_else(|_| self.state.config.listen)
+    }
+
+    /// The operations address actually bound (`/metrics`, `/healthz`,
+    /// `/readyz`).
+    pub fn ops_addr(&self) -> SocketAddr {
+        self.ops_listener
+            .local_addr()
+            .unwrap_or_else(|_| self.state.config.ops_listen)
     }
 
     /// The gRPC watch port actually bound, unless it is turned off.
@@ -172,13 +193,18 @@ impl Application {
     ) -> Result<(), StartupError> {
         let Self {
             listener,
+            ops_listener,
             grpc_listener,
             state,
         } = self;
         let drain = state.drain.clone();
         let deadline = state.config.drain_deadline;
-        tracing::info!(addr = %listener.local_addr().map_err(StartupError::Serve)?, node = %state.node, "edge listening");
-        let app = routes::app(state.clone());
+        tracing::info!(
+            addr = %listener.local_addr().map_err(StartupError::Serve)?,
+            ops = %ops_listener.local_addr().map_err(StartupError::Serve)?,
+            node = %state.node,
+            "edge listening"
+        );
         let closing = CancellationToken::new();
         let tracker = TaskTracker::new();
         // The gRPC port stops accepting as soon as the drain starts (a
@@ -191,6 +217,10 @@ impl Application {
                 gate: state.gate.clone(),
                 metrics: state.metrics.clone(),
                 node: state.node.clone(),
+                write_limits: std::sync::Arc::new(server::deadline::WriteLimits {
+                    timeout: state.config.write_timeout,
+                    metrics: state.metrics.clone(),
+                }),
             };
             let mut draining = drain.listener();
             let closing = closing.clone();
@@ -207,9 +237,23 @@ impl Application {
                 stop,
             ))
         });
-        let server = tokio::spawn(server::serve(
-            listener,
-            app,
+        let front = server::Front::new(
+            routes::app(state.clone()),
+            &state.config,
+            &state.node,
+            state.metrics.clone(),
+            closing.clone(),
+            tracker.clone(),
+        );
+        let server = tokio::spawn(server::serve(listener, front));
+        // The operations port answers through the drain (readiness says 503).
+        let ops = tokio::spawn(server::ops::serve(
+            ops_listener,
+            routes::ops_app(state.clone()),
+            std::sync::Arc::new(server::deadline::WriteLimits {
+                timeout: state.config.write_timeout,
+                metrics: state.metrics.clone(),
+            }),
             closing.clone(),
             tracker.clone(),
         ));
@@ -235,6 +279,7 @@ impl Application {
                 }
             }
         }
+        let _ = ops.await;
         if tokio::time::timeout(margin, tracker.wait()).await.is_err() {
             tracing::warn!(
                 open = tracker.len(),

@@ -64,20 +64,17 @@ pub struct EdgeProcess {
     pub addr: SocketAddr,
     /// Its gRPC watch port.
     pub grpc: SocketAddr,
+    /// The operations address (`/readyz`, `/metrics`).
+    pub ops: SocketAddr,
     profiled: bool,
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 impl EdgeProcess {
     pub async fn start(name: &str, auth: &TestAuth, nats: &NatsServer) -> Result<Self> {
-        let port = free_port()?;
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
-        let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+        let free = || -> Result<SocketAddr> {
+            Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+        };
+        let (addr, ops, grpc) = (free()?, free()?, free()?);
         // `BENCH_EDGE_WRAPPER` (e.g. `heaptrack -o /tmp/edge`) runs the edge
         // under a profiler; the edge then gets its own process group so the
         // whole group can be stopped with SIGTERM (the profiler writes its
@@ -98,7 +95,8 @@ impl EdgeProcess {
         }
         let child = command
             .env("QRLOGIN_DRAIN_DEADLINE", "1s")
-            .env("QRLOGIN_EDGE_LISTEN", format!("127.0.0.1:{port}"))
+            .env("QRLOGIN_EDGE_LISTEN", addr.to_string())
+            .env("QRLOGIN_OPS_LISTEN", ops.to_string())
             .env("QRLOGIN_EDGE_GRPC_LISTEN", grpc.to_string())
             .env("QRLOGIN_GRPC_MAX_CONNECTIONS", "19500")
             .env("QRLOGIN_NODE_NAME", name)
@@ -120,11 +118,12 @@ impl EdgeProcess {
             child,
             addr,
             grpc,
+            ops,
             profiled: wrapper.is_some(),
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(body) = http_get(addr, "/readyz").await {
+            if let Ok(body) = http_get(ops, "/readyz").await {
                 if body.starts_with("HTTP/1.1 200") {
                     return Ok(edge);
                 }
@@ -150,7 +149,7 @@ impl EdgeProcess {
     }
 
     pub async fn gauge(&self, series: &str) -> Result<f64> {
-        let text = http_get(self.addr, "/metrics").await?;
+        let text = http_get(self.ops, "/metrics").await?;
         Ok(text
             .lines()
             .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
@@ -321,10 +320,10 @@ pub async fn open_watcher(
 ) -> Result<TcpStream> {
     let mut s = connect_from(i, edge).await?;
     if std::env::var_os("BENCH_KEEPALIVE_ONLY").is_some() {
-        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        s.write_all(b"GET /nope HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             .await?;
         let mut buf = Vec::new();
-        read_until(&mut s, &mut buf, b"ok").await?;
+        read_until(&mut s, &mut buf, b"no such route\"}}").await?;
         return Ok(s);
     }
     let upgrade = |path: &str, extra: &str| {

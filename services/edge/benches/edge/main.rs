@@ -10,7 +10,7 @@
 //! (no heart-beats) and SUBSCRIBE; a gRPC watch has its own connection, or
 //! with `--grpc-streams K` shares one with K-1 others. With
 //! `BENCH_KEEPALIVE_ONLY=1`, `memory` opens plain kept-alive connections
-//! (one `GET /healthz` each) instead of streams: the cost of an idle hyper
+//! (one `GET /nope` each, a 404) instead of streams: the cost of an idle hyper
 //! connection, for comparison.
 //!
 //! Heap profile of the edge in the memory benchmark (heaptrack from
@@ -303,6 +303,8 @@ async fn main() -> Result<()> {
         c.scanned_ttl = Duration::from_secs(3600);
         c.confirmed_ttl = Duration::from_secs(3600);
         c.session_retention = Duration::from_secs(7200);
+        // Every session comes from this one host: no per-network limit.
+        c.create_limit = 0;
     })
     .await;
     let kinds: Vec<Kind> = match args.transport.as_str() {

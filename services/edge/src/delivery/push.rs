@@ -181,4 +181,4 @@ pub fn delay(s: &Snapshot) -> Option<Duration> {
 
 #[cfg(test)]
 #[path = "push_tests.rs"]
-mod tests;
+pub(crate) mod tests;

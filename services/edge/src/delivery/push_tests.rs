@@ -21,12 +21,14 @@ use crate::{
 const SECRET: &str = "the-right-secret";
 const HINT: Duration = Duration::from_secs(2);
 
-struct Fixture {
+/// A delivery core on the in-memory bus and auth (also for the
+/// transports' tests).
+pub(crate) struct Fixture {
     bus: Arc<MemoryBus>,
     auth: Arc<MemoryAuth>,
     metrics: Arc<Metrics>,
     watches: Watches,
-    drain: Drain,
+    pub(crate) drain: Drain,
     clock: Clock,
 }
 
@@ -34,7 +36,7 @@ fn id() -> SessionId {
     SessionId::parse("q3Zb0Xz2kT9yLw1sJm5HAA").unwrap()
 }
 
-fn fixture() -> Fixture {
+pub(crate) fn fixture() -> Fixture {
     let log: Log = Default::default();
     let bus = MemoryBus::new(log.clone());
     let auth = MemoryAuth::new(log);
@@ -76,13 +78,13 @@ impl Fixture {
     }
 
     /// Auth commits a write and the server republishes it.
-    fn commit(&self, version: u64, state: LoginState) {
+    pub(crate) fn commit(&self, version: u64, state: LoginState) {
         let s = self.snap(version, state, Duration::from_secs(120));
         self.auth.store(SECRET, s.clone());
         self.bus.publish(s, None);
     }
 
-    async fn delivery(&self, since: Option<u64>) -> Delivery {
+    pub(crate) async fn delivery(&self, since: Option<u64>) -> Delivery {
         let watcher = self.watches.watch(&id(), SECRET, since).await.unwrap();
         Delivery::new(
             watcher,

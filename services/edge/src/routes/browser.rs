@@ -1,18 +1,31 @@
 //! Browser routes: create, short and long poll, cancel, redeem, QR image.
+//! Every call goes through the sessions facade (which passes what it reads
+//! or writes to this node's watchers); the poll answers' bodies are
+//! `transport/short_poll.rs`'s and `transport/long_poll.rs`'s.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, time::Duration};
 
 use axum::{
     body::Bytes,
-    extract::{rejection::BytesRejection, ConnectInfo, Path, RawQuery, State},
+    extract::{rejection::BytesRejection, State},
     http::{header, HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     Json,
 };
 use serde::Deserialize;
 
-use super::{extract, AppState};
-use crate::{config::CookieSecure, domain::format_timestamp, error::ApiError, metrics::Transport};
+use super::{
+    extract, origin,
+    params::{BrowserSecret, SameOrigin, SessionPath, Since, Wait},
+    AppState,
+};
+use crate::{
+    config::CookieSecure,
+    domain::format_timestamp,
+    error::ApiError,
+    metrics::Transport,
+    transport::{long_poll, short_poll},
+};
 
 /// The optional create body; no fields yet, but it must be a JSON object.
 #[derive(Debug, Default, Deserialize)]
@@ -23,9 +36,7 @@ fn secure_cookie(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> boo
     match state.config.cookie_secure {
         CookieSecure::Always => true,
         CookieSecure::Never => false,
-        CookieSecure::Auto => {
-            extract::forwarded_https(peer, headers, &state.config.trusted_proxies)
-        }
+        CookieSecure::Auto => origin::forwarded_https(peer, headers, &state.config.trusted_proxies),
     }
 }
 
@@ -42,18 +53,18 @@ pub fn qr_svg_of(payload: &str) -> Result<String, ApiError> {
 
 pub async fn create(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    SameOrigin(peer): SameOrigin,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let _: CreateBody = extract::json_body(body, state.config.max_body_bytes)?;
-    let ip = extract::client_ip(peer, &headers, &state.config.trusted_proxies);
+    let _: CreateBody = extract::json_body(&headers, body, state.config.max_body_bytes)?;
+    let ip = origin::client_ip(peer, &headers, &state.config.trusted_proxies);
     state
         .create_rate
         .check(ip)
         .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
     let created = state
-        .auth
+        .sessions
         .create(ip.to_string(), extract::user_agent(&headers))
         .await?;
     let id = created.snapshot.session_id.clone();
@@ -61,11 +72,13 @@ pub async fn create(
     json["qr_payload"] = created.qr_payload.clone().into();
     json["qr_svg"] = qr_svg_of(&created.qr_payload)?.into();
     json["browser_secret"] = created.browser_secret.clone().into();
+    let secure = secure_cookie(&state, peer, &headers);
     let cookie = extract::cookie(
-        &format!("qrl_bs_{id}"),
+        &extract::secret_cookie_name(&id, secure),
         &created.browser_secret,
         &format!("/v1/login-sessions/{id}"),
-        secure_cookie(&state, peer, &headers),
+        secure,
+        state.config.secret_cookie_max_age,
     );
     tracing::info!(session = %id, %ip, "login session created");
     Ok((
@@ -79,75 +92,56 @@ pub async fn create(
 /// `GET /v1/login-sessions/{id}`: a short poll, or with `since` a long poll.
 pub async fn get_or_long_poll(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
+    SessionPath(id): SessionPath,
+    Since(since): Since,
+    Wait(wait): Wait,
+    BrowserSecret(secret): BrowserSecret,
 ) -> Result<Response, ApiError> {
-    let id = extract::session_id(&id)?;
-    let since = extract::query_value(query.as_deref(), "since")
-        .map(|v| extract::version(v, "since"))
-        .transpose()?;
-    let wait = extract::query_value(query.as_deref(), "wait")
-        .map(extract::wait)
-        .transpose()?
-        .unwrap_or(state.config.long_poll_max)
-        .min(state.config.long_poll_max);
-    let secret = extract::browser_secret(&headers, &id)?;
     let Some(since) = since else {
-        let snapshot = state.auth.get(&id, &secret).await?;
-        state.watches.observe(&snapshot);
-        state.metrics.delivered(Transport::ShortPoll, None);
-        return Ok(Json(snapshot.to_json(&state.node)).into_response());
+        let snapshot = state.sessions.get(&id, &secret).await?;
+        let body = short_poll::body(&snapshot, &state.node, &state.metrics);
+        return Ok(Json(body).into_response());
     };
-    let _open = state.metrics.connection(Transport::LongPoll);
-    let mut watcher = state.watches.watch(&id, &secret, Some(since)).await?;
-    let mut drain = state.drain.listener();
-    let news = tokio::select! {
-        news = watcher.next(&state.metrics) => news,
-        _ = tokio::time::sleep(wait) => None,
-        _ = drain.started() => None,
-    };
-    let snapshot = match news {
-        Some(s) => {
-            state
-                .metrics
-                .delivered(Transport::LongPoll, super::sse::delay(&s));
-            s
-        }
-        None => watcher
-            .current()
-            .ok_or_else(|| ApiError::Unavailable("no state read yet".into()))?,
-    };
-    Ok(Json(snapshot.to_json(&state.node)).into_response())
+    let delivery = state
+        .sessions
+        .watch(&id, &secret, Some(since), Transport::LongPoll)
+        .await?;
+    let snapshot = long_poll::answer(delivery, state.long_poll.wait(wait))
+        .await
+        .ok_or_else(|| ApiError::Unavailable("no state read yet".into()))?;
+    Ok(Json(long_poll::body(&snapshot, &state.long_poll.node)).into_response())
 }
 
 pub async fn cancel(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
+    _: SameOrigin,
+    SessionPath(id): SessionPath,
+    BrowserSecret(secret): BrowserSecret,
 ) -> Result<Response, ApiError> {
-    let id = extract::session_id(&id)?;
-    let secret = extract::browser_secret(&headers, &id)?;
-    let snapshot = state.auth.cancel(&id, &secret).await?;
-    state.watches.observe(&snapshot);
+    let snapshot = state.sessions.cancel(&id, &secret).await?;
     Ok(Json(snapshot.to_json(&state.node)).into_response())
 }
 
 pub async fn redeem(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(id): Path<String>,
+    SameOrigin(peer): SameOrigin,
+    SessionPath(id): SessionPath,
+    BrowserSecret(secret): BrowserSecret,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let id = extract::session_id(&id)?;
-    let secret = extract::browser_secret(&headers, &id)?;
-    let r = state.auth.redeem(&id, &secret).await?;
-    state.watches.observe(&r.snapshot);
+    let r = state.sessions.redeem(&id, &secret).await?;
+    let secure = secure_cookie(&state, peer, &headers);
+    // The cookie lives as long as the token it carries.
+    let lifetime = r
+        .expires_at
+        .and_then(|at| Duration::try_from(at - time::OffsetDateTime::now_utc()).ok())
+        .unwrap_or(Duration::ZERO);
     let cookie = extract::cookie(
-        "qrl_session",
+        extract::login_cookie_name(secure),
         &r.access_token,
         "/",
-        secure_cookie(&state, peer, &headers),
+        secure,
+        lifetime,
     );
     let body = serde_json::json!({
         "access_token": r.access_token,
@@ -162,12 +156,10 @@ pub async fn redeem(
 /// The QR image; only for the creating browser, like every browser route.
 pub async fn qr_svg(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
+    SessionPath(id): SessionPath,
+    BrowserSecret(secret): BrowserSecret,
 ) -> Result<Response, ApiError> {
-    let id = extract::session_id(&id)?;
-    let secret = extract::browser_secret(&headers, &id)?;
-    state.auth.get(&id, &secret).await?;
+    state.sessions.get(&id, &secret).await?;
     let payload = format!(
         "{}/m/{id}",
         state.config.public_base_url.trim_end_matches('/')

@@ -1,10 +1,8 @@
-//! Reading requests: session ids, secrets, client addresses, query values,
-//! JSON bodies. Everything here answers bad input with an [`ApiError`].
+//! Reading requests: session ids, secrets and cookies, query values, JSON
+//! bodies, the user agent. Everything here answers bad input with an
+//! [`ApiError`]. Where a request comes from is `origin.rs`'s.
 
-use std::{
-    net::{IpAddr, SocketAddr},
-    time::Duration,
-};
+use std::time::Duration;
 
 use axum::{
     body::Bytes,
@@ -13,7 +11,7 @@ use axum::{
 };
 use serde::de::DeserializeOwned;
 
-use crate::{config::CidrList, domain::SessionId, error::ApiError};
+use crate::{domain::SessionId, error::ApiError};
 
 pub fn session_id(text: &str) -> Result<SessionId, ApiError> {
     SessionId::parse(text).map_err(|e| ApiError::InvalidArgument(e.to_string()))
@@ -29,72 +27,53 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// The browser secret of session `id`: cookie `qrl_bs_<id>`, else
-/// `Authorization: Bearer`. Never taken from the URL.
-pub fn browser_secret(headers: &HeaderMap, id: &SessionId) -> Result<String, ApiError> {
-    let name = format!("qrl_bs_{id}");
-    for value in headers.get_all(header::COOKIE) {
-        let Ok(value) = value.to_str() else { continue };
-        for pair in value.split(';') {
-            if let Some((k, v)) = pair.trim().split_once('=') {
-                if k == name && !v.is_empty() {
-                    return Ok(v.to_owned());
-                }
-            }
-        }
-    }
-    bearer(headers).map(str::to_owned).ok_or_else(|| {
-        ApiError::Unauthenticated(
-            "the browser secret of this login session is missing (cookie or Authorization: Bearer)"
-                .into(),
-        )
-    })
-}
-
-fn trusted(peer: IpAddr, proxies: &CidrList) -> bool {
-    let peer = canonical(peer);
-    proxies.0.iter().any(|net| net.contains(&peer))
-}
-
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-        v4 => v4,
+/// Name of the browser-secret cookie of session `id`. With `Secure` it
+/// carries the `__Secure-` prefix (a browser accepts such a cookie only
+/// from a secure origin and only with `Secure`); `__Host-` would also pin
+/// it to `Path=/`, and this cookie is scoped to its session's path.
+pub fn secret_cookie_name(id: &SessionId, secure: bool) -> String {
+    if secure {
+        format!("__Secure-qrl_bs_{id}")
+    } else {
+        format!("qrl_bs_{id}")
     }
 }
 
-/// The client's address: the peer, or, when the peer is a trusted proxy, the
-/// nearest X-Forwarded-For hop that is not itself a trusted proxy.
-pub fn client_ip(peer: SocketAddr, headers: &HeaderMap, proxies: &CidrList) -> IpAddr {
-    let mut ip = canonical(peer.ip());
-    if !trusted(ip, proxies) {
-        return ip;
+/// Name of the login cookie set by redeem: `__Host-qrl_session` with
+/// `Secure` (`Path=/`, no `Domain`: the browser keeps it to this host).
+pub fn login_cookie_name(secure: bool) -> &'static str {
+    if secure {
+        "__Host-qrl_session"
+    } else {
+        "qrl_session"
     }
-    let hops: Vec<IpAddr> = headers
-        .get_all("x-forwarded-for")
+}
+
+/// The value of cookie `name`, if the request carries a non-empty one.
+fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|h| h.trim().parse::<IpAddr>().ok())
-        .collect();
-    for hop in hops.into_iter().rev() {
-        ip = canonical(hop);
-        if !trusted(ip, proxies) {
-            break;
-        }
-    }
-    ip
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, v)| *k == name && !v.is_empty())
+        .map(|(_, v)| v)
 }
 
-/// Whether the request reached the first proxy over TLS, as told by a
-/// trusted proxy's `X-Forwarded-Proto`.
-pub fn forwarded_https(peer: SocketAddr, headers: &HeaderMap, proxies: &CidrList) -> bool {
-    trusted(peer.ip(), proxies)
-        && headers
-            .get("x-forwarded-proto")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"))
+/// The browser secret of session `id`: cookie `__Secure-qrl_bs_<id>` or
+/// `qrl_bs_<id>`, else `Authorization: Bearer`. Never taken from the URL.
+pub fn browser_secret(headers: &HeaderMap, id: &SessionId) -> Result<String, ApiError> {
+    cookie_value(headers, &secret_cookie_name(id, true))
+        .or_else(|| cookie_value(headers, &secret_cookie_name(id, false)))
+        .or_else(|| bearer(headers))
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            ApiError::Unauthenticated(
+                "the browser secret of this login session is missing (cookie or Authorization: Bearer)"
+                    .into(),
+            )
+        })
 }
 
 /// One value of a raw query string (no percent-decoding: every value the
@@ -124,8 +103,21 @@ pub fn wait(text: &str) -> Result<Duration, ApiError> {
     secs.parse().map(Duration::from_secs).map_err(|_| bad())
 }
 
-/// Decodes an optional JSON body: empty means `T::default()`.
+/// Whether the request says its body is JSON (`application/json`, with
+/// or without parameters).
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// Decodes an optional JSON body: empty means `T::default()`. A non-empty
+/// body must say `Content-Type: application/json` (a form or `text/plain`
+/// is what a cross-site page can send without asking first).
 pub fn json_body<T: DeserializeOwned + Default>(
+    headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
     limit: usize,
 ) -> Result<T, ApiError> {
@@ -139,27 +131,54 @@ pub fn json_body<T: DeserializeOwned + Default>(
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
+    if !is_json(headers) {
+        return Err(ApiError::UnsupportedMediaType);
+    }
     serde_json::from_slice(&body)
         .map_err(|e| ApiError::InvalidArgument(format!("bad JSON body: {e}")))
 }
 
-/// A `Set-Cookie` value: HttpOnly, SameSite=Strict, on `path`.
-pub fn cookie(name: &str, value: &str, path: &str, secure: bool) -> String {
+/// A `Set-Cookie` value: HttpOnly, SameSite=Strict, on `path`, kept for
+/// `max_age` (whole seconds; a browser forgets it afterwards instead of
+/// collecting one stale cookie per login).
+pub fn cookie(name: &str, value: &str, path: &str, secure: bool, max_age: Duration) -> String {
     let secure = if secure { "; Secure" } else { "" };
-    format!("{name}={value}; HttpOnly; SameSite=Strict; Path={path}{secure}")
+    let max_age = max_age.as_secs();
+    format!("{name}={value}; HttpOnly; SameSite=Strict; Path={path}; Max-Age={max_age}{secure}")
 }
 
-/// The User-Agent, cut to at most 512 bytes on a character boundary.
+/// Characters that change how text around them is displayed without being
+/// visible themselves: Unicode format characters (general category Cf,
+/// among them the bidirectional overrides U+202A–U+202E and isolates
+/// U+2066–U+2069) and the line and paragraph separators.
+fn is_invisible_format(c: char) -> bool {
+    matches!(c as u32,
+        0x00AD | 0x0600..=0x0605 | 0x061C | 0x06DD | 0x070F | 0x0890..=0x0891
+        | 0x08E2 | 0x180E | 0x200B..=0x200F | 0x2028..=0x202E | 0x2060..=0x2064
+        | 0x2066..=0x206F | 0xFEFF | 0xFFF9..=0xFFFB | 0x110BD | 0x110CD
+        | 0x13430..=0x1343F | 0x1BCA0..=0x1BCA3 | 0x1D173..=0x1D17A | 0xE0001
+        | 0xE0020..=0xE007F)
+}
+
+/// The User-Agent as the phone will show it: control and format characters
+/// removed (a U+202E in it would make the phone show text reversed), cut
+/// to at most 512 bytes on a character boundary.
 pub fn user_agent(headers: &HeaderMap) -> String {
-    let ua = headers
+    let raw = headers
         .get(header::USER_AGENT)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .map(|v| String::from_utf8_lossy(v.as_bytes()))
         .unwrap_or_default();
-    let mut end = ua.len().min(512);
-    while !ua.is_char_boundary(end) {
-        end -= 1;
+    let mut ua = String::with_capacity(raw.len().min(512));
+    for c in raw
+        .chars()
+        .filter(|&c| !c.is_control() && !is_invisible_format(c))
+    {
+        if ua.len() + c.len_utf8() > 512 {
+            break;
+        }
+        ua.push(c);
     }
-    ua[..end].to_owned()
+    ua
 }
 
 #[cfg(test)]
@@ -167,24 +186,15 @@ mod tests {
     use super::*;
     use axum::http::HeaderValue;
 
-    fn proxies() -> CidrList {
-        CidrList(vec![
-            "127.0.0.0/8".parse().unwrap(),
-            "10.0.0.0/8".parse().unwrap(),
-        ])
-    }
-
-    #[test]
-    fn forwarded_for_is_believed_only_from_trusted_peers() {
+    fn headers(pairs: &[(&str, &[u8])]) -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert(
-            "x-forwarded-for",
-            HeaderValue::from_static("203.0.113.9, 198.51.100.7, 10.1.2.3"),
-        );
-        let ip = client_ip("127.0.0.1:5000".parse().unwrap(), &h, &proxies());
-        assert_eq!(ip, "198.51.100.7".parse::<IpAddr>().unwrap());
-        let ip = client_ip("192.0.2.1:5000".parse().unwrap(), &h, &proxies());
-        assert_eq!(ip, "192.0.2.1".parse::<IpAddr>().unwrap());
+        for (k, v) in pairs {
+            h.append(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_bytes(v).unwrap(),
+            );
+        }
+        h
     }
 
     #[test]
@@ -200,12 +210,52 @@ mod tests {
             HeaderValue::from_static("a=b; qrl_bs_q3Zb0Xz2kT9yLw1sJm5HAA=s3cret"),
         );
         assert_eq!(browser_secret(&h, &id).unwrap(), "s3cret");
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("__Secure-qrl_bs_q3Zb0Xz2kT9yLw1sJm5HAA=s3cure"),
+        );
+        assert_eq!(browser_secret(&h, &id).unwrap(), "s3cure");
         let mut h = HeaderMap::new();
         h.insert(
             header::AUTHORIZATION,
             HeaderValue::from_static("Bearer tok"),
         );
         assert_eq!(browser_secret(&h, &id).unwrap(), "tok");
+    }
+
+    #[test]
+    fn cookies_carry_max_age_and_prefixes() {
+        let id = SessionId::parse("q3Zb0Xz2kT9yLw1sJm5HAA").unwrap();
+        assert_eq!(
+            secret_cookie_name(&id, false),
+            "qrl_bs_q3Zb0Xz2kT9yLw1sJm5HAA"
+        );
+        assert_eq!(
+            secret_cookie_name(&id, true),
+            "__Secure-qrl_bs_q3Zb0Xz2kT9yLw1sJm5HAA"
+        );
+        assert_eq!(login_cookie_name(true), "__Host-qrl_session");
+        assert_eq!(
+            cookie("n", "v", "/", true, Duration::from_millis(300_900)),
+            "n=v; HttpOnly; SameSite=Strict; Path=/; Max-Age=300; Secure"
+        );
+    }
+
+    #[test]
+    fn json_bodies_must_say_so() {
+        let json = headers(&[("content-type", b"application/json; charset=utf-8")]);
+        let form = headers(&[("content-type", b"application/x-www-form-urlencoded")]);
+        let body = || Ok(Bytes::from_static(b"{}"));
+        let parsed: Result<serde_json::Value, _> = json_body(&json, body(), 64);
+        assert!(parsed.is_ok());
+        let refused: Result<serde_json::Value, _> = json_body(&form, body(), 64);
+        assert!(matches!(refused, Err(ApiError::UnsupportedMediaType)));
+        let refused: Result<serde_json::Value, _> = json_body(&HeaderMap::new(), body(), 64);
+        assert!(matches!(refused, Err(ApiError::UnsupportedMediaType)));
+        // An empty body needs no type.
+        let empty: Result<serde_json::Value, _> =
+            json_body(&form, Ok(Bytes::from_static(b" ")), 64);
+        assert!(empty.is_ok());
     }
 
     #[test]
@@ -226,5 +276,18 @@ mod tests {
         h.insert(header::USER_AGENT, HeaderValue::from_str(&long).unwrap());
         let ua = user_agent(&h);
         assert!(ua.len() <= 512 && ua.len() >= 510);
+    }
+
+    /// Regression: bidirectional overrides and other format characters
+    /// reached the phone, which could show "exe.cod" for "doc.exe".
+    #[test]
+    fn user_agent_loses_format_and_control_characters() {
+        let mut h = HeaderMap::new();
+        let ua = "Mozilla/5.0 \u{202E}exe.cod\u{202C} \u{2066}x\u{2069}\u{200B}\u{FEFF}\u{E0041}\u{00AD}\u{85}\u{2028}end";
+        h.insert(
+            header::USER_AGENT,
+            HeaderValue::from_bytes(ua.as_bytes()).unwrap(),
+        );
+        assert_eq!(user_agent(&h), "Mozilla/5.0 exe.cod xend");
     }
 }

@@ -1,11 +1,12 @@
 //! Phone routes (scan, confirm, deny) and the development token endpoint.
-//! The phone's `Authorization: Bearer <JWT>` goes to auth unchanged.
+//! The phone's `Authorization: Bearer <JWT>` goes to auth unchanged,
+//! through the sessions facade.
 
 use std::path::Path as FsPath;
 
 use axum::{
     body::Bytes,
-    extract::{rejection::BytesRejection, Path, State},
+    extract::{rejection::BytesRejection, State},
     http::{header, HeaderMap},
     response::{IntoResponse, Response},
     Json,
@@ -13,7 +14,7 @@ use axum::{
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::{Deserialize, Serialize};
 
-use super::{extract, AppState};
+use super::{extract, params::SessionPath, AppState};
 use crate::{domain::format_timestamp, error::ApiError};
 
 /// Lifetime of development user tokens.
@@ -32,12 +33,10 @@ fn authorization(headers: &HeaderMap) -> Result<String, ApiError> {
 
 pub async fn scan(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    SessionPath(id): SessionPath,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let id = extract::session_id(&id)?;
-    let (snapshot, browser) = state.auth.scan(&id, &authorization(&headers)?).await?;
-    state.watches.observe(&snapshot);
+    let (snapshot, browser) = state.sessions.scan(&id, &authorization(&headers)?).await?;
     let body = serde_json::json!({
         "session": snapshot.to_json(&state.node),
         "browser": {
@@ -51,23 +50,22 @@ pub async fn scan(
 
 pub async fn confirm(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    SessionPath(id): SessionPath,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let id = extract::session_id(&id)?;
-    let snapshot = state.auth.confirm(&id, &authorization(&headers)?).await?;
-    state.watches.observe(&snapshot);
+    let snapshot = state
+        .sessions
+        .confirm(&id, &authorization(&headers)?)
+        .await?;
     Ok(Json(snapshot.to_json(&state.node)).into_response())
 }
 
 pub async fn deny(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    SessionPath(id): SessionPath,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let id = extract::session_id(&id)?;
-    let snapshot = state.auth.deny(&id, &authorization(&headers)?).await?;
-    state.watches.observe(&snapshot);
+    let snapshot = state.sessions.deny(&id, &authorization(&headers)?).await?;
     Ok(Json(snapshot.to_json(&state.node)).into_response())
 }
 
@@ -145,9 +143,10 @@ pub struct DevTokenBody {
 
 pub async fn dev_token(
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let body: DevTokenBody = extract::json_body(body, state.config.max_body_bytes)?;
+    let body: DevTokenBody = extract::json_body(&headers, body, state.config.max_body_bytes)?;
     let Some(tokens) = &state.dev_tokens else {
         return Err(ApiError::NotFound("no such route".into()));
     };

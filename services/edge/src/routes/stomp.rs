@@ -7,31 +7,35 @@
 //! receive it. The connection itself is `transport/stomp/conn.rs`.
 
 use axum::{
-    extract::{Path, Request, State},
-    http::{header, HeaderValue, StatusCode},
-    response::{IntoResponse, Response},
+    extract::{Request, State},
+    http::header,
+    response::Response,
+    RequestExt,
 };
-use hyper_util::rt::TokioIo;
 
-use super::{extract, ws, AppState};
+use super::{
+    params::{BrowserSecret, SameOrigin, SessionPath},
+    AppState,
+};
 use crate::{
     error::ApiError,
     limits::AdmissionSlot,
     metrics::Transport,
-    transport::stomp::{self, conn::Prepared},
+    transport::{
+        stomp::{self, conn::Prepared},
+        upgrade,
+    },
 };
 
 pub async fn upgrade(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    SessionPath(id): SessionPath,
+    // Fail closed, like `/ws`: an unreadable Origin is refused.
+    _: SameOrigin,
     mut req: Request,
 ) -> Result<Response, ApiError> {
     let headers = req.headers();
-    let id = extract::session_id(&id)?;
-    if !ws::origin_allowed(&state, headers) {
-        return Err(ApiError::OriginNotAllowed);
-    }
-    let accept = ws::handshake_accept(headers)?;
+    let accept = upgrade::handshake_accept(headers)?;
     let offers = headers
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
         .iter()
@@ -39,12 +43,7 @@ pub async fn upgrade(
     let protocol = stomp::choose_subprotocol(offers).ok_or_else(|| {
         ApiError::InvalidArgument("Sec-WebSocket-Protocol must offer v12.stomp or v11.stomp".into())
     })?;
-    let secret = extract::browser_secret(headers, &id)?;
-    let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
-        return Err(ApiError::Unavailable(
-            "this connection cannot be upgraded".into(),
-        ));
-    };
+    let BrowserSecret(secret) = req.extract_parts::<BrowserSecret>().await?;
     // Authorized before it takes a slot; nothing is pushed before SUBSCRIBE.
     let delivery = state
         .sessions
@@ -61,24 +60,7 @@ pub async fn upgrade(
         delivery,
         admission,
     };
-    let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
-    let h = response.headers_mut();
-    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    h.insert(
-        header::SEC_WEBSOCKET_PROTOCOL,
-        HeaderValue::from_static(protocol),
-    );
-    h.insert(
-        header::SEC_WEBSOCKET_ACCEPT,
-        HeaderValue::from_str(&accept)
-            .map_err(|_| ApiError::InvalidArgument("bad Sec-WebSocket-Key".into()))?,
-    );
-    tokio::spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => stomp::conn::run(prepared, TokioIo::new(upgraded)).await,
-            Err(e) => tracing::debug!(error = %e, "STOMP upgrade failed"),
-        }
-    });
-    Ok(response)
+    upgrade::switch(&mut req, &accept, Some(protocol), move |socket| {
+        stomp::conn::run(prepared, socket)
+    })
 }

@@ -1,6 +1,8 @@
-//! The direct path: a bodiless `GET` of a stream is answered by running
-//! the router and writing its response to the socket ourselves, chunked
-//! for SSE, or as `101` followed by the WebSocket.
+//! The direct path: a bodiless `GET` of a stream (`routes::STREAM_ROUTES`)
+//! is answered by running the router and writing its response to the
+//! socket ourselves, chunked for SSE, or as `101` followed by whatever the
+//! route's [`Takeover`] runs on the socket (WebSocket, STOMP). Every write
+//! goes through the connection's write deadline.
 
 use std::{io, net::SocketAddr, pin::Pin};
 
@@ -10,32 +12,27 @@ use axum::{
     http::{header, HeaderName, HeaderValue, Request, StatusCode},
     Router,
 };
-use tokio::{
-    io::{AsyncReadExt, AsyncWrite, AsyncWriteExt},
-    net::TcpStream,
-};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use super::{MAX_DIRECT_BODY, MAX_HEADERS};
-use crate::routes::ws::Handover;
+use super::{Phase, MAX_DIRECT_BODY, MAX_HEADERS};
+use crate::{routes, transport::upgrade::Takeover};
 
 /// The request, when it is one the direct path serves: a bodiless `GET` of
-/// a session's `/events` or `/ws`.
+/// a stream route.
 pub(super) fn direct_request(head: &[u8], peer: SocketAddr) -> Option<Request<Body>> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers);
-    if !matches!(parsed.parse(head), Ok(httparse::Status::Complete(_))) {
+    // `head` is exactly the head: whatever follows it is not parsed here.
+    if parsed.parse(head) != Ok(httparse::Status::Complete(head.len())) {
         return None;
     }
     if parsed.method != Some("GET") || parsed.version != Some(1) {
         return None;
     }
     let path = parsed.path?;
-    let route = path.split('?').next()?;
-    let rest = route.strip_prefix("/v1/login-sessions/")?;
-    let (_id, tail) = rest.split_once('/')?;
-    if tail != "events" && tail != "ws" {
+    if !routes::is_stream(path.split('?').next()?) {
         return None;
     }
     let mut req = Request::builder().method("GET").uri(path);
@@ -52,27 +49,27 @@ pub(super) fn direct_request(head: &[u8], peer: SocketAddr) -> Option<Request<Bo
     Some(req)
 }
 
-pub(super) async fn serve_direct(
-    mut stream: TcpStream,
+/// Runs the router for a stream request and writes the head; gives the
+/// phase that carries the connection on: the event stream, or the
+/// transport the route's takeover runs on the switched socket. (A phase of its own, so that what an idle stream keeps is
+/// only what the stream needs, not the router call and the head writer.)
+pub(super) async fn serve_direct<S>(
+    mut stream: S,
     req: Request<Body>,
     app: Router,
     closing: CancellationToken,
-) {
+) -> Option<Phase>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let Ok(response) = Box::pin(app.oneshot(req)).await;
     let (mut parts, body) = response.into_parts();
     if parts.status == StatusCode::SWITCHING_PROTOCOLS {
-        let Some(prepared) = parts.extensions.remove::<Handover>().and_then(|h| h.take()) else {
-            return;
-        };
-        if write_head(&mut stream, parts.status, &parts.headers, None, false)
+        let takeover = parts.extensions.remove::<Takeover>()?;
+        write_head(&mut stream, parts.status, &parts.headers, None, false)
             .await
-            .is_err()
-        {
-            return;
-        }
-        drop(parts);
-        Box::pin(crate::routes::ws::run(prepared, stream)).await;
-        return;
+            .ok()?;
+        return takeover.start(Box::new(stream)).map(Phase::Last);
     }
     let streaming = parts.status == StatusCode::OK
         && parts
@@ -96,22 +93,23 @@ pub(super) async fn serve_direct(
             let _ = stream.write_all(&bytes).await;
         }
         let _ = stream.shutdown().await;
-        return;
+        return None;
     }
-    if write_head(&mut stream, parts.status, &parts.headers, None, true)
+    write_head(&mut stream, parts.status, &parts.headers, None, true)
         .await
-        .is_err()
-    {
-        return;
-    }
-    drop(parts);
-    pump_chunked(&mut stream, body, &closing).await;
-    let _ = stream.shutdown().await;
+        .ok()?;
+    Some(Phase::last(async move {
+        pump_chunked(&mut stream, body, &closing).await;
+        let _ = stream.shutdown().await;
+    }))
 }
 
 /// Writes body frames as chunks until the body ends, the client leaves
-/// (read end closed) or the node closes.
-async fn pump_chunked(stream: &mut TcpStream, mut body: Body, closing: &CancellationToken) {
+/// (read end closed), a write misses its deadline, or the node closes.
+async fn pump_chunked<S>(stream: &mut S, mut body: Body, closing: &CancellationToken)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut probe = [0u8; 16];
     loop {
         tokio::select! {
@@ -123,13 +121,12 @@ async fn pump_chunked(stream: &mut TcpStream, mut body: Body, closing: &Cancella
                     if data.is_empty() {
                         continue;
                     }
-                    let size = format!("{:x}\r\n", data.len());
-                    let write = async {
-                        stream.write_all(size.as_bytes()).await?;
-                        stream.write_all(&data).await?;
-                        stream.write_all(b"\r\n").await
-                    };
-                    if write.await.is_err() {
+                    // One write per chunk: size line, data, CRLF.
+                    let mut chunk = Vec::with_capacity(data.len() + 12);
+                    chunk.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                    chunk.extend_from_slice(&data);
+                    chunk.extend_from_slice(b"\r\n");
+                    if stream.write_all(&chunk).await.is_err() {
                         return;
                     }
                 }
@@ -213,11 +210,16 @@ mod tests {
             direct_request(ws, peer()).unwrap().uri().query(),
             Some("since=3")
         );
+        let stomp =
+            b"GET /v1/login-sessions/q3Zb0Xz2kT9yLw1sJm5HAA/stomp HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert!(direct_request(stomp, peer()).is_some());
         for other in [
             &b"GET /v1/login-sessions/q3Zb0Xz2kT9yLw1sJm5HAA HTTP/1.1\r\nHost: a\r\n\r\n"[..],
             b"POST /v1/login-sessions/q3Zb0Xz2kT9yLw1sJm5HAA/events HTTP/1.1\r\nHost: a\r\n\r\n",
             b"GET /v1/login-sessions/q3Zb0Xz2kT9yLw1sJm5HAA/events HTTP/1.1\r\nContent-Length: 3\r\n\r\n",
             b"GET /healthz HTTP/1.1\r\n\r\n",
+            b"GET /v1/login-sessions/q3Zb0Xz2kT9yLw1sJm5HAA/qr.svg HTTP/1.1\r\n\r\n",
+            b"GET /v1/login-sessions//events HTTP/1.1\r\n\r\n",
             b"GET /v1/login-sessions/x/events HTTP/1.0\r\n\r\n",
         ] {
             assert!(direct_request(other, peer()).is_none(), "{}", String::from_utf8_lossy(other));

@@ -57,7 +57,7 @@ async fn drain_closes_streams_answers_polls_and_fails_readiness() {
 
     let ready = cluster
         .http
-        .get(cluster.edge1.url("/readyz"))
+        .get(cluster.edge1.ops_url("/readyz"))
         .send()
         .await
         .unwrap();
@@ -76,7 +76,7 @@ async fn drain_closes_streams_answers_polls_and_fails_readiness() {
     assert_eq!(
         cluster
             .http
-            .get(cluster.edge2.url("/readyz"))
+            .get(cluster.edge2.ops_url("/readyz"))
             .send()
             .await
             .unwrap()

@@ -59,7 +59,7 @@ async fn a_malformed_event_is_dropped_and_counted() {
     assert_eq!(
         cluster
             .http
-            .get(cluster.edge1.url("/healthz"))
+            .get(cluster.edge1.ops_url("/healthz"))
             .send()
             .await
             .unwrap()

@@ -23,6 +23,8 @@ pub const WAIT: Duration = Duration::from_secs(10);
 
 pub struct TestEdge {
     pub addr: SocketAddr,
+    /// The operations address (`/metrics`, `/healthz`, `/readyz`).
+    pub ops: SocketAddr,
     /// The gRPC watch port.
     pub grpc: Option<SocketAddr>,
     pub node: String,
@@ -34,6 +36,7 @@ impl TestEdge {
     pub async fn spawn(config: EdgeConfig) -> Self {
         let app = Application::build(config).await.expect("edge builds");
         let addr = app.local_addr();
+        let ops = app.ops_addr();
         let grpc = app.grpc_addr();
         let node = app.node().to_owned();
         let (tx, rx) = oneshot::channel::<()>();
@@ -46,6 +49,7 @@ impl TestEdge {
         });
         let edge = Self {
             addr,
+            ops,
             grpc,
             node,
             stop: Some(tx),
@@ -63,12 +67,17 @@ impl TestEdge {
         format!("ws://{}{path}", self.addr)
     }
 
-    /// Polls /readyz until it answers 200.
+    /// A URL on the operations port.
+    pub fn ops_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.ops)
+    }
+
+    /// Polls /readyz (operations port) until it answers 200.
     pub async fn wait_ready(&self) {
         let http = reqwest::Client::new();
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            if let Ok(r) = http.get(self.url("/readyz")).send().await {
+            if let Ok(r) = http.get(self.ops_url("/readyz")).send().await {
                 if r.status() == StatusCode::OK {
                     return;
                 }
@@ -91,7 +100,7 @@ impl TestEdge {
     }
 
     pub async fn metrics(&self) -> String {
-        reqwest::get(self.url("/metrics"))
+        reqwest::get(self.ops_url("/metrics"))
             .await
             .unwrap()
             .text()
@@ -121,6 +130,7 @@ pub fn metric(text: &str, series: &str) -> f64 {
 pub fn edge_config(name: &str, auth: &TestAuth, nats: &NatsServer) -> EdgeConfig {
     let mut c = EdgeConfig::defaults();
     c.listen = "127.0.0.1:0".parse().unwrap();
+    c.ops_listen = "127.0.0.1:0".parse().unwrap();
     c.grpc.listen = "127.0.0.1:0".parse().unwrap();
     c.grpc.reflection = true;
     c.node_name = Some(name.to_owned());

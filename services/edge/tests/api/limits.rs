@@ -133,11 +133,11 @@ async fn beyond_max_connections_requests_get_503_over_capacity() {
         error_code(r).await,
         (StatusCode::SERVICE_UNAVAILABLE, "over_capacity".into())
     );
-    // Operations routes are not counted.
+    // The operations port is not counted.
     assert_eq!(
         cluster
             .http
-            .get(cluster.edge1.url("/healthz"))
+            .get(cluster.edge1.ops_url("/healthz"))
             .send()
             .await
             .unwrap()

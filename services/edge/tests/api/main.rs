@@ -3,7 +3,9 @@
 mod broker;
 mod drain;
 mod failures;
+mod front;
 mod grpc;
+mod guards;
 mod helpers;
 mod limits;
 mod resume;

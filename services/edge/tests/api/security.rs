@@ -179,6 +179,7 @@ async fn bad_ids_unknown_sessions_and_routes_get_json_errors() {
     let r = cluster
         .http
         .post(cluster.edge1.url("/v1/login-sessions"))
+        .header(header::CONTENT_TYPE, "application/json")
         .body("{not json")
         .send()
         .await

@@ -69,7 +69,7 @@ async fn create_answers_the_documented_shape() {
     assert!(j["qr_svg"].as_str().unwrap().contains("<svg"));
     assert_eq!(created.secret.len(), 43);
     let expected = format!(
-        "qrl_bs_{}={}; HttpOnly; SameSite=Strict; Path=/v1/login-sessions/{}",
+        "qrl_bs_{}={}; HttpOnly; SameSite=Strict; Path=/v1/login-sessions/{}; Max-Age=300",
         created.id, created.secret, created.id
     );
     assert_eq!(created.cookie, expected, "no Secure without TLS");
@@ -257,11 +257,11 @@ async fn websocket_on_a_kept_alive_connection() {
     let mut tcp = tokio::net::TcpStream::connect(cluster.edge1.addr)
         .await
         .unwrap();
-    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: edge\r\n\r\n")
+    tcp.write_all(b"GET /nope/nothing HTTP/1.1\r\nHost: edge\r\n\r\n")
         .await
         .unwrap();
     let mut seen = Vec::new();
-    while !seen.ends_with(b"{\"status\":\"ok\"}") {
+    while !seen.ends_with(b"\"no such route\"}}") {
         let mut chunk = [0u8; 512];
         let n = tcp.read(&mut chunk).await.unwrap();
         assert!(n > 0, "closed: {}", String::from_utf8_lossy(&seen));

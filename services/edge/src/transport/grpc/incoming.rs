@@ -2,7 +2,10 @@
 //! `QRLOGIN_GRPC_MAX_CONNECTIONS` permits for as long as it is open. At the
 //! cap a new connection is closed at once (a client retries, a balancer
 //! picks another node); an accept error (out of file descriptors) backs
-//! off briefly instead of spinning.
+//! off briefly instead of spinning. Every write has the front server's
+//! write deadline (`server/deadline.rs`), so a client that stops reading
+//! (HTTP/2 flow control aside, a full socket buffer) is dropped within
+//! `QRLOGIN_WRITE_TIMEOUT` like an HTTP one.
 
 use std::{
     io,
@@ -20,11 +23,14 @@ use tokio::{
 };
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
-use crate::metrics::Metrics;
+use crate::{
+    metrics::Metrics,
+    server::deadline::{WriteDeadline, WriteLimits},
+};
 
 /// An accepted connection and its permit.
 pub struct Counted {
-    stream: TcpStream,
+    stream: WriteDeadline<TcpStream>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -33,11 +39,12 @@ pub fn counted(
     listener: TcpListener,
     max: usize,
     metrics: Arc<Metrics>,
+    limits: Arc<WriteLimits>,
 ) -> impl Stream<Item = io::Result<Counted>> + Send + 'static {
     let permits = Arc::new(Semaphore::new(max));
     futures::stream::unfold(
-        (listener, permits, metrics),
-        |(listener, permits, metrics)| async move {
+        (listener, permits, metrics, limits),
+        |(listener, permits, metrics, limits)| async move {
             loop {
                 match listener.accept().await {
                     Ok((stream, peer)) => {
@@ -48,10 +55,10 @@ pub fn counted(
                         };
                         let _ = stream.set_nodelay(true);
                         let counted = Counted {
-                            stream,
+                            stream: WriteDeadline::new(stream, limits.clone()),
                             _permit: permit,
                         };
-                        return Some((Ok(counted), (listener, permits, metrics)));
+                        return Some((Ok(counted), (listener, permits, metrics, limits)));
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "gRPC accept failed");
@@ -67,7 +74,7 @@ impl Connected for Counted {
     type ConnectInfo = TcpConnectInfo;
 
     fn connect_info(&self) -> TcpConnectInfo {
-        self.stream.connect_info()
+        self.stream.get_ref().connect_info()
     }
 }
 

@@ -131,6 +131,8 @@ pub struct GrpcContext {
     pub gate: ConnectionGate,
     pub metrics: std::sync::Arc<Metrics>,
     pub node: String,
+    /// The front server's write deadline, on every gRPC connection too.
+    pub write_limits: std::sync::Arc<crate::server::deadline::WriteLimits>,
 }
 
 /// Why the gRPC port could not be served.
@@ -172,7 +174,12 @@ pub async fn serve(
     let health = tonic_health::pb::health_server::HealthServer::new(health::HealthService::new(
         context.sessions.clone(),
     ));
-    let incoming = incoming::counted(listener, settings.max_connections, context.metrics.clone());
+    let incoming = incoming::counted(
+        listener,
+        settings.max_connections,
+        context.metrics.clone(),
+        context.write_limits.clone(),
+    );
     tonic::transport::Server::builder()
         .max_concurrent_streams(settings.max_streams)
         .http2_keepalive_interval(Some(settings.keepalive))

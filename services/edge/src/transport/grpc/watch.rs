@@ -56,7 +56,10 @@ pub fn status(e: SessionError) -> Status {
             Status::failed_precondition(m)
         }
         SessionError::Conflict(m) => Status::aborted(m),
-        e @ SessionError::TooManyWatchers => Status::resource_exhausted(e.to_string()),
+        e @ (SessionError::TooManyWatchers | SessionError::RateLimited { .. }) => {
+            Status::resource_exhausted(e.to_string())
+        }
+        e @ SessionError::StorageFull => Status::unavailable(e.to_string()),
         SessionError::Unavailable(m) => Status::unavailable(m),
     }
 }

@@ -69,8 +69,7 @@ pub struct Endpoint {
     pub node: String,
     pub settings: StompSettings,
     /// WebSocket pings and the idle limit, for clients without heart-beats.
-    pub ws_ping: Duration,
-    pub idle_timeout: Duration,
+    pub ws: crate::transport::ws::WsSettings,
 }
 
 /// A connection checked at the upgrade, waiting for its socket.
@@ -108,8 +107,8 @@ where
     } = prepared;
     let _admission = admission;
     delivery.hold(true);
-    delivery.keep_alive(Some(endpoint.ws_ping));
-    let silence = endpoint.idle_timeout;
+    delivery.keep_alive(Some(endpoint.ws.ping));
+    let silence = endpoint.ws.idle_timeout;
     Connection {
         endpoint,
         id,
@@ -370,8 +369,8 @@ impl Connection {
         self.server_beats = n.server_sends_every.is_some();
         self.silence = n
             .client_sends_every
-            .map_or(self.endpoint.idle_timeout, |c| c * 2);
-        let ping = self.endpoint.ws_ping;
+            .map_or(self.endpoint.ws.idle_timeout, |c| c * 2);
+        let ping = self.endpoint.ws.ping;
         let period = [n.server_sends_every, n.client_sends_every]
             .into_iter()
             .flatten()
