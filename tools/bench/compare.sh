@@ -50,13 +50,13 @@ out="$(cd "$out" && pwd)"
 
 TRANSPORTS=(short-poll-1s short-poll-2s long-poll sse ws stomp grpc)
 if ((quick)); then
-  N="${QRLOGIN_COMPARE_CLIENTS:-200}"; WAIT=5s; RATE=500
+  N="${QRLOGIN_COMPARE_CLIENTS:-200}"; WAIT=3s; RATE=500
   PEER_ARGS=(--quick --waiting "$N" --polling-sessions 50)
-  TP_RATES=50,100,200,400; TP_STEP=3s
+  TP_RATES=50,200,400; TP_STEP=2s
 else
   N="${QRLOGIN_COMPARE_CLIENTS:-10000}"; WAIT=30s; RATE=500
-  PEER_ARGS=(--waiting "$N")
-  TP_RATES=50,100,200,300,400,500,600,800,1000,1200; TP_STEP=10s
+  PEER_ARGS=(--waiting "$N" --rates "$RATE")
+  TP_RATES=50,100,200,300,400,600,800,1000; TP_STEP=6s
 fi
 started=$(date +%s)
 CHARTS_BIN="$BIN_DIR/qrlogin-charts"
@@ -158,8 +158,8 @@ backend edges
     http-check send meth GET uri /readyz
     http-check expect status 200
     default-server check inter 1s fastinter 500ms downinter 1s fall 2 rise 2
-    server edge-1 127.0.0.1:$EDGE1_PORT
-    server edge-2 127.0.0.1:$EDGE2_PORT
+    server edge-1 127.0.0.1:$EDGE1_PORT port $EDGE1_OPS_PORT
+    server edge-2 127.0.0.1:$EDGE2_PORT port $EDGE2_OPS_PORT
 frontend stats
     bind 127.0.0.1:$stats
     stats enable
@@ -190,6 +190,7 @@ start_compare_edge() {
   spawn "$name" env \
     QRLOGIN_EDGE_LISTEN="127.0.0.1:$(edge_port "$name")" \
     QRLOGIN_EDGE_GRPC_LISTEN="127.0.0.1:$grpc_port" \
+    QRLOGIN_OPS_LISTEN="127.0.0.1:$(edge_ops_port "$name")" \
     QRLOGIN_NODE_NAME="$name" \
     QRLOGIN_AUTH_URL="$auth_url" \
     QRLOGIN_NATS_URL="$NATS_URL" \

@@ -60,6 +60,9 @@ pub struct Shared {
     pub kind: Kind,
     pub balancers: Vec<SocketAddr>,
     pub grpc_balancers: Vec<SocketAddr>,
+    /// Creates go through these (one per balancer, not bound to `src`, so
+    /// their bytes are not counted with the watches').
+    pub creators: Vec<Client>,
     pub src: Option<IpAddr>,
     pub stop: CancellationToken,
     pub ready: AtomicUsize,
@@ -165,10 +168,10 @@ fn seen(sh: &Shared, slot: &Slot, held: &mut Option<Snapshot>, s: Snapshot) -> b
 
 async fn watch(sh: &Shared, slot: &Slot, i: usize) -> anyhow::Result<()> {
     let balancer = sh.balancers[i % sh.balancers.len()];
-    // One keep-alive connection per browser, as a browser tab holds.
+    // One keep-alive connection per browser for its polls, as a tab holds.
     let client = Client::new(balancer, sh.src, 1);
     sh.requests.fetch_add(1, Ordering::Relaxed);
-    let created = client.create().await?;
+    let created = sh.creators[i % sh.creators.len()].create().await?;
     let (id, secret) = (created.id().to_owned(), created.browser_secret.clone());
     let _ = slot.id.set(id.clone());
     let mut held: Option<Snapshot> = None;

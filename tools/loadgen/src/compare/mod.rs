@@ -148,9 +148,16 @@ pub async fn transport(a: TransportArgs) -> anyhow::Result<bool> {
     let cpu_before = sum(&a.edge_pids, probe::cpu_ms);
     let hb_before = probe::haproxy(stats).await?;
     let auth_before = probe::haproxy(&auth_stats).await?;
+    let bytes_before = qrlogin_client::net::bound_bytes();
     let sh = Arc::new(Shared {
         kind,
         balancers: a.balancers.0.clone(),
+        creators: a
+            .balancers
+            .0
+            .iter()
+            .map(|b| Client::new(*b, None, a.connect_concurrency))
+            .collect(),
         grpc_balancers: a.grpc_balancers.map(|g| g.0).unwrap_or_default(),
         src: Some(a.src),
         stop: CancellationToken::new(),
@@ -246,6 +253,11 @@ pub async fn transport(a: TransportArgs) -> anyhow::Result<bool> {
     while tasks.join_next().await.is_some() {}
 
     let cpu = sum(&a.edge_pids, probe::cpu_ms) - cpu_before;
+    let bytes_after = qrlogin_client::net::bound_bytes();
+    let (rx, tx) = (
+        (bytes_after.0 - bytes_before.0) as f64,
+        (bytes_after.1 - bytes_before.1) as f64,
+    );
     let hb_after = probe::haproxy(stats).await?;
     let auth_after = probe::haproxy(&auth_stats).await?;
     let d = |px: &str, sv: &str, col: &str| probe::delta(&hb_before, &hb_after, px, sv, col);
@@ -278,8 +290,13 @@ pub async fn transport(a: TransportArgs) -> anyhow::Result<bool> {
         "achieved_rate": ready as f64 / sent_secs.max(1e-9),
         "latency_ms": probe::summary(&latencies),
         "latency_histogram": probe::histogram(&latencies),
-        "bytes_per_login": per(bin + bout),
-        "bytes": { "client_tx_per_login": per(bin), "client_rx_per_login": per(bout) },
+        "bytes_per_login": per(rx + tx),
+        "bytes": {
+            "watch_rx_per_login": per(rx),
+            "watch_tx_per_login": per(tx),
+            "balancer_in_per_login": per(bin),
+            "balancer_out_per_login": per(bout),
+        },
         "requests_per_login": per(sh.requests.load(Ordering::Relaxed) as f64),
         "http_requests_per_wait": per(sh.requests.load(Ordering::Relaxed) as f64 - n as f64),
         "balancer_http_requests_per_login": per(d("www", "FRONTEND", "req_tot")),
@@ -307,7 +324,7 @@ pub async fn transport(a: TransportArgs) -> anyhow::Result<bool> {
         a.transport,
         probe::percentile(&latencies, 50.0),
         probe::percentile(&latencies, 99.0),
-        per(bin + bout).unwrap_or(0.0),
+        per(rx + tx).unwrap_or(0.0),
         per(cpu).unwrap_or(0.0)
     );
     Ok(delivered == n)
