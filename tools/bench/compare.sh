@@ -22,7 +22,12 @@
 # browsers, 5 s wait, peers at 200, short throughput steps; it checks its
 # own output and ends with "N passed, M failed" (tools/test.sh runs it).
 # Default DIR: artifacts/bench/compare/<UTC time>/. QRLOGIN_BENCH_NO_BUILD=1
-# uses the built release binaries. Everything runs on 127.0.0.0/8, is
+# uses the built release binaries. QRLOGIN_COMPARE_ONLY="sse grpc" runs only
+# those transports, without peers and throughput (to re-run one part).
+# PENDING lives 15 minutes here (default 120 s): creating 10,000 sessions
+# while 10,000 browsers short-poll every second takes longer than 120 s on
+# two cores. Each edge accepts 19,000 gRPC connections (default 1,000), as
+# every browser holds its own. Everything runs on 127.0.0.0/8, is
 # started here and stopped on exit.
 #
 # The gRPC stream goes through each HAProxy's TCP frontend (as in the local
@@ -49,6 +54,11 @@ mkdir -p "$out"
 out="$(cd "$out" && pwd)"
 
 TRANSPORTS=(short-poll-1s short-poll-2s long-poll sse ws stomp grpc)
+only="${QRLOGIN_COMPARE_ONLY:-}"
+if [[ -n "$only" ]]; then read -r -a TRANSPORTS <<<"$only"; fi
+export QRLOGIN_PENDING_TTL="${QRLOGIN_PENDING_TTL:-15m}"
+export QRLOGIN_SESSION_RETENTION="${QRLOGIN_SESSION_RETENTION:-30m}"
+export QRLOGIN_GRPC_MAX_CONNECTIONS="${QRLOGIN_GRPC_MAX_CONNECTIONS:-19000}"
 if ((quick)); then
   N="${QRLOGIN_COMPARE_CLIENTS:-200}"; WAIT=3s; RATE=500
   PEER_ARGS=(--quick --waiting "$N" --polling-sessions 50)
@@ -263,6 +273,11 @@ for t in "${TRANSPORTS[@]}"; do
   fi
   stop_front
 done
+
+if [[ -n "$only" ]]; then
+  bench_log "only ${TRANSPORTS[*]}: rows in $out/rows"
+  exit "${#failed_transports[@]}"
+fi
 
 # 2. The peers, at the same scale.
 bench_log "peers: ${PEER_ARGS[*]}"
