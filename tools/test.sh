@@ -11,6 +11,8 @@
 #   7. browser tests (Debian's Chromium driven by playwright-core)
 #   8. the dashboard's and the rules' queries against Prometheus during a short load
 #   9. a small load run: 200 browsers, an edge killed, nothing lost
+#  10. the measured comparison in quick mode (every transport and peer at
+#      200 browsers, throughput steps; checks its own results.json)
 #
 # Ends with one line `total: N passed, N failed` and exits non-zero if any
 # check failed.
@@ -82,6 +84,9 @@ deploy/local/down.sh >/dev/null 2>&1 || true
 # A small load run on a throw-away cluster (release binaries from above):
 # 200 browsers over two edges, one edge killed mid-way, nothing lost.
 run_step load-smoke bash -c 'cargo build --release --locked -q -p qrlogin-loadgen && QRLOGIN_BENCH_NO_BUILD=1 tools/bench/smoke.sh'
+# The comparison of tools/bench/compare.sh at 200 browsers (2–5 minutes,
+# with the load of the machine): every transport and peer present, every event delivered.
+run_step compare-quick bash -c 'cargo build --release --locked -q -p qrlogin-auth -p qrlogin-edge -p qrlogin-loadgen -p qrlogin-charts -p qrlogin-peer-sse && QRLOGIN_BENCH_NO_BUILD=1 tools/bench/compare.sh --quick --out artifacts/bench/compare/quick'
 
 total_secs=$(($(date +%s) - started))
 echo

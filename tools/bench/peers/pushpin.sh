@@ -25,20 +25,23 @@ waiting=10000
 rates=500,1000
 variants=stock,no-rate-limit
 quick=0
+# --quick presets; explicit flags win over them.
+set_waiting=0
+set_rates=0
 while (($#)); do
   case "$1" in
     --out) out="$2"; shift 2 ;;
     --quick) quick=1; shift ;;
-    --waiting) waiting="$2"; shift 2 ;;
-    --rates) rates="$2"; shift 2 ;;
+    --waiting) waiting="$2"; set_waiting=1; shift 2 ;;
+    --rates) rates="$2"; set_rates=1; shift 2 ;;
     --variants) variants="$2"; shift 2 ;;
     *) peers_die "unknown argument $1 (see the header of $0)" ;;
   esac
 done
 [[ -n "$out" ]] || peers_die "--out FILE is required"
 if [[ "$quick" == 1 ]]; then
-  waiting=1000
-  rates=500
+  ((set_waiting)) || waiting=1000
+  ((set_rates)) || rates=500
 fi
 
 [[ "${QRLOGIN_PEERS_NO_BOOTSTRAP:-0}" == 1 ]] || peers_bootstrap

@@ -25,22 +25,26 @@ polling_connect=15
 polling_deliver=10
 only=""
 quick=0
+# --quick presets; explicit flags win over them.
+set_waiting=0
+set_rates=0
+set_polling=0
 while (($#)); do
   case "$1" in
     --out) out="$2"; shift 2 ;;
     --quick) quick=1; shift ;;
-    --waiting) waiting="$2"; shift 2 ;;
-    --rates) rates="$2"; shift 2 ;;
-    --polling-sessions) polling_sessions="$2"; shift 2 ;;
+    --waiting) waiting="$2"; set_waiting=1; shift 2 ;;
+    --rates) rates="$2"; set_rates=1; shift 2 ;;
+    --polling-sessions) polling_sessions="$2"; set_polling=1; shift 2 ;;
     --only) only="$2"; shift 2 ;;
     *) peers_die "unknown argument $1 (see the header of $0)" ;;
   esac
 done
 [[ -n "$out" ]] || peers_die "--out FILE is required"
 if [[ "$quick" == 1 ]]; then
-  waiting=1000
-  rates=500
-  polling_sessions=100
+  ((set_waiting)) || waiting=1000
+  ((set_rates)) || rates=500
+  ((set_polling)) || polling_sessions=100
   polling_connect=5
   polling_deliver=3
 fi

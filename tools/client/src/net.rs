@@ -1,17 +1,118 @@
 //! TCP connections bound to a chosen source address: the one place that
 //! opens sockets, so that a load generator holding tens of thousands of
 //! connections from several loopback addresses never runs out of ports.
+//! Bytes read and written on sockets bound to a chosen address are counted
+//! ([`bound_bytes`]): a load generator binds its browsers' sockets and not
+//! its phones', and so learns what the browsers cost on the wire.
 
 use std::{
+    io::IoSlice,
     net::{IpAddr, SocketAddr},
+    pin::Pin,
     sync::{
-        atomic::{AtomicU32, Ordering},
+        atomic::{AtomicU32, AtomicU64, Ordering},
         OnceLock,
     },
+    task::{Context, Poll},
 };
 
 use rand::Rng;
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::{TcpSocket, TcpStream},
+};
+
+/// Payload bytes (TCP/IP headers not included) read and written, process
+/// wide, on sockets bound to a chosen source address.
+static BOUND_READ: AtomicU64 = AtomicU64::new(0);
+static BOUND_WRITTEN: AtomicU64 = AtomicU64::new(0);
+
+/// `(read, written)` bytes so far on sockets opened with a source address.
+pub fn bound_bytes() -> (u64, u64) {
+    (
+        BOUND_READ.load(Ordering::Relaxed),
+        BOUND_WRITTEN.load(Ordering::Relaxed),
+    )
+}
+
+/// A TCP connection; counts its bytes into [`bound_bytes`] when it was
+/// opened with a source address. Derefs to the [`TcpStream`].
+#[derive(Debug)]
+pub struct Stream {
+    inner: TcpStream,
+    counted: bool,
+}
+
+impl std::ops::Deref for Stream {
+    type Target = TcpStream;
+    fn deref(&self) -> &TcpStream {
+        &self.inner
+    }
+}
+
+impl Stream {
+    fn add(&self, counter: &AtomicU64, n: usize) {
+        if self.counted {
+            counter.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = r {
+            this.add(&BOUND_READ, buf.filled().len() - before);
+        }
+        r
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = r {
+            this.add(&BOUND_WRITTEN, n);
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = r {
+            this.add(&BOUND_WRITTEN, n);
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
 
 /// A connection that could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -83,7 +184,7 @@ fn bound_socket(ip: IpAddr, addr: SocketAddr) -> std::io::Result<TcpSocket> {
 }
 
 /// Opens a TCP connection to `addr`, bound to `src` first when given.
-pub async fn connect(src: Option<IpAddr>, addr: SocketAddr) -> Result<TcpStream, ConnectError> {
+pub async fn connect(src: Option<IpAddr>, addr: SocketAddr) -> Result<Stream, ConnectError> {
     let wrap = |source| ConnectError { addr, src, source };
     let socket = match src {
         Some(ip) => bound_socket(ip, addr),
@@ -92,7 +193,10 @@ pub async fn connect(src: Option<IpAddr>, addr: SocketAddr) -> Result<TcpStream,
     .map_err(wrap)?;
     let stream = socket.connect(addr).await.map_err(wrap)?;
     stream.set_nodelay(true).map_err(wrap)?;
-    Ok(stream)
+    Ok(Stream {
+        inner: stream,
+        counted: src.is_some(),
+    })
 }
 
 #[cfg(test)]
@@ -106,8 +210,22 @@ mod tests {
         let src: IpAddr = "127.0.0.9".parse().unwrap();
         let mut seen = std::collections::HashSet::new();
         for _ in 0..20 {
-            let client = connect(Some(src), addr).await.unwrap();
-            let (_server, peer) = listener.accept().await.unwrap();
+            let mut client = connect(Some(src), addr).await.unwrap();
+            let (mut server, peer) = listener.accept().await.unwrap();
+            let before = bound_bytes();
+            tokio::io::AsyncWriteExt::write_all(&mut client, b"ping")
+                .await
+                .unwrap();
+            tokio::io::AsyncWriteExt::write_all(&mut server, b"pong!")
+                .await
+                .unwrap();
+            let mut got = [0u8; 5];
+            tokio::io::AsyncReadExt::read_exact(&mut client, &mut got)
+                .await
+                .unwrap();
+            let after = bound_bytes();
+            // Other tests may count at the same time: at least ours.
+            assert!(after.0 - before.0 >= 5 && after.1 - before.1 >= 4);
             assert_eq!(peer.ip(), src);
             assert_eq!(client.local_addr().unwrap(), peer);
             if let Some(ports) = source_ports() {

@@ -7,7 +7,6 @@ use std::net::{IpAddr, SocketAddr};
 
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
-use tokio::net::TcpStream;
 use tokio_tungstenite::{
     tungstenite::{
         handshake::{client::generate_key, derive_accept_key},
@@ -28,7 +27,7 @@ const READ_BUFFER: usize = 4 * 1024;
 /// Largest message accepted (a snapshot is a few hundred bytes).
 pub const MAX_MESSAGE: usize = 64 * 1024;
 
-pub type Socket = WebSocketStream<TcpStream>;
+pub type Socket = WebSocketStream<crate::net::Stream>;
 
 /// What to send in the handshake besides the secret.
 #[derive(Debug, Default, Clone)]

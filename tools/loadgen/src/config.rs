@@ -25,6 +25,10 @@ pub struct Cli {
 pub enum Command {
     /// Start worker processes, drive the phases, print totals and checks.
     Run(Box<RunArgs>),
+    /// One transport of the measured comparison: one results.json row.
+    Transport(Box<crate::compare::TransportArgs>),
+    /// Whole logins per second at rising rates (the comparison's throughput).
+    Throughput(Box<crate::compare::throughput::ThroughputArgs>),
     /// One worker process (started by `run`; reads its plan on stdin).
     #[command(hide = true)]
     Worker,
@@ -38,6 +42,16 @@ fn duration(text: &str) -> Result<Duration, String> {
 /// A list of edge addresses (one flag value, comma-separated).
 #[derive(Debug, Clone)]
 pub struct EdgeList(pub Vec<SocketAddr>);
+
+/// Parses `--watch-edges`-like lists (shared with `compare`).
+pub fn parse_edge_list(text: &str) -> Result<EdgeList, String> {
+    edge_list(text)
+}
+
+/// Parses `LABEL=PID` (shared with `compare`).
+pub fn parse_measured(text: &str) -> Result<Measured, String> {
+    measured(text)
+}
 
 fn edge_list(text: &str) -> Result<EdgeList, String> {
     let mut out = Vec::new();
@@ -338,7 +352,7 @@ mod tests {
             .command
         {
             Command::Run(a) => (*a).settings(),
-            Command::Worker => unreachable!("parsed run"),
+            _ => unreachable!("parsed run"),
         }
     }
 

@@ -13,9 +13,12 @@
 //! - [`api`]: the edge's HTTP API and error codes.
 //! - [`http`]: a minimal HTTP/1.1 client with source-address binding.
 //! - [`sse`]: Server-Sent Events parsing.
+//! - [`compare`]: the measured comparison's `transport` and `throughput`
+//!   runs, on the shared client crate (`qrlogin-client`).
 //! - [`report`]: worker messages, merging, percentiles, checks.
 
 pub mod api;
+pub mod compare;
 pub mod config;
 pub mod coordinator;
 pub mod http;

@@ -2,6 +2,7 @@
 
 use clap::Parser;
 use qrlogin_loadgen::{
+    compare,
     config::{Cli, Command},
     coordinator, worker,
 };
@@ -22,6 +23,14 @@ fn main() -> anyhow::Result<()> {
             let settings = (*args).settings().map_err(anyhow::Error::msg)?;
             let passed = runtime.block_on(coordinator::run(settings))?;
             std::process::exit(if passed { 0 } else { 1 });
+        }
+        Command::Transport(args) => {
+            let passed = runtime.block_on(compare::transport(*args))?;
+            std::process::exit(if passed { 0 } else { 1 });
+        }
+        Command::Throughput(args) => {
+            runtime.block_on(compare::throughput::run(*args))?;
+            Ok(())
         }
         Command::Worker => runtime.block_on(worker::main()),
     }

@@ -14,12 +14,9 @@ use std::{
 };
 
 use bytes::{Buf, BytesMut};
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
-};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::net::{connect, ConnectError};
+use crate::net::{connect, ConnectError, Stream};
 
 mod framing;
 use framing::Framing;
@@ -67,7 +64,7 @@ impl HttpError {
 
 /// One HTTP/1.1 connection: requests go out one at a time.
 pub struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     buf: BytesMut,
     /// Whether a response completed on this connection (then it is reused
     /// and may have been closed by the server in the meantime).
@@ -108,7 +105,7 @@ pub fn encode_request(
 }
 
 impl Conn {
-    pub fn new(stream: TcpStream) -> Self {
+    pub fn new(stream: Stream) -> Self {
         Self {
             stream,
             buf: BytesMut::with_capacity(READ_CHUNK),
@@ -195,7 +192,7 @@ impl Conn {
 
     /// The socket and the bytes read past the last response head (the
     /// first bytes of the next protocol after a `101`).
-    pub fn into_parts(self) -> (TcpStream, Vec<u8>) {
+    pub fn into_parts(self) -> (Stream, Vec<u8>) {
         (self.stream, self.buf.to_vec())
     }
 
