@@ -59,6 +59,9 @@ if [[ -n "$only" ]]; then read -r -a TRANSPORTS <<<"$only"; fi
 export QRLOGIN_PENDING_TTL="${QRLOGIN_PENDING_TTL:-15m}"
 export QRLOGIN_SESSION_RETENTION="${QRLOGIN_SESSION_RETENTION:-30m}"
 export QRLOGIN_GRPC_MAX_CONNECTIONS="${QRLOGIN_GRPC_MAX_CONNECTIONS:-19000}"
+# The pace the edges ask of short-poll clients: the fastest row polls every
+# second (a poll sooner than half of it would get 429 slow_down).
+export QRLOGIN_POLL_INTERVAL="${QRLOGIN_POLL_INTERVAL:-1s}"
 if ((quick)); then
   N="${QRLOGIN_COMPARE_CLIENTS:-200}"; WAIT=3s; RATE=500
   PEER_ARGS=(--quick --waiting "$N" --polling-sessions 50)

@@ -59,6 +59,10 @@ bench_init() {
     # Settings the services get; the caller's QRLOGIN_* variables win.
     printf 'export QRLOGIN_CREATE_RATE_PER_IP=%q\n' "${QRLOGIN_CREATE_RATE_PER_IP:-100000000}"
     printf 'export QRLOGIN_CREATE_LIMIT=%q\n' "${QRLOGIN_CREATE_LIMIT:-0}"
+    # One load generator plays every phone as one user: the per-user scan
+    # and confirm limits (a protection, not a cost being measured) are off.
+    printf 'export QRLOGIN_SCAN_LIMIT=%q\n' "${QRLOGIN_SCAN_LIMIT:-0}"
+    printf 'export QRLOGIN_CONFIRM_LIMIT=%q\n' "${QRLOGIN_CONFIRM_LIMIT:-0}"
     printf 'export QRLOGIN_MAX_CONCURRENT_REQUESTS=%q\n' "${QRLOGIN_MAX_CONCURRENT_REQUESTS:-8192}"
     printf 'export QRLOGIN_MAX_CONNECTIONS=%q\n' "${QRLOGIN_MAX_CONNECTIONS:-19500}"
     printf 'export QRLOGIN_MAX_WATCHERS_PER_SESSION=%q\n' "${QRLOGIN_MAX_WATCHERS_PER_SESSION:-8}"

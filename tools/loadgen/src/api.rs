@@ -12,6 +12,9 @@ pub struct Snapshot {
     pub session_id: String,
     pub state: String,
     pub version: u64,
+    /// While SCANNED: the number the browser shows (number matching).
+    #[serde(default)]
+    pub match_code: Option<u32>,
 }
 
 pub const FINAL_STATES: [&str; 4] = ["REDEEMED", "DENIED", "CANCELLED", "EXPIRED"];
@@ -38,6 +41,9 @@ pub struct Created {
     pub session_id: String,
     pub browser_secret: String,
     pub version: u64,
+    /// The payload of the QR code on screen (the phone scans it).
+    #[serde(default)]
+    pub qr_payload: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -155,6 +161,7 @@ pub async fn phone(
     id: &str,
     action: &str,
     user_token: &str,
+    body: &[u8],
     on_send: impl Fn(),
 ) -> Result<Snapshot, ApiError> {
     let auth = format!("Bearer {user_token}");
@@ -163,7 +170,7 @@ pub async fn phone(
             "POST",
             &format!("/v1/login-sessions/{id}/{action}"),
             &[("Authorization", &auth)],
-            Some(b"{}"),
+            Some(body),
             on_send,
         )
         .await?;
@@ -183,6 +190,7 @@ mod tests {
 
     fn snap(state: &str, version: u64) -> Snapshot {
         Snapshot {
+            match_code: None,
             session_id: "s".into(),
             state: state.into(),
             version,

@@ -53,7 +53,13 @@ async fn stored_state(ctx: &Ctx, b: &Browser) -> Result<api::Snapshot, ApiError>
 /// A phone route with retries. A refusal after a retry can mean that an
 /// earlier attempt landed and only its answer was lost: then the stored
 /// state decides.
-async fn phone_step(ctx: &Ctx, b: &Browser, action: &str, reached: &[&str]) -> Result<(), String> {
+async fn phone_step(
+    ctx: &Ctx,
+    b: &Browser,
+    action: &str,
+    body: &[u8],
+    reached: &[&str],
+) -> Result<(), String> {
     let pools = &ctx.phone_pools;
     let first = (b.home + 1) % pools.len();
     let mut tries = 0;
@@ -67,7 +73,7 @@ async fn phone_step(ctx: &Ctx, b: &Browser, action: &str, reached: &[&str]) -> R
                 }
             }
         };
-        match api::phone(pool, &b.id, action, &ctx.plan.user_token, on_send).await {
+        match api::phone(pool, &b.id, action, &ctx.plan.user_token, body, on_send).await {
             Ok(_) => return Ok(()),
             Err(e) if tries > 0 && e.code() == "failed_precondition" => {
                 return match stored_state(ctx, b).await {
@@ -87,11 +93,46 @@ async fn phone_step(ctx: &Ctx, b: &Browser, action: &str, reached: &[&str]) -> R
     }
 }
 
+/// Longest the phone waits for the browser to show the number.
+const MATCH_CODE_WAIT: Duration = Duration::from_secs(10);
+
+/// The number the browser shows after the scan: from its pushed snapshot,
+/// else (after a bounded wait) from a poll of the stored state.
+async fn match_code(ctx: &Ctx, b: &Browser) -> Result<u32, String> {
+    let deadline = Instant::now() + MATCH_CODE_WAIT;
+    while Instant::now() < deadline && !ctx.stop.is_cancelled() {
+        if let Some(code) = b.held().and_then(|s| s.match_code) {
+            return Ok(code);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    match stored_state(ctx, b).await {
+        Ok(s) => s
+            .match_code
+            .ok_or_else(|| format!("no number to pick in state {}", s.state)),
+        Err(e) => Err(format!("reading the number to pick: {e}")),
+    }
+}
+
 /// Scan, then confirm.
 pub async fn login(ctx: Arc<Ctx>, b: Arc<Browser>) {
     let step = async {
-        phone_step(&ctx, &b, "scan", &["SCANNED", "CONFIRMED", "REDEEMED"]).await?;
-        phone_step(&ctx, &b, "confirm", &["CONFIRMED", "REDEEMED"]).await
+        // The phone sends the payload it read from the screen, then its
+        // user picks the number the browser shows (read here from what the
+        // browser was pushed, or polled if the push is late).
+        let scan = serde_json::json!({ "qr_payload": b.qr_payload }).to_string();
+        let scanned = ["SCANNED", "CONFIRMED", "REDEEMED"];
+        phone_step(&ctx, &b, "scan", scan.as_bytes(), &scanned).await?;
+        let code = match_code(&ctx, &b).await?;
+        let confirm = serde_json::json!({ "match_code": code }).to_string();
+        phone_step(
+            &ctx,
+            &b,
+            "confirm",
+            confirm.as_bytes(),
+            &["CONFIRMED", "REDEEMED"],
+        )
+        .await
     };
     match step.await {
         Ok(()) => {

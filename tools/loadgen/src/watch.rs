@@ -35,6 +35,8 @@ pub struct Browser {
     pub index: usize,
     pub id: String,
     pub secret: String,
+    /// The QR payload on screen at create (the phone scans it).
+    pub qr_payload: String,
     pub ws: bool,
     pub home: usize,
     /// The newest snapshot received over the push transport.
@@ -58,6 +60,7 @@ impl Browser {
             index,
             id: created.session_id,
             secret: created.browser_secret,
+            qr_payload: created.qr_payload,
             ws,
             home,
             held: Mutex::new(None),

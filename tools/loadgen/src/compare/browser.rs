@@ -90,6 +90,10 @@ impl Shared {
 #[derive(Default)]
 pub struct Slot {
     pub id: OnceLock<String>,
+    /// The QR payload on screen at create (the phone scans it).
+    pub qr: OnceLock<String>,
+    /// The number the browser shows once SCANNED (the phone picks it).
+    pub match_code: OnceLock<u32>,
     /// The edge that answered its first snapshot.
     pub node: OnceLock<Option<String>>,
     pub confirm_sent: OnceLock<Instant>,
@@ -142,6 +146,23 @@ pub async fn run(sh: Arc<Shared>, slot: Arc<Slot>, i: usize) {
     }
 }
 
+/// Longest a phone waits for its browser to show the number to pick.
+const MATCH_CODE_WAIT: Duration = Duration::from_secs(20);
+
+/// The number the browser of `slot` was pushed after the scan (bounded).
+pub async fn match_code(slot: &Slot) -> anyhow::Result<u32> {
+    let deadline = Instant::now() + MATCH_CODE_WAIT;
+    loop {
+        if let Some(code) = slot.match_code.get() {
+            return Ok(*code);
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("the browser was not shown a number within {MATCH_CODE_WAIT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
 /// Takes a snapshot; true when it is CONFIRMED (or another final state).
 fn seen(sh: &Shared, slot: &Slot, held: &mut Option<Snapshot>, s: Snapshot) -> bool {
     if !s.is_newer_than(held.as_ref()) {
@@ -152,6 +173,9 @@ fn seen(sh: &Shared, slot: &Slot, held: &mut Option<Snapshot>, s: Snapshot) -> b
         slot.release();
     }
     let state = s.state;
+    if let (LoginState::Scanned, Some(code)) = (state, s.match_code) {
+        let _ = slot.match_code.set(code);
+    }
     *held = Some(s);
     if state == LoginState::Confirmed {
         if slot.confirmed_at.set(Instant::now()).is_ok() {
@@ -174,6 +198,12 @@ async fn watch(sh: &Shared, slot: &Slot, i: usize) -> anyhow::Result<()> {
     let created = sh.creators[i % sh.creators.len()].create().await?;
     let (id, secret) = (created.id().to_owned(), created.browser_secret.clone());
     let _ = slot.id.set(id.clone());
+    let _ = slot.qr.set(created.qr_payload().to_owned());
+    // What a first long poll says it holds: nothing (`since=0`), so it is
+    // answered at once, like a stream's first snapshot.
+    let mut nothing = created.snapshot.clone();
+    nothing.version = 0;
+    nothing.qr_payload = None;
     let mut held: Option<Snapshot> = None;
     let mut failures = 0u32;
     loop {
@@ -195,9 +225,13 @@ async fn watch(sh: &Shared, slot: &Slot, i: usize) -> anyhow::Result<()> {
                 sh.requests.fetch_add(1, Ordering::Relaxed);
                 // The first poll answers at once (since=0): it proves the
                 // session is readable, like a stream's first snapshot.
-                let since = held.as_ref().map_or(0, |s| s.version);
                 client
-                    .long_poll(&id, &secret, since, LONG_POLL_HOLD)
+                    .long_poll(
+                        &id,
+                        &secret,
+                        held.as_ref().unwrap_or(&nothing),
+                        LONG_POLL_HOLD,
+                    )
                     .await
                     .map(|s| seen(sh, slot, &mut held, s))
                     .map_err(WatchError::from)

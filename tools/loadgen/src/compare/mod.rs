@@ -228,12 +228,16 @@ pub async fn transport(a: TransportArgs) -> anyhow::Result<bool> {
             let id = slot.id.get().cloned().unwrap_or_default();
             let phone = phones.other_than(slot.node.get().and_then(|n| n.as_deref()), i + 1);
             let r = async {
-                phone.scan(&id, &token).await?;
+                let qr = slot.qr.get().cloned().unwrap_or_default();
+                phone.scan(&id, &token, &qr).await?;
+                // The user picks the number the browser shows.
+                let code = browser::match_code(&slot).await?;
                 phone
-                    .confirm(&id, &token, || {
+                    .confirm(&id, &token, code, || {
                         let _ = slot.confirm_sent.set(Instant::now());
                     })
                     .await
+                    .map_err(anyhow::Error::from)
             }
             .await;
             if let Err(e) = r {

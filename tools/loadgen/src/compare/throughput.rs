@@ -84,8 +84,19 @@ async fn login(
         }
     };
     let phone = phones.other_than(node.as_deref(), i);
-    phone.scan(id, token).await?;
-    phone.confirm(id, token, || {}).await?;
+    phone.scan(id, token, created.qr_payload()).await?;
+    // The user picks the number the browser shows.
+    let code = loop {
+        match watch.next().await? {
+            Push::Snapshot(s) if s.state == LoginState::Scanned => {
+                break s.match_code.unwrap_or_default();
+            }
+            Push::Snapshot(s) if s.state.is_final() => anyhow::bail!("final {:?}", s.state),
+            Push::Snapshot(_) | Push::Retry(_) => continue,
+            other => anyhow::bail!("watch ended: {other:?}"),
+        }
+    };
+    phone.confirm(id, token, code, || {}).await?;
     loop {
         match watch.next().await? {
             Push::Snapshot(s) if s.state == LoginState::Confirmed => break,
