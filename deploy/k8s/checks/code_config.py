@@ -20,6 +20,11 @@ CONFIG_SOURCES = {
     "qrlogin-auth": "services/auth/src/config",
     "qrlogin-edge": "services/edge/src/config",
 }
+# Settings declared outside the config module and flattened into it: each of
+# the edge's transports owns its settings (services/edge/src/transport/).
+SETTINGS_SOURCES = {
+    "qrlogin-edge": ["services/edge/src/transport"],
+}
 ENV_RE = re.compile(r'\benv\s*=\s*"(QRLOGIN_[A-Z0-9_]+)"')
 DEFAULT_RE = re.compile(r'\bdefault_value\s*=\s*"([^"]*)"')
 PARSER_RE = re.compile(r"\bvalue_parser\s*=\s*([\w:]+)")
@@ -60,13 +65,16 @@ class ServiceConfig:
 
 
 def config_files(repo: Path, service: str) -> list[Path]:
-    """`config.rs`, or the files of a `config/` module, of one service."""
+    """`config.rs`, or the files of a `config/` module, of one service, and
+    the files that declare settings flattened into it."""
     stem = repo / CONFIG_SOURCES[service]
     files = []
     if stem.with_suffix(".rs").is_file():
         files.append(stem.with_suffix(".rs"))
     if stem.is_dir():
         files.extend(sorted(stem.rglob("*.rs")))
+    for extra in SETTINGS_SOURCES.get(service, []):
+        files.extend(sorted((repo / extra).rglob("*.rs")))
     return files
 
 

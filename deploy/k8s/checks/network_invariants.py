@@ -294,7 +294,7 @@ EGRESS = {
     "nats": {"nats": {6222}},
 }
 # Who may reach the edge's ports: port -> the one namespace allowed.
-EDGE_INGRESS = {8080: "ingress-nginx", 9090: "monitoring"}
+EDGE_INGRESS = {8080: "ingress-nginx", 50061: "ingress-nginx", 9090: "monitoring"}
 
 
 def _policies_of_type(objs, labels, kind):
@@ -370,8 +370,9 @@ def check_egress(objs, ctx):
 
 
 def check_edge_ports(objs, ctx):
-    """The edge's public port admits only the ingress controller's namespace,
-    its operations port only the monitoring namespace."""
+    """The edge's public port and its gRPC watch port admit only the ingress
+    controller's namespace, its operations port only the monitoring
+    namespace."""
     bad = []
     for wl in m.workload_for(objs, "qrlogin-edge"):
         c = next(c for c in m.containers(wl, init=False) if m.service_of(c) == "qrlogin-edge")
