@@ -77,7 +77,7 @@ run_step monitoring-rules timeout 120 deploy/monitoring/check.sh
 # serves both the end-to-end script and the browser tests, then stops.
 run_step e2e deploy/local/e2e.sh --start --keep
 run_step browser bash -c 'cd web/tests && node browser.test.mjs'
-# Prometheus on the same cluster, a 100-browser load, every query finds series
+# Prometheus on the same cluster, a 10-browser load, every query finds series
 # (bounded: the load stops at 90 s, the queries wait at most 30 s).
 run_step monitoring-queries timeout 300 deploy/monitoring/test-queries.sh
 deploy/local/down.sh >/dev/null 2>&1 || true
