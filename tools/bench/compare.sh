@@ -19,7 +19,8 @@
 #   tools/bench/compare.sh [--quick] [--out DIR]
 #
 # Full: 10,000 browsers, 30 s wait, confirms at 500/s. --quick: 200
-# browsers, 5 s wait, peers at 200, short throughput steps; it checks its
+# browsers, 3 s wait, a 2 s QR rotation, peers at 200, short throughput
+# steps; it checks its
 # own output and ends with "N passed, M failed" (tools/test.sh runs it).
 # Default DIR: artifacts/bench/compare/<UTC time>/. QRLOGIN_BENCH_NO_BUILD=1
 # uses the built release binaries. QRLOGIN_COMPARE_ONLY="sse grpc" runs only
@@ -64,6 +65,9 @@ export QRLOGIN_GRPC_MAX_CONNECTIONS="${QRLOGIN_GRPC_MAX_CONNECTIONS:-19000}"
 export QRLOGIN_POLL_INTERVAL="${QRLOGIN_POLL_INTERVAL:-1s}"
 if ((quick)); then
   N="${QRLOGIN_COMPARE_CLIENTS:-200}"; WAIT=3s; RATE=500
+  # The QR code rotates within the quick run's wait (2 s, 1 s grace), so
+  # every phone scans a payload that was pushed after the create.
+  export QRLOGIN_QR_ROTATION="${QRLOGIN_QR_ROTATION:-2s}" QRLOGIN_QR_GRACE="${QRLOGIN_QR_GRACE:-1s}"
   PEER_ARGS=(--quick --waiting "$N" --polling-sessions 50)
   TP_RATES=50,200,400; TP_STEP=2s
 else

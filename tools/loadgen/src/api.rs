@@ -6,34 +6,10 @@ use serde::Deserialize;
 
 use crate::http::{HttpError, Pool};
 
-/// The fields of a session snapshot that the load generator checks.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Snapshot {
-    pub session_id: String,
-    pub state: String,
-    pub version: u64,
-    /// While SCANNED: the number the browser shows (number matching).
-    #[serde(default)]
-    pub match_code: Option<u32>,
-}
-
-pub const FINAL_STATES: [&str; 4] = ["REDEEMED", "DENIED", "CANCELLED", "EXPIRED"];
-
-impl Snapshot {
-    pub fn is_final(&self) -> bool {
-        FINAL_STATES.contains(&self.state.as_str())
-    }
-
-    /// The protocol's rule: news when the version is higher, or when it is
-    /// final and the one held is not (a locally computed EXPIRED keeps the
-    /// last stored version).
-    pub fn is_newer_than(&self, held: Option<&Snapshot>) -> bool {
-        match held {
-            None => true,
-            Some(h) => self.version > h.version || (self.is_final() && !h.is_final()),
-        }
-    }
-}
+/// The session snapshot (the shared client's type, with its news rule:
+/// a higher version, a final state, or a later QR payload of the same
+/// PENDING version).
+pub use qrlogin_client::api::{LoginState, Snapshot};
 
 /// The create answer, minus the QR code.
 #[derive(Debug, Clone, Deserialize)]
@@ -187,24 +163,6 @@ pub async fn phone(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn snap(state: &str, version: u64) -> Snapshot {
-        Snapshot {
-            match_code: None,
-            session_id: "s".into(),
-            state: state.into(),
-            version,
-        }
-    }
-
-    #[test]
-    fn newer_follows_the_protocol_rule() {
-        assert!(snap("PENDING", 1).is_newer_than(None));
-        assert!(snap("SCANNED", 2).is_newer_than(Some(&snap("PENDING", 1))));
-        assert!(!snap("PENDING", 1).is_newer_than(Some(&snap("SCANNED", 2))));
-        assert!(snap("EXPIRED", 2).is_newer_than(Some(&snap("SCANNED", 2))));
-        assert!(!snap("EXPIRED", 2).is_newer_than(Some(&snap("EXPIRED", 2))));
-    }
 
     #[test]
     fn error_bodies_keep_their_code() {

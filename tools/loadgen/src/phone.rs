@@ -78,7 +78,7 @@ async fn phone_step(
             Err(e) if tries > 0 && e.code() == "failed_precondition" => {
                 return match stored_state(ctx, b).await {
                     Ok(s) if reached.contains(&s.state.as_str()) => Ok(()),
-                    Ok(s) => Err(format!("{action}: {e} (stored state {})", s.state)),
+                    Ok(s) => Err(format!("{action}: {e} (stored state {})", s.state.as_str())),
                     Err(read) => Err(format!("{action}: {e}; reading the state: {read}")),
                 };
             }
@@ -109,7 +109,7 @@ async fn match_code(ctx: &Ctx, b: &Browser) -> Result<u32, String> {
     match stored_state(ctx, b).await {
         Ok(s) => s
             .match_code
-            .ok_or_else(|| format!("no number to pick in state {}", s.state)),
+            .ok_or_else(|| format!("no number to pick in state {}", s.state.as_str())),
         Err(e) => Err(format!("reading the number to pick: {e}")),
     }
 }
@@ -120,7 +120,7 @@ pub async fn login(ctx: Arc<Ctx>, b: Arc<Browser>) {
         // The phone sends the payload it read from the screen, then its
         // user picks the number the browser shows (read here from what the
         // browser was pushed, or polled if the push is late).
-        let scan = serde_json::json!({ "qr_payload": b.qr_payload }).to_string();
+        let scan = serde_json::json!({ "qr_payload": b.qr_on_screen() }).to_string();
         let scanned = ["SCANNED", "CONFIRMED", "REDEEMED"];
         phone_step(&ctx, &b, "scan", scan.as_bytes(), &scanned).await?;
         let code = match_code(&ctx, &b).await?;
@@ -154,8 +154,14 @@ pub async fn redeem(ctx: Arc<Ctx>, b: Arc<Browser>) {
             Ok(()) => break,
             Err(e) if tries > 0 && e.code() == "failed_precondition" => {
                 match stored_state(&ctx, &b).await {
-                    Ok(s) if s.state == "REDEEMED" => break,
-                    Ok(s) => return fail(&ctx, &b, format!("redeem: {e} (stored {})", s.state)),
+                    Ok(s) if s.state == api::LoginState::Redeemed => break,
+                    Ok(s) => {
+                        return fail(
+                            &ctx,
+                            &b,
+                            format!("redeem: {e} (stored {})", s.state.as_str()),
+                        )
+                    }
                     Err(read) => return fail(&ctx, &b, format!("redeem: {e}; read: {read}")),
                 }
             }
@@ -181,14 +187,20 @@ pub async fn verify(ctx: Arc<Ctx>, b: Arc<Browser>) -> Result<(), String> {
         .await
         .map_err(|e| format!("reading the stored state: {e}"))?;
     match b.held() {
-        Some(held) if held == stored => Ok(()),
+        // The state and its version; the QR payload and the writing edge
+        // may differ between two reads of the same version.
+        Some(held) if (held.state, held.version) == (stored.state, stored.version) => Ok(()),
         Some(held) => Err(format!(
             "holds {} v{}, stored {} v{}",
-            held.state, held.version, stored.state, stored.version
+            held.state.as_str(),
+            held.version,
+            stored.state.as_str(),
+            stored.version
         )),
         None => Err(format!(
             "holds nothing, stored {} v{}",
-            stored.state, stored.version
+            stored.state.as_str(),
+            stored.version
         )),
     }
 }

@@ -35,7 +35,8 @@ pub struct Browser {
     pub index: usize,
     pub id: String,
     pub secret: String,
-    /// The QR payload on screen at create (the phone scans it).
+    /// The QR payload of the create answer (on screen until a rotation is
+    /// pushed).
     pub qr_payload: String,
     pub ws: bool,
     pub home: usize,
@@ -76,6 +77,15 @@ impl Browser {
 
     pub fn held(&self) -> Option<Snapshot> {
         self.held.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The QR payload on screen now: the newest one pushed (the edge
+    /// rotates it every `QRLOGIN_QR_ROTATION` without a new version), else
+    /// the one of the create answer. The phone scans this.
+    pub fn qr_on_screen(&self) -> String {
+        self.held()
+            .and_then(|s| s.qr_payload)
+            .unwrap_or_else(|| self.qr_payload.clone())
     }
 
     fn held_version(&self) -> Option<u64> {
@@ -200,13 +210,13 @@ fn on_snapshot(ctx: &Arc<Ctx>, b: &Arc<Browser>, snap: Snapshot) -> Result<bool,
     if b.connected_at.set(now).is_ok() {
         ctx.counters.connected.fetch_add(1, Ordering::Relaxed);
     }
-    let done = if snap.state == "CONFIRMED" {
+    let done = if snap.state == api::LoginState::Confirmed {
         if b.confirmed_at.set(now).is_ok() && ctx.plan.redeem {
             tokio::spawn(crate::phone::redeem(ctx.clone(), b.clone()));
         }
         !ctx.plan.redeem
     } else {
-        snap.is_final()
+        snap.state.is_final()
     };
     if done && b.done_at.set(now).is_ok() {
         ctx.counters.done.fetch_add(1, Ordering::Relaxed);

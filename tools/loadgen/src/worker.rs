@@ -302,8 +302,8 @@ impl Worker {
                 last_done = last_done.max(done);
             }
             match b.held() {
-                Some(s) if s.state == goal => r.reached_goal += 1,
-                Some(s) if s.is_final() => r.wrong_final += 1,
+                Some(s) if s.state.as_str() == goal => r.reached_goal += 1,
+                Some(s) if s.state.is_final() => r.wrong_final += 1,
                 _ => {}
             }
             if let Some(f) = b.failure.get() {

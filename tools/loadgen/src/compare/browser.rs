@@ -90,8 +90,9 @@ impl Shared {
 #[derive(Default)]
 pub struct Slot {
     pub id: OnceLock<String>,
-    /// The QR payload on screen at create (the phone scans it).
-    pub qr: OnceLock<String>,
+    /// The QR payload on screen: the create answer's, then the newest one
+    /// pushed (rotations keep the version). The phone scans it.
+    pub qr: Mutex<String>,
     /// The number the browser shows once SCANNED (the phone picks it).
     pub match_code: OnceLock<u32>,
     /// The edge that answered its first snapshot.
@@ -103,6 +104,15 @@ pub struct Slot {
 }
 
 impl Slot {
+    /// The QR payload on screen now.
+    pub fn qr_on_screen(&self) -> String {
+        self.qr.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn show_qr(&self, payload: &str) {
+        *self.qr.lock().unwrap_or_else(|p| p.into_inner()) = payload.to_owned();
+    }
+
     fn release(&self) {
         self.permit.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
@@ -173,6 +183,9 @@ fn seen(sh: &Shared, slot: &Slot, held: &mut Option<Snapshot>, s: Snapshot) -> b
         slot.release();
     }
     let state = s.state;
+    if let (LoginState::Pending, Some(payload)) = (state, &s.qr_payload) {
+        slot.show_qr(payload);
+    }
     if let (LoginState::Scanned, Some(code)) = (state, s.match_code) {
         let _ = slot.match_code.set(code);
     }
@@ -198,7 +211,7 @@ async fn watch(sh: &Shared, slot: &Slot, i: usize) -> anyhow::Result<()> {
     let created = sh.creators[i % sh.creators.len()].create().await?;
     let (id, secret) = (created.id().to_owned(), created.browser_secret.clone());
     let _ = slot.id.set(id.clone());
-    let _ = slot.qr.set(created.qr_payload().to_owned());
+    slot.show_qr(created.qr_payload());
     // What a first long poll says it holds: nothing (`since=0`), so it is
     // answered at once, like a stream's first snapshot.
     let mut nothing = created.snapshot.clone();

@@ -228,7 +228,7 @@ pub async fn transport(a: TransportArgs) -> anyhow::Result<bool> {
             let id = slot.id.get().cloned().unwrap_or_default();
             let phone = phones.other_than(slot.node.get().and_then(|n| n.as_deref()), i + 1);
             let r = async {
-                let qr = slot.qr.get().cloned().unwrap_or_default();
+                let qr = slot.qr_on_screen();
                 phone.scan(&id, &token, &qr).await?;
                 // The user picks the number the browser shows.
                 let code = browser::match_code(&slot).await?;
