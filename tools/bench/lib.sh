@@ -93,7 +93,10 @@ edge_urls() {
   for ((i = $1; i <= $2; i++)); do out+=("$(edge_url "edge-$i")"); done
   (IFS=,; echo "${out[*]}")
 }
-pid_of() { cat "$RUN/pids/$1" 2>/dev/null; }
+# The pid of a component, empty (and success) when it is not running: under
+# `set -e` a failing `pid="$(pid_of x)"` would end the caller (an exit trap
+# that stops what is already stopped would turn a passed run into status 1).
+pid_of() { cat "$RUN/pids/$1" 2>/dev/null || true; }
 
 spawn() {
   local name="$1"
@@ -166,18 +169,26 @@ start_auth() {
 }
 
 start_edge() {
-  local name="$1"
+  # start_edge NAME [GRPC_PORT] [AUTH_URL]: the gRPC watch port is off
+  # unless given (or QRLOGIN_EDGE_GRPC_LISTEN says otherwise); auth is
+  # reached at AUTH_URL (default: the run's auth).
+  local name="$1" grpc_port="${2:-}" auth_url="${3:-$AUTH_URL}" grpc_listen
+  grpc_listen="${QRLOGIN_EDGE_GRPC_LISTEN:-off}"
+  [[ -n "$grpc_port" ]] && grpc_listen="127.0.0.1:$grpc_port"
   spawn "$name" env \
     QRLOGIN_EDGE_LISTEN="127.0.0.1:$(edge_port "$name")" \
-    QRLOGIN_EDGE_GRPC_LISTEN="${QRLOGIN_EDGE_GRPC_LISTEN:-off}" \
+    QRLOGIN_EDGE_GRPC_LISTEN="$grpc_listen" \
     QRLOGIN_OPS_LISTEN="127.0.0.1:$(edge_ops_port "$name")" \
     QRLOGIN_NODE_NAME="$name" \
-    QRLOGIN_AUTH_URL="$AUTH_URL" \
+    QRLOGIN_AUTH_URL="$auth_url" \
     QRLOGIN_NATS_URL="$NATS_URL" \
     QRLOGIN_NATS_NKEY_SEED_FILE="$RUN/keys/nats-edge.seed" \
     QRLOGIN_AUTH_SERVICE_TOKEN_FILE="$RUN/keys/service-token" \
     "$EDGE_BIN"
   wait_port "$(edge_port "$name")" 30 || bench_die "$name did not start (see $RUN/logs/$name.log)"
+  if [[ -n "$grpc_port" ]]; then
+    wait_port "$grpc_port" 30 || bench_die "$name's gRPC port is not open"
+  fi
   wait_edge_ready "$name"
 }
 

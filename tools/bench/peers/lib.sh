@@ -49,7 +49,10 @@ peers_spawn() {
   echo $! >"$RUN/pids/$name"
 }
 
-pid_of() { cat "$RUN/pids/$1" 2>/dev/null; }
+# The pid of a component, empty (and success) when it is not running: under
+# `set -e` a failing `pid="$(pid_of x)"` would end the caller (an exit trap
+# that stops what is already stopped would turn a passed run into status 1).
+pid_of() { cat "$RUN/pids/$1" 2>/dev/null || true; }
 
 # Stops NAME's whole process group: SIGTERM, SIGKILL after $2 s (default 5).
 peers_stop() {
