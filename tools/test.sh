@@ -84,7 +84,7 @@ deploy/local/down.sh >/dev/null 2>&1 || true
 # A small load run on a throw-away cluster (release binaries from above):
 # 200 browsers over two edges, one edge killed mid-way, nothing lost.
 run_step load-smoke bash -c 'cargo build --release --locked -q -p qrlogin-loadgen && QRLOGIN_BENCH_NO_BUILD=1 tools/bench/smoke.sh'
-# The comparison of tools/bench/compare.sh at 200 browsers (2–5 minutes,
+# The comparison of tools/bench/compare.sh at 200 browsers (about 2 minutes,
 # with the load of the machine): every transport and peer present, every event delivered.
 run_step compare-quick bash -c 'cargo build --release --locked -q -p qrlogin-auth -p qrlogin-edge -p qrlogin-loadgen -p qrlogin-charts -p qrlogin-peer-sse && QRLOGIN_BENCH_NO_BUILD=1 tools/bench/compare.sh --quick --out artifacts/bench/compare/quick'
 
