@@ -450,7 +450,7 @@ print(f"watcher, scan and confirm all via HAProxy; confirm->event median {med:.2
 # grpc METHOD [FIELDS]: a phone-side call for SID, FIELDS being more JSON
 # members (e.g. '"match_code":42').
 grpc() {
-  "$GRPCURL" -plaintext -import-path "$ROOT/proto" -proto qrlogin/auth/v1/auth.proto \
+  "$GRPCURL" "${GRPCURL_AUTH_TLS[@]}" -import-path "$ROOT/proto" -proto qrlogin/auth/v1/auth.proto \
     -H "authorization: Bearer $GRPC_TOKEN" -d "{\"session_id\":\"$SID\"${2:+,$2}}" \
     "$AUTH_ADDR" "qrlogin.auth.v1.AuthService/$1"
 }
@@ -468,12 +468,14 @@ haproxy_server_up() {
 # from the answer` take field a.b of the previous command's JSON answer; a
 # command followed by comment lines naming `Code: X` must fail with that
 # code, every other command must succeed. The only edits are where this
-# cluster differs from the README's defaults: the auth address and the
-# binaries' directory. Prints the script on stdout.
+# cluster differs from the README's defaults: the auth address, the
+# binaries' directory and, in a TLS cluster (up.sh --tls), `-cacert <the
+# local CA>` instead of `-plaintext` (every command of the block reaches auth).
+# Prints the script on stdout.
 readme_grpcurl_script() {
-  python3 - "$ROOT/README.md" "$AUTH_ADDR" "$QRLOGIN_LOCAL_BIN_DIR" <<'PY'
+  python3 - "$ROOT/README.md" "$AUTH_ADDR" "$QRLOGIN_LOCAL_BIN_DIR" "${GRPCURL_AUTH_TLS[*]}" <<'PY'
 import re, shlex, sys
-readme, auth_addr, bin_dir = sys.argv[1:]
+readme, auth_addr, bin_dir, auth_tls = sys.argv[1:]
 text = open(readme).read()
 start = text.index("## gRPC API (grpcurl)")
 block = re.search(r"```sh\n(.*?)```", text[start:], re.S)
@@ -481,6 +483,9 @@ if not block:
     sys.exit("no ```sh block under '## gRPC API (grpcurl)' in README.md")
 body = block.group(1).replace("127.0.0.1:50051", auth_addr)
 body = body.replace("target/release/", bin_dir.rstrip("/") + "/")
+# Every command of the block talks to auth.
+if auth_tls != "-plaintext":
+    body = body.replace("-plaintext", auth_tls)
 lines, pending = [], ""
 for raw in body.splitlines():
     if raw.endswith("\\"):

@@ -14,6 +14,8 @@
 #                                  it at the end; --keep leaves it running
 #   deploy/local/e2e.sh --no-build with --start: skip bootstrap and build
 #   QRLOGIN_E2E_ONLY=REGEX         run only the checks whose name matches
+#   QRLOGIN_LOCAL_TLS=true         with --start: a TLS cluster (up.sh --tls),
+#                                  plus a check that plaintext is refused
 #
 # Each check prints one line, "ok - ..." or "FAIL - ...", saying which path
 # each request took: "via HAProxy" (the node that answered is read from
@@ -378,12 +380,43 @@ if [[ -z "$USER_TOKEN" || -z "$GRPC_TOKEN" ]]; then
   exit 1
 fi
 
+# A TLS cluster (up.sh --tls): NATS requires TLS, auth refuses plaintext
+# and answers over TLS verified against the local CA. (Every other check
+# then runs with auth and the edges on tls:// and the edges on https.)
+check_tls() {
+  local info out
+  info="$(python3 - "$QRLOGIN_LOCAL_NATS_PORT" <<'PY'
+import json, socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=3)
+line = b""
+while not line.endswith(b"\r\n"):
+    chunk = s.recv(4096)
+    if not chunk:
+        break
+    line += chunk
+print(json.loads(line.split(b" ", 1)[1]).get("tls_required", False))
+PY
+  )" || { echo "cannot read NATS's INFO line"; return 1; }
+  [[ "$info" == True ]] || { echo "NATS does not require TLS (tls_required: $info)"; return 1; }
+  if out="$("$GRPCURL" -plaintext -connect-timeout 3 "$AUTH_ADDR" list 2>&1)"; then
+    echo "auth answered a plaintext call: $out"
+    return 1
+  fi
+  out="$("$GRPCURL" "${GRPCURL_AUTH_TLS[@]}" -connect-timeout 5 "$AUTH_ADDR" grpc.health.v1.Health/Check 2>&1)" ||
+    { echo "auth over TLS: $out"; return 1; }
+  [[ "$out" == *SERVING* ]] || { echo "auth over TLS: $out"; return 1; }
+  echo "NATS says tls_required; a plaintext gRPC call to auth fails; over TLS (local CA) auth answers SERVING"
+}
+
 label_of() {
   case "$1" in
     poll) echo "short polling" ;; longpoll) echo "long polling" ;; sse) echo "SSE" ;;
     ws) echo "WebSocket" ;; stomp) echo "STOMP" ;; grpc) echo "gRPC watch" ;;
   esac
 }
+if [[ "$QRLOGIN_LOCAL_TLS" == true ]]; then
+  check "TLS: NATS and auth refuse plaintext clients" check_tls
+fi
 for t in poll longpoll sse ws stomp grpc; do
   label="$(label_of "$t")"
   check "$label: watcher on edge-1 gets SCANNED and CONFIRMED made on edge-2" check_transport "$t"

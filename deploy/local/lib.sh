@@ -44,6 +44,9 @@ fi
 : "${QRLOGIN_LOCAL_NATS_MONITOR_PORT:=8222}"
 : "${QRLOGIN_LOCAL_PUBLIC_URL:=http://127.0.0.1:${QRLOGIN_LOCAL_HTTP_PORT}}"
 : "${QRLOGIN_LOCAL_BIN_DIR:=$ROOT/target/release}"
+# true: NATS over TLS (tls://) and edge -> auth gRPC over TLS, with a CA and
+# a server certificate for 127.0.0.1 made here (run/tls/); up.sh --tls.
+: "${QRLOGIN_LOCAL_TLS:=false}"
 
 TOOLS_BIN="$ROOT/.tools/bin"
 AUTH_BIN="$QRLOGIN_LOCAL_BIN_DIR/qrlogin-auth"
@@ -60,7 +63,17 @@ EDGE2_GRPC_ADDR="127.0.0.1:${QRLOGIN_LOCAL_EDGE2_GRPC_PORT}"
 EDGE1_OPS_URL="http://127.0.0.1:${QRLOGIN_LOCAL_EDGE1_OPS_PORT}"
 EDGE2_OPS_URL="http://127.0.0.1:${QRLOGIN_LOCAL_EDGE2_OPS_PORT}"
 AUTH_ADDR="127.0.0.1:${QRLOGIN_LOCAL_AUTH_PORT}"
-NATS_URL="nats://127.0.0.1:${QRLOGIN_LOCAL_NATS_PORT}"
+TLS_DIR="$RUN_DIR/tls"
+if [[ "$QRLOGIN_LOCAL_TLS" == true ]]; then
+  NATS_URL="tls://127.0.0.1:${QRLOGIN_LOCAL_NATS_PORT}"
+  AUTH_URL="https://$AUTH_ADDR"
+  # How grpcurl reaches auth: verifying its certificate against the local CA.
+  GRPCURL_AUTH_TLS=(-cacert "$TLS_DIR/ca.pem")
+else
+  NATS_URL="nats://127.0.0.1:${QRLOGIN_LOCAL_NATS_PORT}"
+  AUTH_URL="http://$AUTH_ADDR"
+  GRPCURL_AUTH_TLS=(-plaintext)
+fi
 NATS_MONITOR_URL="http://127.0.0.1:${QRLOGIN_LOCAL_NATS_MONITOR_PORT}"
 STATS_URL="http://127.0.0.1:${QRLOGIN_LOCAL_STATS_PORT}/"
 
@@ -83,7 +96,7 @@ save_cluster_env() {
       QRLOGIN_LOCAL_EDGE2_OPS_PORT QRLOGIN_LOCAL_AUTH_PORT \
       QRLOGIN_LOCAL_GRPC_PORT QRLOGIN_LOCAL_EDGE1_GRPC_PORT QRLOGIN_LOCAL_EDGE2_GRPC_PORT \
       QRLOGIN_LOCAL_NATS_PORT QRLOGIN_LOCAL_NATS_MONITOR_PORT QRLOGIN_LOCAL_PUBLIC_URL \
-      QRLOGIN_LOCAL_AUTH_OPS_PORT \
+      QRLOGIN_LOCAL_AUTH_OPS_PORT QRLOGIN_LOCAL_TLS \
       QRLOGIN_LOCAL_BIN_DIR; do
       printf '%s=%q\n' "$v" "${!v}"
     done
@@ -176,14 +189,43 @@ make_keys() {
     die "qrlogin-auth dev-keygen could not write $KEY_DIR"
 }
 
+# With QRLOGIN_LOCAL_TLS=true: a CA and one server certificate (P-256,
+# for IP 127.0.0.1 and localhost) that NATS and auth present, in run/tls/.
+# Items already there are kept. Development only: the prod overlay takes
+# certificates from Secrets (docs/security.md).
+make_certs() {
+  [[ "$QRLOGIN_LOCAL_TLS" == true ]] || return 0
+  [[ -s "$TLS_DIR/ca.pem" && -s "$TLS_DIR/server.pem" && -s "$TLS_DIR/server.key" ]] && return 0
+  command -v openssl >/dev/null || die "openssl is needed for QRLOGIN_LOCAL_TLS=true"
+  mkdir -p "$TLS_DIR"
+  (
+    cd "$TLS_DIR" || exit 1
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+      -subj "/CN=qrlogin local CA" -keyout ca.key -out ca.pem \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" &&
+      openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+        -subj "/CN=localhost" -keyout server.key -out server.csr &&
+      printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost" "basicConstraints=CA:FALSE" \
+        "keyUsage=critical,digitalSignature" "extendedKeyUsage=serverAuth" >server.ext &&
+      openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 30 \
+        -extfile server.ext -out server.pem
+  ) >"$LOG_DIR/tls.log" 2>&1 || die "could not make the local certificates (see $LOG_DIR/tls.log)"
+  chmod 600 "$TLS_DIR"/*.key
+}
+
 # nats.conf with the qrlogin accounts: the nkey users auth and edge with
 # least-privilege permissions, nobody anonymous (services/auth/src/nats_accounts.rs).
 render_nats_conf() {
-  mkdir -p "$RUN_DIR" "$NATS_STORE"
+  local tls=()
+  mkdir -p "$RUN_DIR" "$NATS_STORE" "$LOG_DIR"
+  if [[ "$QRLOGIN_LOCAL_TLS" == true ]]; then
+    make_certs
+    tls=(--tls-cert "$TLS_DIR/server.pem" --tls-key "$TLS_DIR/server.key")
+  fi
   "$AUTH_BIN" dev-nats-config --keys "$KEY_DIR" \
     --listen "127.0.0.1:$QRLOGIN_LOCAL_NATS_PORT" \
     --http-port "$QRLOGIN_LOCAL_NATS_MONITOR_PORT" --server-name qrlogin-local \
-    --store-dir "$NATS_STORE" >"$RUN_DIR/nats.conf" ||
+    --store-dir "$NATS_STORE" "${tls[@]}" >"$RUN_DIR/nats.conf" ||
     die "qrlogin-auth dev-nats-config failed"
 }
 
@@ -192,8 +234,26 @@ start_nats() {
   spawn nats "$NATS_BIN" --config "$RUN_DIR/nats.conf"
 }
 
+# TLS settings of a NATS client (auth, edges) and of auth's gRPC server.
+nats_tls_env() {
+  [[ "$QRLOGIN_LOCAL_TLS" == true ]] && echo "QRLOGIN_NATS_TLS_CA_FILE=$TLS_DIR/ca.pem"
+  return 0
+}
+auth_tls_env() {
+  [[ "$QRLOGIN_LOCAL_TLS" == true ]] &&
+    printf '%s\n' "QRLOGIN_AUTH_TLS_CERT_FILE=$TLS_DIR/server.pem" "QRLOGIN_AUTH_TLS_KEY_FILE=$TLS_DIR/server.key"
+  return 0
+}
+edge_tls_env() {
+  [[ "$QRLOGIN_LOCAL_TLS" == true ]] && echo "QRLOGIN_AUTH_TLS_CA_FILE=$TLS_DIR/ca.pem"
+  return 0
+}
+
 start_auth() {
-  spawn auth env \
+  make_certs
+  local tls
+  mapfile -t tls < <(nats_tls_env; auth_tls_env)
+  spawn auth env "${tls[@]}" \
     QRLOGIN_AUTH_LISTEN="127.0.0.1:$QRLOGIN_LOCAL_AUTH_PORT" \
     QRLOGIN_AUTH_OPS_LISTEN="127.0.0.1:$QRLOGIN_LOCAL_AUTH_OPS_PORT" \
     QRLOGIN_NATS_URL="$NATS_URL" \
@@ -229,15 +289,17 @@ start_edge() {
     edge-2) port="$QRLOGIN_LOCAL_EDGE2_PORT" ops_port="$QRLOGIN_LOCAL_EDGE2_OPS_PORT" grpc_port="$QRLOGIN_LOCAL_EDGE2_GRPC_PORT" ;;
     *) die "unknown edge '$name'" ;;
   esac
+  local tls
+  mapfile -t tls < <(nats_tls_env; edge_tls_env)
   # The operations port stays on loopback even when QRLOGIN_LOCAL_BIND opens
   # the public one to the network (for a phone on the same Wi-Fi).
-  spawn "$name" env \
+  spawn "$name" env "${tls[@]}" \
     QRLOGIN_EDGE_LISTEN="$QRLOGIN_LOCAL_BIND:$port" \
     QRLOGIN_EDGE_GRPC_LISTEN="$QRLOGIN_LOCAL_BIND:$grpc_port" \
     QRLOGIN_GRPC_REFLECTION="${QRLOGIN_GRPC_REFLECTION:-true}" \
     QRLOGIN_OPS_LISTEN="127.0.0.1:$ops_port" \
     QRLOGIN_NODE_NAME="$name" \
-    QRLOGIN_AUTH_URL="http://$AUTH_ADDR" \
+    QRLOGIN_AUTH_URL="$AUTH_URL" \
     QRLOGIN_NATS_URL="$NATS_URL" \
     QRLOGIN_NATS_NKEY_SEED_FILE="$KEY_DIR/nats-edge.seed" \
     QRLOGIN_AUTH_SERVICE_TOKEN_FILE="$KEY_DIR/service-token" \

@@ -7,6 +7,10 @@
 #   deploy/local/up.sh --detach     same, but return once everything is ready
 #                                   (stop with deploy/local/down.sh)
 #   deploy/local/up.sh --no-build   skip tools/bootstrap.sh and cargo build
+#   deploy/local/up.sh --tls        NATS over TLS and edge -> auth gRPC over
+#                                   TLS, with a local CA and certificate made
+#                                   in deploy/local/run/tls/ (same as
+#                                   QRLOGIN_LOCAL_TLS=true)
 #   deploy/local/up.sh --with-monitoring   also Prometheus (Debian's package) scraping
 #                                   auth and both edges, with the rules of
 #                                   deploy/monitoring/ (deploy/local/monitoring.sh)
@@ -26,6 +30,9 @@
 set -euo pipefail
 
 export QRLOGIN_LOCAL_IGNORE_RUNNING=1
+for arg in "$@"; do
+  [[ "$arg" == --tls ]] && export QRLOGIN_LOCAL_TLS=true
+done
 # shellcheck source=deploy/local/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # shellcheck source=deploy/local/monitoring.sh
@@ -40,6 +47,7 @@ for arg in "$@"; do
     --detach | -d) detach=1 ;;
     --no-build) build=0 ;;
     --with-monitoring) monitoring=1 ;;
+    --tls) ;;
     -h | --help)
       sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'
       exit 0
@@ -118,7 +126,7 @@ qrlogin local cluster is up.
   HAProxy stats        $STATS_URL
   Edges (direct)       edge-1 $EDGE1_URL   edge-2 $EDGE2_URL
   Edges (operations)   edge-1 $EDGE1_OPS_URL/metrics   edge-2 $EDGE2_OPS_URL/metrics
-  gRPC (auth)          $AUTH_ADDR    e.g. $TOOLS_BIN/grpcurl -plaintext -import-path $ROOT/proto -proto qrlogin/auth/v1/auth.proto $AUTH_ADDR describe
+  gRPC (auth)          $AUTH_ADDR    e.g. $TOOLS_BIN/grpcurl ${GRPCURL_AUTH_TLS[*]} -import-path $ROOT/proto -proto qrlogin/auth/v1/auth.proto $AUTH_ADDR describe
   NATS                 $NATS_URL    monitor $NATS_MONITOR_URL/
   auth metrics         http://127.0.0.1:$QRLOGIN_LOCAL_AUTH_OPS_PORT/metrics
   $monitoring_line
