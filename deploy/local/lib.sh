@@ -69,10 +69,17 @@ if [[ "$QRLOGIN_LOCAL_TLS" == true ]]; then
   AUTH_URL="https://$AUTH_ADDR"
   # How grpcurl reaches auth: verifying its certificate against the local CA.
   GRPCURL_AUTH_TLS=(-cacert "$TLS_DIR/ca.pem")
+  # TLS settings of NATS's server, of every NATS client (auth, edges), of
+  # auth's gRPC server and of the edges' auth client.
+  NATS_TLS_ARGS=(--tls-cert "$TLS_DIR/server.pem" --tls-key "$TLS_DIR/server.key")
+  NATS_CLIENT_TLS_ENV=("QRLOGIN_NATS_TLS_CA_FILE=$TLS_DIR/ca.pem")
+  AUTH_TLS_ENV=("QRLOGIN_AUTH_TLS_CERT_FILE=$TLS_DIR/server.pem" "QRLOGIN_AUTH_TLS_KEY_FILE=$TLS_DIR/server.key")
+  EDGE_TLS_ENV=("QRLOGIN_AUTH_TLS_CA_FILE=$TLS_DIR/ca.pem")
 else
   NATS_URL="nats://127.0.0.1:${QRLOGIN_LOCAL_NATS_PORT}"
   AUTH_URL="http://$AUTH_ADDR"
   GRPCURL_AUTH_TLS=(-plaintext)
+  NATS_TLS_ARGS=() NATS_CLIENT_TLS_ENV=() AUTH_TLS_ENV=() EDGE_TLS_ENV=()
 fi
 NATS_MONITOR_URL="http://127.0.0.1:${QRLOGIN_LOCAL_NATS_MONITOR_PORT}"
 STATS_URL="http://127.0.0.1:${QRLOGIN_LOCAL_STATS_PORT}/"
@@ -216,16 +223,12 @@ make_certs() {
 # nats.conf with the qrlogin accounts: the nkey users auth and edge with
 # least-privilege permissions, nobody anonymous (services/auth/src/nats_accounts.rs).
 render_nats_conf() {
-  local tls=()
   mkdir -p "$RUN_DIR" "$NATS_STORE" "$LOG_DIR"
-  if [[ "$QRLOGIN_LOCAL_TLS" == true ]]; then
-    make_certs
-    tls=(--tls-cert "$TLS_DIR/server.pem" --tls-key "$TLS_DIR/server.key")
-  fi
+  make_certs
   "$AUTH_BIN" dev-nats-config --keys "$KEY_DIR" \
     --listen "127.0.0.1:$QRLOGIN_LOCAL_NATS_PORT" \
     --http-port "$QRLOGIN_LOCAL_NATS_MONITOR_PORT" --server-name qrlogin-local \
-    --store-dir "$NATS_STORE" "${tls[@]}" >"$RUN_DIR/nats.conf" ||
+    --store-dir "$NATS_STORE" "${NATS_TLS_ARGS[@]}" >"$RUN_DIR/nats.conf" ||
     die "qrlogin-auth dev-nats-config failed"
 }
 
@@ -234,26 +237,9 @@ start_nats() {
   spawn nats "$NATS_BIN" --config "$RUN_DIR/nats.conf"
 }
 
-# TLS settings of a NATS client (auth, edges) and of auth's gRPC server.
-nats_tls_env() {
-  [[ "$QRLOGIN_LOCAL_TLS" == true ]] && echo "QRLOGIN_NATS_TLS_CA_FILE=$TLS_DIR/ca.pem"
-  return 0
-}
-auth_tls_env() {
-  [[ "$QRLOGIN_LOCAL_TLS" == true ]] &&
-    printf '%s\n' "QRLOGIN_AUTH_TLS_CERT_FILE=$TLS_DIR/server.pem" "QRLOGIN_AUTH_TLS_KEY_FILE=$TLS_DIR/server.key"
-  return 0
-}
-edge_tls_env() {
-  [[ "$QRLOGIN_LOCAL_TLS" == true ]] && echo "QRLOGIN_AUTH_TLS_CA_FILE=$TLS_DIR/ca.pem"
-  return 0
-}
-
 start_auth() {
   make_certs
-  local tls
-  mapfile -t tls < <(nats_tls_env; auth_tls_env)
-  spawn auth env "${tls[@]}" \
+  spawn auth env "${NATS_CLIENT_TLS_ENV[@]}" "${AUTH_TLS_ENV[@]}" \
     QRLOGIN_AUTH_LISTEN="127.0.0.1:$QRLOGIN_LOCAL_AUTH_PORT" \
     QRLOGIN_AUTH_OPS_LISTEN="127.0.0.1:$QRLOGIN_LOCAL_AUTH_OPS_PORT" \
     QRLOGIN_NATS_URL="$NATS_URL" \
@@ -289,11 +275,9 @@ start_edge() {
     edge-2) port="$QRLOGIN_LOCAL_EDGE2_PORT" ops_port="$QRLOGIN_LOCAL_EDGE2_OPS_PORT" grpc_port="$QRLOGIN_LOCAL_EDGE2_GRPC_PORT" ;;
     *) die "unknown edge '$name'" ;;
   esac
-  local tls
-  mapfile -t tls < <(nats_tls_env; edge_tls_env)
   # The operations port stays on loopback even when QRLOGIN_LOCAL_BIND opens
   # the public one to the network (for a phone on the same Wi-Fi).
-  spawn "$name" env "${tls[@]}" \
+  spawn "$name" env "${NATS_CLIENT_TLS_ENV[@]}" "${EDGE_TLS_ENV[@]}" \
     QRLOGIN_EDGE_LISTEN="$QRLOGIN_LOCAL_BIND:$port" \
     QRLOGIN_EDGE_GRPC_LISTEN="$QRLOGIN_LOCAL_BIND:$grpc_port" \
     QRLOGIN_GRPC_REFLECTION="${QRLOGIN_GRPC_REFLECTION:-true}" \
