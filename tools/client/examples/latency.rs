@@ -34,11 +34,7 @@ use std::{net::SocketAddr, time::Duration};
 use anyhow::{bail, Context};
 use qrlogin_client::{
     api::{Client, LoginState, Snapshot},
-    grpc::{self, GrpcWatch},
-    sse::SseWatch,
-    stomp::{StompOptions, StompWatch},
-    watch::Push,
-    ws::WsWatch,
+    watch::{AnyWatch, Transport, WatchOptions},
 };
 use tokio::time::{timeout, Instant};
 
@@ -98,30 +94,13 @@ fn args() -> anyhow::Result<Args> {
     Ok(a)
 }
 
-/// A watch of any kind, reduced to "the next snapshot".
-enum Watch {
-    Sse(SseWatch),
-    Ws(WsWatch),
-    Stomp(Box<StompWatch>),
-    Grpc(GrpcWatch),
-}
-
-impl Watch {
-    /// When a snapshot in `want` arrived, and the snapshot (its `node` is
-    /// the edge that sent it).
-    async fn next_state(&mut self, want: LoginState) -> anyhow::Result<(Instant, Snapshot)> {
-        loop {
-            let push = match self {
-                Watch::Sse(w) => w.next().await?,
-                Watch::Ws(w) => w.next().await?,
-                Watch::Stomp(w) => w.next().await?,
-                Watch::Grpc(w) => w.next().await?,
-            };
-            match push {
-                Push::Snapshot(s) if s.state == want => return Ok((Instant::now(), s)),
-                Push::Snapshot(_) | Push::Retry(_) => continue,
-                other => bail!("the watch ended before {want:?}: {other:?}"),
-            }
+/// When a snapshot in `want` arrived, and the snapshot (its `node` is the
+/// edge that sent it).
+async fn next_state(w: &mut AnyWatch, want: LoginState) -> anyhow::Result<(Instant, Snapshot)> {
+    loop {
+        let s = w.next_snapshot().await?;
+        if s.state == want {
+            return Ok((Instant::now(), s));
         }
     }
 }
@@ -184,32 +163,26 @@ async fn sample(
         let cross = answer.node.as_deref() != Some(phone_node.as_str());
         return Ok((at - *sent.get().context("confirm never sent")?, cross));
     }
-    let mut w = match transport {
-        "sse" => Watch::Sse(SseWatch::open(args.watch, None, &id, &secret, None).await?),
-        "stomp" => Watch::Stomp(Box::new(
-            StompWatch::open(args.watch, None, &id, &secret, StompOptions::default()).await?,
-        )),
-        "grpc" => {
-            // A fresh connection per sample, as a client would hold its own,
-            // so that a balancer picks an edge each time.
-            let addr = args.grpc.context("--grpc")?;
-            let channel = grpc::channel(addr, None).await?;
-            Watch::Grpc(GrpcWatch::open(channel, &id, &secret, None).await?)
-        }
-        _ => Watch::Ws(WsWatch::open(args.watch, None, &id, &secret, None, None).await?),
+    let transport = Transport::parse(transport).context("unknown transport")?;
+    // A gRPC watch opens a fresh connection per sample, as a client would
+    // hold its own, so that a balancer picks an edge each time.
+    let addr = match transport {
+        Transport::Grpc => args.grpc.context("--grpc")?,
+        _ => args.watch,
     };
-    let (_, pending) = timeout(WAIT, w.next_state(LoginState::Pending)).await??;
+    let mut w = AnyWatch::open(transport, addr, &id, &secret, &WatchOptions::default()).await?;
+    let (_, pending) = timeout(WAIT, next_state(&mut w, LoginState::Pending)).await??;
     let (phone, phone_node) = phones.other_than(pending.node.as_deref(), i);
     // The phone reads the QR code on screen; the user picks the number shown.
     let payload = pending
         .qr_payload
         .unwrap_or_else(|| created.qr_payload().to_owned());
     phone.scan(&id, token, &payload).await?;
-    let (_, scanned) = timeout(WAIT, w.next_state(LoginState::Scanned)).await??;
+    let (_, scanned) = timeout(WAIT, next_state(&mut w, LoginState::Scanned)).await??;
     let code = scanned.match_code.unwrap_or_default();
     let (answer, at) = tokio::join!(
         phone.confirm(&id, token, code, on_send),
-        timeout(WAIT, w.next_state(LoginState::Confirmed))
+        timeout(WAIT, next_state(&mut w, LoginState::Confirmed))
     );
     answer?;
     let (at, confirmed) = at??;

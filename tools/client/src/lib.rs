@@ -16,7 +16,9 @@
 //!   specification apart from the edge's), subscribe with `since`, cancel,
 //!   disconnect with a receipt.
 //! - [`grpc`]: the `qrlogin.watch.v1.LoginWatch` stream.
-//! - [`watch`]: what every watch yields ([`watch::Push`]) and its errors.
+//! - [`watch`]: what every watch yields ([`watch::Push`]) and its errors;
+//!   [`watch::AnyWatch`], a watch over a [`watch::Transport`] chosen at run
+//!   time.
 //! - [`key`]: the key of key-bound redemption for clients that are not
 //!   browsers (a P-256 key, its JWK and thumbprint, proofs).
 //!
@@ -25,31 +27,31 @@
 //! reconnects is the caller's policy (the load generator reconnects to the
 //! next edge, a test asserts).
 //!
-//! # Who uses it (and how they move to it)
+//! # Who uses it
 //!
-//! - **The load generator** (`tools/loadgen`) keeps its coordinator, worker
-//!   and report; its `http.rs`, `sse.rs`, `api.rs` and the per-transport
-//!   halves of `watch.rs` are this crate's [`http`], [`sse`], [`api`] and
-//!   [`sse::SseWatch`]/[`ws::WsWatch`] (they started as those files). Its
-//!   `watch::run` loop becomes a `match` over transports calling
-//!   `SseWatch::open`, `WsWatch::open`, `StompWatch::open` (with heart-beat
-//!   `0,<cy>` so no client timer runs) or `GrpcWatch::open` (one shared
-//!   [`grpc::channel`] per worker and edge), feeding `Push::Snapshot` to its
-//!   `on_snapshot`. Phones use [`api::Client::scan`] and
-//!   [`api::Client::confirm`] with `on_send` starting the latency clock.
-//! - **The edge's integration tests** (`services/edge/tests/api`) keep their
-//!   cluster fixture (`helpers.rs`: NATS, auth, two edges) and replace its
-//!   reqwest/SSE/WebSocket helpers with [`api::Client`] per edge and the
-//!   watches; assertions on raw HTTP details (headers, cookies, status of
-//!   malformed requests) stay on reqwest, where a typed client would hide
-//!   them. STOMP and gRPC tests use [`stomp::StompWatch`] and
-//!   [`grpc::GrpcWatch`] against the real edge.
-//! - **The edge's benches** (`services/edge/benches/edge/clients.rs`) use
-//!   the watches to hold idle connections for the memory figures and
-//!   [`api::Client`] for the cross-node delivery loop.
-//! - **The latency probe** (`examples/latency.rs`) measures confirm→event
-//!   through any address (an edge or a balancer) for SSE, WebSocket, STOMP,
-//!   gRPC and long polling.
+//! - **The load generator** (`tools/loadgen`): its `run` mode (100,000
+//!   waiting browsers over SSE and WebSocket, reconnecting to the next edge
+//!   and resuming) and the comparison's `transport` and `throughput` runs
+//!   (every transport, short and long polling). It adds only policy:
+//!   phases, retries, reconnects, timing, totals. Its sockets are bound to
+//!   chosen loopback addresses through [`net`].
+//! - **The edge's benchmark** (`services/edge/benches/edge`): the idle
+//!   connections of the memory figures ([`watch::AnyWatch`] with STOMP
+//!   heart-beats off, kept-alive [`http::Conn`]s) and the latency loop
+//!   ([`api::Client`] phones scanning the payload on screen).
+//! - **The edge's integration tests** (`services/edge/tests/api`): STOMP
+//!   and gRPC tests use [`stomp::StompWatch`] and [`grpc::GrpcWatch`]; the
+//!   SSE helper parses with [`sse::SseParser`]. Tests of raw HTTP details
+//!   (headers, cookies, the status and body of malformed requests, the JSON
+//!   shape on the wire) stay on reqwest and tungstenite, where a typed
+//!   client would hide what they check.
+//! - **The latency probe** (`examples/latency.rs`): confirm→event through
+//!   any address (an edge or a balancer) for SSE, WebSocket, STOMP, gRPC
+//!   and long polling.
+//!
+//! The browser's own client (`web/`) and the Node watcher of the local
+//! cluster (`deploy/local/watch.mjs`) are JavaScript, as browsers and
+//! stompjs users run it; this crate is the one Rust client.
 
 pub mod api;
 pub mod grpc;

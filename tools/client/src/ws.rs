@@ -27,6 +27,8 @@ const READ_BUFFER: usize = 4 * 1024;
 /// Largest message accepted (a snapshot is a few hundred bytes).
 pub const MAX_MESSAGE: usize = 64 * 1024;
 
+pub use tokio_tungstenite::tungstenite;
+
 pub type Socket = WebSocketStream<crate::net::Stream>;
 
 /// What to send in the handshake besides the secret.

@@ -8,22 +8,23 @@
 //! - [`coordinator`]: `run` — starts worker processes (itself, re-executed),
 //!   drives the phases, gathers results, prints totals and checks.
 //! - [`worker`]: one process's browsers through the connect and confirm phases.
-//! - [`watch`]: one browser's push connection, reconnecting and resuming.
+//! - [`watch`]: one browser's push connection (SSE or WebSocket),
+//!   reconnecting to the next edge and resuming by version.
 //! - [`phone`]: scan, confirm, redeem and the final check, with retries.
-//! - [`api`]: the edge's HTTP API and error codes.
-//! - [`http`]: a minimal HTTP/1.1 client with source-address binding.
-//! - [`sse`]: Server-Sent Events parsing.
 //! - [`compare`]: the measured comparison's `transport` and `throughput`
-//!   runs, on the shared client crate (`qrlogin-client`).
+//!   runs.
 //! - [`report`]: worker messages, merging, percentiles, checks.
+//!
+//! Every byte on the wire goes through the shared client crate
+//! (`qrlogin-client`): its HTTP client with source-address binding, its
+//! typed API and error codes, its SSE, WebSocket, STOMP and gRPC watches.
+//! The load generator adds only the policy: phases, retries, reconnects,
+//! timing and totals.
 
-pub mod api;
 pub mod compare;
 pub mod config;
 pub mod coordinator;
-pub mod http;
 pub mod phone;
 pub mod report;
-pub mod sse;
 pub mod watch;
 pub mod worker;

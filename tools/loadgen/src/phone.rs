@@ -11,11 +11,9 @@ use std::{
 
 use tokio::time::Instant;
 
-use crate::{
-    api::{self, ApiError},
-    watch::Browser,
-    worker::Ctx,
-};
+use qrlogin_client::api::{self, ApiError, Client};
+
+use crate::{watch::Browser, worker::Ctx};
 
 const RETRY_FIRST: Duration = Duration::from_millis(50);
 const RETRY_LAST: Duration = Duration::from_millis(1000);
@@ -40,12 +38,60 @@ fn fail(ctx: &Ctx, b: &Browser, what: String) {
 
 /// The session's state as an edge stores it (short poll with the secret).
 async fn stored_state(ctx: &Ctx, b: &Browser) -> Result<api::Snapshot, ApiError> {
-    let pools = &ctx.watch_pools;
+    let clients = &ctx.watch_clients;
     let mut tries = 0;
     loop {
-        match api::get(&pools[(b.home + tries) % pools.len()], &b.id, &b.secret).await {
+        match clients[(b.home + tries) % clients.len()]
+            .get(&b.id, &b.secret)
+            .await
+        {
             Err(e) if e.is_retryable() && retry_wait(ctx, tries).await => tries += 1,
             other => return other,
+        }
+    }
+}
+
+/// What the phone sends.
+#[derive(Clone, Copy)]
+enum Step<'a> {
+    /// The payload read from the screen.
+    Scan(&'a str),
+    /// The number the user picked.
+    Confirm(u32),
+}
+
+impl Step<'_> {
+    fn name(self) -> &'static str {
+        match self {
+            Step::Scan(_) => "scan",
+            Step::Confirm(_) => "confirm",
+        }
+    }
+
+    /// The stored states that show this step landed.
+    fn reached(self) -> &'static [api::LoginState] {
+        use api::LoginState::*;
+        match self {
+            Step::Scan(_) => &[Scanned, Confirmed, Redeemed],
+            Step::Confirm(_) => &[Confirmed, Redeemed],
+        }
+    }
+
+    /// One attempt on `client`; `on_send` runs right before the request is
+    /// written.
+    async fn send(
+        self,
+        client: &Client,
+        id: &str,
+        user_token: &str,
+        on_send: impl Fn(),
+    ) -> Result<(), ApiError> {
+        match self {
+            Step::Scan(payload) => client.scan(id, user_token, payload).await.map(|_| ()),
+            Step::Confirm(code) => client
+                .confirm(id, user_token, code, on_send)
+                .await
+                .map(|_| ()),
         }
     }
 }
@@ -53,31 +99,27 @@ async fn stored_state(ctx: &Ctx, b: &Browser) -> Result<api::Snapshot, ApiError>
 /// A phone route with retries. A refusal after a retry can mean that an
 /// earlier attempt landed and only its answer was lost: then the stored
 /// state decides.
-async fn phone_step(
-    ctx: &Ctx,
-    b: &Browser,
-    action: &str,
-    body: &[u8],
-    reached: &[&str],
-) -> Result<(), String> {
-    let pools = &ctx.phone_pools;
-    let first = (b.home + 1) % pools.len();
+async fn phone_step(ctx: &Ctx, b: &Browser, step: Step<'_>) -> Result<(), String> {
+    let clients = &ctx.phone_clients;
+    let first = (b.home + 1) % clients.len();
+    let action = step.name();
     let mut tries = 0;
     loop {
-        let pool = &pools[(first + tries) % pools.len()];
+        let client = &clients[(first + tries) % clients.len()];
         let on_send = || {
-            if action == "confirm" {
-                let _ = b.confirm_sent.set(Instant::now());
-                if tries > 0 {
-                    let _ = b.confirm_retried.set(());
-                }
+            let _ = b.confirm_sent.set(Instant::now());
+            if tries > 0 {
+                let _ = b.confirm_retried.set(());
             }
         };
-        match api::phone(pool, &b.id, action, &ctx.plan.user_token, body, on_send).await {
-            Ok(_) => return Ok(()),
+        match step
+            .send(client, &b.id, &ctx.plan.user_token, on_send)
+            .await
+        {
+            Ok(()) => return Ok(()),
             Err(e) if tries > 0 && e.code() == "failed_precondition" => {
                 return match stored_state(ctx, b).await {
-                    Ok(s) if reached.contains(&s.state.as_str()) => Ok(()),
+                    Ok(s) if step.reached().contains(&s.state) => Ok(()),
                     Ok(s) => Err(format!("{action}: {e} (stored state {})", s.state.as_str())),
                     Err(read) => Err(format!("{action}: {e}; reading the state: {read}")),
                 };
@@ -120,19 +162,9 @@ pub async fn login(ctx: Arc<Ctx>, b: Arc<Browser>) {
         // The phone sends the payload it read from the screen, then its
         // user picks the number the browser shows (read here from what the
         // browser was pushed, or polled if the push is late).
-        let scan = serde_json::json!({ "qr_payload": b.qr_on_screen() }).to_string();
-        let scanned = ["SCANNED", "CONFIRMED", "REDEEMED"];
-        phone_step(&ctx, &b, "scan", scan.as_bytes(), &scanned).await?;
+        phone_step(&ctx, &b, Step::Scan(&b.qr_on_screen())).await?;
         let code = match_code(&ctx, &b).await?;
-        let confirm = serde_json::json!({ "match_code": code }).to_string();
-        phone_step(
-            &ctx,
-            &b,
-            "confirm",
-            confirm.as_bytes(),
-            &["CONFIRMED", "REDEEMED"],
-        )
-        .await
+        phone_step(&ctx, &b, Step::Confirm(code)).await
     };
     match step.await {
         Ok(()) => {
@@ -146,12 +178,12 @@ pub async fn login(ctx: Arc<Ctx>, b: Arc<Browser>) {
 /// The browser redeems its confirmed login (once; a refusal after a lost
 /// answer is settled by the stored state).
 pub async fn redeem(ctx: Arc<Ctx>, b: Arc<Browser>) {
-    let pools = &ctx.watch_pools;
+    let clients = &ctx.watch_clients;
     let mut tries = 0;
     loop {
-        let pool = &pools[(b.home + tries) % pools.len()];
-        match api::redeem(pool, &b.id, &b.secret).await {
-            Ok(()) => break,
+        let client = &clients[(b.home + tries) % clients.len()];
+        match client.redeem(&b.id, &b.secret).await {
+            Ok(_) => break,
             Err(e) if tries > 0 && e.code() == "failed_precondition" => {
                 match stored_state(&ctx, &b).await {
                     Ok(s) if s.state == api::LoginState::Redeemed => break,

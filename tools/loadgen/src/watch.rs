@@ -9,23 +9,18 @@ use std::{
     time::Duration,
 };
 
-use futures::StreamExt;
+use qrlogin_client::{
+    api::{self, Snapshot},
+    http::HttpError,
+    net::ConnectError,
+    watch::{AnyWatch, Push, Transport, WatchError, WatchOptions},
+    ws::tungstenite,
+};
 use rand::Rng;
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::{
-    self, client::IntoClientRequest, protocol::WebSocketConfig, Message,
-};
 
-use crate::{
-    api::{self, ApiError, Snapshot},
-    http::{self, Conn, HttpError},
-    sse::{SseError, SseParser},
-    worker::Ctx,
-};
+use crate::worker::Ctx;
 
-/// Small buffers keep an idle client cheap; server messages are tiny.
-const WS_READ_BUFFER: usize = 4 * 1024;
-const WS_MAX_MESSAGE: usize = 64 * 1024;
 /// Reconnect delay: doubles from the first to the last, jittered.
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_LAST: Duration = Duration::from_millis(1000);
@@ -59,9 +54,9 @@ impl Browser {
     pub fn new(index: usize, created: api::Created, ws: bool, home: usize) -> Self {
         Self {
             index,
-            id: created.session_id,
+            qr_payload: created.qr_payload().to_owned(),
+            id: created.snapshot.session_id,
             secret: created.browser_secret,
-            qr_payload: created.qr_payload,
             ws,
             home,
             held: Mutex::new(None),
@@ -93,44 +88,22 @@ impl Browser {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum WatchError {
-    #[error(transparent)]
-    Http(#[from] HttpError),
-    #[error(transparent)]
-    Api(#[from] ApiError),
-    #[error(transparent)]
-    Sse(#[from] SseError),
-    #[error("WebSocket: {0}")]
-    Ws(#[from] tungstenite::Error),
-    #[error("unexpected message: {0}")]
-    Protocol(String),
-}
-
-impl WatchError {
-    /// A short, low-cardinality description for the reconnect tally.
-    fn reason(&self) -> String {
-        match self {
-            WatchError::Http(HttpError::Connect { source, .. }) => {
-                format!("connect: {}", source.kind())
-            }
-            WatchError::Http(HttpError::Io(e)) => format!("i/o: {}", e.kind()),
-            WatchError::Http(HttpError::Closed) => "connection closed".to_owned(),
-            WatchError::Http(e) => format!("http: {e}"),
-            WatchError::Api(e) => format!("answer: {}", e.code()),
-            WatchError::Ws(tungstenite::Error::Io(e)) => format!("WebSocket i/o: {}", e.kind()),
-            WatchError::Ws(tungstenite::Error::Protocol(p)) => format!("WebSocket protocol: {p}"),
-            WatchError::Ws(e) => format!("WebSocket: {e}"),
-            WatchError::Sse(_) | WatchError::Protocol(_) => "protocol".to_owned(),
+/// A short, low-cardinality description of why a watch ended, for the
+/// reconnect tally.
+fn reason(e: &WatchError) -> String {
+    match e {
+        WatchError::Http(HttpError::Connect(ConnectError { source, .. })) => {
+            format!("connect: {}", source.kind())
         }
-    }
-
-    fn is_retryable(&self) -> bool {
-        match self {
-            WatchError::Http(_) | WatchError::Ws(_) => true,
-            WatchError::Api(e) => e.is_retryable(),
-            WatchError::Sse(_) | WatchError::Protocol(_) => false,
-        }
+        WatchError::Http(HttpError::Io(e)) => format!("i/o: {}", e.kind()),
+        WatchError::Http(HttpError::Closed) => "connection closed".to_owned(),
+        WatchError::Http(e) => format!("http: {e}"),
+        WatchError::Api(e) => format!("answer: {}", e.code()),
+        WatchError::Ws(tungstenite::Error::Io(e)) => format!("WebSocket i/o: {}", e.kind()),
+        WatchError::Ws(tungstenite::Error::Protocol(p)) => format!("WebSocket protocol: {p}"),
+        WatchError::Ws(e) => format!("WebSocket: {e}"),
+        WatchError::Server { code, .. } => format!("server error: {code}"),
+        _ => "protocol".to_owned(),
     }
 }
 
@@ -150,13 +123,7 @@ pub async fn run(ctx: Arc<Ctx>, b: Arc<Browser>) {
     loop {
         let edge = edges[(b.home + attempt) % edges.len()];
         let delivered_before = b.held_version();
-        let once = async {
-            if b.ws {
-                ws_once(&ctx, &b, edge).await
-            } else {
-                sse_once(&ctx, &b, edge).await
-            }
-        };
+        let once = watch_once(&ctx, &b, edge);
         let outcome = tokio::select! {
             _ = ctx.stop.cancelled() => return,
             outcome = once => outcome,
@@ -166,7 +133,7 @@ pub async fn run(ctx: Arc<Ctx>, b: Arc<Browser>) {
             Ok(Ended::Early) => "stream ended by the server".to_owned(),
             Err(e) if e.is_retryable() => {
                 tracing::debug!(session = %b.id, %edge, error = %e, "watch failed; reconnecting");
-                e.reason()
+                reason(&e)
             }
             Err(e) => {
                 tracing::warn!(session = %b.id, %edge, error = %e, "watch refused");
@@ -224,98 +191,38 @@ fn on_snapshot(ctx: &Arc<Ctx>, b: &Arc<Browser>, snap: Snapshot) -> Result<bool,
     Ok(done)
 }
 
-async fn sse_once(ctx: &Arc<Ctx>, b: &Arc<Browser>, edge: SocketAddr) -> Result<Ended, WatchError> {
-    let mut conn = Conn::new(http::connect(ctx.plan.source_ip, edge).await?);
-    let auth = format!("Bearer {}", b.secret);
-    let last = b.held_version().map(|v| v.to_string());
-    let mut headers = vec![
-        ("Authorization", auth.as_str()),
-        ("Accept", "text/event-stream"),
-    ];
-    if let Some(last) = &last {
-        headers.push(("Last-Event-ID", last));
-    }
-    let path = format!("/v1/login-sessions/{}/events", b.id);
-    conn.send(&http::encode_request("GET", edge, &path, &headers, None))
-        .await?;
-    let head = conn.read_head().await?;
-    if head.status != 200 {
-        let body = conn.read_body(&head).await.unwrap_or_default();
-        return Err(api::status_error(head.status, &body).into());
-    }
-    let mut body = conn.into_body_stream(&head)?;
-    let mut parser = SseParser::default();
-    let mut bytes = Vec::new();
+/// One connection over the browser's transport, resuming from the version
+/// held: `Last-Event-ID` for SSE, `?since=` for WebSocket (`since=0` on the
+/// first connection: every stored version is news, so the current snapshot
+/// comes at once and proves the watch is live).
+async fn watch_once(
+    ctx: &Arc<Ctx>,
+    b: &Arc<Browser>,
+    edge: SocketAddr,
+) -> Result<Ended, WatchError> {
+    let held = b.held_version();
+    let (transport, since) = if b.ws {
+        (Transport::Ws, Some(held.unwrap_or(0)))
+    } else {
+        (Transport::Sse, held)
+    };
+    let options = WatchOptions {
+        src: ctx.plan.source_ip,
+        since,
+        ..WatchOptions::default()
+    };
+    let mut watch = AnyWatch::open(transport, edge, &b.id, &b.secret, &options).await?;
     loop {
-        bytes.clear();
-        if !body.next(&mut bytes).await? {
-            return Ok(Ended::Early);
-        }
-        for event in parser.feed(&bytes)? {
-            let snap: Snapshot = serde_json::from_str(&event.data)
-                .map_err(|e| WatchError::Protocol(format!("SSE data: {e}")))?;
-            if on_snapshot(ctx, b, snap)? {
-                return Ok(Ended::Finished);
-            }
-        }
-    }
-}
-
-#[derive(serde::Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum ServerMessage {
-    State { session: Snapshot },
-    Error { error: serde_json::Value },
-}
-
-async fn ws_once(ctx: &Arc<Ctx>, b: &Arc<Browser>, edge: SocketAddr) -> Result<Ended, WatchError> {
-    let stream = http::connect(ctx.plan.source_ip, edge).await?;
-    // `since=0` on the first connection: every stored version is news, so
-    // the current snapshot comes at once (it proves the watch is live).
-    let since = b.held_version().unwrap_or(0);
-    let url = format!("ws://{edge}/v1/login-sessions/{}/ws?since={since}", b.id);
-    let mut request = url.into_client_request()?;
-    let auth = format!("Bearer {}", b.secret)
-        .parse()
-        .map_err(|_| WatchError::Protocol("browser secret is not a header value".into()))?;
-    request
-        .headers_mut()
-        .insert(::http::header::AUTHORIZATION, auth);
-    let config = WebSocketConfig::default()
-        .read_buffer_size(WS_READ_BUFFER)
-        .write_buffer_size(0)
-        .max_write_buffer_size(WS_MAX_MESSAGE)
-        .max_message_size(Some(WS_MAX_MESSAGE))
-        .max_frame_size(Some(WS_MAX_MESSAGE));
-    let (mut socket, _) =
-        match tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await {
-            Ok(pair) => pair,
-            Err(tungstenite::Error::Http(response)) => {
-                let status = response.status().as_u16();
-                let body = response.body().clone().unwrap_or_default();
-                return Err(api::status_error(status, &body).into());
-            }
-            Err(e) => return Err(e.into()),
-        };
-    while let Some(message) = socket.next().await {
-        let text = match message? {
-            Message::Text(t) => t,
-            Message::Close(_) => return Ok(Ended::Early),
-            _ => continue,
-        };
-        match serde_json::from_str::<ServerMessage>(&text) {
-            Ok(ServerMessage::State { session }) => {
-                if on_snapshot(ctx, b, session)? {
+        match watch.next().await? {
+            Push::Snapshot(snap) => {
+                if on_snapshot(ctx, b, snap)? {
                     return Ok(Ended::Finished);
                 }
             }
-            Ok(ServerMessage::Error { error }) => {
-                return Err(WatchError::Protocol(format!(
-                    "server error message: {error}"
-                )))
-            }
-            Err(e) => return Err(WatchError::Protocol(format!("WebSocket message: {e}"))),
+            // The edge asks for a delay only while it drains, and then ends
+            // the stream; the reconnect backoff covers it.
+            Push::Retry(_) => {}
+            Push::Closed(_) | Push::End => return Ok(Ended::Early),
         }
     }
-    Ok(Ended::Early)
 }

@@ -26,10 +26,10 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
+use qrlogin_client::api::{self, Client};
+
 use crate::{
-    api,
     config::Plan,
-    http::Pool,
     phone,
     report::{rss_kib, Ready, WorkerMessage, WorkerResult},
     watch::{self, Browser},
@@ -43,10 +43,11 @@ const VERIFY_LIMIT: Duration = Duration::from_secs(30);
 /// What every task of the worker shares.
 pub struct Ctx {
     pub plan: Plan,
-    /// Keep-alive pools for creates, redeems and reads, one per watch edge.
-    pub watch_pools: Vec<Pool>,
-    /// Keep-alive pools for scans and confirms, one per phone edge.
-    pub phone_pools: Vec<Pool>,
+    /// Clients (each a keep-alive pool) for creates, redeems and reads, one
+    /// per watch edge.
+    pub watch_clients: Vec<Client>,
+    /// Clients for scans and confirms, one per phone edge.
+    pub phone_clients: Vec<Client>,
     /// The one stop signal: ends watchers, retries and pipelines.
     pub stop: CancellationToken,
     pub counters: Counters,
@@ -113,15 +114,15 @@ pub struct Worker {
 
 impl Worker {
     pub fn new(plan: Plan) -> Self {
-        let pools = |edges: &[std::net::SocketAddr], idle: usize| {
+        let clients = |edges: &[std::net::SocketAddr], idle: usize| {
             edges
                 .iter()
-                .map(|&a| Pool::new(a, plan.source_ip, idle))
+                .map(|&a| Client::new(a, plan.source_ip, idle))
                 .collect()
         };
         let ctx = Ctx {
-            watch_pools: pools(&plan.watch_edges, plan.connect_concurrency),
-            phone_pools: pools(&plan.phone_edges, plan.phone_concurrency),
+            watch_clients: clients(&plan.watch_edges, plan.connect_concurrency),
+            phone_clients: clients(&plan.phone_edges, plan.phone_concurrency),
             stop: CancellationToken::new(),
             counters: Counters::default(),
             plan,
@@ -355,12 +356,11 @@ impl Worker {
 /// Creates a session on edge `home`, retrying what is retryable until
 /// `deadline`.
 async fn create(ctx: &Ctx, home: usize, deadline: Instant) -> Result<api::Created, String> {
-    let pools = &ctx.watch_pools;
+    let clients = &ctx.watch_clients;
     let mut tries = 0usize;
     loop {
-        let outcome =
-            tokio::time::timeout_at(deadline, api::create(&pools[(home + tries) % pools.len()]))
-                .await;
+        let client = &clients[(home + tries) % clients.len()];
+        let outcome = tokio::time::timeout_at(deadline, client.create()).await;
         match outcome {
             Err(_) => return Err("create: phase limit reached".into()),
             Ok(Ok(created)) => return Ok(created),

@@ -1,6 +1,7 @@
-//! The benchmark's clients: the edge as a child process, raw HTTP/SSE,
-//! WebSocket and STOMP connections that stay idle, gRPC watches (the shared
-//! client's), session creation over gRPC.
+//! The benchmark's side: the edge as a child process, session creation
+//! over auth's gRPC API, and the watches it holds, all through the shared
+//! client (`qrlogin-client`): SSE, WebSocket, STOMP and gRPC watches, and
+//! plain kept-alive HTTP connections.
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -11,52 +12,13 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use qrlogin_auth::testing::{NatsServer, TestAuth};
-use qrlogin_proto::auth::v1::{auth_service_client::AuthServiceClient, CreateLoginSessionRequest};
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpSocket, TcpStream},
-    sync::Semaphore,
+use qrlogin_client::{
+    api::Snapshot,
+    http::{Conn, Pool},
+    watch::{AnyWatch, Transport, WatchOptions},
 };
-
-/// The push transports the benchmark can hold open.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Sse,
-    Ws,
-    Stomp,
-    Grpc,
-}
-
-impl Kind {
-    pub fn parse(text: &str) -> Option<Self> {
-        Some(match text {
-            "sse" => Self::Sse,
-            "ws" | "websocket" => Self::Ws,
-            "stomp" => Self::Stomp,
-            "grpc" => Self::Grpc,
-            _ => return None,
-        })
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Sse => "SSE",
-            Self::Ws => "WebSocket",
-            Self::Stomp => "STOMP",
-            Self::Grpc => "gRPC",
-        }
-    }
-
-    /// The `transport` label of the edge's metrics.
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Sse => "sse",
-            Self::Ws => "websocket",
-            Self::Stomp => "stomp",
-            Self::Grpc => "grpc",
-        }
-    }
-}
+use qrlogin_proto::auth::v1::{auth_service_client::AuthServiceClient, CreateLoginSessionRequest};
+use tokio::sync::Semaphore;
 
 /// An edge as a separate process (so its RSS is its own).
 pub struct EdgeProcess {
@@ -123,10 +85,8 @@ impl EdgeProcess {
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(body) = http_get(ops, "/readyz").await {
-                if body.starts_with("HTTP/1.1 200") {
-                    return Ok(edge);
-                }
+            if let Ok((200, _)) = http_get(ops, "/readyz").await {
+                return Ok(edge);
             }
             if Instant::now() > deadline {
                 bail!("edge {name} did not become ready");
@@ -149,7 +109,7 @@ impl EdgeProcess {
     }
 
     pub async fn gauge(&self, series: &str) -> Result<f64> {
-        let text = http_get(self.ops, "/metrics").await?;
+        let (_, text) = http_get(self.ops, "/metrics").await?;
         Ok(text
             .lines()
             .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
@@ -171,19 +131,24 @@ impl Drop for EdgeProcess {
     }
 }
 
-/// One-shot HTTP/1.1 GET with `Connection: close`; returns the raw answer.
-pub async fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
-    let mut s = TcpStream::connect(addr).await?;
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await?;
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).await?;
-    Ok(String::from_utf8_lossy(&out).into_owned())
+/// One HTTP GET; the status and the body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+    let r = Pool::new(addr, None, 0)
+        .request("GET", path, &[], None, || {})
+        .await?;
+    Ok((r.head.status, String::from_utf8_lossy(&r.body).into_owned()))
 }
 
-pub async fn create_sessions(auth: &TestAuth, n: usize) -> Result<Vec<(String, String)>> {
+/// A login session as its browser knows it after create.
+#[derive(Clone)]
+pub struct Session {
+    pub id: String,
+    pub secret: String,
+    /// What the QR code shows (the phone scans it).
+    pub qr_payload: String,
+}
+
+pub async fn create_sessions(auth: &TestAuth, n: usize) -> Result<Vec<Session>> {
     let client = AuthServiceClient::connect(auth.url()).await?;
     let limit = Arc::new(Semaphore::new(64));
     let mut tasks = Vec::with_capacity(n);
@@ -202,7 +167,12 @@ pub async fn create_sessions(auth: &TestAuth, n: usize) -> Result<Vec<(String, S
                 .metadata_mut()
                 .insert("x-qrlogin-service-token", token.parse()?);
             let r = client.create_login_session(request).await?.into_inner();
-            anyhow::Ok((r.session.context("session")?.session_id, r.browser_secret))
+            let session = r.session.context("session")?;
+            anyhow::Ok(Session {
+                id: session.session_id,
+                secret: r.browser_secret,
+                qr_payload: session.qr_payload,
+            })
         }));
     }
     let mut out = Vec::with_capacity(n);
@@ -221,137 +191,64 @@ pub fn source(i: usize) -> IpAddr {
     }
 }
 
-/// Connects from 127.0.0.2 or 127.0.0.3 (spreading source ports).
-pub async fn connect_from(i: usize, to: SocketAddr) -> Result<TcpStream> {
-    let source = source(i);
-    // Earlier runs leave many ports of these addresses in TIME_WAIT; with
-    // SO_REUSEADDR binding stays fast, and the rare port whose 4-tuple is
-    // still taken is retried on another port.
-    let mut last = None;
-    for _ in 0..16 {
-        let socket = TcpSocket::new_v4()?;
-        socket.set_reuseaddr(true)?;
-        socket.bind(SocketAddr::new(source, 0))?;
-        match socket.connect(to).await {
-            Ok(s) => return Ok(s),
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => last = Some(e),
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(last
-        .map(Into::into)
-        .unwrap_or_else(|| anyhow::anyhow!("no source port")))
-}
-
-/// Reads until `needle` appears; returns what was read.
-pub async fn read_until(s: &mut TcpStream, buf: &mut Vec<u8>, needle: &[u8]) -> Result<()> {
-    let mut chunk = [0u8; 2048];
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !buf.windows(needle.len()).any(|w| w == needle) {
-        let n = tokio::time::timeout_at(deadline.into(), s.read(&mut chunk)).await??;
-        if n == 0 {
-            bail!(
-                "closed before {:?}: {}",
-                String::from_utf8_lossy(needle),
-                String::from_utf8_lossy(buf)
-            );
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    Ok(())
-}
-
-/// A client WebSocket text frame (masked, as clients must; a zero mask key
-/// leaves the payload as it is).
-fn ws_text_frame(payload: &[u8]) -> Vec<u8> {
-    let mut out = vec![0x81];
-    match payload.len() {
-        n if n < 126 => out.push(0x80 | n as u8),
-        n => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&[0, 0, 0, 0]);
-    out.extend_from_slice(payload);
-    out
-}
-
-/// An idle push watch held by the benchmark (only kept open, never read).
+/// An idle connection held by the benchmark.
 #[allow(dead_code)]
 pub enum Held {
-    Socket(TcpStream),
-    Grpc(Box<qrlogin_client::grpc::GrpcWatch>),
+    Watch(Box<AnyWatch>),
+    /// A kept-alive HTTP connection that answered one request.
+    KeepAlive(Conn),
 }
 
-/// Opens an idle watcher of any kind and waits for its first snapshot. A
-/// gRPC watch uses `channel` when given, else a connection of its own (as
-/// a native client holds one).
+/// Opens a watch of `session` over `transport` from [`source`]`(i)` and
+/// waits for its first snapshot (PENDING). STOMP sends no heart-beats (the
+/// edge's WebSocket ping, 30 min here, stays the only timer). A gRPC watch
+/// uses `channel` when given, else a connection of its own (as a native
+/// client holds one).
+pub async fn open_watch(
+    i: usize,
+    edge: &EdgeProcess,
+    session: &Session,
+    transport: Transport,
+    channel: Option<tonic::transport::Channel>,
+) -> Result<(AnyWatch, Snapshot)> {
+    let options = WatchOptions {
+        src: Some(source(i)),
+        // `since=0`: the current snapshot comes at once (a WebSocket
+        // without it waits for a `resume` message first).
+        since: (transport == Transport::Ws).then_some(0),
+        stomp_heart_beat: (Duration::ZERO, Duration::ZERO),
+        grpc_channel: channel,
+    };
+    let addr = match transport {
+        Transport::Grpc => edge.grpc,
+        _ => edge.addr,
+    };
+    let mut watch = AnyWatch::open(transport, addr, &session.id, &session.secret, &options).await?;
+    let first = tokio::time::timeout(Duration::from_secs(30), watch.next_snapshot())
+        .await
+        .context("no first snapshot within 30 s")??;
+    Ok((watch, first))
+}
+
+/// Opens an idle connection: a watch (see [`open_watch`]), or with
+/// `BENCH_KEEPALIVE_ONLY` set, a kept-alive HTTP connection that got one
+/// 404 (`GET /nope`).
 pub async fn open_held(
     i: usize,
     edge: &EdgeProcess,
-    id: &str,
-    secret: &str,
-    kind: Kind,
+    session: &Session,
+    transport: Transport,
     channel: Option<tonic::transport::Channel>,
 ) -> Result<Held> {
-    if kind != Kind::Grpc {
-        return Ok(Held::Socket(
-            open_watcher(i, edge.addr, id, secret, kind).await?,
-        ));
-    }
-    let channel = match channel {
-        Some(c) => c,
-        None => qrlogin_client::grpc::channel(edge.grpc, Some(source(i))).await?,
-    };
-    let mut watch = qrlogin_client::grpc::GrpcWatch::open(channel, id, secret, None).await?;
-    match watch.next().await? {
-        qrlogin_client::watch::Push::Snapshot(_) => Ok(Held::Grpc(Box::new(watch))),
-        other => bail!("gRPC watch ended before its first snapshot: {other:?}"),
-    }
-}
-
-/// Opens an idle watcher on a socket and waits for its first snapshot.
-pub async fn open_watcher(
-    i: usize,
-    edge: SocketAddr,
-    id: &str,
-    secret: &str,
-    kind: Kind,
-) -> Result<TcpStream> {
-    let mut s = connect_from(i, edge).await?;
     if std::env::var_os("BENCH_KEEPALIVE_ONLY").is_some() {
-        s.write_all(b"GET /nope HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-            .await?;
-        let mut buf = Vec::new();
-        read_until(&mut s, &mut buf, b"no such route\"}}").await?;
-        return Ok(s);
+        let mut conn = Conn::new(qrlogin_client::net::connect(Some(source(i)), edge.addr).await?);
+        let request = qrlogin_client::http::encode_request("GET", edge.addr, "/nope", &[], None);
+        let response = conn.exchange(&request).await?;
+        if response.head.status != 404 {
+            bail!("GET /nope answered {}", response.head.status);
+        }
+        return Ok(Held::KeepAlive(conn));
     }
-    let upgrade = |path: &str, extra: &str| {
-        format!(
-            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}Authorization: Bearer {secret}\r\n\r\n"
-        )
-    };
-    let req = match kind {
-        Kind::Ws => upgrade(&format!("/v1/login-sessions/{id}/ws?since=0"), ""),
-        Kind::Stomp => upgrade(
-            &format!("/v1/login-sessions/{id}/stomp"),
-            "Sec-WebSocket-Protocol: v12.stomp\r\n",
-        ),
-        Kind::Sse | Kind::Grpc => format!("GET /v1/login-sessions/{id}/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {secret}\r\n\r\n"),
-    };
-    s.write_all(req.as_bytes()).await?;
-    let mut buf = Vec::new();
-    if kind == Kind::Stomp {
-        // CONNECT without heart-beats (the edge's WebSocket ping, 30 min
-        // here, stays the only timer), then SUBSCRIBE.
-        read_until(&mut s, &mut buf, b"\r\n\r\n").await?;
-        let frames = format!(
-            "CONNECT\naccept-version:1.2\nheart-beat:0,0\n\n\0SUBSCRIBE\nid:0\ndestination:/topic/login-sessions.{id}\n\n\0"
-        );
-        s.write_all(&ws_text_frame(frames.as_bytes())).await?;
-    }
-    read_until(&mut s, &mut buf, b"PENDING").await?;
-    Ok(s)
+    let (watch, _) = open_watch(i, edge, session, transport, channel).await?;
+    Ok(Held::Watch(Box::new(watch)))
 }

@@ -37,19 +37,18 @@
 mod clients;
 
 use std::{
-    net::SocketAddr,
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context, Result};
-use clients::{create_sessions, open_held, open_watcher, read_until, EdgeProcess, Kind};
+use clients::{create_sessions, open_held, open_watch, EdgeProcess};
 use qrlogin_auth::testing::{NatsServer, TestAuth, TestKeys};
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
-    sync::Semaphore,
+use qrlogin_client::{
+    api::{Client, LoginState, Snapshot},
+    watch::{AnyWatch, Transport},
 };
+use tokio::sync::Semaphore;
 
 struct Args {
     mode: String,
@@ -108,7 +107,7 @@ async fn memory_run(
     nats: &NatsServer,
     n: usize,
     per_session: usize,
-    transport: Kind,
+    transport: Transport,
     grpc_streams: usize,
 ) -> Result<f64> {
     let kind = transport.name();
@@ -117,8 +116,7 @@ async fn memory_run(
     // Warm up allocator arenas and lazily built state with a few connections.
     let mut warm = Vec::new();
     for i in 0..16.min(n) {
-        let (id, secret) = &sessions[i / per_session];
-        warm.push(open_held(i, &edge, id, secret, transport, None).await?);
+        warm.push(open_held(i, &edge, &sessions[i / per_session], transport, None).await?);
     }
     drop(warm);
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -126,7 +124,7 @@ async fn memory_run(
     let started = Instant::now();
     // gRPC watches may share connections (a backend multiplexing them).
     let mut channels = Vec::new();
-    if transport == Kind::Grpc && grpc_streams > 1 {
+    if transport == Transport::Grpc && grpc_streams > 1 {
         for c in 0..n.div_ceil(grpc_streams) {
             channels
                 .push(qrlogin_client::grpc::channel(edge.grpc, Some(clients::source(c))).await?);
@@ -135,13 +133,13 @@ async fn memory_run(
     let limit = Arc::new(Semaphore::new(256));
     let mut tasks = Vec::with_capacity(n);
     for i in 0..n {
-        let (id, secret) = sessions[i / per_session].clone();
+        let session = sessions[i / per_session].clone();
         let permit = limit.clone().acquire_owned().await?;
         let edge = edge.clone();
         let channel = channels.get(i / grpc_streams).cloned();
         tasks.push(tokio::spawn(async move {
             let _permit = permit;
-            open_held(i, &edge, &id, &secret, transport, channel).await
+            open_held(i, &edge, &session, transport, channel).await
         }));
     }
     let mut held = Vec::with_capacity(n);
@@ -182,29 +180,28 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-async fn phone(edge: SocketAddr, id: &str, action: &str, token: &str) -> Result<()> {
-    let mut s = TcpStream::connect(edge).await?;
-    s.set_nodelay(true)?;
-    let req = format!(
-        "POST /v1/login-sessions/{id}/{action} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    );
-    s.write_all(req.as_bytes()).await?;
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).await?;
-    if !out.starts_with(b"HTTP/1.1 200") {
-        bail!("{action} failed: {}", String::from_utf8_lossy(&out));
+/// Reads the watch until a snapshot in `want` arrives.
+async fn until(w: &mut AnyWatch, want: LoginState) -> Result<Snapshot> {
+    loop {
+        let s = tokio::time::timeout(Duration::from_secs(30), w.next_snapshot())
+            .await
+            .with_context(|| format!("no {want:?} within 30 s"))??;
+        if s.state == want {
+            return Ok(s);
+        }
+        if s.state.is_final() {
+            bail!("{:?} instead of {want:?}", s.state);
+        }
     }
-    Ok(())
 }
 
-/// Extracts `updated_at` from the CONFIRMED snapshot in `buf`.
-fn confirmed_updated_at(buf: &[u8]) -> Option<time::OffsetDateTime> {
-    let text = String::from_utf8_lossy(buf);
-    let at = text.find("\"state\":\"CONFIRMED\"")?;
-    let rest = &text[at..];
-    let k = rest.find("\"updated_at\":\"")? + "\"updated_at\":\"".len();
-    let v = &rest[k..k + rest[k..].find('"')?];
-    time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339).ok()
+/// When auth committed the snapshot (its `updated_at`).
+fn committed_at(s: &Snapshot) -> Option<time::OffsetDateTime> {
+    time::OffsetDateTime::parse(
+        &s.updated_at,
+        &time::format_description::well_known::Rfc3339,
+    )
+    .ok()
 }
 
 async fn latency_run(
@@ -214,55 +211,54 @@ async fn latency_run(
     logins: usize,
     idle: usize,
     rate: f64,
-    transport: Kind,
+    transport: Transport,
 ) -> Result<()> {
-    if transport == Kind::Grpc {
+    if transport == Transport::Grpc {
         bail!("latency: --transport sse, ws or stomp (gRPC: the client's latency example)");
     }
-    let ws = transport != Kind::Sse;
     let edge1 = EdgeProcess::start("bench-1", auth, nats).await?;
     let edge2 = EdgeProcess::start("bench-2", auth, nats).await?;
     let sessions = create_sessions(auth, logins + idle).await?;
     let token = keys.user_token("alice", "Alice");
+    let phone = Arc::new(Client::new(edge2.addr, None, 64));
     // Idle waiting clients that never see an event (load on edge 1).
-    let mut idle_conns = Vec::with_capacity(idle);
-    for (i, (id, secret)) in sessions[logins..].iter().enumerate() {
-        idle_conns.push(open_watcher(i, edge1.addr, id, secret, transport).await?);
+    let mut idle_watches = Vec::with_capacity(idle);
+    for (i, session) in sessions[logins..].iter().enumerate() {
+        idle_watches.push(open_watch(i, &edge1, session, transport, None).await?.0);
     }
-    // Active watchers, scanned first (unmeasured).
+    // Active watchers, scanned first (unmeasured): the phone scans the
+    // payload on screen and the user picks the number the browser shows.
     let mut watchers = Vec::with_capacity(logins);
-    for (i, (id, secret)) in sessions[..logins].iter().enumerate() {
-        let mut s = open_watcher(i, edge1.addr, id, secret, transport).await?;
-        phone(edge2.addr, id, "scan", &token).await?;
-        let mut buf = Vec::new();
-        read_until(&mut s, &mut buf, b"SCANNED").await?;
-        watchers.push(s);
+    for (i, session) in sessions[..logins].iter().enumerate() {
+        let (mut w, pending) = open_watch(i, &edge1, session, transport, None).await?;
+        let payload = pending.qr_payload.as_deref().unwrap_or(&session.qr_payload);
+        phone.scan(&session.id, &token, payload).await?;
+        let scanned = until(&mut w, LoginState::Scanned).await?;
+        watchers.push((w, scanned.match_code.unwrap_or_default()));
     }
     let interval = Duration::from_secs_f64(1.0 / rate);
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(logins);
-    for (i, mut s) in watchers.into_iter().enumerate() {
+    for (i, (mut w, code)) in watchers.into_iter().enumerate() {
         let due = started + interval * i as u32;
         tokio::time::sleep_until(due.into()).await;
-        let id = sessions[i].0.clone();
-        let token = token.clone();
-        let addr = edge2.addr;
+        let id = sessions[i].id.clone();
+        let (token, phone) = (token.clone(), phone.clone());
         tasks.push(tokio::spawn(async move {
-            let read = async {
-                let mut buf = Vec::new();
-                read_until(&mut s, &mut buf, b"CONFIRMED").await?;
-                if !buf.ends_with(b"\n\n") && !ws {
-                    read_until(&mut s, &mut buf, b"}\n\n").await?;
-                }
-                let received = Instant::now();
-                let received_wall = time::OffsetDateTime::now_utc();
-                anyhow::Ok((received, received_wall, confirmed_updated_at(&buf)))
+            let sent = std::sync::OnceLock::new();
+            let on_send = || {
+                let _ = sent.set(Instant::now());
             };
-            let sent = Instant::now();
-            let (read, confirm) = tokio::join!(read, phone(addr, &id, "confirm", &token));
+            let read = async {
+                let confirmed = until(&mut w, LoginState::Confirmed).await?;
+                anyhow::Ok((Instant::now(), time::OffsetDateTime::now_utc(), confirmed))
+            };
+            let (read, confirm) = tokio::join!(read, phone.confirm(&id, &token, code, on_send));
             confirm?;
-            let (received, wall, committed) = read?;
-            let commit_delay = committed.and_then(|c| Duration::try_from(wall - c).ok());
+            let (received, wall, confirmed) = read?;
+            let sent = *sent.get().context("confirm never sent")?;
+            let commit_delay =
+                committed_at(&confirmed).and_then(|c| Duration::try_from(wall - c).ok());
             anyhow::Ok((received - sent, commit_delay))
         }));
     }
@@ -289,7 +285,7 @@ async fn latency_run(
         ms(percentile(&after_commit, 0.5)),
         ms(percentile(&after_commit, 0.99)),
     );
-    drop(idle_conns);
+    drop(idle_watches);
     Ok(())
 }
 
@@ -307,17 +303,19 @@ async fn main() -> Result<()> {
         c.create_limit = 0;
     })
     .await;
-    let kinds: Vec<Kind> = match args.transport.as_str() {
-        "both" => vec![Kind::Sse, Kind::Ws],
-        "all" => vec![Kind::Sse, Kind::Ws, Kind::Stomp, Kind::Grpc],
-        one => vec![Kind::parse(one).context("--transport sse, ws, stomp, grpc, both or all")?],
+    let kinds: Vec<Transport> = match args.transport.as_str() {
+        "both" => vec![Transport::Sse, Transport::Ws],
+        "all" => Transport::ALL.to_vec(),
+        one => {
+            vec![Transport::parse(one).context("--transport sse, ws, stomp, grpc, both or all")?]
+        }
     };
     match args.mode.as_str() {
         "smoke" => {
-            for kind in [Kind::Sse, Kind::Ws, Kind::Stomp, Kind::Grpc] {
+            for kind in Transport::ALL {
                 memory_run(&auth, &nats, 50, 1, kind, 1).await?;
             }
-            for kind in [Kind::Sse, Kind::Ws, Kind::Stomp] {
+            for kind in [Transport::Sse, Transport::Ws, Transport::Stomp] {
                 latency_run(&auth, &nats, &keys, 20, 10, 200.0, kind).await?;
             }
         }
@@ -336,17 +334,17 @@ async fn main() -> Result<()> {
         }
         "latency" => {
             let kind = if args.transport == "both" {
-                Kind::Sse
+                Transport::Sse
             } else {
                 kinds[0]
             };
             latency_run(&auth, &nats, &keys, args.logins, args.idle, args.rate, kind).await?
         }
         _ => {
-            for kind in [Kind::Sse, Kind::Ws] {
+            for kind in [Transport::Sse, Transport::Ws] {
                 memory_run(&auth, &nats, args.n, args.per_session, kind, 1).await?;
             }
-            for kind in [Kind::Sse, Kind::Ws] {
+            for kind in [Transport::Sse, Transport::Ws] {
                 latency_run(&auth, &nats, &keys, args.logins, args.idle, args.rate, kind).await?;
             }
         }

@@ -9,6 +9,7 @@ use qrlogin_auth::{
     config::AuthConfig,
     testing::{NatsServer, TestAuth, TestKeys},
 };
+use qrlogin_client::sse::{SseItem, SseParser};
 use qrlogin_edge::{config::EdgeConfig, startup::Application};
 use qrlogin_proto::auth::v1::{
     auth_service_client::AuthServiceClient, GetLoginSessionRequest, LoginSession,
@@ -344,14 +345,15 @@ pub async fn error_code(r: reqwest::Response) -> (StatusCode, String) {
     )
 }
 
-/// One SSE event as a browser's EventSource sees it.
+/// One SSE event as a browser's EventSource sees it (a `retry:` field on
+/// its own is an event with only `retry`). Heartbeat comments are not
+/// events.
 #[derive(Debug, Default, Clone)]
 pub struct SseEvent {
     pub id: Option<String>,
     pub event: Option<String>,
     pub data: Option<String>,
     pub retry: Option<u64>,
-    pub comment: bool,
 }
 
 impl SseEvent {
@@ -360,10 +362,13 @@ impl SseEvent {
     }
 }
 
-/// Reads an SSE response block by block.
+/// Reads an SSE response as the browser's cookie holder, with the shared
+/// client's SSE parser (reqwest underneath, so tests can check the
+/// response's headers and cookies).
 pub struct SseClient {
     body: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
-    buf: String,
+    parser: SseParser,
+    ready: std::collections::VecDeque<SseItem>,
 }
 
 impl SseClient {
@@ -392,36 +397,36 @@ impl SseClient {
         assert_eq!(r.headers()["x-accel-buffering"], "no");
         Ok(Ok(Self {
             body: r.bytes_stream().boxed(),
-            buf: String::new(),
+            parser: SseParser::default(),
+            ready: Default::default(),
         }))
     }
 
-    /// The next block (event, retry or comment); `None` at the end of the stream.
+    /// The next event or `retry:`; `None` at the end of the stream.
     pub async fn next(&mut self) -> Option<SseEvent> {
         loop {
-            if let Some(end) = self.buf.find("\n\n") {
-                let block: String = self.buf.drain(..end + 2).collect();
-                let mut ev = SseEvent::default();
-                for line in block.lines() {
-                    if let Some(c) = line.strip_prefix(':') {
-                        let _ = c;
-                        ev.comment = true;
-                    } else if let Some((k, v)) = line.split_once(": ") {
-                        match k {
-                            "id" => ev.id = Some(v.to_owned()),
-                            "event" => ev.event = Some(v.to_owned()),
-                            "data" => ev.data = Some(v.to_owned()),
-                            "retry" => ev.retry = v.parse().ok(),
-                            _ => {}
-                        }
-                    }
+            match self.ready.pop_front() {
+                Some(SseItem::Retry(ms)) => {
+                    return Some(SseEvent {
+                        retry: Some(ms),
+                        ..SseEvent::default()
+                    })
                 }
-                return Some(ev);
+                Some(SseItem::Event(e)) => {
+                    return Some(SseEvent {
+                        id: e.id,
+                        event: e.event,
+                        data: Some(e.data),
+                        retry: None,
+                    })
+                }
+                None => {}
             }
             let chunk = tokio::time::timeout(WAIT, self.body.next())
                 .await
                 .expect("SSE stalled")?;
-            self.buf.push_str(&String::from_utf8_lossy(&chunk.ok()?));
+            let items = self.parser.feed(&chunk.ok()?).expect("well-formed SSE");
+            self.ready.extend(items);
         }
     }
 

@@ -15,11 +15,7 @@ use std::{
 
 use qrlogin_client::{
     api::{Client, LoginState, Snapshot},
-    grpc::{self, GrpcWatch},
-    sse::SseWatch,
-    stomp::{StompOptions, StompWatch},
-    watch::{Push, WatchError},
-    ws::WsWatch,
+    watch::{AnyWatch, Push, Transport, WatchError, WatchOptions},
 };
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -34,10 +30,8 @@ const LONG_POLL_HOLD: Duration = Duration::from_secs(25);
 pub enum Kind {
     ShortPoll(Duration),
     LongPoll,
-    Sse,
-    Ws,
-    Stomp,
-    Grpc,
+    /// SSE, WebSocket, STOMP or the gRPC stream.
+    Stream(Transport),
 }
 
 impl Kind {
@@ -46,11 +40,7 @@ impl Kind {
             "short-poll-1s" => Kind::ShortPoll(Duration::from_secs(1)),
             "short-poll-2s" => Kind::ShortPoll(Duration::from_secs(2)),
             "long-poll" => Kind::LongPoll,
-            "sse" => Kind::Sse,
-            "ws" => Kind::Ws,
-            "stomp" => Kind::Stomp,
-            "grpc" => Kind::Grpc,
-            _ => return None,
+            other => Kind::Stream(Transport::parse(other)?),
         })
     }
 }
@@ -115,25 +105,6 @@ impl Slot {
 
     fn release(&self) {
         self.permit.lock().unwrap_or_else(|p| p.into_inner()).take();
-    }
-}
-
-/// A watch of any stream kind, reduced to "the next push".
-enum Watch {
-    Sse(SseWatch),
-    Ws(WsWatch),
-    Stomp(Box<StompWatch>),
-    Grpc(GrpcWatch),
-}
-
-impl Watch {
-    async fn next(&mut self) -> Result<Push, WatchError> {
-        match self {
-            Watch::Sse(w) => w.next().await,
-            Watch::Ws(w) => w.next().await,
-            Watch::Stomp(w) => w.next().await,
-            Watch::Grpc(w) => w.next().await,
-        }
     }
 }
 
@@ -249,7 +220,9 @@ async fn watch(sh: &Shared, slot: &Slot, i: usize) -> anyhow::Result<()> {
                     .map(|s| seen(sh, slot, &mut held, s))
                     .map_err(WatchError::from)
             }
-            _ => stream(sh, slot, i, &id, &secret, &mut held).await,
+            Kind::Stream(transport) => {
+                stream(sh, slot, i, transport, &id, &secret, &mut held).await
+            }
         };
         match result {
             Ok(true) => return Ok(()),
@@ -270,33 +243,25 @@ async fn stream(
     sh: &Shared,
     slot: &Slot,
     i: usize,
+    transport: Transport,
     id: &str,
     secret: &str,
     held: &mut Option<Snapshot>,
 ) -> Result<bool, WatchError> {
-    let since = held.as_ref().map(|s| s.version);
-    let balancer = sh.balancers[i % sh.balancers.len()];
-    sh.requests.fetch_add(1, Ordering::Relaxed);
-    let mut w = match sh.kind {
-        Kind::Sse => Watch::Sse(SseWatch::open(balancer, sh.src, id, secret, since).await?),
-        Kind::Ws => Watch::Ws(WsWatch::open(balancer, sh.src, id, secret, since, None).await?),
-        Kind::Stomp => {
-            // stompjs's default heart-beat (10 s both ways): a browser's cost.
-            let options = StompOptions {
-                since,
-                ..StompOptions::default()
-            };
-            Watch::Stomp(Box::new(
-                StompWatch::open(balancer, sh.src, id, secret, options).await?,
-            ))
-        }
-        _ => {
-            // Its own connection per browser, as a browser holds.
-            let addr = sh.grpc_balancers[i % sh.grpc_balancers.len()];
-            let channel = grpc::channel(addr, sh.src).await?;
-            Watch::Grpc(GrpcWatch::open(channel, id, secret, since).await?)
-        }
+    // STOMP keeps stompjs's default heart-beat (10 s both ways), a
+    // browser's cost; a gRPC watch has its own connection, as a browser
+    // holds.
+    let options = WatchOptions {
+        src: sh.src,
+        since: held.as_ref().map(|s| s.version),
+        ..WatchOptions::default()
     };
+    let addr = match transport {
+        Transport::Grpc => sh.grpc_balancers[i % sh.grpc_balancers.len()],
+        _ => sh.balancers[i % sh.balancers.len()],
+    };
+    sh.requests.fetch_add(1, Ordering::Relaxed);
+    let mut w = AnyWatch::open(transport, addr, id, secret, &options).await?;
     loop {
         match w.next().await? {
             Push::Snapshot(s) => {

@@ -24,7 +24,7 @@ use std::{
 
 use anyhow::{bail, Context};
 use clap::Args;
-use qrlogin_client::api::Client;
+use qrlogin_client::{api::Client, watch::Transport};
 use serde_json::{json, Value};
 use tokio::{sync::Semaphore, time::Instant};
 use tokio_util::sync::CancellationToken;
@@ -131,7 +131,7 @@ fn sum(pids: &[Measured], read: impl Fn(u32) -> Option<f64>) -> f64 {
 /// `transport`: one row.
 pub async fn transport(a: TransportArgs) -> anyhow::Result<bool> {
     let kind = Kind::parse(&a.transport).context("unknown --transport")?;
-    if kind == Kind::Grpc && a.grpc_balancers.is_none() {
+    if kind == Kind::Stream(Transport::Grpc) && a.grpc_balancers.is_none() {
         bail!("--transport grpc needs --grpc-balancers");
     }
     let n = a.clients;
@@ -280,7 +280,7 @@ pub async fn transport(a: TransportArgs) -> anyhow::Result<bool> {
     let per = |x: f64| if n == 0 { None } else { Some(x / n as f64) };
     let errors = sh.errors.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let variant = match kind {
-        Kind::Grpc => "HAProxy round-robin (TCP)",
+        Kind::Stream(Transport::Grpc) => "HAProxy round-robin (TCP)",
         _ => "HAProxy round-robin",
     };
     let row = json!({
