@@ -54,7 +54,29 @@ def tables(rows):
         b = r.get("busiest_process_at_end") or {}
         out.append("| {} auth replica(s) | {} | {} | {} {}% |".format(
             r.get("auth_replicas"), r.get("highest_rate_held"), steps, b.get("process"), f(b.get("cpu_percent"), "{:.0f}")))
+    out += stage_table(rows)
     return "\n".join(out)
+
+
+STAGES = ["create", "watch", "scan", "scanned_push", "confirm", "confirmed_push", "redeem"]
+
+
+def stage_table(rows):
+    """Where a login's time goes at each throughput step: p50 / p99 ms of
+    each consecutive stage, and of the whole login."""
+    tp = [r for r in rows if r.get("kind") == "throughput"]
+    if not any(s.get("stages_ms") for r in tp for s in r.get("steps", [])):
+        return []
+    out = ["", "| auth replicas | rate | held | " + " | ".join(s.replace("_", " ") for s in STAGES)
+           + " | whole login |", "|---|---|---|" + "---|" * (len(STAGES) + 1)]
+    pair = lambda d: "{} / {}".format(f((d or {}).get("p50"), "{:.1f}"), f((d or {}).get("p99"), "{:.1f}"))
+    for r in tp:
+        for s in r.get("steps", []):
+            st = s.get("stages_ms") or {}
+            out.append("| {} | {:.0f} | {} | {} | {} |".format(
+                r.get("auth_replicas"), s["rate"], "yes" if s.get("held") else "no",
+                " | ".join(pair(st.get(k)) for k in STAGES), pair(s.get("completion_ms"))))
+    return out
 
 
 def check(rows, n, charts):
@@ -82,6 +104,12 @@ def check(rows, n, charts):
     for k in (1, 2):
         r = next((r for r in tp if r.get("auth_replicas") == k), None)
         ok(f"throughput with {k} auth replica(s) measured", r is not None and len(r.get("steps", [])) > 0)
+        # The stages are consecutive: their means add up to the whole login's.
+        steps = [st for st in (r or {}).get("steps", []) if (st.get("completion_ms") or {}).get("mean")]
+        sums = [(sum(((st.get("stages_ms") or {}).get(k) or {}).get("mean") or 0 for k in STAGES),
+                 st["completion_ms"]["mean"]) for st in steps]
+        ok(f"throughput with {k} auth replica(s): stages add up to the login", bool(sums) and all(
+            abs(a - b) <= 0.01 * b + 0.01 for a, b in sums), f"{sums}")
     for c in ("bytes-per-login.svg", "memory-per-waiting.svg", "requests-per-login.svg", "long-poll-round-robin.svg"):
         ok(f"chart {c}", os.path.getsize(os.path.join(charts, c)) > 0 if os.path.exists(os.path.join(charts, c)) else False)
     ok("latency CDF chart", any(x.startswith("latency-cdf-") for x in os.listdir(charts)) if os.path.isdir(charts) else False)

@@ -24,7 +24,8 @@
 # own output and ends with "N passed, M failed" (tools/test.sh runs it).
 # Default DIR: artifacts/bench/compare/<UTC time>/. QRLOGIN_BENCH_NO_BUILD=1
 # uses the built release binaries. QRLOGIN_COMPARE_ONLY="sse grpc" runs only
-# those transports, without peers and throughput (to re-run one part).
+# those transports, without peers and throughput (to re-run one part);
+# QRLOGIN_COMPARE_ONLY=throughput runs only the throughput part.
 # PENDING lives 15 minutes here (default 120 s): creating 10,000 sessions
 # while 10,000 browsers short-poll every second takes longer than 120 s on
 # two cores. Each edge accepts 19,000 gRPC connections (default 1,000), as
@@ -56,7 +57,12 @@ out="$(cd "$out" && pwd)"
 
 TRANSPORTS=(short-poll-1s short-poll-2s long-poll sse ws stomp grpc)
 only="${QRLOGIN_COMPARE_ONLY:-}"
-if [[ -n "$only" ]]; then read -r -a TRANSPORTS <<<"$only"; fi
+only_throughput=0
+if [[ "$only" == throughput ]]; then
+  only_throughput=1 only="" TRANSPORTS=()
+elif [[ -n "$only" ]]; then
+  read -r -a TRANSPORTS <<<"$only"
+fi
 export QRLOGIN_PENDING_TTL="${QRLOGIN_PENDING_TTL:-15m}"
 export QRLOGIN_SESSION_RETENTION="${QRLOGIN_SESSION_RETENTION:-30m}"
 export QRLOGIN_GRPC_MAX_CONNECTIONS="${QRLOGIN_GRPC_MAX_CONNECTIONS:-19000}"
@@ -273,9 +279,11 @@ if [[ -n "$only" ]]; then
 fi
 
 # 2. The peers, at the same scale.
-bench_log "peers: ${PEER_ARGS[*]}"
-QRLOGIN_BENCH_NO_BUILD=1 timeout 1800 "$ROOT/tools/bench/peers/run.sh" "${PEER_ARGS[@]}" \
-  --out "$out/rows/peers.json" || bench_log "peers: run.sh failed (rows may be missing)"
+if ((!only_throughput)); then
+  bench_log "peers: ${PEER_ARGS[*]}"
+  QRLOGIN_BENCH_NO_BUILD=1 timeout 1800 "$ROOT/tools/bench/peers/run.sh" "${PEER_ARGS[@]}" \
+    --out "$out/rows/peers.json" || bench_log "peers: run.sh failed (rows may be missing)"
+fi
 
 # 3. Throughput with one, then two auth replicas.
 for replicas in 1 2; do
@@ -309,6 +317,19 @@ for replicas in 1 2; do
     bench_log "throughput with $replicas auth replica(s) failed"
   stop_front
 done
+
+if ((only_throughput)); then
+  bench_log "only throughput: rows in $out/rows"
+  python3 - "$out"/rows/throughput-*.json <<'PY' | python3 "$BENCH_DIR/compare-report.py" /dev/stdin
+import json, sys
+rows = []
+for f in sys.argv[1:]:
+    d = json.load(open(f))
+    rows += d if isinstance(d, list) else [d]
+print(json.dumps(rows))
+PY
+  exit 0
+fi
 
 # 4. results.json and charts.
 python3 - "$out/results.json" "$out"/rows/*.json <<'PY'

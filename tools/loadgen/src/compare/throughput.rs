@@ -4,7 +4,9 @@
 //! CONFIRMED, redeem — and time each from the create to the redeem's answer.
 //! A step is held when every login completed and p99 stayed within the
 //! limit; the run stops at the first step that is not held. The CPU every
-//! measured process used in each step says which one ran out.
+//! measured process used in each step says which one ran out, and the
+//! completion time split into its consecutive stages ([`STAGES`]) says
+//! which wait grew.
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -15,7 +17,7 @@ use std::{
 use anyhow::Context;
 use clap::Args;
 use qrlogin_client::{
-    api::{Client, LoginState},
+    api::{Client, LoginState, Snapshot},
     sse::SseWatch,
     watch::Push,
 };
@@ -61,53 +63,85 @@ pub struct ThroughputArgs {
     pub out: std::path::PathBuf,
 }
 
+/// The consecutive stages of one login; their durations add up to its
+/// completion time.
+pub const STAGES: [&str; 7] = [
+    // The create answer (auth: one compare-and-swap create).
+    "create",
+    // The SSE watch opened and its first snapshot (PENDING) read.
+    "watch",
+    // The scan answered (auth: one compare-and-swap).
+    "scan",
+    // From the scan's answer to SCANNED on the watch.
+    "scanned_push",
+    // The confirm answered (auth: one compare-and-swap).
+    "confirm",
+    // From the confirm's answer to CONFIRMED on the watch.
+    "confirmed_push",
+    // The redeem answered (auth: one compare-and-swap).
+    "redeem",
+];
+
 struct Tally {
     completions_ms: Vec<f64>,
+    /// Per stage of [`STAGES`], the milliseconds of each completed login.
+    stages_ms: [Vec<f64>; STAGES.len()],
     errors: std::collections::BTreeMap<String, u64>,
 }
 
+/// Reads the watch until a snapshot in `want` arrives.
+async fn until(watch: &mut SseWatch, want: LoginState) -> anyhow::Result<Snapshot> {
+    loop {
+        match watch.next().await? {
+            Push::Snapshot(s) if s.state == want => return Ok(s),
+            Push::Snapshot(s) if s.state.is_final() => anyhow::bail!("final {:?}", s.state),
+            Push::Snapshot(_) | Push::Retry(_) => continue,
+            other => anyhow::bail!("watch ended: {other:?}"),
+        }
+    }
+}
+
+/// One whole login; the instant each stage of [`STAGES`] ended.
 async fn login(
     balancer: &Client,
     phones: &Phones,
     src: IpAddr,
     token: &str,
     i: usize,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<[Instant; STAGES.len()]> {
     let created = balancer.create().await?;
+    let created_at = Instant::now();
     let (id, secret) = (created.id(), &created.browser_secret);
     let mut watch = SseWatch::open(balancer.addr(), Some(src), id, secret, None).await?;
-    let node = loop {
-        match watch.next().await? {
-            Push::Snapshot(s) if s.state == LoginState::Pending => break s.node,
-            Push::Snapshot(_) | Push::Retry(_) => continue,
-            other => anyhow::bail!("watch ended: {other:?}"),
-        }
-    };
-    let phone = phones.other_than(node.as_deref(), i);
-    phone.scan(id, token, created.qr_payload()).await?;
+    let pending = until(&mut watch, LoginState::Pending).await?;
+    let watching = Instant::now();
+    let phone = phones.other_than(pending.node.as_deref(), i);
+    // The phone reads the QR code on screen.
+    let payload = pending
+        .qr_payload
+        .as_deref()
+        .unwrap_or(created.qr_payload());
+    phone.scan(id, token, payload).await?;
+    let scan_answered = Instant::now();
     // The user picks the number the browser shows.
-    let code = loop {
-        match watch.next().await? {
-            Push::Snapshot(s) if s.state == LoginState::Scanned => {
-                break s.match_code.unwrap_or_default();
-            }
-            Push::Snapshot(s) if s.state.is_final() => anyhow::bail!("final {:?}", s.state),
-            Push::Snapshot(_) | Push::Retry(_) => continue,
-            other => anyhow::bail!("watch ended: {other:?}"),
-        }
-    };
+    let scanned = until(&mut watch, LoginState::Scanned).await?;
+    let scanned_at = Instant::now();
+    let code = scanned.match_code.unwrap_or_default();
     phone.confirm(id, token, code, || {}).await?;
-    loop {
-        match watch.next().await? {
-            Push::Snapshot(s) if s.state == LoginState::Confirmed => break,
-            Push::Snapshot(s) if s.state.is_final() => anyhow::bail!("final {:?}", s.state),
-            Push::Snapshot(_) | Push::Retry(_) => continue,
-            other => anyhow::bail!("watch ended: {other:?}"),
-        }
-    }
+    let confirm_answered = Instant::now();
+    until(&mut watch, LoginState::Confirmed).await?;
+    let confirmed_at = Instant::now();
     drop(watch);
     balancer.redeem(id, secret).await?;
-    Ok(())
+    Ok([
+        created_at,
+        watching,
+        scan_answered,
+        scanned_at,
+        confirm_answered,
+        confirmed_at,
+        Instant::now(),
+    ])
 }
 
 /// One step at `rate`: its row.
@@ -119,6 +153,7 @@ async fn step(
 ) -> Value {
     let tally = Arc::new(Mutex::new(Tally {
         completions_ms: Vec::new(),
+        stages_ms: Default::default(),
         errors: Default::default(),
     }));
     let cpu_before: Vec<Option<f64>> = a.pids.iter().map(|m| probe::cpu_ms(m.pid)).collect();
@@ -137,7 +172,16 @@ async fn step(
             let r = tokio::time::timeout(LOGIN_LIMIT, login(b, &phones, src, &token, i)).await;
             let mut t = tally.lock().unwrap_or_else(|p| p.into_inner());
             match r {
-                Ok(Ok(())) => t.completions_ms.push(t0.elapsed().as_secs_f64() * 1000.0),
+                Ok(Ok(ends)) => {
+                    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+                    let mut start = t0;
+                    for (stage, end) in ends.iter().enumerate() {
+                        t.stages_ms[stage].push(ms(end.saturating_duration_since(start)));
+                        start = *end;
+                    }
+                    t.completions_ms
+                        .push(ms(start.saturating_duration_since(t0)));
+                }
                 Ok(Err(e)) => {
                     let text: String = e.to_string().chars().take(120).collect();
                     *t.errors.entry(text).or_default() += 1;
@@ -162,6 +206,15 @@ async fn step(
     let mut done = t.completions_ms.clone();
     done.sort_by(f64::total_cmp);
     let p99 = probe::percentile(&done, 99.0);
+    let stages: serde_json::Map<String, Value> = STAGES
+        .iter()
+        .zip(&t.stages_ms)
+        .map(|(name, ms)| {
+            let mut ms = ms.clone();
+            ms.sort_by(f64::total_cmp);
+            (name.to_string(), probe::summary(&ms))
+        })
+        .collect();
     let held = t.errors.is_empty() && done.len() == count && p99.is_some_and(|p| p <= a.limit_ms);
     json!({
         "rate": rate,
@@ -169,6 +222,7 @@ async fn step(
         "completed": done.len(),
         "achieved_rate": count as f64 / sent_secs.max(1e-9),
         "completion_ms": probe::summary(&done),
+        "stages_ms": stages,
         "held": held,
         "cpu": cpu,
         "errors": t.errors,
