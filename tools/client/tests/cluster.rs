@@ -13,7 +13,7 @@ use qrlogin_client::{
     api::{Client, LoginState, Snapshot},
     key::BrowserKey,
     sse::SseWatch,
-    watch::{Push, WatchError},
+    watch::{AnyWatch, Push, Transport, WatchError, WatchOptions},
     ws::WsWatch,
 };
 
@@ -280,4 +280,60 @@ async fn dev_token_is_a_user_token_for_the_asked_user() {
         .await
         .unwrap_err();
     assert_eq!(e.status(), Some(404));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_watch_follows_a_login_over_every_transport_and_resumes_on_the_other_edge() {
+    let c = Cluster::start().await;
+    let (one, two) = (client(&c.edge1), client(&c.edge2));
+    let grpc = |edge: &TestEdge| edge.grpc.expect("the test edges serve gRPC");
+    for (n, transport) in Transport::ALL.into_iter().enumerate() {
+        let user = format!("user-{n}");
+        let token = c.keys.user_token(&user, "User");
+        let created = two.create().await.unwrap();
+        let (id, secret) = (created.id(), created.browser_secret.as_str());
+        let at = |edge: &TestEdge| match transport {
+            Transport::Grpc => grpc(edge),
+            _ => edge.addr,
+        };
+        // `since: 0`: the current snapshot comes at once on every transport.
+        let first = WatchOptions {
+            since: Some(0),
+            ..WatchOptions::default()
+        };
+        let mut w = AnyWatch::open(transport, at(&c.edge1), id, secret, &first)
+            .await
+            .unwrap_or_else(|e| panic!("{transport:?}: open: {e}"));
+        assert_eq!(w.transport(), transport);
+        let pending = bounded("PENDING", w.next_snapshot()).await.unwrap();
+        assert_eq!(pending.state, LoginState::Pending, "{transport:?}");
+        assert_eq!(pending.node.as_deref(), Some("edge-1"), "{transport:?}");
+        // The phone scans the payload on screen, on the other edge.
+        two.scan(id, &token, pending.qr_payload.as_deref().unwrap())
+            .await
+            .unwrap();
+        let scanned = bounded("SCANNED", w.next_snapshot()).await.unwrap();
+        assert_eq!(scanned.state, LoginState::Scanned, "{transport:?}");
+        let code = scanned.match_code.expect("a number to match");
+        drop(w);
+
+        // Resume on edge-2 from the version held: the next change is the
+        // first snapshot.
+        let resume = WatchOptions {
+            since: Some(scanned.version),
+            ..WatchOptions::default()
+        };
+        let mut w = AnyWatch::open(transport, at(&c.edge2), id, secret, &resume)
+            .await
+            .unwrap_or_else(|e| panic!("{transport:?}: reopen: {e}"));
+        one.confirm(id, &token, code, || {}).await.unwrap();
+        let confirmed = bounded("CONFIRMED", w.next_snapshot()).await.unwrap();
+        assert_eq!(
+            (confirmed.state, confirmed.node.as_deref()),
+            (LoginState::Confirmed, Some("edge-2")),
+            "{transport:?}"
+        );
+        assert!(confirmed.version > scanned.version, "{transport:?}");
+        assert_eq!(transport, Transport::parse(transport.label()).unwrap());
+    }
 }
