@@ -31,7 +31,12 @@ use std::{future::Future, net::SocketAddr, str::FromStr, time::Duration};
 use qrlogin_proto::watch::v1::login_watch_server::LoginWatchServer;
 use tokio::net::TcpListener;
 
-use crate::{config::ConfigError, limits::ConnectionGate, metrics::Metrics, sessions::Sessions};
+use crate::{
+    config::{duration, ConfigError},
+    limits::ConnectionGate,
+    metrics::Metrics,
+    sessions::Sessions,
+};
 
 /// Largest request message accepted (a session id and a version need
 /// under 64 bytes).
@@ -55,10 +60,6 @@ impl FromStr for Listen {
             .map(|a| Self(Some(a)))
             .map_err(|_| format!("{text:?} is not an address like 0.0.0.0:50061, or off"))
     }
-}
-
-fn duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text).map_err(|e| e.to_string())
 }
 
 /// Settings of the gRPC watch port (docs/configuration.md, "edge").

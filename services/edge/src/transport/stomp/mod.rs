@@ -32,9 +32,7 @@ pub mod negotiate;
 
 use std::time::Duration;
 
-fn duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text).map_err(|e| e.to_string())
-}
+use crate::config::duration;
 
 /// Settings of the STOMP transport (docs/configuration.md, "edge").
 #[derive(Debug, Clone, clap::Args)]
