@@ -97,12 +97,8 @@ fn args() -> anyhow::Result<Args> {
 /// When a snapshot in `want` arrived, and the snapshot (its `node` is the
 /// edge that sent it).
 async fn next_state(w: &mut AnyWatch, want: LoginState) -> anyhow::Result<(Instant, Snapshot)> {
-    loop {
-        let s = w.next_snapshot().await?;
-        if s.state == want {
-            return Ok((Instant::now(), s));
-        }
-    }
+    let s = w.until(want).await?;
+    Ok((Instant::now(), s))
 }
 
 /// The phone edges, each with the node name it answers with.

@@ -8,7 +8,7 @@ use std::{
 };
 
 use crate::{
-    api::{ApiError, Snapshot},
+    api::{ApiError, LoginState, Snapshot},
     grpc::{self, GrpcWatch},
     http::HttpError,
     sse::{SseError, SseWatch},
@@ -222,6 +222,23 @@ impl AnyWatch {
                         self.transport().name()
                     )))
                 }
+            }
+        }
+    }
+
+    /// Reads snapshots until one in state `want` and returns it; an error
+    /// when another final state comes first or the watch ends.
+    pub async fn until(&mut self, want: LoginState) -> Result<Snapshot, WatchError> {
+        loop {
+            let s = self.next_snapshot().await?;
+            if s.state == want {
+                return Ok(s);
+            }
+            if s.state.is_final() {
+                return Err(WatchError::Protocol(format!(
+                    "{:?} instead of {want:?}",
+                    s.state
+                )));
             }
         }
     }

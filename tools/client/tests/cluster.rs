@@ -334,6 +334,15 @@ async fn any_watch_follows_a_login_over_every_transport_and_resumes_on_the_other
             "{transport:?}"
         );
         assert!(confirmed.version > scanned.version, "{transport:?}");
+        // `until` refuses a final state it was not waiting for.
+        one.redeem(id, secret).await.unwrap();
+        let e = bounded("REDEEMED", w.until(LoginState::Scanned))
+            .await
+            .expect_err("REDEEMED is not SCANNED");
+        assert!(
+            e.to_string().contains("Redeemed instead of Scanned"),
+            "{transport:?}: {e}"
+        );
         assert_eq!(transport, Transport::parse(transport.label()).unwrap());
     }
 }

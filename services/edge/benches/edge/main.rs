@@ -180,19 +180,11 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-/// Reads the watch until a snapshot in `want` arrives.
+/// Reads the watch until a snapshot in `want` arrives (at most 30 s).
 async fn until(w: &mut AnyWatch, want: LoginState) -> Result<Snapshot> {
-    loop {
-        let s = tokio::time::timeout(Duration::from_secs(30), w.next_snapshot())
-            .await
-            .with_context(|| format!("no {want:?} within 30 s"))??;
-        if s.state == want {
-            return Ok(s);
-        }
-        if s.state.is_final() {
-            bail!("{:?} instead of {want:?}", s.state);
-        }
-    }
+    Ok(tokio::time::timeout(Duration::from_secs(30), w.until(want))
+        .await
+        .with_context(|| format!("no {want:?} within 30 s"))??)
 }
 
 /// When auth committed the snapshot (its `updated_at`).

@@ -17,9 +17,8 @@ use std::{
 use anyhow::Context;
 use clap::Args;
 use qrlogin_client::{
-    api::{Client, LoginState, Snapshot},
-    sse::SseWatch,
-    watch::Push,
+    api::{Client, LoginState},
+    watch::{AnyWatch, Transport, WatchOptions},
 };
 use serde_json::{json, Value};
 use tokio::time::Instant;
@@ -89,18 +88,6 @@ struct Tally {
     errors: std::collections::BTreeMap<String, u64>,
 }
 
-/// Reads the watch until a snapshot in `want` arrives.
-async fn until(watch: &mut SseWatch, want: LoginState) -> anyhow::Result<Snapshot> {
-    loop {
-        match watch.next().await? {
-            Push::Snapshot(s) if s.state == want => return Ok(s),
-            Push::Snapshot(s) if s.state.is_final() => anyhow::bail!("final {:?}", s.state),
-            Push::Snapshot(_) | Push::Retry(_) => continue,
-            other => anyhow::bail!("watch ended: {other:?}"),
-        }
-    }
-}
-
 /// One whole login; the instant each stage of [`STAGES`] ended.
 async fn login(
     balancer: &Client,
@@ -112,8 +99,12 @@ async fn login(
     let created = balancer.create().await?;
     let created_at = Instant::now();
     let (id, secret) = (created.id(), &created.browser_secret);
-    let mut watch = SseWatch::open(balancer.addr(), Some(src), id, secret, None).await?;
-    let pending = until(&mut watch, LoginState::Pending).await?;
+    let options = WatchOptions {
+        src: Some(src),
+        ..WatchOptions::default()
+    };
+    let mut watch = AnyWatch::open(Transport::Sse, balancer.addr(), id, secret, &options).await?;
+    let pending = watch.until(LoginState::Pending).await?;
     let watching = Instant::now();
     let phone = phones.other_than(pending.node.as_deref(), i);
     // The phone reads the QR code on screen.
@@ -124,12 +115,12 @@ async fn login(
     phone.scan(id, token, payload).await?;
     let scan_answered = Instant::now();
     // The user picks the number the browser shows.
-    let scanned = until(&mut watch, LoginState::Scanned).await?;
+    let scanned = watch.until(LoginState::Scanned).await?;
     let scanned_at = Instant::now();
     let code = scanned.match_code.unwrap_or_default();
     phone.confirm(id, token, code, || {}).await?;
     let confirm_answered = Instant::now();
-    until(&mut watch, LoginState::Confirmed).await?;
+    watch.until(LoginState::Confirmed).await?;
     let confirmed_at = Instant::now();
     drop(watch);
     balancer.redeem(id, secret).await?;
