@@ -7,10 +7,11 @@
 use std::path::Path;
 
 use crate::config::{DevKeygenArgs, DevNatsConfigArgs, DevTokenArgs};
-use crate::nats_accounts::{self, ServerSettings, ServerTls, User};
+use crate::nats_accounts::{self, ClusterSettings, LameDuck, ServerSettings, ServerTls, User};
 use crate::token::{
     generate_key_pair, mint_dev_user_token, unix_now_secs, DevTokenRequest, KeyError,
 };
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DevError {
@@ -198,6 +199,30 @@ pub fn nats_config(args: &DevNatsConfigArgs) -> Result<String, DevError> {
         }),
         _ => None,
     };
+    let cluster = match (&args.cluster_name, args.cluster_listen) {
+        (Some(name), Some(listen)) => Some(ClusterSettings {
+            name: name.clone(),
+            host: listen.ip().to_string(),
+            port: listen.port(),
+            routes: args.routes.clone(),
+            tls: match (&args.cluster_tls_ca, &args.tls_cert, &args.tls_key) {
+                (Some(ca), Some(cert), Some(key)) => Some(ServerTls {
+                    cert_file: cert.display().to_string(),
+                    key_file: key.display().to_string(),
+                    ca_file: Some(ca.display().to_string()),
+                    verify_clients: true,
+                }),
+                _ => None,
+            },
+        }),
+        _ => None,
+    };
+    let lame_duck = args.lame_duck_duration.map(|duration| LameDuck {
+        duration,
+        grace_period: args
+            .lame_duck_grace_period
+            .unwrap_or(Duration::from_secs(10)),
+    });
     let server = ServerSettings {
         host: args.listen.ip().to_string(),
         port: args.listen.port(),
@@ -205,6 +230,8 @@ pub fn nats_config(args: &DevNatsConfigArgs) -> Result<String, DevError> {
         server_name: args.server_name.clone(),
         store_dir: args.store_dir.display().to_string(),
         tls,
+        cluster,
+        lame_duck,
     };
     Ok(nats_accounts::render_server(&server, &users))
 }

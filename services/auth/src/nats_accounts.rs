@@ -126,6 +126,33 @@ pub struct ServerSettings {
     pub store_dir: String,
     /// Server certificate, key and (for client certificates) CA, all PEM.
     pub tls: Option<ServerTls>,
+    /// Membership of a JetStream cluster (routes to the other members).
+    pub cluster: Option<ClusterSettings>,
+    /// How long lame duck mode spreads client disconnects over (nats-server
+    /// refuses less than 30 s), and the grace period before it starts;
+    /// nats-server's defaults (2 min, 10 s) when unset.
+    pub lame_duck: Option<LameDuck>,
+}
+
+/// One member's part of a cluster: its route listener and every member's
+/// route URL (a server ignores the route to itself, so every member gets
+/// the same list).
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    /// `nats-route://host:port` of every member.
+    pub routes: Vec<String>,
+    /// Routes over mutual TLS: both ends present a certificate of `ca_file`
+    /// (`verify_clients` is forced on for routes).
+    pub tls: Option<ServerTls>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct LameDuck {
+    pub duration: std::time::Duration,
+    pub grace_period: std::time::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -137,8 +164,28 @@ pub struct ServerTls {
     pub verify_clients: bool,
 }
 
-/// A whole single-server nats.conf: listen, JetStream store, optional TLS,
-/// then the accounts.
+/// A `tls { }` block at `indent`.
+fn render_tls(out: &mut String, indent: &str, tls: &ServerTls, verify: bool) {
+    let _ = writeln!(out, "{indent}tls {{");
+    let _ = writeln!(out, "{indent}  cert_file: {:?}", tls.cert_file);
+    let _ = writeln!(out, "{indent}  key_file: {:?}", tls.key_file);
+    if let Some(ca) = &tls.ca_file {
+        let _ = writeln!(out, "{indent}  ca_file: {ca:?}");
+    }
+    if verify {
+        let _ = writeln!(out, "{indent}  verify: true");
+    }
+    let _ = writeln!(out, "{indent}  timeout: 2");
+    let _ = writeln!(out, "{indent}}}");
+}
+
+/// nats-server's duration syntax: whole milliseconds.
+fn nats_duration(d: std::time::Duration) -> String {
+    format!("\"{}ms\"", d.as_millis())
+}
+
+/// A whole nats.conf for one server: listen, JetStream store, optional TLS,
+/// optional cluster membership, then the accounts.
 pub fn render_server(server: &ServerSettings, users: &[User]) -> String {
     let mut out =
         String::from("# Rendered by qrlogin (nats_accounts.rs); edit the source, not this file.\n");
@@ -150,17 +197,29 @@ pub fn render_server(server: &ServerSettings, users: &[User]) -> String {
         let _ = writeln!(out, "server_name: {name:?}");
     }
     let _ = writeln!(out, "jetstream {{ store_dir: {:?} }}", server.store_dir);
+    if let Some(ld) = &server.lame_duck {
+        let _ = writeln!(out, "lame_duck_duration: {}", nats_duration(ld.duration));
+        let _ = writeln!(
+            out,
+            "lame_duck_grace_period: {}",
+            nats_duration(ld.grace_period)
+        );
+    }
     if let Some(tls) = &server.tls {
-        let _ = writeln!(out, "tls {{");
-        let _ = writeln!(out, "  cert_file: {:?}", tls.cert_file);
-        let _ = writeln!(out, "  key_file: {:?}", tls.key_file);
-        if let Some(ca) = &tls.ca_file {
-            let _ = writeln!(out, "  ca_file: {ca:?}");
+        render_tls(&mut out, "", tls, tls.verify_clients);
+    }
+    if let Some(cluster) = &server.cluster {
+        let _ = writeln!(out, "cluster {{");
+        let _ = writeln!(out, "  name: {:?}", cluster.name);
+        let _ = writeln!(out, "  listen: \"{}:{}\"", cluster.host, cluster.port);
+        if let Some(tls) = &cluster.tls {
+            render_tls(&mut out, "  ", tls, true);
         }
-        if tls.verify_clients {
-            let _ = writeln!(out, "  verify: true");
+        let _ = writeln!(out, "  routes: [");
+        for route in &cluster.routes {
+            let _ = writeln!(out, "    {route:?}");
         }
-        let _ = writeln!(out, "  timeout: 2");
+        let _ = writeln!(out, "  ]");
         let _ = writeln!(out, "}}");
     }
     out.push_str(&render_accounts(users));
@@ -181,6 +240,53 @@ mod tests {
         assert!(!p.publish.iter().any(|s| s == "$JS.API.>" || s == ">"));
         assert!(!p.publish.iter().any(|s| s.starts_with("qrlogin.")));
         assert_eq!(p.subscribe, vec!["_INBOX_qrlogin_auth.>"]);
+    }
+
+    #[test]
+    fn a_cluster_member_lists_every_route_and_verifies_route_certificates() {
+        let tls = ServerTls {
+            cert_file: "/c.pem".into(),
+            key_file: "/k.pem".into(),
+            ca_file: Some("/ca.pem".into()),
+            verify_clients: false,
+        };
+        let text = render_server(
+            &ServerSettings {
+                host: "127.0.0.1".into(),
+                port: 4222,
+                server_name: Some("nats-1".into()),
+                store_dir: "/s".into(),
+                cluster: Some(ClusterSettings {
+                    name: "qrlogin".into(),
+                    host: "127.0.0.1".into(),
+                    port: 6222,
+                    routes: vec![
+                        "nats-route://127.0.0.1:6222".into(),
+                        "nats-route://127.0.0.1:6223".into(),
+                    ],
+                    tls: Some(tls),
+                }),
+                lame_duck: Some(LameDuck {
+                    duration: std::time::Duration::from_secs(30),
+                    grace_period: std::time::Duration::from_millis(500),
+                }),
+                ..ServerSettings::default()
+            },
+            &[],
+        );
+        assert!(text.contains("server_name: \"nats-1\""), "{text}");
+        assert!(text.contains("lame_duck_duration: \"30000ms\""), "{text}");
+        assert!(text.contains("lame_duck_grace_period: \"500ms\""), "{text}");
+        let cluster = text.split("cluster {").nth(1).expect("cluster block");
+        assert!(cluster.contains("name: \"qrlogin\""), "{text}");
+        assert!(cluster.contains("listen: \"127.0.0.1:6222\""), "{text}");
+        assert!(cluster.contains("verify: true"), "{text}");
+        assert!(
+            cluster.contains("\"nats-route://127.0.0.1:6223\""),
+            "{text}"
+        );
+        // The client listener stays without client certificates.
+        assert_eq!(text.matches("verify: true").count(), 1, "{text}");
     }
 
     #[test]

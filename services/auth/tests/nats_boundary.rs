@@ -132,3 +132,39 @@ async fn auth_reaches_nats_over_tls_and_plaintext_clients_do_not() {
         "a client that does not trust the CA got in"
     );
 }
+
+/// The cluster the fault tests run on is a cluster: a replicated bucket
+/// made with auth's credential has a leader, loses it with its member, gets
+/// another, and the member comes back with the data.
+#[tokio::test]
+async fn a_three_member_cluster_replicates_and_elects_a_new_stream_leader() {
+    use async_nats::jetstream::kv;
+    let mut cluster = qrlogin_auth::testing::NatsCluster::start(3).await;
+    let client = cluster.connect_as_auth().await.expect("connect as auth");
+    let js = async_nats::jetstream::new(client);
+    let bucket = js
+        .create_key_value(kv::Config {
+            bucket: qrlogin_auth::testing::TEST_BUCKET.into(),
+            num_replicas: 3,
+            ..Default::default()
+        })
+        .await
+        .expect("R3 bucket");
+    bucket.put("k", "v1".into()).await.expect("put");
+    let stream = format!("KV_{}", qrlogin_auth::testing::TEST_BUCKET);
+    let leader = cluster.wait_for_stream_leader(&stream, None).await;
+    cluster.kill(leader);
+    let next = cluster.wait_for_stream_leader(&stream, Some(leader)).await;
+    assert_ne!(next, leader);
+    cluster.restart(leader).await;
+    let back = cluster
+        .connect_as_auth_to(&[leader])
+        .await
+        .expect("the restarted member takes clients");
+    let kv = async_nats::jetstream::new(back)
+        .get_key_value(qrlogin_auth::testing::TEST_BUCKET)
+        .await
+        .expect("bucket");
+    let value = kv.get("k").await.expect("get").expect("the value survived");
+    assert_eq!(&value[..], b"v1");
+}

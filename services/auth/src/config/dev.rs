@@ -53,6 +53,29 @@ pub struct DevNatsConfigArgs {
     /// CA that signs client certificates; with it, clients must present one.
     #[arg(long, requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
+    /// Join a JetStream cluster of this name (needs --server-name,
+    /// --cluster-listen and the members' --route).
+    #[arg(long, requires_all = ["cluster_listen", "server_name"])]
+    pub cluster_name: Option<String>,
+    /// Route listener of this member.
+    #[arg(long, requires = "cluster_name")]
+    pub cluster_listen: Option<SocketAddr>,
+    /// A member's route URL (`nats-route://host:port`), once per member; the
+    /// server ignores the route to itself.
+    #[arg(long = "route", requires = "cluster_name")]
+    pub routes: Vec<String>,
+    /// CA of the route certificates: routes then run over mutual TLS with
+    /// --tls-cert and --tls-key, which must allow client use too.
+    #[arg(long, requires_all = ["cluster_name", "tls_cert"])]
+    pub cluster_tls_ca: Option<PathBuf>,
+    /// Lame duck mode: how long the server spreads its clients' disconnects
+    /// over (nats-server's default: 2 min; at least 30 s).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub lame_duck_duration: Option<Duration>,
+    /// Lame duck mode: the wait before the first client is closed
+    /// (nats-server's default: 10 s).
+    #[arg(long, value_parser = humantime::parse_duration, requires = "lame_duck_duration")]
+    pub lame_duck_grace_period: Option<Duration>,
 }
 
 #[derive(Debug, Args)]

@@ -35,7 +35,7 @@ pub enum Command {
     DevKeygen(DevKeygenArgs),
     /// DEVELOPMENT ONLY: print a nats.conf for one local server with the
     /// qrlogin accounts and the nkey users of a dev-keygen folder.
-    DevNatsConfig(DevNatsConfigArgs),
+    DevNatsConfig(Box<DevNatsConfigArgs>),
     /// DEVELOPMENT ONLY: print a phone user token signed with a development key.
     DevToken(DevTokenArgs),
 }

@@ -4,6 +4,9 @@
 //!   temporary store, secured with the production accounts and nkey users
 //!   (`auth`, `edge`, and throw-away users a test adds), killed on drop;
 //!   restartable on the same port and store.
+//! - [`NatsCluster`]: three (or more) such servers clustered with JetStream
+//!   (routes, one store each), and the faults a test inflicts on a member:
+//!   SIGKILL, SIGSTOP/SIGCONT, lame duck mode, restart.
 //! - [`TestKeys`]: throw-away Ed25519 keys, user tokens, the record key and
 //!   a service token.
 //! - [`TestTls`]: a throw-away CA with server and client certificates.
@@ -22,9 +25,26 @@ use std::time::{Duration, Instant};
 use crate::config::AuthConfig;
 pub use crate::nats_accounts::Permissions;
 use crate::nats_accounts::{self, ServerSettings, ServerTls, User};
+
+mod cluster;
 use crate::sealing::generate_key_text;
 use crate::startup::Application;
 use crate::token::{generate_key_pair, mint_dev_user_token, unix_now_secs, DevTokenRequest};
+pub use cluster::NatsCluster;
+
+/// A GET on a nats-server's monitoring port; the body, if the answer was 200.
+pub(crate) async fn monitor_get(port: u16, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.ok()?;
+    let (head, body) = answer.split_once("\r\n\r\n")?;
+    (head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200")).then(|| body.to_owned())
+}
 
 /// Where the pinned nats-server lives.
 pub fn nats_server_bin() -> PathBuf {
@@ -37,7 +57,7 @@ pub fn nats_server_bin() -> PathBuf {
         .unwrap_or_else(|_| PathBuf::from("nats-server"))
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -48,6 +68,34 @@ fn free_port() -> u16 {
 struct Users {
     dir: tempfile::TempDir,
     list: Vec<User>,
+}
+
+impl Users {
+    /// `auth` and `edge` with fresh nkeys and the rights `layout` asks for;
+    /// their seeds in a new temporary folder.
+    fn new(layout: &NatsLayout) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir for NATS users");
+        let mut list = Vec::new();
+        for (name, permissions) in [
+            (
+                "auth",
+                nats_accounts::auth_permissions(&[&layout.bucket, &layout.limits_bucket]),
+            ),
+            (
+                "edge",
+                nats_accounts::edge_permissions(&layout.subject_prefix),
+            ),
+        ] {
+            let pair = nkeys::KeyPair::new_user();
+            write_seed(dir.path(), name, &pair);
+            list.push(User {
+                name: name.into(),
+                nkey: pair.public_key(),
+                permissions,
+            });
+        }
+        Self { dir, list }
+    }
 }
 
 /// A real nats-server for one test, secured as in production: accounts, the
@@ -97,7 +145,7 @@ impl Default for NatsLayout {
     }
 }
 
-fn write_seed(dir: &Path, name: &str, pair: &nkeys::KeyPair) -> PathBuf {
+pub(crate) fn write_seed(dir: &Path, name: &str, pair: &nkeys::KeyPair) -> PathBuf {
     let path = dir.join(format!("{name}.seed"));
     std::fs::write(&path, pair.seed().expect("nkey seed")).expect("write seed");
     path
@@ -132,32 +180,12 @@ impl NatsServer {
 
     async fn start_with(layout: &NatsLayout, tls: Option<ServerCerts>) -> Self {
         for _ in 0..5 {
-            let dir = tempfile::tempdir().expect("temp dir for NATS users");
-            let mut list = Vec::new();
-            for (name, permissions) in [
-                (
-                    "auth",
-                    nats_accounts::auth_permissions(&[&layout.bucket, &layout.limits_bucket]),
-                ),
-                (
-                    "edge",
-                    nats_accounts::edge_permissions(&layout.subject_prefix),
-                ),
-            ] {
-                let pair = nkeys::KeyPair::new_user();
-                write_seed(dir.path(), name, &pair);
-                list.push(User {
-                    name: name.into(),
-                    nkey: pair.public_key(),
-                    permissions,
-                });
-            }
             let mut server = Self {
                 child: None,
                 port: free_port(),
                 monitor_port: free_port(),
                 store: tempfile::tempdir().expect("temp dir for JetStream store"),
-                users: Mutex::new(Users { dir, list }),
+                users: Mutex::new(Users::new(layout)),
                 tls: tls.clone(),
             };
             if server.spawn().await {
@@ -317,7 +345,7 @@ impl NatsServer {
         );
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Some(body) = self.monitor_get(&path).await {
+            if let Some(body) = monitor_get(self.monitor_port, &path).await {
                 if let Some(total) = serde_json::from_str::<serde_json::Value>(&body)
                     .ok()
                     .and_then(|v| v["total"].as_u64())
@@ -333,22 +361,6 @@ impl NatsServer {
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-    }
-
-    /// A GET on the monitoring port; the body, if the answer was 200.
-    async fn monitor_get(&self, path: &str) -> Option<String> {
-        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.monitor_port))
-            .await
-            .ok()?;
-        let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.ok()?;
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).await.ok()?;
-        let (head, body) = answer.split_once("\r\n\r\n")?;
-        head.starts_with("HTTP/1.0 200")
-            .then(|| body.to_owned())
-            .or_else(|| head.starts_with("HTTP/1.1 200").then(|| body.to_owned()))
     }
 
     /// Connects as auth does (its seed and inbox prefix), e.g. to inspect or
