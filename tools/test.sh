@@ -6,6 +6,8 @@
 #   2. cargo fmt --check, cargo clippy -D warnings
 #   3. cargo test: unit and integration tests (real nats-server per test)
 #   4. Kubernetes manifests: kustomize, kubernetes-validate --strict, invariants
+#   4b. the protobuf contract: buf lint, buf breaking against the released
+#       contract, and self-tests that show both can fail (proto/check.sh)
 #   5. monitoring rules: promtool check rules, promtool test rules, no drift
 #   6. the local cluster (NATS, auth, two edges, HAProxy): end-to-end script
 #   7. browser tests (Debian's Chromium driven by playwright-core)
@@ -72,6 +74,9 @@ run_step fmt cargo fmt --all -- --check
 run_step clippy cargo clippy --workspace --all-targets --locked -- -D warnings
 run_step cargo-test cargo test --workspace --locked
 run_step k8s deploy/k8s/check.sh
+# Offline, a few seconds: the contract that old and new components share
+# during a rolling upgrade (docs/operations.md, "Upgrade the contract").
+run_step proto-contract proto/check.sh
 # Bounded: promtool over the rule files, offline (a few seconds).
 run_step monitoring-rules timeout 120 deploy/monitoring/check.sh
 # The local cluster (with a 15 s PENDING deadline so expiry is observable)
