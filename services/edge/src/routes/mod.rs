@@ -49,7 +49,8 @@ pub struct Shared {
     pub auth: AuthClient,
     pub broker: Broker,
     /// Sessions through auth and the watches (observes its own writes);
-    /// the only way routes reach either, so none can forget to observe.
+    /// the session routes go through it, so none can forget to observe.
+    /// (`/readyz` asks `auth` and `broker` directly.)
     pub sessions: Sessions,
     /// What every connection of each push transport shares (its settings).
     pub sse: Arc<crate::transport::sse::Endpoint>,

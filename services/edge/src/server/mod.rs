@@ -1,6 +1,7 @@
 //! The HTTP/1.1 front: accepts connections and reads the first request
-//! head itself. SSE and WebSocket requests, which become long-lived idle
-//! connections, are answered by writing the axum app's response straight to
+//! head itself. Requests of the stream routes (`routes::STREAM_ROUTES`:
+//! SSE, WebSocket, STOMP), which become long-lived idle connections, are
+//! answered by writing the axum app's response straight to
 //! the socket: no hyper connection stays behind them, so an idle stream
 //! does not keep hyper's two 8 KiB buffers. Every other request (and any
 //! later request on a kept-alive connection) is served by hyper with the
