@@ -1,5 +1,5 @@
 //! Admission limits: the per-client create rate ([`CreateRateLimiter`]),
-//! the per-session short-poll pace ([`PollPace`]),
+//! the per-session poll pace ([`PollPace`]),
 //! the node-wide cap on requests and streams ([`ConnectionGate`]), and the
 //! cap on connections that have not sent a complete request head, node-wide
 //! and per client ([`HeadGate`]). Clients are [`ClientKey`]s.
@@ -18,7 +18,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub use create_rate::CreateRateLimiter;
 pub use head_gate::{HeadGate, HeadRefused, HeadSlot};
-pub use poll_pace::PollPace;
+pub use poll_pace::{Held, PollPace};
 
 /// What one client is, for limits: an IPv4 address, or the /64 prefix of
 /// an IPv6 address (one host is usually given a whole /64, so keying on
