@@ -227,6 +227,7 @@ impl Application {
                     timeout: state.config.write_timeout,
                     metrics: state.metrics.clone(),
                 }),
+                trusted_proxies: state.config.trusted_proxies.clone(),
             };
             let mut draining = drain.listener();
             let closing = closing.clone();

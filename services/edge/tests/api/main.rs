@@ -5,6 +5,7 @@ mod drain;
 mod failures;
 mod front;
 mod grpc;
+mod grpc_limits;
 mod guards;
 mod helpers;
 mod limits;
