@@ -203,6 +203,18 @@ pub struct EdgeConfig {
     /// The same, per client (IPv4 address or IPv6 /64; trusted proxies exempt).
     #[arg(long, env = "QRLOGIN_MAX_PRE_HEAD_PER_CLIENT", default_value_t = 64)]
     pub max_pre_head_per_client: usize,
+    /// Requests and streams one client (IPv4 address or IPv6 /64; behind a
+    /// trusted proxy, the forwarded address) may have open on this node,
+    /// counted from the head (a body still arriving counts); beyond:
+    /// `429 too_many_requests`. Trusted proxies themselves are exempt.
+    #[arg(long, env = "QRLOGIN_MAX_REQUESTS_PER_CLIENT", default_value_t = 256)]
+    pub max_requests_per_client: usize,
+    /// A request body must arrive whole within this time of its head;
+    /// beyond: `408 body_timeout` and the connection closes. The body is
+    /// read before the request is admitted, so a slow body holds no
+    /// admission.
+    #[arg(long, env = "QRLOGIN_BODY_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub body_timeout: Duration,
     /// A write (response, event, frame, close) that makes no progress for
     /// this long drops the connection: a peer that does not read.
     #[arg(long, env = "QRLOGIN_WRITE_TIMEOUT", default_value = "10s", value_parser = duration)]
@@ -350,6 +362,7 @@ impl EdgeConfig {
             ("QRLOGIN_AUTH_TIMEOUT", self.auth_timeout),
             ("QRLOGIN_POLL_INTERVAL", self.poll_interval),
             ("QRLOGIN_WRITE_TIMEOUT", self.write_timeout),
+            ("QRLOGIN_BODY_TIMEOUT", self.body_timeout),
             ("QRLOGIN_SECRET_COOKIE_MAX_AGE", self.secret_cookie_max_age),
         ];
         for (var, value) in positive {
@@ -373,6 +386,12 @@ impl EdgeConfig {
                 "QRLOGIN_MAX_PRE_HEAD_PER_CLIENT",
                 "1..=QRLOGIN_MAX_PRE_HEAD_CONNECTIONS",
             ));
+        }
+        if self.max_requests_per_client == 0 || self.max_requests_per_client > 1_000_000 {
+            return Err(invalid("QRLOGIN_MAX_REQUESTS_PER_CLIENT", "1..=1000000"));
+        }
+        if self.body_timeout > Duration::from_secs(300) {
+            return Err(invalid("QRLOGIN_BODY_TIMEOUT", "at most 5m"));
         }
         if self.socket_send_buffer != 0 && !(4096..=16 << 20).contains(&self.socket_send_buffer) {
             return Err(invalid(
@@ -442,6 +461,8 @@ mod tests {
         assert_eq!(c.write_timeout, Duration::from_secs(10));
         assert_eq!(c.max_pre_head_connections, 1024);
         assert_eq!(c.max_pre_head_per_client, 64);
+        assert_eq!(c.max_requests_per_client, 256);
+        assert_eq!(c.body_timeout, Duration::from_secs(10));
         assert_eq!(c.secret_cookie_max_age, Duration::from_secs(300));
     }
 
