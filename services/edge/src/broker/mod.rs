@@ -5,7 +5,8 @@
 //! [`Inbox`], so no queue or channel exists per subscription.
 //!
 //! - [`proto`]: the protocol parser (bounded lines and payloads).
-//! - [`server`]: where and how to connect (URLs, nkey seed, TLS settings).
+//! - [`server`]: where and how to connect (URLs, nkey seed, TLS settings),
+//!   and the pool of servers a reconnect goes round.
 //! - [`conn`]: connecting (INFO, TLS, CONNECT with an nkey signature of the
 //!   server's nonce) and reconnecting.
 //! - [`link`]: one live connection: reading, writing, pinging.
