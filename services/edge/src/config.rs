@@ -162,6 +162,10 @@ pub struct EdgeConfig {
     /// PEM private key of the NATS client certificate.
     #[arg(long, env = "QRLOGIN_NATS_TLS_KEY_FILE")]
     pub nats_tls_key_file: Option<PathBuf>,
+    /// Interval of the edge's PINGs to NATS; no PONG to two of them ends
+    /// the connection (a frozen server), and the edge moves to another.
+    #[arg(long, env = "QRLOGIN_NATS_PING_INTERVAL", default_value = "1s", value_parser = duration)]
+    pub nats_ping_interval: Duration,
     /// `per-session` (default) or `wildcard` (small deployments).
     #[arg(
         long,
@@ -343,6 +347,11 @@ impl EdgeConfig {
                 "set together with QRLOGIN_NATS_TLS_KEY_FILE",
             ));
         }
+        if !(Duration::from_millis(100)..=Duration::from_secs(300))
+            .contains(&self.nats_ping_interval)
+        {
+            return Err(invalid("QRLOGIN_NATS_PING_INTERVAL", "100ms..=5m"));
+        }
         let prefix_ok = !self.subject_prefix.is_empty()
             && self.subject_prefix.split('.').all(|t| {
                 !t.is_empty()
@@ -464,6 +473,11 @@ mod tests {
         assert_eq!(c.max_requests_per_client, 256);
         assert_eq!(c.body_timeout, Duration::from_secs(10));
         assert_eq!(c.secret_cookie_max_age, Duration::from_secs(300));
+        assert_eq!(
+            c.nats_ping_interval,
+            crate::broker::DEFAULT_PING_INTERVAL,
+            "the flag's default and the broker's agree"
+        );
     }
 
     #[test]
@@ -482,6 +496,13 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("QRLOGIN_IDLE_TIMEOUT"));
+        let mut c = EdgeConfig::defaults();
+        c.nats_ping_interval = Duration::from_millis(10);
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("QRLOGIN_NATS_PING_INTERVAL"));
         assert!(EdgeConfig::try_parse_from(["e", "--trusted-proxies", "10.0.0.0/33"]).is_err());
         assert!(EdgeConfig::try_parse_from(["e", "--allowed-origins", "example.com"]).is_err());
         let ok = EdgeConfig::try_parse_from([

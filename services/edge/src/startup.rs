@@ -84,6 +84,7 @@ impl Application {
             tls_ca_file: config.nats_tls_ca_file.clone(),
             tls_cert_file: config.nats_tls_cert_file.clone(),
             tls_key_file: config.nats_tls_key_file.clone(),
+            ping_interval: config.nats_ping_interval,
             wildcard: config.nats_interest == NatsInterest::Wildcard,
             ..BrokerConfig::new(&config.nats_url, &config.subject_prefix)
         };

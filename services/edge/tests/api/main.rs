@@ -1,6 +1,8 @@
-//! Black-box tests of the edge: real NATS, real auth, two edges.
+//! Black-box tests of the edge: real NATS, real auth, two edges; the NATS
+//! client also against a cluster of three real servers (`cluster`).
 
 mod broker;
+mod cluster;
 mod drain;
 mod failures;
 mod front;
