@@ -171,6 +171,12 @@ impl Application {
         self.ops_listener.as_ref().map(|(_, addr)| *addr)
     }
 
+    /// Where the broker appears once NATS and the bucket are ready (tests
+    /// reach its hooks through it).
+    pub fn broker_slot(&self) -> BrokerSlot {
+        self.broker.clone()
+    }
+
     /// The service's metrics (what `/metrics` renders).
     pub fn metrics(&self) -> Arc<AuthMetrics> {
         self.metrics.clone()

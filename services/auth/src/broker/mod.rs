@@ -4,6 +4,14 @@
 //! the connection's credentials. Each read and write is timed
 //! ([`AuthMetrics`]); with tracing on, a write carries the W3C trace context
 //! in its headers, which the republished event keeps.
+//!
+//! On a NATS cluster the connection knows every configured member and moves
+//! to another when one dies, freezes (client pings) or enters lame duck
+//! mode. Reads and writes are retried through transient failures until the
+//! caller's deadline ([`retry`]); a write carries a `Nats-Msg-Id` that is
+//! the same for all attempts of that write and never used for another, so
+//! a retry of a write that committed is not stored twice (see
+//! [`Broker::update`] for what a retry answers then).
 
 use async_nats::jetstream::{self, kv, stream};
 use async_nats::HeaderMap;
@@ -20,6 +28,7 @@ use crate::telemetry;
 mod access;
 pub mod limits;
 mod record;
+pub mod retry;
 pub use access::{AccessError, NatsAccess, NkeySeed};
 pub use record::{login_event, proto_state, qr_rotation, timestamp, RecordError};
 
@@ -27,10 +36,20 @@ pub use record::{login_event, proto_state, qr_rotation, timestamp, RecordError};
 const MAX_VALUE_SIZE: i32 = 8 * 1024;
 /// The JetStream header that makes a publish a compare-and-swap.
 const EXPECTED_LAST_SUBJECT_SEQUENCE: &str = "Nats-Expected-Last-Subject-Sequence";
+/// The JetStream header of de-duplication: a second message with the same
+/// id within the stream's duplicate window is acknowledged, not stored.
+const MSG_ID: &str = "Nats-Msg-Id";
+/// Longest wait for a (re)connection's handshake. A member that accepts
+/// TCP but answers nothing (frozen) costs this much before the next.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The name auth's connection gives in CONNECT (the servers' `/connz`).
+pub const CLIENT_NAME: &str = "qrlogin-auth";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
     /// The detail is for logs; clients get a fixed text (see grpc.rs).
+    /// Transient failures become this only once retrying them ran out of
+    /// time.
     #[error("NATS unavailable: {0}")]
     Unavailable(String),
     /// The key's revision moved since we read it: someone else won the race.
@@ -46,7 +65,12 @@ pub enum BrokerError {
 /// Where and how to keep sessions.
 #[derive(Debug, Clone)]
 pub struct BrokerSettings {
-    pub nats_url: String,
+    /// Every configured member (QRLOGIN_NATS_URL).
+    pub servers: Vec<async_nats::ServerAddr>,
+    /// Client ping interval (QRLOGIN_NATS_PING_INTERVAL).
+    pub ping_interval: Duration,
+    /// One JetStream request's timeout (QRLOGIN_NATS_REQUEST_TIMEOUT).
+    pub request_timeout: Duration,
     pub access: NatsAccess,
     pub bucket: String,
     pub replicas: usize,
@@ -62,9 +86,12 @@ pub struct BrokerSettings {
 }
 
 impl BrokerSettings {
+    /// `c` must have passed `validate` (its server list parses).
     pub fn from_config(c: &AuthConfig, access: NatsAccess) -> Self {
         Self {
-            nats_url: c.nats_url.clone(),
+            servers: c.nats_servers().unwrap_or_default(),
+            ping_interval: c.store.nats_ping_interval,
+            request_timeout: c.store.nats_request_timeout,
             access,
             bucket: c.kv_bucket.clone(),
             replicas: c.kv_replicas,
@@ -125,6 +152,18 @@ pub struct Broker {
     /// The bucket's name, for span attributes.
     bucket: String,
     public_base: String,
+    /// Test hook: acknowledgements to drop after their write committed.
+    #[cfg(any(test, feature = "testing"))]
+    lose_acks: Arc<std::sync::atomic::AtomicUsize>,
+    /// Moves off a member in lame duck mode; holds a client handle, so it
+    /// is stopped with the broker.
+    lame_duck: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.lame_duck.abort();
+    }
 }
 
 fn unavailable(e: impl std::fmt::Display) -> BrokerError {
@@ -141,15 +180,28 @@ impl Broker {
         metrics: Arc<AuthMetrics>,
         on_link: impl Fn(LinkState) + Send + Sync + 'static,
     ) -> Result<Self, BrokerError> {
+        // Lame duck mode announced by our member: move now, not when it
+        // closes the connection in the middle of a write.
+        let (lame_duck_tx, lame_duck_rx) = tokio::sync::mpsc::channel::<()>(1);
         let client = settings
             .access
             .options()
-            .name("qrlogin-auth")
-            .connection_timeout(Duration::from_secs(3))
+            .name(CLIENT_NAME)
+            .connection_timeout(CONNECT_TIMEOUT)
+            .ping_interval(settings.ping_interval)
+            .request_timeout(Some(settings.request_timeout))
+            .max_reconnects(None)
+            .reconnect_to_server_callback(
+                |servers, last| async move { another_member(&servers, &last) },
+            )
             .event_callback(move |event| {
                 let state = match event {
                     async_nats::Event::Connected => Some(LinkState::Up),
                     async_nats::Event::Disconnected => Some(LinkState::Down),
+                    async_nats::Event::LameDuckMode => {
+                        let _ = lame_duck_tx.try_send(());
+                        None
+                    }
                     _ => None,
                 };
                 if let Some(state) = state {
@@ -157,14 +209,16 @@ impl Broker {
                 }
                 async {}
             })
-            .connect(settings.nats_url.as_str())
+            .connect(settings.servers.clone())
             .await
             .map_err(unavailable)?;
-        let mut js = jetstream::new(client);
-        js.set_timeout(Duration::from_secs(3));
+        let mut js = jetstream::new(client.clone());
+        js.set_timeout(settings.request_timeout);
         let kv = open_bucket(&js, settings).await?;
         let limits = limits::Counters::open(&js, settings).await?;
+        let lame_duck = tokio::spawn(leave_lame_duck(client, lame_duck_rx));
         Ok(Self {
+            lame_duck,
             js,
             kv,
             limits,
@@ -173,19 +227,49 @@ impl Broker {
             metrics,
             bucket: settings.bucket.clone(),
             public_base: settings.public_base.clone(),
+            #[cfg(any(test, feature = "testing"))]
+            lose_acks: Arc::default(),
         })
     }
 
+    /// Test hook: the next `n` writes commit but their acknowledgement is
+    /// dropped, as when a member dies between the two; the write's retry
+    /// path then runs. The counter goes down as acks are dropped.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn lose_acks(&self) -> Arc<std::sync::atomic::AtomicUsize> {
+        self.lose_acks.clone()
+    }
+
     /// Reads a session and its revision; `None` when absent or removed.
-    pub async fn load(&self, id: &SessionId) -> Result<Option<(SessionRecord, u64)>, BrokerError> {
-        let started = Instant::now();
-        let entry = self
-            .kv
-            .entry(id.as_str())
-            .instrument(self.span("kv.get", "client"))
+    /// Transient failures are retried until `deadline`.
+    pub async fn load(
+        &self,
+        id: &SessionId,
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<(SessionRecord, u64)>, BrokerError> {
+        let mut backoff = retry::Backoff::until(deadline);
+        let entry = loop {
+            let started = Instant::now();
+            let attempt = tokio::time::timeout(
+                backoff.remaining(),
+                self.kv
+                    .entry(id.as_str())
+                    .instrument(self.span("kv.get", "client")),
+            )
             .await;
-        self.metrics.kv_read(started.elapsed());
-        let entry = entry.map_err(unavailable)?;
+            self.metrics.kv_read(started.elapsed());
+            let error = match attempt {
+                Ok(Ok(entry)) => break entry,
+                Ok(Err(e)) if !retry::read_is_retryable(&e) => return Err(unavailable(e)),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "timed out at the call's deadline".to_owned(),
+            };
+            if !backoff.wait().await {
+                return Err(BrokerError::Unavailable(format!("read: {error}")));
+            }
+            self.metrics.kv_retry("read");
+            tracing::debug!(session_id = %id, %error, "session read failed; retrying");
+        };
         match entry {
             Some(e) if e.operation == kv::Operation::Put => {
                 let record = record::decode(&e.value, id, &self.sealer)?;
@@ -196,20 +280,46 @@ impl Broker {
     }
 
     /// Stores a new session; fails with `Conflict` if the id exists (a
-    /// 128-bit collision).
-    pub async fn create(&self, record: &SessionRecord) -> Result<u64, BrokerError> {
-        self.write(record, 0).await
+    /// 128-bit collision). Retried like [`update`](Self::update).
+    pub async fn create(
+        &self,
+        record: &SessionRecord,
+        deadline: tokio::time::Instant,
+    ) -> Result<u64, BrokerError> {
+        self.write(record, 0, deadline).await
     }
 
-    /// Writes `record` only if the key is still at `revision`.
-    pub async fn update(&self, record: &SessionRecord, revision: u64) -> Result<u64, BrokerError> {
-        self.write(record, revision).await
+    /// Writes `record` only if the key is still at `revision`, and returns
+    /// the key's new revision. Transient failures are retried until
+    /// `deadline`, every attempt with the same `Nats-Msg-Id`. When an
+    /// earlier attempt committed but its acknowledgement was lost, the
+    /// retry learns it one of two ways: on a replicated bucket the
+    /// duplicate check comes first (nats-server checks the message id
+    /// before the expected sequence when it proposes a clustered write) and
+    /// acknowledges with the original revision; on one replica the expected
+    /// sequence is checked first and refuses, so the key is read again, and
+    /// if it holds exactly this record, that is the answer. Otherwise
+    /// `Conflict`: the caller reads again and decides anew (the domain
+    /// answers a repeat of a committed action without a write).
+    pub async fn update(
+        &self,
+        record: &SessionRecord,
+        revision: u64,
+        deadline: tokio::time::Instant,
+    ) -> Result<u64, BrokerError> {
+        self.write(record, revision, deadline).await
     }
 
     /// A JetStream publish to the key's subject, expecting the key's last
-    /// revision to be `revision` (0: the key must not exist). Headers set
-    /// here ride along to the republished event.
-    async fn write(&self, record: &SessionRecord, revision: u64) -> Result<u64, BrokerError> {
+    /// revision to be `revision` (0: the key must not exist), retried as
+    /// [`update`](Self::update) says. Headers set here ride along to the
+    /// republished event.
+    async fn write(
+        &self,
+        record: &SessionRecord,
+        revision: u64,
+        deadline: tokio::time::Instant,
+    ) -> Result<u64, BrokerError> {
         let value = record::encode(record, &self.sealer, &self.public_base)?;
         let span = self.span("kv.put", "producer");
         let mut headers = HeaderMap::new();
@@ -217,28 +327,35 @@ impl Broker {
             EXPECTED_LAST_SUBJECT_SEQUENCE,
             revision.to_string().as_str(),
         );
+        // One id per logical write, for all of its attempts and no other.
+        headers.insert(MSG_ID, crate::domain::SessionId::generate().as_str());
         // The event NATS republishes from this write continues this span.
         span.in_scope(|| telemetry::inject_current(&mut telemetry::NatsHeaders(&mut headers)));
         let subject = format!("{}{}", self.key_prefix, record.id);
         let started = Instant::now();
-        let ack = async {
-            self.js
-                .publish_with_headers(subject, headers, value)
-                .await
-                .map_err(unavailable)?
-                .await
-                .map_err(|e| {
-                    if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence {
-                        BrokerError::Conflict
-                    } else if is_full(&e) {
-                        BrokerError::Full
-                    } else {
-                        unavailable(e)
-                    }
-                })
-        }
-        .instrument(span.clone())
-        .await;
+        let mut backoff = retry::Backoff::until(deadline);
+        // Whether an earlier attempt may have committed.
+        let mut uncertain = false;
+        let ack = loop {
+            let attempt = self
+                .publish_once(&subject, &headers, &value, backoff.remaining())
+                .instrument(span.clone())
+                .await;
+            let error = match attempt {
+                Ok(sequence) => break Ok(sequence),
+                Err(Attempt::Refused(BrokerError::Conflict)) if uncertain => {
+                    break self.committed_before(record, deadline).await;
+                }
+                Err(Attempt::Refused(e)) => break Err(e),
+                Err(Attempt::Failed(error)) => error,
+            };
+            uncertain = true;
+            if !backoff.wait().await {
+                break Err(BrokerError::Unavailable(format!("write: {error}")));
+            }
+            self.metrics.kv_retry("write");
+            tracing::debug!(session_id = %record.id, %error, "session write failed; retrying");
+        };
         let result = match &ack {
             Ok(_) => "committed",
             Err(BrokerError::Conflict) => "conflict",
@@ -247,7 +364,67 @@ impl Broker {
         };
         self.metrics.kv_write(result, started.elapsed());
         span.record("messaging.kv.result", result);
-        ack.map(|ack| ack.sequence)
+        ack
+    }
+
+    /// One attempt of a write, waiting at most `limit` for its ack.
+    async fn publish_once(
+        &self,
+        subject: &str,
+        headers: &HeaderMap,
+        value: &bytes::Bytes,
+        limit: Duration,
+    ) -> Result<u64, Attempt> {
+        let sent = self
+            .js
+            .publish_with_headers(subject.to_owned(), headers.clone(), value.clone())
+            .await
+            .map_err(|e| Attempt::Failed(e.to_string()))?;
+        let ack = match tokio::time::timeout(limit, sent).await {
+            Ok(ack) => ack,
+            Err(_) => return Err(Attempt::Failed("no ack by the call's deadline".into())),
+        };
+        match ack {
+            Ok(ack) => {
+                #[cfg(any(test, feature = "testing"))]
+                if self.take_lost_ack() {
+                    return Err(Attempt::Failed("ack dropped by a test".into()));
+                }
+                Ok(ack.sequence)
+            }
+            Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => {
+                Err(Attempt::Refused(BrokerError::Conflict))
+            }
+            Err(e) if is_full(&e) => Err(Attempt::Refused(BrokerError::Full)),
+            Err(e) if retry::publish_is_retryable(&e) => Err(Attempt::Failed(e.to_string())),
+            Err(e) => Err(Attempt::Refused(unavailable(e))),
+        }
+    }
+
+    /// After a retried write was refused as a conflict: the revision at
+    /// which the key holds exactly `record` (an earlier attempt committed),
+    /// else `Conflict`.
+    async fn committed_before(
+        &self,
+        record: &SessionRecord,
+        deadline: tokio::time::Instant,
+    ) -> Result<u64, BrokerError> {
+        let id = SessionId::parse(&record.id).map_err(|e| unavailable(e.to_string()))?;
+        match self.load(&id, deadline).await? {
+            Some((stored, revision)) if stored == *record => {
+                tracing::info!(session_id = %record.id, revision, "a retried write had committed at its first attempt");
+                Ok(revision)
+            }
+            _ => Err(BrokerError::Conflict),
+        }
+    }
+
+    #[cfg(any(test, feature = "testing"))]
+    fn take_lost_ack(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        self.lose_acks
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
     }
 
     /// A span of one bucket operation; disabled when tracing is off.
@@ -268,6 +445,46 @@ impl Broker {
     /// The create counters shared by every auth replica.
     pub fn limits(&self) -> &limits::Counters {
         &self.limits
+    }
+}
+
+/// How one attempt of a write ended, when it did not commit.
+enum Attempt {
+    /// An answer: retrying would not change it.
+    Refused(BrokerError),
+    /// A transient failure (the text is for the log); it may have committed.
+    Failed(String),
+}
+
+/// The member to reconnect to: the one with the fewest failed attempts,
+/// preferring any other than the member just lost (`last`): a frozen member
+/// still accepts TCP connections and would cost a handshake timeout. `None`
+/// (async-nats's own choice) when the list has nothing else.
+fn another_member(
+    servers: &[async_nats::Server],
+    last: &async_nats::ServerInfo,
+) -> Option<async_nats::ReconnectToServer> {
+    use rand::seq::SliceRandom as _;
+    let is_last = |s: &async_nats::Server| {
+        s.addr.port() == last.port && (s.addr.host() == last.host || last.host == "0.0.0.0")
+    };
+    let mut candidates: Vec<&async_nats::Server> = servers.iter().collect();
+    candidates.shuffle(&mut rand::rng());
+    candidates.sort_by_key(|s| (s.failed_attempts, is_last(s)));
+    candidates.first().map(|s| async_nats::ReconnectToServer {
+        addr: s.addr.clone(),
+        delay: None,
+    })
+}
+
+/// Reconnects (to another member) each time the member announces lame
+/// duck mode. Ends with the connection.
+async fn leave_lame_duck(client: async_nats::Client, mut notices: tokio::sync::mpsc::Receiver<()>) {
+    while notices.recv().await.is_some() {
+        tracing::info!("the NATS member entered lame duck mode; moving to another");
+        if let Err(e) = client.force_reconnect().await {
+            tracing::warn!(error = %e, "reconnect after lame duck notice failed");
+        }
     }
 }
 

@@ -3,6 +3,11 @@
 //! times when another writer wins the race in between. Events need no step
 //! of ours: NATS republishes every committed write on the session's subject.
 //!
+//! Every call carries a deadline (see [`Settings::deadline`]): the store
+//! retries transient NATS failures until then, and a call repeated by its
+//! caller after a lost answer is answered as the first was (the domain's
+//! [`SessionRecord::repeats`]; a repeated redeem gets the same token).
+//!
 //! - this file: the service, its errors, the browser side (create, get,
 //!   cancel, redeem) and the transition loop;
 //! - [`phone`]: the phone side (scan, confirm, deny) with number matching,
@@ -14,6 +19,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::OnceCell;
+use tokio::time::Instant;
 
 use crate::broker::limits::{self, Decision, Limit};
 use crate::broker::{Broker, BrokerError};
@@ -166,7 +172,12 @@ pub struct Settings {
     pub scan_limit: u32,
     pub confirm_limit: u32,
     pub user_window: Duration,
+    /// How long one call retries the store (QRLOGIN_STORE_RETRY_DEADLINE).
+    pub store_retry: Duration,
 }
+
+/// Time kept, out of the caller's own deadline, to send the answer.
+const ANSWER_RESERVE: Duration = Duration::from_millis(200);
 
 impl Settings {
     pub fn from_config(c: &AuthConfig) -> Self {
@@ -182,7 +193,20 @@ impl Settings {
             scan_limit: p.scan_limit,
             confirm_limit: p.confirm_limit,
             user_window: p.user_limit_window,
+            store_retry: c.store.store_retry_deadline,
         }
+    }
+
+    /// Until when a call that arrived now may retry the store: the retry
+    /// bound, or the caller's own timeout (gRPC `grpc-timeout`) less a
+    /// moment to answer, whichever comes first. Past it the call answers
+    /// UNAVAILABLE, which the caller may retry.
+    pub fn deadline(&self, caller_timeout: Option<Duration>) -> Instant {
+        let bound = match caller_timeout {
+            Some(t) => self.store_retry.min(t.saturating_sub(ANSWER_RESERVE)),
+            None => self.store_retry,
+        };
+        Instant::now() + bound
     }
 }
 
@@ -268,8 +292,11 @@ impl LoginService {
         client_ip: &str,
         user_agent: &str,
         browser_key: Option<&BrowserKey>,
+        deadline: Instant,
     ) -> Result<Created, ServiceError> {
-        let created = self.try_create(client_ip, user_agent, browser_key).await;
+        let created = self
+            .try_create(client_ip, user_agent, browser_key, deadline)
+            .await;
         let outcome = match &created {
             Ok(_) => "written",
             Err(e) => e.outcome(),
@@ -283,6 +310,7 @@ impl LoginService {
         client_ip: &str,
         user_agent: &str,
         browser_key: Option<&BrowserKey>,
+        deadline: Instant,
     ) -> Result<Created, ServiceError> {
         let ip: IpAddr = client_ip.trim().parse().map_err(|_| {
             ServiceError::InvalidArgument("client_ip must be an IPv4 or IPv6 address".into())
@@ -336,7 +364,7 @@ impl LoginService {
                 &s.rules,
                 thumbprint.clone(),
             );
-            match broker.create(&record).await {
+            match broker.create(&record, deadline).await {
                 Ok(version) => {
                     tracing::info!(session_id = %id, version, key_bound = thumbprint.is_some(), "login session created");
                     return Ok(Created {
@@ -354,17 +382,25 @@ impl LoginService {
         ))
     }
 
-    pub async fn get(&self, id: &str, secret: &str) -> Result<SessionView, ServiceError> {
+    pub async fn get(
+        &self,
+        id: &str,
+        secret: &str,
+        deadline: Instant,
+    ) -> Result<SessionView, ServiceError> {
         let id = SessionId::parse(id)?;
         let secret = BrowserSecret::parse(secret)?;
         let broker = self.broker()?;
-        let (record, version) = broker.load(&id).await?.ok_or(ServiceError::NotFound)?;
+        let (record, version) = broker
+            .load(&id, deadline)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
         if !record.secret_matches(&secret) {
             return Err(ServiceError::WrongSecret);
         }
         let now = now_millis();
         if record.is_past_deadline(now) {
-            if let Some(view) = self.expire(broker, &record, version, now).await {
+            if let Some(view) = self.expire(broker, &record, version, now, deadline).await {
                 return Ok(view);
             }
         }
@@ -375,20 +411,29 @@ impl LoginService {
     }
 
     /// PENDING, SCANNED or CONFIRMED → CANCELLED ("not you? start over").
-    pub async fn cancel(&self, id: &str, secret: &str) -> Result<SessionView, ServiceError> {
+    pub async fn cancel(
+        &self,
+        id: &str,
+        secret: &str,
+        deadline: Instant,
+    ) -> Result<SessionView, ServiceError> {
         let id = SessionId::parse(id)?;
         let secret = BrowserSecret::parse(secret)?;
-        self.transition(&id, Guard::Browser(&secret), Action::Cancel, None)
+        let guard = Guard::Browser(&secret);
+        self.transition(&id, guard, Action::Cancel, None, deadline)
             .await
     }
 
     /// CONFIRMED → REDEEMED, with the proof of the browser's key when the
-    /// session is bound to one (`proof` empty: none sent).
+    /// session is bound to one (`proof` empty: none sent). Repeated within
+    /// QRLOGIN_REDEEM_RETRY_WINDOW, with the same proofs, it answers the
+    /// same token: the token is a function of the redeemed record.
     pub async fn redeem(
         &self,
         id: &str,
         secret: &str,
         proof: &str,
+        deadline: Instant,
     ) -> Result<Redeemed, ServiceError> {
         let id = SessionId::parse(id)?;
         let secret = BrowserSecret::parse(secret)?;
@@ -396,7 +441,9 @@ impl LoginService {
             secret: &secret,
             proof,
         };
-        let view = self.transition(&id, guard, Action::Redeem, None).await?;
+        let view = self
+            .transition(&id, guard, Action::Redeem, None, deadline)
+            .await?;
         let user = view
             .record
             .user
@@ -423,9 +470,13 @@ impl LoginService {
                 let Some(thumbprint) = &record.key_thumbprint else {
                     return Ok(());
                 };
-                // Only a session that could be redeemed is worth a
-                // signature check (and a refusal count).
-                if record.effective_state(now) != LoginState::Confirmed {
+                // Only a session that could be redeemed (or was, and may
+                // answer a repeat) is worth a signature check (and a
+                // refusal count).
+                if !matches!(
+                    record.effective_state(now),
+                    LoginState::Confirmed | LoginState::Redeemed
+                ) {
                     return Ok(());
                 }
                 let expected = proof::Expected {
@@ -453,9 +504,12 @@ impl LoginService {
         guard: Guard<'_>,
         action: Action,
         precheck: Option<futures::future::BoxFuture<'_, Result<(), ServiceError>>>,
+        deadline: Instant,
     ) -> Result<SessionView, ServiceError> {
         let name = action.name();
-        let result = self.try_transition(id, guard, action, precheck).await;
+        let result = self
+            .try_transition(id, guard, action, precheck, deadline)
+            .await;
         let outcome = match &result {
             Ok((_, true)) => "written",
             Ok((_, false)) => "unchanged",
@@ -472,23 +526,24 @@ impl LoginService {
         guard: Guard<'_>,
         action: Action,
         precheck: Option<futures::future::BoxFuture<'_, Result<(), ServiceError>>>,
+        deadline: Instant,
     ) -> Result<(SessionView, bool), ServiceError> {
         let broker = self.broker()?;
         let mut precheck = precheck;
         for _ in 0..MAX_CAS_ATTEMPTS {
             let loaded = match precheck.take() {
                 Some(check) => {
-                    let (loaded, checked) = tokio::join!(broker.load(id), check);
+                    let (loaded, checked) = tokio::join!(broker.load(id, deadline), check);
                     checked?;
                     loaded
                 }
-                None => broker.load(id).await,
+                None => broker.load(id, deadline).await,
             };
             let (record, version) = loaded?.ok_or(ServiceError::NotFound)?;
             let now = now_millis();
             self.admit(&guard, &record, now)?;
             match record.apply(&action, now, &self.settings.rules) {
-                Ok(Outcome::Write(next)) => match broker.update(&next, version).await {
+                Ok(Outcome::Write(next)) => match broker.update(&next, version, deadline).await {
                     Ok(new_version) => {
                         tracing::info!(
                             session_id = %id,
@@ -510,9 +565,12 @@ impl LoginService {
                     }
                     Err(e) => return Err(e.into()),
                 },
-                Ok(Outcome::Unchanged) => return Ok((SessionView { record, version }, false)),
+                Ok(Outcome::Unchanged) => {
+                    tracing::debug!(session_id = %id, action = action.name(), state = record.state.name(), "a repeated call; answered as the first");
+                    return Ok((SessionView { record, version }, false));
+                }
                 Err(err @ DomainError::Expired { .. }) => {
-                    self.expire(broker, &record, version, now).await;
+                    self.expire(broker, &record, version, now, deadline).await;
                     return Err(err.into());
                 }
                 Err(err) => return Err(err.into()),
@@ -531,12 +589,13 @@ impl LoginService {
         record: &SessionRecord,
         version: u64,
         now: UnixMillis,
+        deadline: Instant,
     ) -> Option<SessionView> {
         let Ok(Outcome::Write(next)) = record.apply(&Action::Expire, now, &self.settings.rules)
         else {
             return None;
         };
-        let written = broker.update(&next, version).await;
+        let written = broker.update(&next, version, deadline).await;
         self.metrics.transition(
             "expire",
             if written.is_ok() {

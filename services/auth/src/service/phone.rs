@@ -6,6 +6,7 @@
 
 use futures::FutureExt as _;
 use std::net::IpAddr;
+use tokio::time::Instant;
 
 use super::{now_millis, Guard, LoginService, ServiceError, SessionView};
 use crate::broker::limits::{Decision, Limit};
@@ -33,6 +34,7 @@ impl LoginService {
         authorization: Option<&str>,
         qr_payload: &str,
         phone_ip: &str,
+        deadline: Instant,
     ) -> Result<Scanned, ServiceError> {
         let id = SessionId::parse(id)?;
         let user = self.verify_user(authorization)?;
@@ -49,7 +51,9 @@ impl LoginService {
         };
         let limit = self.user_limit("scan", self.settings.scan_limit, &user);
         let precheck = limit.as_ref().map(|l| self.within(l).boxed());
-        let result = self.transition(&id, Guard::Phone, action, precheck).await;
+        let result = self
+            .transition(&id, Guard::Phone, action, precheck, deadline)
+            .await;
         match &result {
             Err(ServiceError::Domain(DomainError::WrongUser)) => {
                 Counters::bump(&self.counters.multi_scan);
@@ -89,6 +93,7 @@ impl LoginService {
         id: &str,
         authorization: Option<&str>,
         match_code: u32,
+        deadline: Instant,
     ) -> Result<SessionView, ServiceError> {
         let id = SessionId::parse(id)?;
         let user = self.verify_user(authorization)?;
@@ -100,7 +105,9 @@ impl LoginService {
         };
         let limit = self.user_limit("confirm", self.settings.confirm_limit, &user);
         let precheck = limit.as_ref().map(|l| self.within(l).boxed());
-        let view = self.transition(&id, Guard::Phone, action, precheck).await?;
+        let view = self
+            .transition(&id, Guard::Phone, action, precheck, deadline)
+            .await?;
         self.count(limit).await;
         if view.record.state == LoginState::Denied
             && view.record.deny_reason == Some(DenyReason::WrongMatch)
@@ -117,11 +124,13 @@ impl LoginService {
         &self,
         id: &str,
         authorization: Option<&str>,
+        deadline: Instant,
     ) -> Result<SessionView, ServiceError> {
         let id = SessionId::parse(id)?;
         let user = self.verify_user(authorization)?;
         let action = Action::Deny { user_id: user.id };
-        self.transition(&id, Guard::Phone, action, None).await
+        self.transition(&id, Guard::Phone, action, None, deadline)
+            .await
     }
 
     fn user_limit(&self, action: &str, limit: u32, user: &PhoneUser) -> Option<Limit> {
