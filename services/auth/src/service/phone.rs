@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use super::{now_millis, Guard, LoginService, ServiceError, SessionView};
 use crate::broker::limits::{Decision, Limit};
+use crate::broker::BrokerError;
 use crate::counters::Counters;
 use crate::domain::{
     network, Action, DenyReason, DomainError, LoginState, Matching, PhoneUser, SessionId,
@@ -50,7 +51,7 @@ impl LoginService {
             matching: self.settings.number_matching.then(Matching::random),
         };
         let limit = self.user_limit("scan", self.settings.scan_limit, &user);
-        let precheck = limit.as_ref().map(|l| self.within(l).boxed());
+        let precheck = limit.as_ref().map(|l| self.within(l, deadline).boxed());
         let result = self
             .transition(&id, Guard::Phone, action, precheck, deadline)
             .await;
@@ -70,7 +71,7 @@ impl LoginService {
             _ => {}
         }
         let view = result?;
-        self.count(limit).await;
+        self.count(limit, deadline).await;
         let same_network = phone_ip.and_then(|phone| {
             let browser: IpAddr = view.record.browser.ip.parse().ok()?;
             Some(network::same_network(phone, browser))
@@ -104,11 +105,11 @@ impl LoginService {
             match_code: picked,
         };
         let limit = self.user_limit("confirm", self.settings.confirm_limit, &user);
-        let precheck = limit.as_ref().map(|l| self.within(l).boxed());
+        let precheck = limit.as_ref().map(|l| self.within(l, deadline).boxed());
         let view = self
             .transition(&id, Guard::Phone, action, precheck, deadline)
             .await?;
-        self.count(limit).await;
+        self.count(limit, deadline).await;
         if view.record.state == LoginState::Denied
             && view.record.deny_reason == Some(DenyReason::WrongMatch)
         {
@@ -139,9 +140,12 @@ impl LoginService {
 
     /// Whether `limit` still allows a call (read only; NATS trouble lets
     /// the call through, as for creates).
-    async fn within(&self, limit: &Limit) -> Result<(), ServiceError> {
+    async fn within(&self, limit: &Limit, deadline: Instant) -> Result<(), ServiceError> {
         let broker = self.broker()?;
-        match broker.limits().peek(limit, now_millis()).await {
+        let peeked = tokio::time::timeout_at(deadline, broker.limits().peek(limit, now_millis()))
+            .await
+            .unwrap_or_else(|_| Err(BrokerError::Unavailable("timed out".into())));
+        match peeked {
             Ok(Decision::Allowed) => Ok(()),
             Ok(Decision::Limited { retry_after }) => {
                 Counters::bump(&self.counters.user_limited);
@@ -165,11 +169,15 @@ impl LoginService {
 
     /// Counts a call that went through (after its write: off the path of
     /// the event, which NATS published when the write committed).
-    async fn count(&self, limit: Option<Limit>) {
+    async fn count(&self, limit: Option<Limit>, deadline: Instant) {
         let (Some(limit), Ok(broker)) = (limit, self.broker()) else {
             return;
         };
-        if let Err(e) = broker.limits().count(&limit, now_millis()).await {
+        let counted =
+            tokio::time::timeout_at(deadline, broker.limits().count(&limit, now_millis()))
+                .await
+                .unwrap_or_else(|_| Err(BrokerError::Unavailable("timed out".into())));
+        if let Err(e) = counted {
             tracing::warn!(error = %e, "user counter not kept");
         }
     }
