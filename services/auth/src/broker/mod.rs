@@ -248,10 +248,11 @@ impl Broker {
         deadline: tokio::time::Instant,
     ) -> Result<Option<(SessionRecord, u64)>, BrokerError> {
         let mut backoff = retry::Backoff::until(deadline);
+        let mut first = true;
         let entry = loop {
             let started = Instant::now();
-            let attempt = tokio::time::timeout(
-                backoff.remaining(),
+            let attempt = within(
+                backoff.limit(std::mem::take(&mut first)),
                 self.kv
                     .entry(id.as_str())
                     .instrument(self.span("kv.get", "client")),
@@ -338,7 +339,7 @@ impl Broker {
         let mut uncertain = false;
         let ack = loop {
             let attempt = self
-                .publish_once(&subject, &headers, &value, backoff.remaining())
+                .publish_once(&subject, &headers, &value, backoff.limit(!uncertain))
                 .instrument(span.clone())
                 .await;
             let error = match attempt {
@@ -367,20 +368,21 @@ impl Broker {
         ack
     }
 
-    /// One attempt of a write, waiting at most `limit` for its ack.
+    /// One attempt of a write, waiting at most `limit` (besides the
+    /// request timeout) for its ack.
     async fn publish_once(
         &self,
         subject: &str,
         headers: &HeaderMap,
         value: &bytes::Bytes,
-        limit: Duration,
+        limit: Option<Duration>,
     ) -> Result<u64, Attempt> {
         let sent = self
             .js
             .publish_with_headers(subject.to_owned(), headers.clone(), value.clone())
             .await
             .map_err(|e| Attempt::Failed(e.to_string()))?;
-        let ack = match tokio::time::timeout(limit, sent).await {
+        let ack = match within(limit, async { sent.await }).await {
             Ok(ack) => ack,
             Err(_) => return Err(Attempt::Failed("no ack by the call's deadline".into())),
         };
@@ -445,6 +447,17 @@ impl Broker {
     /// The create counters shared by every auth replica.
     pub fn limits(&self) -> &limits::Counters {
         &self.limits
+    }
+}
+
+/// `future`, cut off after `limit` if there is one.
+async fn within<F: std::future::Future>(
+    limit: Option<Duration>,
+    future: F,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    match limit {
+        Some(limit) => tokio::time::timeout(limit, future).await,
+        None => Ok(future.await),
     }
 }
 

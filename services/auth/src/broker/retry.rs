@@ -91,6 +91,13 @@ impl Backoff {
         self.deadline.saturating_duration_since(Instant::now())
     }
 
+    /// How long an attempt may take: the first is bounded by the request
+    /// timeout alone (every call gets one try, however short its
+    /// deadline), a retry also by the time left.
+    pub fn limit(&self, first: bool) -> Option<Duration> {
+        (!first).then(|| self.remaining())
+    }
+
     /// Waits before the next attempt: between half and all of the current
     /// step (jitter spreads the retries of many calls over the election),
     /// the step doubling each time. False, without waiting, when the wait
