@@ -14,7 +14,6 @@
 //! [`Broker::update`] for what a retry answers then).
 
 use async_nats::jetstream::{self, kv, stream};
-use async_nats::HeaderMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::Instrument as _;
@@ -26,10 +25,13 @@ use crate::sealing::Sealer;
 use crate::telemetry;
 
 mod access;
+mod connection;
 pub mod limits;
 mod record;
 pub mod retry;
+mod write;
 pub use access::{AccessError, NatsAccess, NkeySeed};
+pub use connection::CLIENT_NAME;
 pub use record::{login_event, proto_state, qr_rotation, timestamp, RecordError};
 
 /// Largest record we store; real ones are well under 1 KiB.
@@ -39,11 +41,8 @@ const EXPECTED_LAST_SUBJECT_SEQUENCE: &str = "Nats-Expected-Last-Subject-Sequenc
 /// The JetStream header of de-duplication: a second message with the same
 /// id within the stream's duplicate window is acknowledged, not stored.
 const MSG_ID: &str = "Nats-Msg-Id";
-/// Longest wait for a (re)connection's handshake. A member that accepts
-/// TCP but answers nothing (frozen) costs this much before the next.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// The name auth's connection gives in CONNECT (the servers' `/connz`).
-pub const CLIENT_NAME: &str = "qrlogin-auth";
+/// Longest wait for the answers of bucket creation and update at start.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -180,43 +179,33 @@ impl Broker {
         metrics: Arc<AuthMetrics>,
         on_link: impl Fn(LinkState) + Send + Sync + 'static,
     ) -> Result<Self, BrokerError> {
-        // Lame duck mode announced by our member: move now, not when it
-        // closes the connection in the middle of a write.
-        let (lame_duck_tx, lame_duck_rx) = tokio::sync::mpsc::channel::<()>(1);
-        let client = settings
-            .access
-            .options()
-            .name(CLIENT_NAME)
-            .connection_timeout(CONNECT_TIMEOUT)
-            .ping_interval(settings.ping_interval)
-            .request_timeout(Some(settings.request_timeout))
-            .max_reconnects(None)
-            .reconnect_to_server_callback(
-                |servers, last| async move { another_member(&servers, &last) },
-            )
-            .event_callback(move |event| {
-                let state = match event {
-                    async_nats::Event::Connected => Some(LinkState::Up),
-                    async_nats::Event::Disconnected => Some(LinkState::Down),
-                    async_nats::Event::LameDuckMode => {
-                        let _ = lame_duck_tx.try_send(());
-                        None
-                    }
-                    _ => None,
-                };
-                if let Some(state) = state {
-                    on_link(state);
-                }
-                async {}
-            })
-            .connect(settings.servers.clone())
-            .await
-            .map_err(unavailable)?;
-        let mut js = jetstream::new(client.clone());
-        js.set_timeout(settings.request_timeout);
-        let kv = open_bucket(&js, settings).await?;
-        let limits = limits::Counters::open(&js, settings).await?;
-        let lame_duck = tokio::spawn(leave_lame_duck(client, lame_duck_rx));
+        let (client, lame_duck) = connection::connect(settings, on_link).await?;
+        let opened = async {
+            // Creating or updating a replicated bucket takes longer than a
+            // read or write may; the store's operations then use their own
+            // context, with the request timeout.
+            let mut setup = jetstream::new(client.clone());
+            setup.set_timeout(SETUP_TIMEOUT);
+            open_bucket(&setup, settings).await?;
+            let limits = limits::Counters::open(&setup, settings).await?;
+            let mut js = jetstream::new(client.clone());
+            js.set_timeout(settings.request_timeout);
+            let kv = js
+                .get_key_value(settings.bucket.as_str())
+                .await
+                .map_err(unavailable)?;
+            let limits = limits.reopen(&js).await?;
+            Ok::<_, BrokerError>((js, kv, limits))
+        }
+        .await;
+        let (js, kv, limits) = match opened {
+            Ok(opened) => opened,
+            Err(e) => {
+                // Let the connection close: the caller tries again anew.
+                lame_duck.abort();
+                return Err(e);
+            }
+        };
         Ok(Self {
             lame_duck,
             js,
@@ -251,7 +240,7 @@ impl Broker {
         let mut first = true;
         let entry = loop {
             let started = Instant::now();
-            let attempt = within(
+            let attempt = retry::within(
                 backoff.limit(std::mem::take(&mut first)),
                 self.kv
                     .entry(id.as_str())
@@ -311,124 +300,6 @@ impl Broker {
         self.write(record, revision, deadline).await
     }
 
-    /// A JetStream publish to the key's subject, expecting the key's last
-    /// revision to be `revision` (0: the key must not exist), retried as
-    /// [`update`](Self::update) says. Headers set here ride along to the
-    /// republished event.
-    async fn write(
-        &self,
-        record: &SessionRecord,
-        revision: u64,
-        deadline: tokio::time::Instant,
-    ) -> Result<u64, BrokerError> {
-        let value = record::encode(record, &self.sealer, &self.public_base)?;
-        let span = self.span("kv.put", "producer");
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            EXPECTED_LAST_SUBJECT_SEQUENCE,
-            revision.to_string().as_str(),
-        );
-        // One id per logical write, for all of its attempts and no other.
-        headers.insert(MSG_ID, crate::domain::SessionId::generate().as_str());
-        // The event NATS republishes from this write continues this span.
-        span.in_scope(|| telemetry::inject_current(&mut telemetry::NatsHeaders(&mut headers)));
-        let subject = format!("{}{}", self.key_prefix, record.id);
-        let started = Instant::now();
-        let mut backoff = retry::Backoff::until(deadline);
-        // Whether an earlier attempt may have committed.
-        let mut uncertain = false;
-        let ack = loop {
-            let attempt = self
-                .publish_once(&subject, &headers, &value, backoff.limit(!uncertain))
-                .instrument(span.clone())
-                .await;
-            let error = match attempt {
-                Ok(sequence) => break Ok(sequence),
-                Err(Attempt::Refused(BrokerError::Conflict)) if uncertain => {
-                    break self.committed_before(record, deadline).await;
-                }
-                Err(Attempt::Refused(e)) => break Err(e),
-                Err(Attempt::Failed(error)) => error,
-            };
-            uncertain = true;
-            if !backoff.wait().await {
-                break Err(BrokerError::Unavailable(format!("write: {error}")));
-            }
-            self.metrics.kv_retry("write");
-            tracing::debug!(session_id = %record.id, %error, "session write failed; retrying");
-        };
-        let result = match &ack {
-            Ok(_) => "committed",
-            Err(BrokerError::Conflict) => "conflict",
-            Err(BrokerError::Full) => "full",
-            Err(_) => "error",
-        };
-        self.metrics.kv_write(result, started.elapsed());
-        span.record("messaging.kv.result", result);
-        ack
-    }
-
-    /// One attempt of a write, waiting at most `limit` (besides the
-    /// request timeout) for its ack.
-    async fn publish_once(
-        &self,
-        subject: &str,
-        headers: &HeaderMap,
-        value: &bytes::Bytes,
-        limit: Option<Duration>,
-    ) -> Result<u64, Attempt> {
-        let sent = self
-            .js
-            .publish_with_headers(subject.to_owned(), headers.clone(), value.clone())
-            .await
-            .map_err(|e| Attempt::Failed(e.to_string()))?;
-        let ack = match within(limit, async { sent.await }).await {
-            Ok(ack) => ack,
-            Err(_) => return Err(Attempt::Failed("no ack by the call's deadline".into())),
-        };
-        match ack {
-            Ok(ack) => {
-                #[cfg(any(test, feature = "testing"))]
-                if self.take_lost_ack() {
-                    return Err(Attempt::Failed("ack dropped by a test".into()));
-                }
-                Ok(ack.sequence)
-            }
-            Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => {
-                Err(Attempt::Refused(BrokerError::Conflict))
-            }
-            Err(e) if is_full(&e) => Err(Attempt::Refused(BrokerError::Full)),
-            Err(e) if retry::publish_is_retryable(&e) => Err(Attempt::Failed(e.to_string())),
-            Err(e) => Err(Attempt::Refused(unavailable(e))),
-        }
-    }
-
-    /// After a retried write was refused as a conflict: the revision at
-    /// which the key holds exactly `record` (an earlier attempt committed),
-    /// else `Conflict`.
-    async fn committed_before(
-        &self,
-        record: &SessionRecord,
-        deadline: tokio::time::Instant,
-    ) -> Result<u64, BrokerError> {
-        let id = SessionId::parse(&record.id).map_err(|e| unavailable(e.to_string()))?;
-        match self.load(&id, deadline).await? {
-            Some((stored, revision)) if stored == *record => {
-                tracing::info!(session_id = %record.id, revision, "a retried write had committed at its first attempt");
-                Ok(revision)
-            }
-            _ => Err(BrokerError::Conflict),
-        }
-    }
-
-    #[cfg(any(test, feature = "testing"))]
-    fn take_lost_ack(&self) -> bool {
-        use std::sync::atomic::Ordering;
-        self.lose_acks
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok()
-    }
-
     /// A span of one bucket operation; disabled when tracing is off.
     fn span(&self, name: &'static str, kind: &'static str) -> tracing::Span {
         if !telemetry::enabled() {
@@ -447,57 +318,6 @@ impl Broker {
     /// The create counters shared by every auth replica.
     pub fn limits(&self) -> &limits::Counters {
         &self.limits
-    }
-}
-
-/// `future`, cut off after `limit` if there is one.
-async fn within<F: std::future::Future>(
-    limit: Option<Duration>,
-    future: F,
-) -> Result<F::Output, tokio::time::error::Elapsed> {
-    match limit {
-        Some(limit) => tokio::time::timeout(limit, future).await,
-        None => Ok(future.await),
-    }
-}
-
-/// How one attempt of a write ended, when it did not commit.
-enum Attempt {
-    /// An answer: retrying would not change it.
-    Refused(BrokerError),
-    /// A transient failure (the text is for the log); it may have committed.
-    Failed(String),
-}
-
-/// The member to reconnect to: the one with the fewest failed attempts,
-/// preferring any other than the member just lost (`last`): a frozen member
-/// still accepts TCP connections and would cost a handshake timeout. `None`
-/// (async-nats's own choice) when the list has nothing else.
-fn another_member(
-    servers: &[async_nats::Server],
-    last: &async_nats::ServerInfo,
-) -> Option<async_nats::ReconnectToServer> {
-    use rand::seq::SliceRandom as _;
-    let is_last = |s: &async_nats::Server| {
-        s.addr.port() == last.port && (s.addr.host() == last.host || last.host == "0.0.0.0")
-    };
-    let mut candidates: Vec<&async_nats::Server> = servers.iter().collect();
-    candidates.shuffle(&mut rand::rng());
-    candidates.sort_by_key(|s| (s.failed_attempts, is_last(s)));
-    candidates.first().map(|s| async_nats::ReconnectToServer {
-        addr: s.addr.clone(),
-        delay: None,
-    })
-}
-
-/// Reconnects (to another member) each time the member announces lame
-/// duck mode. Ends with the connection.
-async fn leave_lame_duck(client: async_nats::Client, mut notices: tokio::sync::mpsc::Receiver<()>) {
-    while notices.recv().await.is_some() {
-        tracing::info!("the NATS member entered lame duck mode; moving to another");
-        if let Err(e) = client.force_reconnect().await {
-            tracing::warn!(error = %e, "reconnect after lame duck notice failed");
-        }
     }
 }
 

@@ -72,6 +72,17 @@ pub fn api_code(e: &PublishError) -> Option<ErrorCode> {
         .map(|api| api.error_code())
 }
 
+/// `future`, cut off after `limit` if there is one.
+pub async fn within<F: std::future::Future>(
+    limit: Option<Duration>,
+    future: F,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    match limit {
+        Some(limit) => tokio::time::timeout(limit, future).await,
+        None => Ok(future.await),
+    }
+}
+
 /// Jittered exponential waits until a deadline.
 pub struct Backoff {
     next: Duration,
