@@ -475,13 +475,18 @@ impl LoginService {
                 let Some(thumbprint) = &record.key_thumbprint else {
                     return Ok(());
                 };
-                // Only a session that could be redeemed (or was, and may
-                // answer a repeat) is worth a signature check (and a
-                // refusal count).
-                if !matches!(
-                    record.effective_state(now),
-                    LoginState::Confirmed | LoginState::Redeemed
-                ) {
+                // Only a session that could be redeemed (or was, and would
+                // answer a repeat with its token) is worth a signature
+                // check (and a refusal count); the others are refused by
+                // the state machine as before.
+                let could_redeem = match record.effective_state(now) {
+                    LoginState::Confirmed => true,
+                    LoginState::Redeemed => {
+                        record.repeats(&Action::Redeem, now, &self.settings.rules)
+                    }
+                    _ => false,
+                };
+                if !could_redeem {
                     return Ok(());
                 }
                 let expected = proof::Expected {
