@@ -472,6 +472,11 @@ async fn repeated_calls_answer_as_the_first() {
         Code::FailedPrecondition,
         "REDEEMED",
     );
+    assert_code(
+        redeem(&mut c, &s.id, &s.secret).await,
+        Code::FailedPrecondition,
+        "REDEEMED",
+    );
 
     // Cancel twice: the same answer, one write.
     let s = create(&mut c).await;
