@@ -20,6 +20,17 @@ const LIMITS_STREAM: &str = "KV_qrlogin_limits";
 /// The name auth's NATS connection gives (the members' `/connz`).
 const AUTH_CLIENT: &str = qrlogin_auth::broker::CLIENT_NAME;
 
+/// Auth's log on stderr when QRLOGIN_TEST_LOG holds a filter (e.g.
+/// `qrlogin_auth=debug`), to see why a run failed.
+fn log_if_asked() {
+    if let Ok(filter) = std::env::var("QRLOGIN_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 struct Setup {
     cluster: NatsCluster,
     keys: TestKeys,
@@ -221,6 +232,7 @@ impl Load {
 /// the bucket at three replicas; logins complete.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logins_complete_on_a_three_member_cluster() {
+    log_if_asked();
     let mut s = start().await;
     let client = s.cluster.connect_as_auth().await.unwrap();
     let js = async_nats::jetstream::new(client);
@@ -242,6 +254,7 @@ async fn logins_complete_on_a_three_member_cluster() {
 /// completes without the client retrying, auth's retries hide the election.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_the_bucket_leader_is_hidden_by_auths_retries() {
+    log_if_asked();
     let mut cluster = NatsCluster::start(3).await;
     let keys = TestKeys::generate();
     let mut config = TestAuth::cluster_config(&cluster, &keys, 3);
@@ -272,6 +285,7 @@ async fn losing_the_bucket_leader_is_hidden_by_auths_retries() {
 /// resume as soon as the new leader is in place.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_the_bucket_leader_with_the_default_deadline() {
+    log_if_asked();
     let mut cluster = NatsCluster::start(3).await;
     let keys = TestKeys::generate();
     let auth = TestAuth::spawn_config(TestAuth::cluster_config(&cluster, &keys, 3)).await;
@@ -322,6 +336,7 @@ async fn kill_the_leader(
 /// freeze may be answered UNAVAILABLE; the client retries those.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_member_is_left_within_the_ping_timeout() {
+    log_if_asked();
     let mut cluster = NatsCluster::start(3).await;
     let keys = TestKeys::generate();
     let config = TestAuth::cluster_config(&cluster, &keys, 3);
@@ -379,6 +394,7 @@ async fn a_frozen_member_is_left_within_the_ping_timeout() {
 /// logins go on without an error until the member exits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_in_lame_duck_mode_is_left_without_errors() {
+    log_if_asked();
     let mut s = start().await;
     let member = s
         .cluster
@@ -411,6 +427,7 @@ async fn a_member_in_lame_duck_mode_is_left_without_errors() {
 /// is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_calls_answer_as_the_first() {
+    log_if_asked();
     let cluster = NatsCluster::start(3).await;
     let keys = TestKeys::generate();
     let mut config = TestAuth::cluster_config(&cluster, &keys, 3);
@@ -515,6 +532,7 @@ async fn repeated_calls_answer_as_the_first() {
 /// revision first, and auth reads the key back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_acknowledgement_on_three_replicas_is_not_an_error() {
+    log_if_asked();
     let cluster = NatsCluster::start(3).await;
     let keys = TestKeys::generate();
     let auth = TestAuth::spawn_config(TestAuth::cluster_config(&cluster, &keys, 3)).await;
@@ -523,6 +541,7 @@ async fn a_lost_acknowledgement_on_three_replicas_is_not_an_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_acknowledgement_on_one_replica_is_not_an_error() {
+    log_if_asked();
     let h = Harness::start().await;
     lost_acks_are_hidden(&h.auth, &h.keys).await;
 }

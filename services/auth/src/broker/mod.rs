@@ -33,6 +33,7 @@ mod write;
 pub use access::{AccessError, NatsAccess, NkeySeed};
 pub use connection::CLIENT_NAME;
 pub use record::{login_event, proto_state, qr_rotation, timestamp, RecordError};
+use retry::Attempt;
 
 /// Largest record we store; real ones are well under 1 KiB.
 const MAX_VALUE_SIZE: i32 = 8 * 1024;
@@ -133,6 +134,18 @@ impl BrokerSettings {
     }
 }
 
+/// Which replica answers a read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadFrom {
+    /// Any replica (JetStream direct get): spreads the reads, but a replica
+    /// may not have applied a write that just committed (most visibly
+    /// while members fail and the others catch up).
+    AnyReplica,
+    /// The stream's leader (the stream's message API): what the next
+    /// compare-and-swap is checked against.
+    Leader,
+}
+
 /// Connection state changes the service reports through its health check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LinkState {
@@ -229,29 +242,38 @@ impl Broker {
         self.lose_acks.clone()
     }
 
-    /// Reads a session and its revision; `None` when absent or removed.
-    /// Transient failures are retried until `deadline`.
+    /// Reads a session and its revision from any replica; `None` when
+    /// absent or removed. Transient failures are retried until `deadline`.
     pub async fn load(
         &self,
         id: &SessionId,
         deadline: tokio::time::Instant,
     ) -> Result<Option<(SessionRecord, u64)>, BrokerError> {
+        self.load_from(id, ReadFrom::AnyReplica, deadline).await
+    }
+
+    /// Reads a session as [`load`](Self::load) does, from `from`.
+    pub async fn load_from(
+        &self,
+        id: &SessionId,
+        from: ReadFrom,
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<(SessionRecord, u64)>, BrokerError> {
         let mut backoff = retry::Backoff::until(deadline);
         let mut first = true;
-        let entry = loop {
+        let stored = loop {
             let started = Instant::now();
             let attempt = retry::within(
                 backoff.limit(std::mem::take(&mut first)),
-                self.kv
-                    .entry(id.as_str())
+                self.read_once(id, from)
                     .instrument(self.span("kv.get", "client")),
             )
             .await;
             self.metrics.kv_read(started.elapsed());
             let error = match attempt {
-                Ok(Ok(entry)) => break entry,
-                Ok(Err(e)) if !retry::read_is_retryable(&e) => return Err(unavailable(e)),
-                Ok(Err(e)) => e.to_string(),
+                Ok(Ok(stored)) => break stored,
+                Ok(Err(Attempt::Refused(e))) => return Err(e),
+                Ok(Err(Attempt::Failed(error))) => error,
                 Err(_) => "timed out at the call's deadline".to_owned(),
             };
             if !backoff.wait().await {
@@ -260,12 +282,48 @@ impl Broker {
             self.metrics.kv_retry("read");
             tracing::debug!(session_id = %id, %error, "session read failed; retrying");
         };
-        match entry {
-            Some(e) if e.operation == kv::Operation::Put => {
-                let record = record::decode(&e.value, id, &self.sealer)?;
-                Ok(Some((record, e.revision)))
+        match stored {
+            Some((value, revision)) => {
+                let record = record::decode(&value, id, &self.sealer)?;
+                Ok(Some((record, revision)))
             }
-            _ => Ok(None),
+            None => Ok(None),
+        }
+    }
+
+    /// One attempt of a read: the stored value and its revision, `None`
+    /// for a key never written or removed.
+    async fn read_once(
+        &self,
+        id: &SessionId,
+        from: ReadFrom,
+    ) -> Result<Option<(bytes::Bytes, u64)>, Attempt> {
+        match from {
+            ReadFrom::AnyReplica => match self.kv.entry(id.as_str()).await {
+                Ok(Some(e)) if e.operation == kv::Operation::Put => Ok(Some((e.value, e.revision))),
+                Ok(_) => Ok(None),
+                Err(e) if retry::read_is_retryable(&e) => Err(Attempt::Failed(e.to_string())),
+                Err(e) => Err(Attempt::Refused(unavailable(e))),
+            },
+            ReadFrom::Leader => {
+                use jetstream::stream::LastRawMessageErrorKind as Kind;
+                let subject = format!("{}{}", self.key_prefix, id);
+                match self
+                    .kv
+                    .stream
+                    .get_last_raw_message_by_subject(&subject)
+                    .await
+                {
+                    // A delete or purge marker carries KV-Operation.
+                    Ok(m) if m.headers.get("KV-Operation").is_some() => Ok(None),
+                    Ok(m) => Ok(Some((m.payload, m.sequence))),
+                    Err(e) if e.kind() == Kind::NoMessageFound => Ok(None),
+                    Err(e) if e.kind() == Kind::InvalidSubject => {
+                        Err(Attempt::Refused(unavailable(e)))
+                    }
+                    Err(e) => Err(Attempt::Failed(e.to_string())),
+                }
+            }
         }
     }
 

@@ -20,6 +20,8 @@
 use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::kv::{EntryError, EntryErrorKind};
 use async_nats::jetstream::ErrorCode;
+
+use super::BrokerError;
 use rand::Rng as _;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -81,6 +83,15 @@ pub async fn within<F: std::future::Future>(
         Some(limit) => tokio::time::timeout(limit, future).await,
         None => Ok(future.await),
     }
+}
+
+/// How one attempt of a read or write ended, when it did not succeed.
+pub enum Attempt {
+    /// An answer: retrying would not change it.
+    Refused(BrokerError),
+    /// A transient failure (the text is for the log); a write that failed
+    /// so may have committed.
+    Failed(String),
 }
 
 /// Jittered exponential waits until a deadline.

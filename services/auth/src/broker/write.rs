@@ -8,9 +8,10 @@ use async_nats::HeaderMap;
 use std::time::{Duration, Instant};
 use tracing::Instrument as _;
 
+use super::retry::Attempt;
 use super::{
-    is_full, record, retry, unavailable, Broker, BrokerError, EXPECTED_LAST_SUBJECT_SEQUENCE,
-    MSG_ID,
+    is_full, record, retry, unavailable, Broker, BrokerError, ReadFrom,
+    EXPECTED_LAST_SUBJECT_SEQUENCE, MSG_ID,
 };
 use crate::domain::{SessionId, SessionRecord};
 use crate::telemetry;
@@ -117,7 +118,7 @@ impl Broker {
         deadline: tokio::time::Instant,
     ) -> Result<u64, BrokerError> {
         let id = SessionId::parse(&record.id).map_err(|e| unavailable(e.to_string()))?;
-        match self.load(&id, deadline).await? {
+        match self.load_from(&id, ReadFrom::Leader, deadline).await? {
             Some((stored, revision)) if stored == *record => {
                 tracing::info!(session_id = %record.id, revision, "a retried write had committed at its first attempt");
                 Ok(revision)
@@ -133,12 +134,4 @@ impl Broker {
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok()
     }
-}
-
-/// How one attempt of a write ended, when it did not commit.
-enum Attempt {
-    /// An answer: retrying would not change it.
-    Refused(BrokerError),
-    /// A transient failure (the text is for the log); it may have committed.
-    Failed(String),
 }

@@ -22,7 +22,7 @@ use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
 use crate::broker::limits::{self, Decision, Limit};
-use crate::broker::{Broker, BrokerError};
+use crate::broker::{Broker, BrokerError, ReadFrom};
 use crate::config::AuthConfig;
 use crate::counters::Counters;
 use crate::domain::{
@@ -540,16 +540,29 @@ impl LoginService {
     ) -> Result<(SessionView, bool), ServiceError> {
         let broker = self.broker()?;
         let mut precheck = precheck;
+        // The first read may come from any replica; one that lags a write
+        // committed elsewhere would show an older state. A refusal, a
+        // missing session or a lost race is therefore decided again on the
+        // leader's record before it is answered.
+        let mut from = ReadFrom::AnyReplica;
         for _ in 0..MAX_CAS_ATTEMPTS {
             let loaded = match precheck.take() {
                 Some(check) => {
-                    let (loaded, checked) = tokio::join!(broker.load(id, deadline), check);
+                    let (loaded, checked) =
+                        tokio::join!(broker.load_from(id, from, deadline), check);
                     checked?;
                     loaded
                 }
-                None => broker.load(id, deadline).await,
+                None => broker.load_from(id, from, deadline).await,
             };
-            let (record, version) = loaded?.ok_or(ServiceError::NotFound)?;
+            let current = from == ReadFrom::Leader;
+            from = ReadFrom::Leader;
+            let Some((record, version)) = loaded? else {
+                if current {
+                    return Err(ServiceError::NotFound);
+                }
+                continue;
+            };
             let now = now_millis();
             self.admit(&guard, &record, now)?;
             match record.apply(&action, now, &self.settings.rules) {
@@ -578,6 +591,10 @@ impl LoginService {
                 Ok(Outcome::Unchanged) => {
                     tracing::debug!(session_id = %id, action = action.name(), state = record.state.name(), "a repeated call; answered as the first");
                     return Ok((SessionView { record, version }, false));
+                }
+                Err(err) if !current => {
+                    tracing::debug!(session_id = %id, action = action.name(), error = %err, "refused on a replica's read; deciding on the leader's");
+                    continue;
                 }
                 Err(err @ DomainError::Expired { .. }) => {
                     self.expire(broker, &record, version, now, deadline).await;
