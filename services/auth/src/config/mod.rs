@@ -437,7 +437,7 @@ impl AuthConfig {
             ));
         }
         self.protocol.validate()?;
-        self.store.validate(self.request_timeout)?;
+        self.store.validate()?;
         for (name, value) in [
             ("QRLOGIN_USER_TOKEN_ISSUER", &self.user_token_issuer),
             ("QRLOGIN_USER_TOKEN_AUDIENCE", &self.user_token_audience),
@@ -533,7 +533,7 @@ mod tests {
                 "QRLOGIN_NATS_REQUEST_TIMEOUT",
             ),
             (
-                &["--store-retry-deadline", "5s"],
+                &["--store-retry-deadline", "6m"],
                 "QRLOGIN_STORE_RETRY_DEADLINE",
             ),
             (

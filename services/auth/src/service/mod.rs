@@ -174,6 +174,8 @@ pub struct Settings {
     pub user_window: Duration,
     /// How long one call retries the store (QRLOGIN_STORE_RETRY_DEADLINE).
     pub store_retry: Duration,
+    /// The longest a call may take (QRLOGIN_REQUEST_TIMEOUT).
+    pub request_timeout: Duration,
 }
 
 /// Time kept, out of the caller's own deadline, to send the answer.
@@ -194,18 +196,17 @@ impl Settings {
             confirm_limit: p.confirm_limit,
             user_window: p.user_limit_window,
             store_retry: c.store.store_retry_deadline,
+            request_timeout: c.request_timeout,
         }
     }
 
     /// Until when a call that arrived now may retry the store: the retry
-    /// bound, or the caller's own timeout (gRPC `grpc-timeout`) less a
-    /// moment to answer, whichever comes first. Past it the call answers
-    /// UNAVAILABLE, which the caller may retry.
+    /// bound, or the caller's own timeout (gRPC `grpc-timeout`) or auth's
+    /// request timeout less a moment to answer, whichever comes first. Past
+    /// it the call answers UNAVAILABLE, which the caller may retry.
     pub fn deadline(&self, caller_timeout: Option<Duration>) -> Instant {
-        let bound = match caller_timeout {
-            Some(t) => self.store_retry.min(t.saturating_sub(ANSWER_RESERVE)),
-            None => self.store_retry,
-        };
+        let longest = caller_timeout.map_or(self.request_timeout, |t| t.min(self.request_timeout));
+        let bound = self.store_retry.min(longest.saturating_sub(ANSWER_RESERVE));
         Instant::now() + bound
     }
 }
@@ -650,5 +651,45 @@ impl LoginService {
 impl SessionView {
     pub fn state(&self) -> LoginState {
         self.record.state
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_retries_the_store_until_the_first_of_its_bounds() {
+        let config = AuthConfig::from_flags([
+            "--user-token-public-key-file",
+            "/k/u.pub",
+            "--access-token-private-key-file",
+            "/k/a.pem",
+            "--record-key-file",
+            "/k/record.key",
+            "--service-tokens-file",
+            "/k/service-tokens",
+        ])
+        .unwrap();
+        let settings = Settings::from_config(&config);
+        let bound = |caller: Option<Duration>| settings.deadline(caller) - Instant::now();
+        // QRLOGIN_STORE_RETRY_DEADLINE (4 s) when the caller allows more.
+        assert_eq!(bound(None), Duration::from_secs(4));
+        assert_eq!(bound(Some(Duration::from_secs(30))), Duration::from_secs(4));
+        // The caller's grpc-timeout, less the moment kept to answer.
+        assert_eq!(
+            bound(Some(Duration::from_secs(2))),
+            Duration::from_millis(1800)
+        );
+        assert_eq!(bound(Some(Duration::from_millis(100))), Duration::ZERO);
+        // QRLOGIN_REQUEST_TIMEOUT likewise.
+        let short = Settings {
+            request_timeout: Duration::from_secs(1),
+            ..settings.clone()
+        };
+        assert_eq!(
+            short.deadline(None) - Instant::now(),
+            Duration::from_millis(800)
+        );
     }
 }
