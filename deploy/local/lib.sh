@@ -473,6 +473,27 @@ start_and_wait() {
   for c in "$@"; do
     wait_ready "$c" "$timeout" || return 1
   done
+  # An auth replica serves the edges once HAProxy has it in rotation again
+  # (two good checks), so that a rolling restart never leaves none.
+  for c in "$@"; do
+    if [[ "$c" == auth-* ]] && is_running haproxy; then
+      wait_in_rotation auth_replicas "$c" 15 || return 1
+    fi
+  done
+}
+
+# True when HAProxy's stats say BACKEND's SERVER is UP.
+haproxy_server_up_in() {
+  curl -fsS --max-time 2 "$STATS_URL;csv" 2>/dev/null |
+    awk -F, -v b="$1" -v s="$2" '$1 == b && $2 == s { print $18 }' | grep -q '^UP'
+}
+
+wait_in_rotation() {
+  local deadline=$((SECONDS + $3))
+  until haproxy_server_up_in "$1" "$2"; do
+    ((SECONDS < deadline)) || { log "HAProxy did not take $2 back within $3s (see $STATS_URL)"; return 1; }
+    sleep 0.2
+  done
 }
 
 # Stops one component: SIGTERM (graceful: edges drain), then SIGKILL after
