@@ -12,7 +12,8 @@
 #   6. the local cluster (NATS, auth, two edges, HAProxy): end-to-end script
 #   7. browser tests (Debian's Chromium driven by playwright-core)
 #   8. the dashboard's and the rules' queries against Prometheus during a short load
-#   8b. the end-to-end script again on a TLS cluster (up.sh --tls)
+#   8b. the end-to-end script again with TLS on a NATS cluster (up.sh --tls
+#       --nats-cluster: three NATS servers, two auth replicas)
 #   9. a small load run: 200 browsers, an edge killed, nothing lost
 #  10. the measured comparison in quick mode (every transport and peer at
 #      200 browsers, throughput steps; checks its own results.json)
@@ -87,9 +88,12 @@ run_step browser bash -c 'cd web/tests && node browser.test.mjs'
 # (bounded: the load stops at 90 s, the queries wait at most 30 s).
 run_step monitoring-queries timeout 300 deploy/monitoring/test-queries.sh
 deploy/local/down.sh >/dev/null 2>&1 || true
-# The local cluster again with TLS (up.sh --tls: NATS over tls://, edge ->
-# auth over https, a local CA), the end-to-end checks over it, then stopped.
-run_step e2e-tls bash -c 'QRLOGIN_LOCAL_TLS=true deploy/local/e2e.sh --start --no-build'
+# The local cluster again, with TLS and three NATS servers (up.sh --tls
+# --nats-cluster: NATS over tls://, routes over mutual TLS, the session
+# bucket at three replicas, two auth replicas behind HAProxy, edge -> auth
+# over https, a local CA), the end-to-end checks over it (among them: the
+# member leading the session stream killed, logins go on), then stopped.
+run_step e2e-tls-cluster bash -c 'QRLOGIN_LOCAL_TLS=true QRLOGIN_LOCAL_NATS_NODES=3 deploy/local/e2e.sh --start --no-build'
 # A small load run on a throw-away cluster (release binaries from above):
 # 200 browsers over two edges, one edge killed mid-way, nothing lost.
 run_step load-smoke bash -c 'cargo build --release --locked -q -p qrlogin-loadgen && QRLOGIN_BENCH_NO_BUILD=1 tools/bench/smoke.sh'

@@ -15,7 +15,11 @@
 #    and checked structurally by test_manifests.py (checks/monitoring_checks.py),
 #    and the PrometheusRule must be what deploy/monitoring/render-k8s.py makes
 #    of deploy/monitoring/rules/.
-# 3. The invariant test deploy/k8s/test_manifests.py (see its docstring).
+# 3. The invariant test deploy/k8s/test_manifests.py (see its docstring);
+#    with a built qrlogin-auth it also holds every NATS ConfigMap to the
+#    rules the local cluster and the tests render their nats.conf from
+#    (`qrlogin-auth dev-nats-config`, services/auth/src/nats_accounts.rs):
+#    drift is a failed check (checks/nats_source.py).
 # 4. Shell scripts parse (bash -n; shellcheck and hadolint too when present).
 #
 # Prints one line per check, then `N passed, N failed`; exits 1 on any failure.

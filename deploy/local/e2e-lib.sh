@@ -456,10 +456,7 @@ grpc() {
 }
 
 # True when HAProxy has the edge NAME up.
-haproxy_server_up() {
-  curl -fsS --max-time 2 "$STATS_URL;csv" 2>/dev/null |
-    awk -F, -v s="$1" '$1 == "edges" && $2 == s { print $18 }' | grep -q '^UP'
-}
+haproxy_server_up() { haproxy_server_up_in edges "$1"; }
 
 # --- the README's grpcurl examples, run as written ---------------------------------
 # readme_grpcurl_script: turns the README's "gRPC API (grpcurl)" block into a
