@@ -22,8 +22,19 @@ async fn hundred_concurrent_redeems_one_winner() {
         .into_iter()
         .map(|r| r.unwrap())
         .collect();
+    // One write wins; every other redeem by the same browser is a repeat
+    // within QRLOGIN_REDEEM_RETRY_WINDOW and gets the same token (or, after
+    // losing too many races, ABORTED): one login, one token.
     let winners: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
-    assert_eq!(winners.len(), 1, "exactly one redeem succeeds");
+    assert!(!winners.is_empty(), "a redeem succeeds");
+    for w in &winners {
+        assert_eq!(w.access_token, winners[0].access_token, "one token");
+        assert_eq!(
+            w.session.as_ref().unwrap().version,
+            winners[0].session.as_ref().unwrap().version,
+            "one write"
+        );
+    }
     for r in results.iter().filter_map(|r| r.as_ref().err()) {
         assert!(
             matches!(r.code(), Code::FailedPrecondition | Code::Aborted),

@@ -212,6 +212,13 @@ impl IntoResponse for ApiError {
                 response.headers_mut().insert(header::RETRY_AFTER, v);
             }
         }
+        // Auth (or its session store) is away for a moment, e.g. while a
+        // NATS member or the bucket's leader is replaced: worth a retry.
+        if let Self::Unavailable(_) = &self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         response
     }
 }
@@ -387,6 +394,13 @@ mod tests {
             too_big.extensions().get::<Rejected>().map(|r| r.0),
             Some("payload_too_large")
         );
+    }
+
+    #[test]
+    fn unavailable_says_when_to_retry() {
+        let r = ApiError::Unavailable("x".into()).into_response();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "1");
     }
 
     #[test]
