@@ -305,11 +305,16 @@ for replicas in 1 2; do
     start_front "http://127.0.0.1:$AUTH2LB_PORT"
     pids=(--pid "auth-1=$(pid_of auth)" --pid "auth-2=$(pid_of auth-2)")
   fi
+  # One server (nats), or the members of a QRLOGIN_BENCH_NATS_NODES=3 run.
+  nats_pids=()
+  for f in "$RUN"/pids/nats*; do
+    [[ -f "$f" ]] && nats_pids+=(--pid "$(basename "$f")=$(cat "$f")")
+  done
   bench_log "throughput: $replicas auth replica(s), rates $TP_RATES, steps of $TP_STEP"
   timeout 900 "$LOADGEN_BIN" throughput --auth-replicas "$replicas" \
     --balancers "127.0.0.1:$HB1_HTTP_PORT,127.0.0.1:$HB2_HTTP_PORT" \
     --phone-edges "$(edge_urls 1 2)" \
-    "${pids[@]}" --pid "nats=$(pid_of nats)" \
+    "${pids[@]}" "${nats_pids[@]}" \
     --pid "edge-1=$(pid_of edge-1)" --pid "edge-2=$(pid_of edge-2)" \
     --pid "haproxy-1=$(pid_of hb-1)" --pid "haproxy-2=$(pid_of hb-2)" \
     --pid "auth-balancer=$(pid_of authlb)" \

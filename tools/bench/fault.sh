@@ -5,7 +5,8 @@
 #   tools/bench/fault.sh RUN_DIR STEP...
 #
 #   sleep:SECONDS      wait
-#   kill:NAME          SIGKILL the component (edge-N, auth, nats)
+#   kill:NAME          SIGKILL the component (edge-N, auth, nats, or a
+#                      member nats-N of a QRLOGIN_BENCH_NATS_NODES=3 run)
 #   stop:NAME          SIGTERM (SIGKILL after 10 s) and wait until it is gone
 #   start:NAME         start it again with the same settings and wait until
 #                      it is up (an edge: until /readyz says 200)
@@ -27,6 +28,11 @@ say() { printf 'fault: +%dms %s\n' "$((($(date +%s%N) - t0) / 1000000))" "$*" >&
 start() {
   case "$1" in
     nats) start_nats ;;
+    nats-[0-9]*)
+      [[ -n "$(nats_port "$1")" ]] || bench_die "no such NATS member: $1"
+      start_nats_member "$1"
+      wait_nats_member "$1"
+      ;;
     auth) start_auth ;;
     edge-*) [[ -n "$(edge_port "$1")" ]] || bench_die "no such edge: $1"; start_edge "$1" ;;
     *) bench_die "unknown component: $1" ;;

@@ -7,6 +7,11 @@
 # tools/bench/fault.sh, started while a benchmark runs, can kill and
 # restart any component with the same settings.
 #
+# QRLOGIN_BENCH_NATS_NODES=3 runs NATS as a three-member JetStream cluster
+# (components nats-1..3, routes on loopback, a store each) with the
+# session and limits buckets at three replicas, as production runs it;
+# the default, 1, is one server with R1 buckets.
+#
 # Edges get limits fit for load from one host: every client comes from
 # 127.0.0.x, so the per-IP create rate (30/min by default) is raised and
 # auth's cluster-wide create limit is off, auth's cap on concurrent calls is
@@ -49,7 +54,16 @@ bench_init() {
   rm -rf "$RUN"
   mkdir -p "$RUN/pids" "$RUN/logs" "$RUN/keys" "$RUN/nats"
   {
+    local nodes="${QRLOGIN_BENCH_NATS_NODES:-1}"
+    [[ "$nodes" == 1 || "$nodes" == 3 ]] || bench_die "QRLOGIN_BENCH_NATS_NODES: 1 or 3"
+    echo "NATS_NODES=$nodes"
     echo "NATS_PORT=$(free_port)"
+    for ((i = 1; i <= nodes; i++)); do
+      echo "NATS${i}_PORT=$(free_port)"
+      echo "NATS${i}_ROUTE_PORT=$(free_port)"
+      echo "NATS${i}_MONITOR_PORT=$(free_port)"
+    done
+    printf 'export QRLOGIN_KV_REPLICAS=%q\n' "${QRLOGIN_KV_REPLICAS:-$nodes}"
     echo "AUTH_PORT=$(free_port)"
     echo "EDGE_COUNT=$edges"
     for ((i = 1; i <= edges; i++)); do
@@ -65,6 +79,10 @@ bench_init() {
     printf 'export QRLOGIN_CONFIRM_LIMIT=%q\n' "${QRLOGIN_CONFIRM_LIMIT:-0}"
     printf 'export QRLOGIN_MAX_CONCURRENT_REQUESTS=%q\n' "${QRLOGIN_MAX_CONCURRENT_REQUESTS:-8192}"
     printf 'export QRLOGIN_MAX_CONNECTIONS=%q\n' "${QRLOGIN_MAX_CONNECTIONS:-19500}"
+    # The load generator's few source addresses (127.0.0.2, ...) play every
+    # browser: the per-client caps would refuse all but a few hundred.
+    printf 'export QRLOGIN_MAX_REQUESTS_PER_CLIENT=%q\n' "${QRLOGIN_MAX_REQUESTS_PER_CLIENT:-1000000}"
+    printf 'export QRLOGIN_GRPC_MAX_CONNECTIONS_PER_CLIENT=%q\n' "${QRLOGIN_GRPC_MAX_CONNECTIONS_PER_CLIENT:-100000}"
     printf 'export QRLOGIN_MAX_WATCHERS_PER_SESSION=%q\n' "${QRLOGIN_MAX_WATCHERS_PER_SESSION:-8}"
     printf 'export QRLOGIN_TRUSTED_PROXIES=%q\n' "${QRLOGIN_TRUSTED_PROXIES:-127.0.0.1/32}"
     printf 'export RUST_LOG=%q\n' "${QRLOGIN_BENCH_LOG:-warn}"
@@ -79,10 +97,19 @@ bench_load() {
   RUN="$1"
   # shellcheck disable=SC1091
   source "$RUN/cluster.env"
-  NATS_URL="nats://127.0.0.1:$NATS_PORT"
+  if [[ "${NATS_NODES:-1}" == 1 ]]; then
+    NATS_URL="nats://127.0.0.1:$NATS_PORT"
+  else
+    local i urls=()
+    for ((i = 1; i <= NATS_NODES; i++)); do
+      urls+=("nats://127.0.0.1:$(nats_port "nats-$i")")
+    done
+    NATS_URL="$(IFS=,; echo "${urls[*]}")"
+  fi
   AUTH_URL="http://127.0.0.1:$AUTH_PORT"
 }
 
+nats_port() { local v="NATS${1#nats-}_PORT"; echo "${!v}"; }
 edge_port() { local v="EDGE${1#edge-}_PORT"; echo "${!v}"; }
 # The edge's operations port (/readyz, /healthz, /metrics).
 edge_ops_port() { local v="EDGE${1#edge-}_OPS_PORT"; echo "${!v}"; }
@@ -144,14 +171,53 @@ bench_keys() {
     bench_die "qrlogin-auth dev-keygen failed"
 }
 
-# NATS secured as everywhere else: accounts, nkey users auth and edge.
+# NATS secured as everywhere else: accounts, nkey users auth and edge. One
+# server (`nats`), or with NATS_NODES=3 the members nats-1..3; either way
+# this returns once JetStream can take the buckets (on a cluster: a meta
+# leader is elected).
 start_nats() {
   bench_keys
-  "$AUTH_BIN" dev-nats-config --keys "$RUN/keys" --listen "127.0.0.1:$NATS_PORT" \
-    --server-name qrlogin-bench --store-dir "$RUN/nats" >"$RUN/nats.conf" ||
+  if [[ "${NATS_NODES:-1}" == 1 ]]; then
+    "$AUTH_BIN" dev-nats-config --keys "$RUN/keys" --listen "127.0.0.1:$NATS_PORT" \
+      --server-name qrlogin-bench --store-dir "$RUN/nats" >"$RUN/nats.conf" ||
+      bench_die "qrlogin-auth dev-nats-config failed"
+    spawn nats "$NATS_BIN" --config "$RUN/nats.conf"
+    wait_port "$NATS_PORT" || bench_die "nats did not start (see $RUN/logs/nats.log)"
+    return
+  fi
+  local i
+  for ((i = 1; i <= NATS_NODES; i++)); do start_nats_member "nats-$i"; done
+  for ((i = 1; i <= NATS_NODES; i++)); do wait_nats_member "nats-$i"; done
+}
+
+# One member of the benchmark's NATS cluster: its own ports and store, a
+# route to every member (itself included: nats-server skips it).
+start_nats_member() {
+  local name="$1" i routes=() v
+  for ((i = 1; i <= NATS_NODES; i++)); do
+    v="NATS${i}_ROUTE_PORT"
+    routes+=(--route "nats-route://127.0.0.1:${!v}")
+  done
+  v="NATS${name#nats-}_ROUTE_PORT"
+  local route_port="${!v}"
+  v="NATS${name#nats-}_MONITOR_PORT"
+  mkdir -p "$RUN/$name"
+  "$AUTH_BIN" dev-nats-config --keys "$RUN/keys" --listen "127.0.0.1:$(nats_port "$name")" \
+    --http-port "${!v}" --server-name "$name" --store-dir "$RUN/$name" \
+    --cluster-name qrlogin-bench --cluster-listen "127.0.0.1:$route_port" "${routes[@]}" \
+    --lame-duck-duration 30s --lame-duck-grace-period 1s >"$RUN/$name.conf" ||
     bench_die "qrlogin-auth dev-nats-config failed"
-  spawn nats "$NATS_BIN" --config "$RUN/nats.conf"
-  wait_port "$NATS_PORT" || bench_die "nats did not start (see $RUN/logs/nats.log)"
+  spawn "$name" "$NATS_BIN" --config "$RUN/$name.conf"
+}
+
+# Waits until member NAME is healthy: in the cluster, JetStream current.
+wait_nats_member() {
+  local v="NATS${1#nats-}_MONITOR_PORT" i
+  for ((i = 0; i < 600; i++)); do
+    [[ "$(http_status "${!v}" /healthz)" == 200 ]] && return 0
+    sleep 0.05
+  done
+  bench_die "$1 is not healthy after 30 s (see $RUN/logs/$1.log)"
 }
 
 start_auth() {
@@ -198,7 +264,7 @@ start_cluster() {
   start_nats
   start_auth
   for ((i = 1; i <= EDGE_COUNT; i++)); do start_edge "edge-$i"; done
-  bench_log "cluster up in $RUN: nats :$NATS_PORT, auth :$AUTH_PORT, $EDGE_COUNT edges ($(edge_urls 1 "$EDGE_COUNT"))"
+  bench_log "cluster up in $RUN: nats $NATS_URL (KV replicas $QRLOGIN_KV_REPLICAS), auth :$AUTH_PORT, $EDGE_COUNT edges ($(edge_urls 1 "$EDGE_COUNT"))"
 }
 
 # A phone user's JWT signed with the run's development key.
@@ -234,6 +300,8 @@ bench_stop_all() {
   for f in "$RUN"/pids/edge-*; do [[ -f "$f" ]] && stop_component "$(basename "$f")" 5; done
   stop_component auth 5
   stop_component nats 5
+  for f in "$RUN"/pids/nats-*; do [[ -f "$f" ]] && stop_component "$(basename "$f")" 5; done
+  return 0
 }
 
 machine_line() {

@@ -3,7 +3,7 @@
 //! - [`config`]: the typed configuration (flags + environment) and the CLI.
 //! - [`domain`]: ids, secrets, states and transition rules (no I/O).
 //! - [`token`]: phone user token verification, access token signing, dev keys.
-//! - [`broker`]: the only NATS code: the key-value bucket (CAS writes as
+//! - [`broker`]: NATS: the key-value bucket (CAS writes as
 //!   JetStream publishes, republished by the server as per-session events),
 //!   the stored bytes (`StoredSession`), credentials and TLS.
 //! - [`sealing`]: the AEAD that seals the private part of stored sessions.

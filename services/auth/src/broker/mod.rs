@@ -1,7 +1,8 @@
-//! The only module that speaks NATS: the session bucket (JetStream key-value,
+//! The service's NATS code: the session bucket (JetStream key-value,
 //! every write a compare-and-swap on the key's revision), its stream's
-//! republish rule (NATS publishes every write on the session's subject), and
-//! the connection's credentials. Each read and write is timed
+//! republish rule (NATS publishes every write on the session's subject),
+//! the counters of the cluster-wide limits ([`limits`]), and the
+//! connection's credentials. Each read and write is timed
 //! ([`AuthMetrics`]); with tracing on, a write carries the W3C trace context
 //! in its headers, which the republished event keeps.
 //!
