@@ -459,7 +459,8 @@ async fn repeated_calls_answer_as_the_first() {
 
     // Redeem twice with fresh proofs of the key: the same token.
     let proof = |b: &BrowserKeyPair| b.proof(&s.id, qrlogin_auth::service::now_millis() / 1000);
-    let r1 = redeem_with(&mut c, &s.id, &s.secret, &proof(&browser))
+    let first_proof = proof(&browser);
+    let r1 = redeem_with(&mut c, &s.id, &s.secret, &first_proof)
         .await
         .unwrap();
     let r2 = redeem_with(&mut c, &s.id, &s.secret, &proof(&browser))
@@ -476,8 +477,18 @@ async fn repeated_calls_answer_as_the_first() {
     let thief = BrowserKeyPair::generate();
     let stolen = redeem_with(&mut c, &s.id, &s.secret, &proof(&thief)).await;
     assert_eq!(reason(&stolen), "invalid_proof");
-    let bare = redeem(&mut c, &s.id, &s.secret).await;
-    assert_eq!(reason(&bare), "proof_required");
+    assert_code(
+        redeem(&mut c, &s.id, &s.secret).await,
+        Code::FailedPrecondition,
+        "REDEEMED",
+    );
+    // A proof works once: the one that redeemed, presented again, is not
+    // a repeat.
+    assert_code(
+        redeem_with(&mut c, &s.id, &s.secret, &first_proof).await,
+        Code::FailedPrecondition,
+        "REDEEMED",
+    );
     // The phone's confirm repeated after the redeem: still answered.
     let late = confirm_with(&mut c, &s.id, &alice, code).await.unwrap();
     assert_eq!(state(&late), LoginState::Redeemed);
