@@ -124,7 +124,11 @@ pub enum Action {
         user_id: String,
     },
     Cancel,
-    Redeem,
+    /// The creating browser redeems; `proof` names the proof of its key
+    /// that it sent (a digest, see `proof::fingerprint`), `None` without.
+    Redeem {
+        proof: Option<String>,
+    },
     /// Written by whoever first notices a passed deadline.
     Expire,
 }
@@ -136,7 +140,7 @@ impl Action {
             Self::Confirm { .. } => "confirm",
             Self::Deny { .. } => "deny",
             Self::Cancel => "cancel",
-            Self::Redeem => "redeem",
+            Self::Redeem { .. } => "redeem",
             Self::Expire => "expire",
         }
     }
@@ -195,6 +199,10 @@ pub struct SessionRecord {
     /// RFC 7638 thumbprint of the browser's key; redeem needs a proof by it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_thumbprint: Option<String>,
+    /// The digest of the proof that redeemed a key-bound session: a repeat
+    /// needs a fresh proof, not this one again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redeem_proof: Option<String>,
 }
 
 /// The result of applying an action. Returned once per call and never
@@ -237,6 +245,7 @@ impl SessionRecord {
             matching: None,
             deny_reason: None,
             key_thumbprint,
+            redeem_proof: None,
         }
     }
 
@@ -379,7 +388,11 @@ impl SessionRecord {
             (Pending | Scanned | Confirmed, Action::Cancel) => {
                 Ok(Outcome::Write(self.moved(Cancelled, now, None)))
             }
-            (Confirmed, Action::Redeem) => Ok(Outcome::Write(self.moved(Redeemed, now, None))),
+            (Confirmed, Action::Redeem { proof }) => {
+                let mut next = self.moved(Redeemed, now, None);
+                next.redeem_proof = self.key_thumbprint.as_ref().and(proof.clone());
+                Ok(Outcome::Write(next))
+            }
             _ => Err(not_allowed()),
         }
     }
@@ -397,9 +410,10 @@ impl SessionRecord {
     /// - cancel, while CANCELLED (the caller proved to be the creating
     ///   browser before `apply`);
     /// - redeem, while REDEEMED for less than `rules.redeem_retry` (the
-    ///   caller proved to be the creating browser, with its key's proof
-    ///   when bound, before `apply`; the service answers with the same
-    ///   token).
+    ///   caller proved to be the creating browser, with a valid proof of
+    ///   its key when bound, before `apply`; a bound session's repeat needs
+    ///   another proof than the one that redeemed: a proof works once; the
+    ///   service answers with the same token).
     pub fn repeats(&self, action: &Action, now: UnixMillis, rules: &Rules) -> bool {
         use LoginState::*;
         let scanner_is = |user_id: &str| self.user.as_ref().is_some_and(|u| u.id == user_id);
@@ -433,7 +447,13 @@ impl SessionRecord {
                 self.deny_reason == Some(DenyReason::User) && scanner_is(user_id)
             }
             (Cancelled, Action::Cancel) => true,
-            (Redeemed, Action::Redeem) => now < deadline(self.updated_at, rules.redeem_retry),
+            (Redeemed, Action::Redeem { proof }) => {
+                let fresh_proof = self.key_thumbprint.is_none()
+                    || proof
+                        .as_ref()
+                        .is_some_and(|p| Some(p) != self.redeem_proof.as_ref());
+                fresh_proof && now < deadline(self.updated_at, rules.redeem_retry)
+            }
             _ => false,
         }
     }

@@ -67,6 +67,9 @@ fn confirm(user: &str, code: u8) -> Action {
     }
 }
 
+/// A redeem without a proof (the sessions here are not key-bound).
+const REDEEM: Action = Action::Redeem { proof: None };
+
 fn write(o: Outcome) -> SessionRecord {
     match o {
         Outcome::Write(r) => r,
@@ -91,21 +94,18 @@ fn happy_path_and_deadlines() {
     let confirmed = write(scanned.apply(&confirm("alice", 42), T0 + 3, &d).unwrap());
     assert_eq!(confirmed.state, LoginState::Confirmed);
     assert_eq!(confirmed.expires_at, Some(T0 + 3 + 30_000));
-    let redeemed = write(confirmed.apply(&Action::Redeem, T0 + 4, &d).unwrap());
+    let redeemed = write(confirmed.apply(&REDEEM, T0 + 4, &d).unwrap());
     assert_eq!(redeemed.state, LoginState::Redeemed);
     assert_eq!(redeemed.expires_at, None);
     // A repeat within the window is answered as the first (a retry whose
     // answer was lost); after it, refused.
+    assert_eq!(redeemed.apply(&REDEEM, T0 + 5, &d), Ok(Outcome::Unchanged));
     assert_eq!(
-        redeemed.apply(&Action::Redeem, T0 + 5, &d),
-        Ok(Outcome::Unchanged)
-    );
-    assert_eq!(
-        redeemed.apply(&Action::Redeem, T0 + 4 + 29_999, &d),
+        redeemed.apply(&REDEEM, T0 + 4 + 29_999, &d),
         Ok(Outcome::Unchanged)
     );
     assert!(matches!(
-        redeemed.apply(&Action::Redeem, T0 + 4 + 30_000, &d),
+        redeemed.apply(&REDEEM, T0 + 4 + 30_000, &d),
         Err(DomainError::NotAllowed {
             state: "REDEEMED",
             ..
@@ -115,7 +115,7 @@ fn happy_path_and_deadlines() {
         redeem_retry: Duration::ZERO,
         ..d
     };
-    assert!(redeemed.apply(&Action::Redeem, T0 + 4, &never).is_err());
+    assert!(redeemed.apply(&REDEEM, T0 + 4, &never).is_err());
 }
 
 #[test]
@@ -130,7 +130,7 @@ fn a_repeated_call_is_answered_as_the_first_without_a_write() {
         confirmed.apply(&confirm("alice", 42), T0 + 2, &d),
         unchanged
     );
-    let redeemed = write(confirmed.apply(&Action::Redeem, T0 + 3, &d).unwrap());
+    let redeemed = write(confirmed.apply(&REDEEM, T0 + 3, &d).unwrap());
     assert_eq!(redeemed.apply(&confirm("alice", 42), T0 + 4, &d), unchanged);
     // Not by another user, nor with another number: not a repeat.
     assert!(confirmed.apply(&confirm("bob", 42), T0 + 2, &d).is_err());
@@ -153,8 +153,22 @@ fn a_repeated_call_is_answered_as_the_first_without_a_write() {
     // Cancel of a cancelled session (the service checked the secret).
     let cancelled = write(confirmed.apply(&Action::Cancel, T0 + 2, &d).unwrap());
     assert_eq!(cancelled.apply(&Action::Cancel, T0 + 3, &d), unchanged);
-    assert!(cancelled.apply(&Action::Redeem, T0 + 3, &d).is_err());
+    assert!(cancelled.apply(&REDEEM, T0 + 3, &d).is_err());
     assert!(cancelled.apply(&confirm("alice", 42), T0 + 3, &d).is_err());
+    // A key-bound session: a repeat needs another proof (valid: the
+    // service checks it) than the one that redeemed; a proof works once.
+    let bound = SessionRecord {
+        key_thumbprint: Some("thumbprint".into()),
+        ..confirmed.clone()
+    };
+    let with = |p: &str| Action::Redeem {
+        proof: Some(p.into()),
+    };
+    let redeemed = write(bound.apply(&with("first"), T0 + 3, &d).unwrap());
+    assert_eq!(redeemed.redeem_proof.as_deref(), Some("first"));
+    assert_eq!(redeemed.apply(&with("second"), T0 + 4, &d), unchanged);
+    assert!(redeemed.apply(&with("first"), T0 + 4, &d).is_err());
+    assert!(redeemed.apply(&REDEEM, T0 + 4, &d).is_err());
     // An expired session is not cancelled.
     let expired = write(rec.apply(&Action::Expire, T0 + 120_000, &d).unwrap());
     assert!(expired.apply(&Action::Cancel, T0 + 120_001, &d).is_err());
@@ -281,7 +295,7 @@ fn every_forbidden_transition_is_refused() {
             user_id: "alice".into(),
         },
         Action::Cancel,
-        Action::Redeem,
+        REDEEM,
     ];
     let allowed: &[(LoginState, &str)] = &[
         (LoginState::Pending, "scan"),
@@ -301,7 +315,7 @@ fn every_forbidden_transition_is_refused() {
     ];
     let mut finals = Vec::new();
     for (from, action) in [
-        (&confirmed, Action::Redeem),
+        (&confirmed, REDEEM),
         (
             &scanned,
             Action::Deny {
@@ -429,7 +443,7 @@ fn random_walks_keep_the_invariants() {
                     user_id: "alice".into(),
                 },
                 6 => Action::Cancel,
-                7 => Action::Redeem,
+                7 => REDEEM,
                 8 => Action::Scan {
                     user: alice(),
                     qr_payload: None,
@@ -452,7 +466,7 @@ fn random_walks_keep_the_invariants() {
                     Action::Confirm { user_id, .. } | Action::Deny { user_id } => {
                         assert!(by_scanner(user_id))
                     }
-                    Action::Redeem => assert!(
+                    Action::Redeem { .. } => assert!(
                         before.state == LoginState::Redeemed && now < before.updated_at + 30
                     ),
                     Action::Cancel => assert_eq!(before.state, LoginState::Cancelled),

@@ -448,7 +448,7 @@ impl LoginService {
             proof,
         };
         let view = self
-            .transition(&id, guard, Action::Redeem, None, deadline)
+            .transition(&id, guard, redeem_action(proof), None, deadline)
             .await?;
         let user = view
             .record
@@ -483,7 +483,7 @@ impl LoginService {
                 let could_redeem = match record.effective_state(now) {
                     LoginState::Confirmed => true,
                     LoginState::Redeemed => {
-                        record.repeats(&Action::Redeem, now, &self.settings.rules)
+                        record.repeats(&redeem_action(proof), now, &self.settings.rules)
                     }
                     _ => false,
                 };
@@ -645,6 +645,13 @@ impl LoginService {
                 None
             }
         }
+    }
+}
+
+/// The redeem action for the proof a caller sent (empty: none).
+fn redeem_action(proof: &str) -> Action {
+    Action::Redeem {
+        proof: (!proof.is_empty()).then(|| proof::fingerprint(proof)),
     }
 }
 
