@@ -156,7 +156,7 @@ impl AuthMetrics {
         );
         r.register(
             "kv_read_duration_seconds",
-            "Reading one session from the bucket (JetStream direct get)",
+            "Reading one session from the bucket",
             m.kv_read.clone(),
         );
         r.register(

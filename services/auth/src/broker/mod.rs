@@ -243,14 +243,20 @@ impl Broker {
         self.lose_acks.clone()
     }
 
-    /// Reads a session and its revision from any replica; `None` when
-    /// absent or removed. Transient failures are retried until `deadline`.
+    /// Reads a session and its revision from the stream's leader; `None`
+    /// when absent or removed. Transient failures are retried until
+    /// `deadline`. A snapshot must not be older than a write already
+    /// acknowledged: an edge subscribes to the session's subject and then
+    /// reads, and a replica that has not applied a committed write (one
+    /// just thawed or restarted, still catching up) would answer an older
+    /// state, or none for a session just created, while the event that
+    /// carried the newer one went out before the subscription.
     pub async fn load(
         &self,
         id: &SessionId,
         deadline: tokio::time::Instant,
     ) -> Result<Option<(SessionRecord, u64)>, BrokerError> {
-        self.load_from(id, ReadFrom::AnyReplica, deadline).await
+        self.load_from(id, ReadFrom::Leader, deadline).await
     }
 
     /// Reads a session as [`load`](Self::load) does, from `from`.
