@@ -46,11 +46,9 @@ unset urls m
 # The first member's (the one server's) client and monitoring URLs.
 NATS_URL="${NATS_URLS%%,*}"
 NATS_MONITOR_URL="$(nats_monitor_url "${NATS_MEMBERS[0]}")"
-# auth's QRLOGIN_NATS_URL. It should be every member (NATS_URLS), but auth
-# does not start with a list yet; until it does, the first member, from
-# which it learns the others (the server's INFO lists the cluster's
-# client URLs, and the client reconnects to them).
-AUTH_NATS_URL="$NATS_URL"
+# auth's QRLOGIN_NATS_URL: every member, as the edges get, so that an auth
+# replica starting while a member is down still finds the cluster.
+AUTH_NATS_URL="$NATS_URLS"
 
 # nats.conf of one member, with the qrlogin accounts (the nkey users auth
 # and edge, least privilege, nobody anonymous) and, on a cluster, routes to
