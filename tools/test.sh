@@ -15,6 +15,9 @@
 #   8b. the end-to-end script again with TLS on a NATS cluster (up.sh --tls
 #       --nats-cluster: three NATS servers, two auth replicas)
 #   9. a small load run: 200 browsers, an edge killed, nothing lost
+#   9b. chaos in quick mode: whole logins over every transport while NATS
+#       members, auth replicas and edges fail and restart; none lost, none
+#       duplicated
 #  10. the measured comparison in quick mode (every transport and peer at
 #      200 browsers, throughput steps; checks its own results.json)
 #
@@ -97,6 +100,14 @@ run_step e2e-tls-cluster bash -c 'QRLOGIN_LOCAL_TLS=true QRLOGIN_LOCAL_NATS_NODE
 # A small load run on a throw-away cluster (release binaries from above):
 # 200 browsers over two edges, one edge killed mid-way, nothing lost.
 run_step load-smoke bash -c 'cargo build --release --locked -q -p qrlogin-loadgen && QRLOGIN_BENCH_NO_BUILD=1 tools/bench/smoke.sh'
+# Chaos in quick mode (about 4 minutes): a local cluster of its own (ports
+# from 27100, run directory artifacts/bench/chaos/cluster) on one NATS
+# server for the baseline, then on three, whole logins at 10/s over SSE,
+# WebSocket, STOMP, gRPC and long polling while the stream's leader is
+# killed, a member is killed, frozen and put in lame duck mode, everything
+# is restarted in turn, and edges and an auth replica are killed; one check
+# per scenario: no login lost, none duplicated.
+run_step chaos-quick bash -c 'cargo build --release --locked -q -p qrlogin-auth -p qrlogin-edge -p qrlogin-loadgen && tools/bench/chaos.sh --quick --no-build'
 # The comparison of tools/bench/compare.sh at 200 browsers (about 2 minutes,
 # with the load of the machine): every transport and peer present, every event delivered.
 run_step compare-quick bash -c 'cargo build --release --locked -q -p qrlogin-auth -p qrlogin-edge -p qrlogin-loadgen -p qrlogin-charts -p qrlogin-peer-sse && QRLOGIN_BENCH_NO_BUILD=1 tools/bench/compare.sh --quick --out artifacts/bench/compare/quick'

@@ -46,7 +46,8 @@ unset urls m
 # The first member's (the one server's) client and monitoring URLs.
 NATS_URL="${NATS_URLS%%,*}"
 NATS_MONITOR_URL="$(nats_monitor_url "${NATS_MEMBERS[0]}")"
-# auth's QRLOGIN_NATS_URL: every member, as the edges get it.
+# auth's QRLOGIN_NATS_URL: every member, as the edges get, so that an auth
+# replica starting while a member is down still finds the cluster.
 AUTH_NATS_URL="$NATS_URLS"
 
 # nats.conf of one member, with the qrlogin accounts (the nkey users auth

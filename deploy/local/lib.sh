@@ -13,7 +13,11 @@
 
 LOCAL_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$LOCAL_DIR/../.." && pwd)"
-RUN_DIR="$LOCAL_DIR/run"
+# Where a cluster keeps its state (pids, logs, keys, stores, cluster.env):
+# deploy/local/run, or QRLOGIN_LOCAL_RUN_DIR for a cluster of its own beside
+# a demo one (tools/bench/chaos.sh); every script acting on that cluster
+# needs the same value.
+RUN_DIR="${QRLOGIN_LOCAL_RUN_DIR:-$LOCAL_DIR/run}"
 PID_DIR="$RUN_DIR/pids"
 LOG_DIR="$RUN_DIR/logs"
 KEY_DIR="$RUN_DIR/keys"
@@ -473,12 +477,18 @@ start_and_wait() {
   for c in "$@"; do
     wait_ready "$c" "$timeout" || return 1
   done
-  # An auth replica serves the edges once HAProxy has it in rotation again
-  # (two good checks), so that a rolling restart never leaves none.
+  # An auth replica serves the edges, and an edge the browsers, once
+  # HAProxy has it in rotation again (two good checks), so that a rolling
+  # restart never leaves none.
   for c in "$@"; do
-    if [[ "$c" == auth-* ]] && is_running haproxy; then
-      wait_in_rotation auth_replicas "$c" 15 || return 1
-    fi
+    is_running haproxy || continue
+    case "$c" in
+      auth-*) wait_in_rotation auth_replicas "$c" 15 || return 1 ;;
+      edge-*)
+        wait_in_rotation edges "$c" 15 || return 1
+        wait_in_rotation edges_grpc "$c" 15 || return 1
+        ;;
+    esac
   done
 }
 

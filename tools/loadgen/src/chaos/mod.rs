@@ -112,6 +112,11 @@ pub struct ChaosArgs {
     /// A phone user's JWT.
     #[arg(long, env = "QRLOGIN_LOADGEN_USER_TOKEN", hide_env_values = true)]
     pub user_token: String,
+    /// Keep starting logins past --duration until every fault command has
+    /// ended and this long after (at most 300 s more), so that a slow
+    /// repair or a long rolling restart meets logins to its end.
+    #[arg(long, value_parser = duration)]
+    pub after_faults: Option<Duration>,
     /// A login not done this long after its start is lost (unless it was
     /// told an outcome).
     #[arg(long, value_parser = duration, default_value = "30s")]
@@ -165,6 +170,11 @@ pub async fn run(a: ChaosArgs) -> anyhow::Result<bool> {
     if count == 0 {
         bail!("--rate × --duration starts no login");
     }
+    let until = Until {
+        duration: a.duration.as_secs_f64(),
+        after_faults: a.after_faults.map(|d| d.as_secs_f64()),
+        faults: a.faults.len(),
+    };
     if a.login_deadline.is_zero() {
         bail!("--login-deadline: above zero");
     }
@@ -184,7 +194,7 @@ pub async fn run(a: ChaosArgs) -> anyhow::Result<bool> {
         deadline: a.login_deadline,
     });
     eprintln!(
-        "chaos: {}: {count} logins at {}/s over {}, deadline {:?}, {} fault(s)",
+        "chaos: {}: {count} logins (more while faults run, with --after-faults) at {}/s over {}, deadline {:?}, {} fault(s)",
         a.scenario,
         a.rate,
         kinds
@@ -205,9 +215,13 @@ pub async fn run(a: ChaosArgs) -> anyhow::Result<bool> {
 
     let records: Arc<Mutex<Vec<LoginRecord>>> = Arc::default();
     let mut logins = tokio::task::JoinSet::new();
-    let progress = tokio::spawn(progress(clock, count, records.clone()));
-    for i in 0..count {
-        clock.sleep_until(i as f64 / a.rate).await;
+    let progress = tokio::spawn(progress(clock, records.clone()));
+    for i in 0.. {
+        let at = i as f64 / a.rate;
+        if !until.starts(at, &runs.lock().unwrap_or_else(|p| p.into_inner())) {
+            break;
+        }
+        clock.sleep_until(at).await;
         let (ctx, records) = (ctx.clone(), records.clone());
         let kind = kinds[i % kinds.len()];
         logins.spawn(async move {
@@ -256,8 +270,33 @@ pub async fn run(a: ChaosArgs) -> anyhow::Result<bool> {
     Ok(s.passed())
 }
 
-/// Every 5 s on stderr: logins started and done so far.
-async fn progress(clock: Clock, count: usize, records: Arc<Mutex<Vec<LoginRecord>>>) {
+/// When logins stop being started.
+struct Until {
+    duration: f64,
+    after_faults: Option<f64>,
+    faults: usize,
+}
+
+/// The most --after-faults adds to --duration.
+const AFTER_FAULTS_MOST: f64 = 300.0;
+
+impl Until {
+    /// Whether a login is started at `at`, given the fault runs so far.
+    fn starts(&self, at: f64, runs: &[schedule::FaultRun]) -> bool {
+        if at < self.duration {
+            return true;
+        }
+        let Some(tail) = self.after_faults else {
+            return false;
+        };
+        let all_ended = runs.len() == self.faults && runs.iter().all(|r| r.ended.is_some());
+        let last_end = runs.iter().filter_map(|r| r.ended).fold(0.0, f64::max);
+        at < self.duration + AFTER_FAULTS_MOST && !(all_ended && at >= last_end + tail)
+    }
+}
+
+/// Every 5 s on stderr: logins done so far.
+async fn progress(clock: Clock, records: Arc<Mutex<Vec<LoginRecord>>>) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     tick.tick().await;
     loop {
@@ -271,8 +310,46 @@ async fn progress(clock: Clock, count: usize, records: Arc<Mutex<Vec<LoginRecord
             (r.len(), completed)
         };
         eprintln!(
-            "chaos: +{:.1}s {done} of {count} logins done, {completed} completed",
+            "chaos: +{:.1}s {done} logins done, {completed} completed",
             clock.now()
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use schedule::FaultRun;
+
+    #[test]
+    fn logins_go_on_while_faults_run_with_after_faults() {
+        let run = |started: f64, ended: Option<f64>| FaultRun {
+            at: started,
+            command: "x".into(),
+            started,
+            ended,
+            status: Some(0),
+        };
+        let plain = Until {
+            duration: 10.0,
+            after_faults: None,
+            faults: 1,
+        };
+        assert!(plain.starts(9.9, &[]));
+        assert!(!plain.starts(10.0, &[run(5.0, None)]));
+        let until = Until {
+            after_faults: Some(2.0),
+            ..plain
+        };
+        // A fault still running, or not started yet: go on.
+        assert!(until.starts(12.0, &[run(5.0, None)]));
+        assert!(until.starts(12.0, &[]));
+        // Ended at 20 s: two seconds more.
+        assert!(until.starts(21.9, &[run(5.0, Some(20.0))]));
+        assert!(!until.starts(22.0, &[run(5.0, Some(20.0))]));
+        // Ended early: the duration rules.
+        assert!(!until.starts(10.0, &[run(5.0, Some(6.0))]));
+        // Never past the most.
+        assert!(!until.starts(310.0, &[run(5.0, None)]));
     }
 }
