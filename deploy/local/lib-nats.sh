@@ -46,6 +46,17 @@ unset urls m
 # The first member's (the one server's) client and monitoring URLs.
 NATS_URL="${NATS_URLS%%,*}"
 NATS_MONITOR_URL="$(nats_monitor_url "${NATS_MEMBERS[0]}")"
+# Every member's client URL, starting from the Nth (1-based, wrapping): an
+# edge connects to the first URL of its list, so edge-N gets the list from
+# member N on and the edges spread over the members as a Service spreads
+# them in Kubernetes (otherwise every edge sits on nats-1 and one member's
+# loss moves them all).
+nats_urls_from() {
+  local n=$((($1 - 1) % ${#NATS_MEMBERS[@]})) i out=() all
+  IFS=, read -r -a all <<<"$NATS_URLS"
+  for ((i = 0; i < ${#all[@]}; i++)); do out+=("${all[(n + i) % ${#all[@]}]}"); done
+  (IFS=,; echo "${out[*]}")
+}
 # auth's QRLOGIN_NATS_URL: every member, as the edges get, so that an auth
 # replica starting while a member is down still finds the cluster.
 AUTH_NATS_URL="$NATS_URLS"

@@ -370,7 +370,7 @@ start_edge() {
     QRLOGIN_OPS_LISTEN="127.0.0.1:$ops_port" \
     QRLOGIN_NODE_NAME="$name" \
     QRLOGIN_AUTH_URL="$AUTH_URL" \
-    QRLOGIN_NATS_URL="$NATS_URLS" \
+    QRLOGIN_NATS_URL="$(nats_urls_from "${name#edge-}")" \
     QRLOGIN_NATS_NKEY_SEED_FILE="$KEY_DIR/nats-edge.seed" \
     QRLOGIN_AUTH_SERVICE_TOKEN_FILE="$KEY_DIR/service-token" \
     QRLOGIN_WEB_DIR="$ROOT/web" \

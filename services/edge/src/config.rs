@@ -174,6 +174,13 @@ pub struct EdgeConfig {
         default_value = "per-session"
     )]
     pub nats_interest: NatsInterest,
+    /// On a NATS cluster, a watched session is read once more this long
+    /// after its interest was registered (a new watch, or the sweep after
+    /// a reconnect): the other members learn of the interest a little
+    /// after the edge's own server proves it, and an event published in
+    /// between is not forwarded. 0s: never.
+    #[arg(long, env = "QRLOGIN_INTEREST_SETTLE", default_value = "1s", value_parser = duration)]
+    pub interest_settle: Duration,
     /// Events are on `<prefix>.<session_id>`; must match auth.
     #[arg(
         long,
@@ -351,6 +358,9 @@ impl EdgeConfig {
             .contains(&self.nats_ping_interval)
         {
             return Err(invalid("QRLOGIN_NATS_PING_INTERVAL", "100ms..=5m"));
+        }
+        if self.interest_settle > Duration::from_secs(60) {
+            return Err(invalid("QRLOGIN_INTEREST_SETTLE", "0s..=60s"));
         }
         let prefix_ok = !self.subject_prefix.is_empty()
             && self.subject_prefix.split('.').all(|t| {

@@ -93,7 +93,10 @@ impl Application {
             Arc::new(broker.clone()),
             Arc::new(auth.clone()),
             metrics.clone(),
-            Settings::new(config.max_watchers_per_session),
+            Settings {
+                interest_settle: config.interest_settle,
+                ..Settings::new(config.max_watchers_per_session)
+            },
         );
         // Connects in the background: the edge starts unready and becomes
         // ready when NATS is there.

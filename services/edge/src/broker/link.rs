@@ -41,6 +41,10 @@ pub(super) async fn serve(
     pool: &mut Pool,
 ) -> ConnError {
     let Conn { stream, buf, info } = conn;
+    shared.clustered.store(
+        !info.connect_urls.is_empty(),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let max_payload = match info.max_payload {
         0 => MAX_PAYLOAD,
         n => n.min(MAX_PAYLOAD),
@@ -128,6 +132,11 @@ async fn read_loop(
                 Op::Info(json) => {
                     if let Ok(info) = parse_info(&json) {
                         pool.learn(&info, server);
+                        if !info.connect_urls.is_empty() {
+                            shared
+                                .clustered
+                                .store(true, std::sync::atomic::Ordering::Relaxed);
+                        }
                         if info.ldm {
                             tracing::warn!(server = %server, "NATS server is shutting down (lame duck)");
                             if pool.has_other(server) {

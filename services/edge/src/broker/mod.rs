@@ -125,6 +125,8 @@ struct Shared {
     /// Wakes the writer: bytes or proof waiters are pending.
     wake: Notify,
     connected: AtomicBool,
+    /// The server announced other members (INFO `connect_urls`).
+    clustered: AtomicBool,
     metrics: Arc<Metrics>,
 }
 
@@ -184,6 +186,7 @@ impl Broker {
             state: Mutex::new(State::default()),
             wake: Notify::new(),
             connected: AtomicBool::new(false),
+            clustered: AtomicBool::new(false),
             metrics,
         });
         Ok((
@@ -272,5 +275,9 @@ impl EventBus for Broker {
 
     fn is_connected(&self) -> bool {
         Broker::is_connected(self)
+    }
+
+    fn is_clustered(&self) -> bool {
+        self.shared.clustered.load(Relaxed)
     }
 }
