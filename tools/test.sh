@@ -5,7 +5,8 @@
 #   1. installs the pinned tools (tools/bootstrap.sh --all)
 #   2. cargo fmt --check, cargo clippy -D warnings
 #   3. cargo test: unit and integration tests (real nats-server per test)
-#   4. Kubernetes manifests: kustomize, kubernetes-validate --strict, invariants
+#   4. Kubernetes manifests: kustomize, kubernetes-validate --strict, invariants,
+#      checkov over the production renderings
 #   4b. the protobuf contract: buf lint, buf breaking against the released
 #       contract, and self-tests that show both can fail (proto/check.sh)
 #   5. monitoring rules: promtool check rules, promtool test rules, no drift
