@@ -202,7 +202,8 @@ restore() {
 
 # A NATS member holding clients (by their CONNECT names, from each member's
 # /connz): a follower of the session stream holding the most edges (then
-# auth replicas) when one holds any, else the member holding most.
+# auth replicas) when one holds an edge or an auth replica, else the member
+# holding most.
 client_member() {
   local leader ports=() i
   leader="$(ctl leader 2>/dev/null || true)"
@@ -221,7 +222,7 @@ for i, port in enumerate(ports, 1):
     edges = sum(n.startswith("qrlogin-edge") for n in names)
     auths = sum(n.startswith("qrlogin-auth") for n in names)
     rows.append((edges, auths, "nats-%d" % i))
-followers = [r for r in rows if r[2] != leader and r[0] > 0]
+followers = [r for r in rows if r[2] != leader and r[0] + r[1] > 0]
 pick = max(followers or rows or [(0, 0, "")])
 if not pick[2]:
     sys.exit(1)
