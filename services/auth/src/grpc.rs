@@ -354,6 +354,7 @@ pub fn to_status(e: ServiceError) -> Status {
         ServiceError::NotFound => Status::not_found(msg),
         ServiceError::MissingSecret => Status::unauthenticated(msg),
         ServiceError::WrongSecret => Status::permission_denied(msg),
+        ServiceError::Token(TokenError::KeysUnavailable) => Status::unavailable(msg),
         ServiceError::Token(_) => Status::unauthenticated(msg),
         ServiceError::Domain(DomainError::WrongUser) => Status::permission_denied(msg),
         ServiceError::Domain(_) => Status::failed_precondition(msg),

@@ -20,11 +20,12 @@ use crate::broker::{AccessError, Broker, BrokerSettings, LinkState, NatsAccess};
 use crate::callers::{ServiceTokens, TokensError};
 use crate::config::{AuthConfig, ConfigError, PRODUCTION_MIN_ROTATION};
 use crate::grpc::GrpcAuth;
+use crate::identity::{IdentityError, UserTokens};
 use crate::metrics::AuthMetrics;
 use crate::ops::{self, Readiness};
 use crate::sealing::{SealError, Sealer};
 use crate::service::{BrokerSlot, LoginService, Settings};
-use crate::token::{AccessTokenSigner, KeyError, UserTokenVerifier};
+use crate::token::{AccessTokenSigner, KeyError};
 use qrlogin_proto::auth::v1::auth_service_server::AuthServiceServer;
 
 /// Largest request we decode. Our messages are a few hundred bytes; tonic's
@@ -40,6 +41,8 @@ pub enum StartupError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Key(#[from] KeyError),
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
     #[error(transparent)]
     NatsAccess(#[from] AccessError),
     #[error(transparent)]
@@ -84,12 +87,8 @@ pub struct Application {
 impl Application {
     pub async fn build(config: AuthConfig) -> Result<Self, StartupError> {
         config.validate()?;
-        let verifier = UserTokenVerifier::from_pem_file(
-            &config.user_token_public_key_file,
-            &config.user_token_issuer,
-            &config.user_token_audience,
-            config.user_token_max_lifetime,
-        )?;
+        let verifier = Arc::new(UserTokens::from_config(&config)?);
+        verifier.prefetch();
         let signer = AccessTokenSigner::from_pem_file(
             &config.access_token_private_key_file,
             &config.access_token_issuer,

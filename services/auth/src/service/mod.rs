@@ -23,9 +23,10 @@ use crate::domain::{
     text, Action, BrowserContext, BrowserSecret, DomainError, IdError, LoginState, Outcome,
     PhoneUser, Rules, SessionId, SessionRecord, UnixMillis,
 };
+use crate::identity::UserTokens;
 use crate::metrics::AuthMetrics;
 use crate::proof::{self, BrowserKey, ProofError};
-use crate::token::{AccessToken, AccessTokenSigner, KeyError, TokenError, UserTokenVerifier};
+use crate::token::{AccessToken, AccessTokenSigner, KeyError, TokenError};
 
 pub use phone::Scanned;
 
@@ -189,7 +190,7 @@ impl Settings {
 pub struct LoginService {
     broker: BrokerSlot,
     settings: Settings,
-    verifier: UserTokenVerifier,
+    verifier: Arc<UserTokens>,
     signer: AccessTokenSigner,
     counters: Arc<Counters>,
     metrics: Arc<AuthMetrics>,
@@ -218,7 +219,7 @@ impl LoginService {
     pub fn new(
         broker: BrokerSlot,
         settings: Settings,
-        verifier: UserTokenVerifier,
+        verifier: Arc<UserTokens>,
         signer: AccessTokenSigner,
         metrics: Arc<AuthMetrics>,
     ) -> Self {
@@ -242,10 +243,11 @@ impl LoginService {
     }
 
     /// The phone's user from its token; refusals counted by reason.
-    fn verify_user(&self, authorization: Option<&str>) -> Result<PhoneUser, ServiceError> {
+    async fn verify_user(&self, authorization: Option<&str>) -> Result<PhoneUser, ServiceError> {
         Ok(self
             .verifier
             .verify_header(authorization)
+            .await
             .inspect_err(|e| self.metrics.user_token_failure(e.reason()))?)
     }
 

@@ -35,7 +35,7 @@ impl LoginService {
         phone_ip: &str,
     ) -> Result<Scanned, ServiceError> {
         let id = SessionId::parse(id)?;
-        let user = self.verify_user(authorization)?;
+        let user = self.verify_user(authorization).await?;
         let phone_ip: Option<IpAddr> = match phone_ip.trim() {
             "" => None,
             text => Some(text.parse().map_err(|_| {
@@ -91,7 +91,7 @@ impl LoginService {
         match_code: u32,
     ) -> Result<SessionView, ServiceError> {
         let id = SessionId::parse(id)?;
-        let user = self.verify_user(authorization)?;
+        let user = self.verify_user(authorization).await?;
         // A number outside 1..=255 can only be wrong (codes are 10-99).
         let picked = (match_code != 0).then(|| u8::try_from(match_code).unwrap_or(0));
         let action = Action::Confirm {
@@ -119,7 +119,7 @@ impl LoginService {
         authorization: Option<&str>,
     ) -> Result<SessionView, ServiceError> {
         let id = SessionId::parse(id)?;
-        let user = self.verify_user(authorization)?;
+        let user = self.verify_user(authorization).await?;
         let action = Action::Deny { user_id: user.id };
         self.transition(&id, Guard::Phone, action, None).await
     }
