@@ -61,6 +61,8 @@ pub struct GrpcAuth {
     service: Arc<LoginService>,
     tokens: Arc<ServiceTokens>,
     metrics: Arc<AuthMetrics>,
+    /// The JWK Set GetSigningKeys answers (rendered once).
+    jwks: String,
 }
 
 impl GrpcAuth {
@@ -73,7 +75,14 @@ impl GrpcAuth {
             service,
             tokens,
             metrics,
+            jwks: r#"{"keys":[]}"#.into(),
         }
+    }
+
+    /// Answers GetSigningKeys with `keys`.
+    pub fn publishing(mut self, keys: &crate::signing::PublishedKeys) -> Self {
+        self.jwks = keys.jwks().to_string();
+        self
     }
 
     fn refused(&self, e: CallerError) -> Status {
@@ -285,6 +294,16 @@ impl AuthService for GrpcAuth {
             .map_err(to_status)?;
         Ok(Response::new(pb::CancelLoginSessionResponse {
             session: Some(session(&self.service, &view)),
+        }))
+    }
+
+    async fn get_signing_keys(
+        &self,
+        request: Request<pb::GetSigningKeysRequest>,
+    ) -> Result<Response<pb::GetSigningKeysResponse>, Status> {
+        self.browser_side(&request)?;
+        Ok(Response::new(pb::GetSigningKeysResponse {
+            jwks: self.jwks.clone(),
         }))
     }
 

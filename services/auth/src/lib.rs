@@ -5,6 +5,8 @@
 //! - [`identity`]: phone users' tokens: trusted issuers (OpenID discovery,
 //!   JWKS URL or file, PEM), the key cache, the claims that name the user.
 //! - [`token`]: access token signing, dev keys, the errors of user tokens.
+//! - [`signing`]: the published keys of the tokens auth signs (kid, JWKS:
+//!   current, next, previous).
 //! - [`broker`]: the only NATS code: the key-value bucket (CAS writes as
 //!   JetStream publishes, republished by the server as per-session events),
 //!   the stored bytes (`StoredSession`), credentials and TLS.
@@ -47,6 +49,7 @@ pub mod proof;
 pub mod sealing;
 pub mod service;
 pub mod shutdown;
+pub mod signing;
 pub mod startup;
 pub mod telemetry;
 #[cfg(feature = "testing")]

@@ -25,6 +25,7 @@ use crate::metrics::AuthMetrics;
 use crate::ops::{self, Readiness};
 use crate::sealing::{SealError, Sealer};
 use crate::service::{BrokerSlot, LoginService, Settings};
+use crate::signing::PublishedKeys;
 use crate::token::{AccessTokenSigner, KeyError};
 use qrlogin_proto::auth::v1::auth_service_server::AuthServiceServer;
 
@@ -78,6 +79,8 @@ pub struct Application {
     config: AuthConfig,
     nats_access: NatsAccess,
     sealer: Arc<Sealer>,
+    /// The JWK Set of the tokens auth signs (GetSigningKeys).
+    published: Arc<PublishedKeys>,
     service: Arc<LoginService>,
     broker: BrokerSlot,
     metrics: Arc<AuthMetrics>,
@@ -95,6 +98,11 @@ impl Application {
             &config.access_token_audience,
             config.access_token_ttl,
         )?;
+        let published = Arc::new(PublishedKeys::load(
+            &config.access_token_private_key_file,
+            config.access_token_next_key_file.as_deref(),
+            config.access_token_previous_key_file.as_deref(),
+        )?);
         let sealer = Arc::new(Sealer::from_files(
             &config.record_key_file,
             config.record_previous_key_file.as_deref(),
@@ -144,6 +152,7 @@ impl Application {
             config,
             nats_access,
             sealer,
+            published,
             service,
             broker,
             metrics,
@@ -220,11 +229,14 @@ impl Application {
         ));
 
         let auth = Admission::new(
-            AuthServiceServer::new(GrpcAuth::new(
-                self.service.clone(),
-                self.tokens.clone(),
-                self.metrics.clone(),
-            ))
+            AuthServiceServer::new(
+                GrpcAuth::new(
+                    self.service.clone(),
+                    self.tokens.clone(),
+                    self.metrics.clone(),
+                )
+                .publishing(&self.published),
+            )
             .max_decoding_message_size(MAX_REQUEST_BYTES),
             self.config.max_concurrent_requests,
             self.config.request_timeout,

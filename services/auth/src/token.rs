@@ -87,6 +87,14 @@ struct AccessClaims {
     jti: String,
     /// The login session that issued this token.
     sid: String,
+    /// RFC 9449: the thumbprint of the browser key the login was bound to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cnf: Option<Confirmation>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Confirmation {
+    jkt: String,
 }
 
 fn read_key(path: &Path) -> Result<Vec<u8>, KeyError> {
@@ -107,6 +115,8 @@ fn parse_err(path: &Path, e: impl std::fmt::Display) -> KeyError {
 #[derive(Clone)]
 pub struct AccessTokenSigner {
     key: EncodingKey,
+    /// The key's RFC 7638 thumbprint, in every token's header.
+    kid: String,
     issuer: String,
     audience: String,
     ttl: Duration,
@@ -140,19 +150,26 @@ impl AccessTokenSigner {
         // Fail at start, not at the first redeem, if the key cannot sign.
         encode(&Header::new(Algorithm::EdDSA), &serde_json::json!({}), &key)
             .map_err(|e| parse_err(path, e))?;
+        let kid = crate::signing::PublicKey::from_pem(&String::from_utf8_lossy(&pem))
+            .map_err(|e| parse_err(path, e))?
+            .kid;
         Ok(Self {
             key,
+            kid,
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
             ttl,
         })
     }
 
+    /// The token of `user`'s login `session_id`; `jkt`: the thumbprint of
+    /// the browser key the login was bound to, if it was (`cnf.jkt`).
     pub fn sign(
         &self,
         user: &PhoneUser,
         session_id: &str,
         now: UnixMillis,
+        jkt: Option<&str>,
     ) -> Result<AccessToken, KeyError> {
         let iat = u64::try_from(now / 1000).unwrap_or(0);
         let exp = iat.saturating_add(self.ttl.as_secs().max(1));
@@ -167,9 +184,14 @@ impl AccessTokenSigner {
             iat,
             jti: URL_SAFE_NO_PAD.encode(jti),
             sid: session_id.to_owned(),
+            cnf: jkt.map(|jkt| Confirmation {
+                jkt: jkt.to_owned(),
+            }),
         };
-        let token = encode(&Header::new(Algorithm::EdDSA), &claims, &self.key)
-            .map_err(|e| KeyError::Sign(e.to_string()))?;
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.kid.clone());
+        let token =
+            encode(&header, &claims, &self.key).map_err(|e| KeyError::Sign(e.to_string()))?;
         Ok(AccessToken {
             token,
             expires_at: i64::try_from(exp).unwrap_or(i64::MAX).saturating_mul(1000),

@@ -138,6 +138,14 @@ pub struct AuthConfig {
     /// PEM Ed25519 private key that signs access tokens issued by redeem.
     #[arg(long, env = "QRLOGIN_ACCESS_TOKEN_PRIVATE_KEY_FILE")]
     pub access_token_private_key_file: PathBuf,
+    /// The key that signs next (PEM, Ed25519, public or private): published
+    /// in the JWKS ahead of the rotation (docs/operations.md).
+    #[arg(long, env = "QRLOGIN_ACCESS_TOKEN_NEXT_KEY_FILE")]
+    pub access_token_next_key_file: Option<PathBuf>,
+    /// The key that signed before the current one (PEM, Ed25519, public or
+    /// private): still published, so its tokens verify until they expire.
+    #[arg(long, env = "QRLOGIN_ACCESS_TOKEN_PREVIOUS_KEY_FILE")]
+    pub access_token_previous_key_file: Option<PathBuf>,
     /// `iss` of access tokens.
     #[arg(long, env = "QRLOGIN_ACCESS_TOKEN_ISSUER", default_value = "qrlogin")]
     pub access_token_issuer: String,

@@ -108,7 +108,8 @@ pub fn http_client(
 pub struct Fetcher {
     pub issuer: String,
     pub source: KeySource,
-    pub client: reqwest::Client,
+    /// `None` for keys read from files.
+    pub client: Option<reqwest::Client>,
     pub allow_http_loopback: bool,
     pub max_keys: usize,
 }
@@ -168,8 +169,11 @@ impl Fetcher {
     /// A bounded GET of an https:// (or allowed loopback) URL.
     async fn get(&self, url: &str) -> Result<Vec<u8>, String> {
         let url = check_url(url, self.allow_http_loopback).map_err(|e| e.to_string())?;
-        let response = self
+        let client = self
             .client
+            .as_ref()
+            .ok_or_else(|| format!("{url}: no HTTP client"))?;
+        let response = client
             .get(url.clone())
             .header("accept", "application/json")
             .send()

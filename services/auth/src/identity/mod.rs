@@ -84,15 +84,27 @@ impl UserTokens {
     /// fetches nothing yet (see [`UserTokens::prefetch`]).
     pub fn from_config(c: &AuthConfig) -> Result<Self, IdentityError> {
         let id = &c.identity;
-        let client =
-            discovery::http_client(id.jwks_fetch_timeout, id.trusted_issuers_ca_file.as_deref())?;
+        let specs = c.trusted_issuers()?;
+        // Only issuers reached over HTTP need the client (loading the
+        // system's roots costs time at every start).
+        let needs_http = specs
+            .iter()
+            .any(|s| matches!(s.source, KeySource::Discovery | KeySource::JwksUrl(_)));
+        let client = if needs_http {
+            Some(discovery::http_client(
+                id.jwks_fetch_timeout,
+                id.trusted_issuers_ca_file.as_deref(),
+            )?)
+        } else {
+            None
+        };
         let policy = CachePolicy {
             max_age: id.jwks_max_age,
             min_refresh: id.jwks_min_refresh_interval,
             max_stale: id.jwks_max_stale,
         };
         Self::new(
-            c.trusted_issuers()?,
+            specs,
             id.algorithms()?,
             id.claim_mapping(),
             c.user_token_max_lifetime,
@@ -262,7 +274,8 @@ fn header_alg(token: &str) -> Option<String> {
 
 /// What every issuer's cache and fetcher share.
 pub struct Settings {
-    pub client: reqwest::Client,
+    /// Needed by issuers whose keys are fetched over HTTP.
+    pub client: Option<reqwest::Client>,
     pub policy: CachePolicy,
     pub allow_http_loopback: bool,
     pub max_keys: usize,

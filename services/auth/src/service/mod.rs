@@ -404,9 +404,12 @@ impl LoginService {
             .user
             .clone()
             .ok_or_else(|| ServiceError::Internal("redeemed session has no user".into()))?;
-        let token = self
-            .signer
-            .sign(&user, id.as_str(), view.record.updated_at)?;
+        let token = self.signer.sign(
+            &user,
+            id.as_str(),
+            view.record.updated_at,
+            view.record.key_thumbprint.as_deref(),
+        )?;
         tracing::info!(session_id = %id, user_id = %user.id, "login redeemed");
         Ok(Redeemed { view, token, user })
     }

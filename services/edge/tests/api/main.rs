@@ -9,6 +9,7 @@ mod guards;
 mod helpers;
 mod limits;
 mod metrics;
+mod oidc;
 mod qr;
 mod resume;
 mod security;
