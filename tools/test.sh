@@ -5,15 +5,20 @@
 #   1. installs the pinned tools (tools/bootstrap.sh --all)
 #   2. cargo fmt --check, cargo clippy -D warnings
 #   3. cargo test: unit and integration tests (real nats-server per test)
-#   4. Kubernetes manifests: kustomize, kubernetes-validate --strict, invariants
+#   4. Kubernetes manifests: kustomize, kubernetes-validate --strict, invariants,
+#      checkov over the production renderings
 #   4b. the protobuf contract: buf lint, buf breaking against the released
 #       contract, and self-tests that show both can fail (proto/check.sh)
 #   5. monitoring rules: promtool check rules, promtool test rules, no drift
 #   6. the local cluster (NATS, auth, two edges, HAProxy): end-to-end script
 #   7. browser tests (Debian's Chromium driven by playwright-core)
 #   8. the dashboard's and the rules' queries against Prometheus during a short load
-#   8b. the end-to-end script again on a TLS cluster (up.sh --tls)
+#   8b. the end-to-end script again with TLS on a NATS cluster (up.sh --tls
+#       --nats-cluster: three NATS servers, two auth replicas)
 #   9. a small load run: 200 browsers, an edge killed, nothing lost
+#   9b. chaos in quick mode: whole logins over every transport while NATS
+#       members, auth replicas and edges fail and restart; none lost, none
+#       duplicated
 #  10. the measured comparison in quick mode (every transport and peer at
 #      200 browsers, throughput steps; checks its own results.json)
 #
@@ -22,7 +27,7 @@
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
+cd "$ROOT" || exit 1
 export PATH="$ROOT/.tools/bin:$PATH"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 LOGDIR="$ROOT/artifacts/test-logs"
@@ -87,12 +92,23 @@ run_step browser bash -c 'cd web/tests && node browser.test.mjs'
 # (bounded: the load stops at 90 s, the queries wait at most 30 s).
 run_step monitoring-queries timeout 300 deploy/monitoring/test-queries.sh
 deploy/local/down.sh >/dev/null 2>&1 || true
-# The local cluster again with TLS (up.sh --tls: NATS over tls://, edge ->
-# auth over https, a local CA), the end-to-end checks over it, then stopped.
-run_step e2e-tls bash -c 'QRLOGIN_LOCAL_TLS=true deploy/local/e2e.sh --start --no-build'
+# The local cluster again, with TLS and three NATS servers (up.sh --tls
+# --nats-cluster: NATS over tls://, routes over mutual TLS, the session
+# bucket at three replicas, two auth replicas behind HAProxy, edge -> auth
+# over https, a local CA), the end-to-end checks over it (among them: the
+# member leading the session stream killed, logins go on), then stopped.
+run_step e2e-tls-cluster bash -c 'QRLOGIN_LOCAL_TLS=true QRLOGIN_LOCAL_NATS_NODES=3 deploy/local/e2e.sh --start --no-build'
 # A small load run on a throw-away cluster (release binaries from above):
 # 200 browsers over two edges, one edge killed mid-way, nothing lost.
 run_step load-smoke bash -c 'cargo build --release --locked -q -p qrlogin-loadgen && QRLOGIN_BENCH_NO_BUILD=1 tools/bench/smoke.sh'
+# Chaos in quick mode (about 4 minutes): a local cluster of its own (ports
+# from 27100, run directory artifacts/bench/chaos/cluster) on one NATS
+# server for the baseline, then on three, whole logins at 10/s over SSE,
+# WebSocket, STOMP, gRPC and long polling while the stream's leader is
+# killed, a member is killed, frozen and put in lame duck mode, everything
+# is restarted in turn, and edges and an auth replica are killed; one check
+# per scenario: no login lost, none duplicated.
+run_step chaos-quick bash -c 'cargo build --release --locked -q -p qrlogin-auth -p qrlogin-edge -p qrlogin-loadgen && tools/bench/chaos.sh --quick --no-build'
 # The comparison of tools/bench/compare.sh at 200 browsers (about 2 minutes,
 # with the load of the machine): every transport and peer present, every event delivered.
 run_step compare-quick bash -c 'cargo build --release --locked -q -p qrlogin-auth -p qrlogin-edge -p qrlogin-loadgen -p qrlogin-charts -p qrlogin-peer-sse && QRLOGIN_BENCH_NO_BUILD=1 tools/bench/compare.sh --quick --out artifacts/bench/compare/quick'

@@ -3,7 +3,8 @@
 // transport, shows the number to pick on the phone after the scan, names
 // the account that confirmed and redeems only when the user clicks
 // "Continue as …" ("Not you? Start over" cancels and shows a fresh code).
-// `?autoRedeem=1` opts out of the click (a page that knows its user).
+// Nothing in the URL turns the click off: a link anyone can send would
+// otherwise sign its opener in as whoever confirmed on a phone.
 // Every step is written to a timeline with the edge node that served it, to
 // make visible that any node can deliver any session's events.
 import { createLogin, watch, redeem, cancel, forgetKey, isFinal, qrEpoch } from '/qrlogin-client.js';
@@ -34,8 +35,6 @@ let countdownTimer = null;
 let creating = false;
 let lastTransport = 'auto';
 const params = new URLSearchParams(location.search);
-/** Opt-out of the click before redeeming (not for pages anyone can open). */
-const AUTO_REDEEM = params.get('autoRedeem') === '1';
 
 function chosenTransport() {
   const input = document.querySelector('input[name="transport"]:checked');
@@ -152,7 +151,6 @@ function onState(snapshot, { transport }) {
     $('confirming-name').textContent = name;
     $('continue').textContent = `Continue as ${name}`;
     $('continue').disabled = false;
-    if (AUTO_REDEEM) doRedeem(transport);
   }
   if (snapshot.state === 'EXPIRED') {
     addEvent('The QR code expired; creating a fresh one', { kind: 'info' });

@@ -2,7 +2,8 @@
  * qrlogin-client.js: browser client for qrlogin cross-device QR-code login.
  *
  * Plain ES modules without dependencies: this file (the API) with
- * qrlogin-http.js (requests, errors), qrlogin-watcher.js (transports) and
+ * qrlogin-http.js (requests, errors), qrlogin-key.js (the browser key of
+ * key-bound redemption), qrlogin-watcher.js (transports) and
  * qrlogin-stomp.js (the STOMP frames the watcher needs) beside it. Serve
  * them from the same origin as the qrlogin edge API
  * (directly or through your reverse proxy): the browser secret travels in

@@ -15,8 +15,19 @@
 #    and checked structurally by test_manifests.py (checks/monitoring_checks.py),
 #    and the PrometheusRule must be what deploy/monitoring/render-k8s.py makes
 #    of deploy/monitoring/rules/.
-# 3. The invariant test deploy/k8s/test_manifests.py (see its docstring).
-# 4. Shell scripts parse (bash -n; shellcheck and hadolint too when present).
+# 3. The invariant test deploy/k8s/test_manifests.py (see its docstring);
+#    with a built qrlogin-auth it also holds every NATS ConfigMap to the
+#    rules the local cluster and the tests render their nats.conf from
+#    (`qrlogin-auth dev-nats-config`, services/auth/src/nats_accounts.rs):
+#    drift is a failed check (checks/nats_source.py).
+# 4. checkov's Kubernetes policies over the production renderings
+#    (overlays/prod and overlays/prod-monitoring, as kubectl would apply
+#    them): no failed check. A policy that does not fit a resource is skipped
+#    there by a `checkov.io/skipN: CKV_K8S_NN=reason` annotation, each listed
+#    in docs/operations.md; a skip without a reason fails, and so does a
+#    rendering checkov could not parse. Offline: no API key, nothing
+#    downloaded, no update check, and no .checkov.yaml: only its own flags.
+# 5. Shell scripts parse (bash -n; shellcheck and hadolint too when present).
 #
 # Prints one line per check, then `N passed, N failed`; exits 1 on any failure.
 set -uo pipefail
@@ -26,6 +37,7 @@ K8S="$ROOT/deploy/k8s"
 TOOLS="$ROOT/.tools"
 PY="$TOOLS/venv/bin/python"
 VALIDATE="$TOOLS/bin/kubernetes-validate"
+CHECKOV="$TOOLS/bin/checkov"
 KUBECTL="${KUBECTL:-kubectl}"
 OLDEST_K8S="1.30.0"
 
@@ -68,7 +80,7 @@ auth_signs() {
   [[ "$token" =~ ^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$ ]] || { echo "not a JWT: $token"; return 1; }
 }
 
-for tool in "$PY" "$VALIDATE"; do
+for tool in "$PY" "$VALIDATE" "$CHECKOV"; do
   if [[ ! -x "$tool" ]]; then
     echo "check.sh: $tool missing; run tools/bootstrap.sh" >&2
     echo "0 passed, 1 failed"
@@ -97,10 +109,13 @@ PY
 }
 
 renderings=(base overlays/dev overlays/prod overlays/prod-monitoring)
+mkdir -p "$work/checkov"
 for dir in "${renderings[@]}"; do
   file="$work/$(basename "$dir").yaml"
   check "kustomize $dir" -- "$KUBECTL" kustomize "$K8S/$dir" -o "$file"
   [[ -s "$file" ]] || continue
+  # checkov (4) reads the production renderings whole, CRD objects included.
+  [[ "$dir" == overlays/prod* ]] && cp "$file" "$work/checkov/$(basename "$dir").yaml"
   without_crds "$file" 2>/dev/null
   for version in "$OLDEST_K8S" "$newest"; do
     check "validate $dir against Kubernetes ${version%.0} (strict)" -- \
@@ -150,7 +165,83 @@ else
   bad "test_manifests.py did not finish (exit $rc)"
 fi
 
-# 4: scripts and Dockerfile.
+# 4: checkov. One check; its line carries checkov's summary.
+# checkov_verdict JSON: prints checkov's summary line, then each failed
+# check and whatever else is wrong (a skip without a reason, a rendering
+# checkov could not parse, nothing scanned); exits 1 if anything is.
+checkov_verdict() {
+  "$PY" - "$1" <<'PY'
+import json, sys
+data = json.load(open(sys.argv[1]))
+reports = data if isinstance(data, list) else [data]
+total = dict.fromkeys(("passed", "failed", "skipped", "parsing_errors", "resource_count"), 0)
+problems = []
+for report in reports:
+    for key in total:
+        total[key] += int((report.get("summary") or {}).get(key) or 0)
+    results = report.get("results") or {}
+    for item in results.get("failed_checks") or []:
+        first, last = (item.get("file_line_range") or [0, 0])[:2]
+        problems.append(f"{item.get('check_id')} {item.get('check_name')}: "
+                        f"{item.get('resource')} ({item.get('file_path', '').lstrip('/')}:{first}-{last})")
+    for item in results.get("skipped_checks") or []:
+        reason = ((item.get("check_result") or {}).get("suppress_comment") or "").strip()
+        if reason in ("", "No comment provided"):
+            problems.append(f"{item.get('check_id')} skipped on {item.get('resource')} without a reason "
+                            "(checkov.io/skipN: CHECK_ID=reason)")
+    for path in results.get("parsing_errors") or []:
+        problems.append(f"checkov could not parse {path}")
+print(f"Passed checks: {total['passed']}, Failed checks: {total['failed']}, Skipped checks: {total['skipped']}")
+if total["parsing_errors"] and not any(p.startswith("checkov could not parse") for p in problems):
+    problems.append(f"{total['parsing_errors']} rendering(s) checkov could not parse")
+if not total["resource_count"]:
+    problems.append("checkov scanned no resource")
+for problem in problems:
+    print(problem)
+sys.exit(1 if problems else 0)
+PY
+}
+
+checkov_files=()
+scanned=()
+for name in prod prod-monitoring; do
+  [[ -s "$work/checkov/$name.yaml" ]] || continue
+  checkov_files+=(-f "$name.yaml")
+  scanned+=("overlays/$name")
+done
+if ((${#scanned[@]} == 0)); then
+  bad "checkov: no production rendering to scan"
+else
+  # In the scratch folder with HOME there too: no .checkov.yaml of the
+  # machine or the user applies. Nothing leaves the machine: no API key,
+  # --skip-download, no mapping download, no update check. The JSON report
+  # (not --quiet: it would leave the skipped checks out) goes to
+  # checkov_verdict.
+  (
+    cd "$work/checkov" &&
+      env -u BC_API_KEY -u PRISMA_API_URL HOME="$work/checkov" \
+        BC_SKIP_MAPPING=TRUE CKV_SKIP_PACKAGE_UPDATE_CHECK=true \
+        "$CHECKOV" "${checkov_files[@]}" --framework kubernetes --skip-download \
+        -o json --output-file-path out
+  ) >"$work/checkov.log" 2>&1
+  rc=$?
+  label="${scanned[*]}"
+  label="checkov ${label// /, }"
+  report="$work/checkov/out/results_json.json"
+  verdict=""
+  if [[ -s "$report" ]] && verdict="$(checkov_verdict "$report")" && ((rc == 0)); then
+    ok "$label ($verdict)"
+  else
+    bad "$label (${verdict%%$'\n'*}${verdict:+; }checkov exited $rc)"
+    if [[ "$verdict" == *$'\n'* ]]; then
+      sed '1d; s/^/       /' <<<"$verdict" | head -60
+    else
+      sed 's/^/       /' "$work/checkov.log" | tail -40
+    fi
+  fi
+fi
+
+# 5: scripts and Dockerfile.
 for script in "$K8S/make-secrets.sh" "$K8S/check.sh"; do
   check "bash -n ${script#"$ROOT"/}" -- bash -n "$script"
 done

@@ -8,6 +8,10 @@ Renders base and every overlay with `kubectl kustomize` (offline), then:
   * checks the NATS configuration in each rendering with the real
     nats-server (`-t`), and boots the single-server one until JetStream
     answers on /healthz;
+  * when target/ holds a built qrlogin-auth: compares each rendering's
+    nats.conf with what `qrlogin-auth dev-nats-config` renders for a member
+    of the local cluster (checks/nats_source.py: one source for the NATS
+    configuration; drift fails), and proves that comparison can fail;
   * checks the Dockerfile and .dockerignore against the manifests and the
     workspace;
   * checks the monitoring component's PodMonitors and PrometheusRule
@@ -47,6 +51,7 @@ import image_checks  # noqa: E402
 import invariants  # noqa: E402
 import monitoring_checks  # noqa: E402
 import nats_checks  # noqa: E402
+import nats_source  # noqa: E402
 import self_check  # noqa: E402
 
 KUBECTL = os.environ.get("KUBECTL", "kubectl")
@@ -141,6 +146,19 @@ def main() -> int:
             report.record(f"{name}: {check_name}", problems)
         for check_name, problems in monitoring_checks.run(objs, REPO):
             report.record(f"{name}: {check_name}", problems)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        renderer, why = nats_source.renderer_or_none(Path(tmp))
+        if renderer is None:
+            report.skip("NATS configuration: the ConfigMaps follow the local cluster's rules", why)
+        else:
+            print(f"     nats-one-source: rendering with {why}")
+            for name, objs in rendered.items():
+                for check_name, problems in nats_source.run(objs, renderer):
+                    report.record(f"{name}: {check_name}", problems)
+            if "prod" in rendered:
+                for check_name, problems in nats_source.self_check(copy.deepcopy(rendered["prod"]), renderer):
+                    report.record(f"self-check: {check_name}", problems)
 
     prod = rendered.get("prod")
     if prod is not None:

@@ -174,20 +174,26 @@ start_short_poll() {
 }
 
 # Long polling of edge-1 (direct): one plain GET for the current snapshot,
-# then GETs with since=<newest version> and wait=20s.
+# then GETs with since=<newest version>, qr=<epoch of the QR payload held>
+# (while PENDING) and wait=20s, as the browser client asks: a poll for less
+# than it was answered is answered at once and paced like a short poll.
 start_long_poll() {
   local file="$1"
   (
+    held_qr() { json qr_payload <<<"$1" 2>/dev/null | sed -n 's/.*#\([0-9][0-9]*\)\..*/\&qr=\1/p'; }
     b="$(curl -sS --max-time 5 -H "$(auth_browser "$SECRET")" "$EDGE1_URL/v1/login-sessions/$SID")" || b=''
     echo "$b" >>"$file"
     since="$(json version <<<"$b" 2>/dev/null)"
     [[ -n "$since" ]] || since="$VERSION"
+    qr="$(held_qr "$b")"
     while :; do
-      b="$(curl -sS --max-time 30 -H "$(auth_browser "$SECRET")" "$EDGE1_URL/v1/login-sessions/$SID?since=$since&wait=20s")" || b=''
+      b="$(curl -sS --max-time 30 -H "$(auth_browser "$SECRET")" "$EDGE1_URL/v1/login-sessions/$SID?since=$since$qr&wait=20s")" || b=''
       echo "$b" >>"$file"
-      v="$(json version <<<"$b" 2>/dev/null)" && [[ -n "$v" ]] && since="$v"
+      v="$(json version <<<"$b" 2>/dev/null)" || v=''
+      [[ -n "$v" ]] && since="$v" && qr="$(held_qr "$b")"
       case "$b" in *'"state":"CONFIRMED"'* | *'"state":"REDEEMED"'* | *'"state":"DENIED"'* | *'"state":"CANCELLED"'* | *'"state":"EXPIRED"'*) exit 0 ;; esac
-      [[ -z "$b" ]] && sleep 0.5
+      # Nothing or an error (slow_down included): not at once again.
+      [[ -z "$v" ]] && sleep 0.5
     done
   ) >/dev/null 2>&1 &
   BG_PIDS+=($!)
@@ -456,10 +462,7 @@ grpc() {
 }
 
 # True when HAProxy has the edge NAME up.
-haproxy_server_up() {
-  curl -fsS --max-time 2 "$STATS_URL;csv" 2>/dev/null |
-    awk -F, -v s="$1" '$1 == "edges" && $2 == s { print $18 }' | grep -q '^UP'
-}
+haproxy_server_up() { haproxy_server_up_in edges "$1"; }
 
 # --- the README's grpcurl examples, run as written ---------------------------------
 # readme_grpcurl_script: turns the README's "gRPC API (grpcurl)" block into a

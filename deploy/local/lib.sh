@@ -2,7 +2,9 @@
 # shellcheck disable=SC2034  # variables here are used by the scripts that source this file
 # Shared definitions of the local cluster: ports, paths, and how to start,
 # stop and wait for each component. Sourced by up.sh, down.sh, ctl.sh and
-# e2e.sh so that all of them agree on what "edge-1" or "nats" means.
+# e2e.sh so that all of them agree on what "edge-1" or "nats" means. The
+# NATS members (one server, or the three of up.sh --nats-cluster) are
+# defined in lib-nats.sh.
 #
 # Every port can be changed through the environment (see below). Any other
 # QRLOGIN_* variable in the environment (QRLOGIN_PENDING_TTL,
@@ -11,11 +13,14 @@
 
 LOCAL_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$LOCAL_DIR/../.." && pwd)"
-RUN_DIR="$LOCAL_DIR/run"
+# Where a cluster keeps its state (pids, logs, keys, stores, cluster.env):
+# deploy/local/run, or QRLOGIN_LOCAL_RUN_DIR for a cluster of its own beside
+# a demo one (tools/bench/chaos.sh); every script acting on that cluster
+# needs the same value.
+RUN_DIR="${QRLOGIN_LOCAL_RUN_DIR:-$LOCAL_DIR/run}"
 PID_DIR="$RUN_DIR/pids"
 LOG_DIR="$RUN_DIR/logs"
 KEY_DIR="$RUN_DIR/keys"
-NATS_STORE="$RUN_DIR/nats"
 CLUSTER_ENV="$RUN_DIR/cluster.env"
 
 # A running cluster records the settings it was started with; scripts that
@@ -40,8 +45,15 @@ fi
 : "${QRLOGIN_LOCAL_EDGE1_OPS_PORT:=9081}"
 : "${QRLOGIN_LOCAL_EDGE2_OPS_PORT:=9082}"
 : "${QRLOGIN_LOCAL_AUTH_PORT:=50051}"
+# NATS: the client and monitoring ports of the server, or of nats-1 (then
+# +1 and +2 for nats-2 and nats-3), and the first route port of a cluster.
 : "${QRLOGIN_LOCAL_NATS_PORT:=4222}"
 : "${QRLOGIN_LOCAL_NATS_MONITOR_PORT:=8222}"
+: "${QRLOGIN_LOCAL_NATS_ROUTE_PORT:=6222}"
+# 1: one nats-server (component nats) and one auth. 3 (up.sh
+# --nats-cluster): a JetStream cluster nats-1..3 and two auth replicas
+# auth-1, auth-2 behind HAProxy, the session bucket at three replicas.
+: "${QRLOGIN_LOCAL_NATS_NODES:=1}"
 : "${QRLOGIN_LOCAL_PUBLIC_URL:=http://127.0.0.1:${QRLOGIN_LOCAL_HTTP_PORT}}"
 : "${QRLOGIN_LOCAL_BIN_DIR:=$ROOT/target/release}"
 # true: NATS over TLS (tls://) and edge -> auth gRPC over TLS, with a CA and
@@ -62,10 +74,12 @@ EDGE1_GRPC_ADDR="127.0.0.1:${QRLOGIN_LOCAL_EDGE1_GRPC_PORT}"
 EDGE2_GRPC_ADDR="127.0.0.1:${QRLOGIN_LOCAL_EDGE2_GRPC_PORT}"
 EDGE1_OPS_URL="http://127.0.0.1:${QRLOGIN_LOCAL_EDGE1_OPS_PORT}"
 EDGE2_OPS_URL="http://127.0.0.1:${QRLOGIN_LOCAL_EDGE2_OPS_PORT}"
+# Where auth's gRPC is reached (edges, grpcurl): auth itself, or with
+# --nats-cluster HAProxy's TCP frontend over auth-1 and auth-2.
 AUTH_ADDR="127.0.0.1:${QRLOGIN_LOCAL_AUTH_PORT}"
 TLS_DIR="$RUN_DIR/tls"
 if [[ "$QRLOGIN_LOCAL_TLS" == true ]]; then
-  NATS_URL="tls://127.0.0.1:${QRLOGIN_LOCAL_NATS_PORT}"
+  NATS_SCHEME=tls
   AUTH_URL="https://$AUTH_ADDR"
   # How grpcurl reaches auth: verifying its certificate against the local CA.
   GRPCURL_AUTH_TLS=(-cacert "$TLS_DIR/ca.pem")
@@ -76,22 +90,53 @@ if [[ "$QRLOGIN_LOCAL_TLS" == true ]]; then
   AUTH_TLS_ENV=("QRLOGIN_AUTH_TLS_CERT_FILE=$TLS_DIR/server.pem" "QRLOGIN_AUTH_TLS_KEY_FILE=$TLS_DIR/server.key")
   EDGE_TLS_ENV=("QRLOGIN_AUTH_TLS_CA_FILE=$TLS_DIR/ca.pem")
 else
-  NATS_URL="nats://127.0.0.1:${QRLOGIN_LOCAL_NATS_PORT}"
+  NATS_SCHEME=nats
   AUTH_URL="http://$AUTH_ADDR"
   GRPCURL_AUTH_TLS=(-plaintext)
   NATS_TLS_ARGS=() NATS_CLIENT_TLS_ENV=() AUTH_TLS_ENV=() EDGE_TLS_ENV=()
 fi
-NATS_MONITOR_URL="http://127.0.0.1:${QRLOGIN_LOCAL_NATS_MONITOR_PORT}"
 STATS_URL="http://127.0.0.1:${QRLOGIN_LOCAL_STATS_PORT}/"
 
 # auth's operations port (/metrics, /healthz, /readyz), on 127.0.0.1.
 : "${QRLOGIN_LOCAL_AUTH_OPS_PORT:=9083}"
 
-# Start order; stop runs it backwards.
-COMPONENTS=(nats auth edge-1 edge-2 haproxy)
-
 log() { printf 'local: %s\n' "$*" >&2; }
 die() { printf 'local: error: %s\n' "$*" >&2; exit 1; }
+
+# shellcheck source=deploy/local/lib-nats.sh
+source "$LOCAL_DIR/lib-nats.sh"
+
+# auth: one process, or two replicas behind HAProxy (--nats-cluster).
+if ((NATS_CLUSTERED)); then
+  AUTH_MEMBERS=(auth-1 auth-2)
+else
+  AUTH_MEMBERS=(auth)
+fi
+
+# Start order. One server: NATS, auth, the edges, then HAProxy in front of
+# them. A cluster: HAProxy before the edges, which reach auth through it.
+if ((NATS_CLUSTERED)); then
+  COMPONENTS=("${NATS_MEMBERS[@]}" "${AUTH_MEMBERS[@]}" haproxy edge-1 edge-2)
+else
+  COMPONENTS=(nats auth edge-1 edge-2 haproxy)
+fi
+
+# Names that stand for several components: with --nats-cluster, "nats" is
+# nats-1..3 and "auth" is auth-1 and auth-2. Prints the components NAME
+# means, one a line; dies on a name it does not know.
+members_of() {
+  local c
+  case "$1" in
+    nats) printf '%s\n' "${NATS_MEMBERS[@]}"; return ;;
+    auth) printf '%s\n' "${AUTH_MEMBERS[@]}"; return ;;
+  esac
+  for c in "${COMPONENTS[@]}"; do
+    [[ "$c" == "$1" ]] && { echo "$1"; return; }
+  done
+  local groups=""
+  ((NATS_CLUSTERED)) && groups=" (nats and auth name each group)"
+  die "unknown component '$1' (one of: ${COMPONENTS[*]})$groups"
+}
 
 save_cluster_env() {
   mkdir -p "$RUN_DIR"
@@ -103,6 +148,7 @@ save_cluster_env() {
       QRLOGIN_LOCAL_EDGE2_OPS_PORT QRLOGIN_LOCAL_AUTH_PORT \
       QRLOGIN_LOCAL_GRPC_PORT QRLOGIN_LOCAL_EDGE1_GRPC_PORT QRLOGIN_LOCAL_EDGE2_GRPC_PORT \
       QRLOGIN_LOCAL_NATS_PORT QRLOGIN_LOCAL_NATS_MONITOR_PORT QRLOGIN_LOCAL_PUBLIC_URL \
+      QRLOGIN_LOCAL_NATS_ROUTE_PORT QRLOGIN_LOCAL_NATS_NODES \
       QRLOGIN_LOCAL_AUTH_OPS_PORT QRLOGIN_LOCAL_TLS \
       QRLOGIN_LOCAL_BIN_DIR; do
       printf '%s=%q\n' "$v" "${!v}"
@@ -130,6 +176,16 @@ component_pid() {
 
 is_running() { [[ -n "$(component_pid "$1")" ]]; }
 
+# True when the component is stopped by SIGSTOP (ctl.sh freeze). A frozen
+# process still runs as far as is_running is concerned.
+is_frozen() {
+  local pid state
+  pid="$(component_pid "$1")"
+  [[ -n "$pid" ]] || return 1
+  state="$(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null)"
+  [[ "$state" == T ]]
+}
+
 # True when something accepts TCP connections on 127.0.0.1:PORT.
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
@@ -144,28 +200,63 @@ s.close()
 PY
 }
 
-# The variables that hold a component's ports.
-component_port_vars() {
+# A component's ports, one "PORT VARIABLE" a line: the variable is the one
+# that moves the port (nats-2's client port is QRLOGIN_LOCAL_NATS_PORT + 1).
+component_ports() {
+  local i
   case "$1" in
-    nats) echo QRLOGIN_LOCAL_NATS_PORT QRLOGIN_LOCAL_NATS_MONITOR_PORT ;;
-    auth) echo QRLOGIN_LOCAL_AUTH_PORT QRLOGIN_LOCAL_AUTH_OPS_PORT ;;
-    edge-1) echo QRLOGIN_LOCAL_EDGE1_PORT QRLOGIN_LOCAL_EDGE1_OPS_PORT QRLOGIN_LOCAL_EDGE1_GRPC_PORT ;;
-    edge-2) echo QRLOGIN_LOCAL_EDGE2_PORT QRLOGIN_LOCAL_EDGE2_OPS_PORT QRLOGIN_LOCAL_EDGE2_GRPC_PORT ;;
-    haproxy) echo QRLOGIN_LOCAL_HTTP_PORT QRLOGIN_LOCAL_STATS_PORT QRLOGIN_LOCAL_GRPC_PORT ;;
-    *) die "unknown component '$1' (one of: ${COMPONENTS[*]})" ;;
+    nats | nats-[0-9]*)
+      i="$(nats_index "$1")"
+      echo "$(nats_port "$1") QRLOGIN_LOCAL_NATS_PORT"
+      echo "$(nats_monitor_port "$1") QRLOGIN_LOCAL_NATS_MONITOR_PORT"
+      ((NATS_CLUSTERED)) && echo "$((QRLOGIN_LOCAL_NATS_ROUTE_PORT + i - 1)) QRLOGIN_LOCAL_NATS_ROUTE_PORT"
+      ;;
+    auth | auth-[12])
+      echo "$(auth_port "$1") QRLOGIN_LOCAL_AUTH_PORT"
+      echo "$(auth_ops_port "$1") QRLOGIN_LOCAL_AUTH_OPS_PORT"
+      ;;
+    edge-1) printf '%s %s\n' "$QRLOGIN_LOCAL_EDGE1_PORT" QRLOGIN_LOCAL_EDGE1_PORT \
+      "$QRLOGIN_LOCAL_EDGE1_OPS_PORT" QRLOGIN_LOCAL_EDGE1_OPS_PORT \
+      "$QRLOGIN_LOCAL_EDGE1_GRPC_PORT" QRLOGIN_LOCAL_EDGE1_GRPC_PORT ;;
+    edge-2) printf '%s %s\n' "$QRLOGIN_LOCAL_EDGE2_PORT" QRLOGIN_LOCAL_EDGE2_PORT \
+      "$QRLOGIN_LOCAL_EDGE2_OPS_PORT" QRLOGIN_LOCAL_EDGE2_OPS_PORT \
+      "$QRLOGIN_LOCAL_EDGE2_GRPC_PORT" QRLOGIN_LOCAL_EDGE2_GRPC_PORT ;;
+    haproxy)
+      printf '%s %s\n' "$QRLOGIN_LOCAL_HTTP_PORT" QRLOGIN_LOCAL_HTTP_PORT \
+        "$QRLOGIN_LOCAL_STATS_PORT" QRLOGIN_LOCAL_STATS_PORT \
+        "$QRLOGIN_LOCAL_GRPC_PORT" QRLOGIN_LOCAL_GRPC_PORT
+      ((NATS_CLUSTERED)) && echo "$QRLOGIN_LOCAL_AUTH_PORT QRLOGIN_LOCAL_AUTH_PORT"
+      ;;
+    *) members_of "$1" >/dev/null ;;
+  esac
+}
+
+# auth's gRPC and operations ports: auth's own, or with --nats-cluster
+# auth-N on QRLOGIN_LOCAL_AUTH_PORT + N (HAProxy holds the port itself) and
+# QRLOGIN_LOCAL_AUTH_OPS_PORT + N - 1.
+auth_port() {
+  case "$1" in
+    auth-*) echo $((QRLOGIN_LOCAL_AUTH_PORT + ${1#auth-})) ;;
+    *) echo "$QRLOGIN_LOCAL_AUTH_PORT" ;;
+  esac
+}
+auth_ops_port() {
+  case "$1" in
+    auth-*) echo $((QRLOGIN_LOCAL_AUTH_OPS_PORT + ${1#auth-} - 1)) ;;
+    *) echo "$QRLOGIN_LOCAL_AUTH_OPS_PORT" ;;
   esac
 }
 
 # Fails with a message naming each taken port and the variable that moves it.
 check_ports_free() {
-  local c var taken=()
+  local c port var taken=()
   for c in "$@"; do
-    for var in $(component_port_vars "$c"); do
-      if ! port_free "${!var}"; then
-        log "port ${!var} ($c) is already in use on $QRLOGIN_LOCAL_BIND; choose another with $var=<port>"
+    while read -r port var; do
+      if ! port_free "$port"; then
+        log "port $port ($c) is already in use on $QRLOGIN_LOCAL_BIND; choose another with $var=<port>"
         taken+=("$var")
       fi
-    done
+    done < <(component_ports "$c")
   done
   if ((${#taken[@]})); then
     die "cannot start: ${#taken[@]} port(s) taken (see above); stop what holds them or set ${taken[*]}"
@@ -198,51 +289,46 @@ make_keys() {
 
 # With QRLOGIN_LOCAL_TLS=true: a CA and one server certificate (P-256,
 # for IP 127.0.0.1 and localhost) that NATS and auth present, in run/tls/.
-# Items already there are kept. Development only: the prod overlay takes
-# certificates from Secrets (docs/security.md).
+# The certificate is for clients too (extended key usage clientAuth): NATS
+# cluster members present it to each other on their routes. Items already
+# there are kept (a certificate without clientAuth is made again).
+# Development only: the prod overlay takes certificates from Secrets
+# (docs/security.md).
 make_certs() {
   [[ "$QRLOGIN_LOCAL_TLS" == true ]] || return 0
-  [[ -s "$TLS_DIR/ca.pem" && -s "$TLS_DIR/server.pem" && -s "$TLS_DIR/server.key" ]] && return 0
+  if [[ -s "$TLS_DIR/ca.pem" && -s "$TLS_DIR/server.pem" && -s "$TLS_DIR/server.key" ]] &&
+    openssl x509 -in "$TLS_DIR/server.pem" -noout -ext extendedKeyUsage 2>/dev/null |
+    grep -q 'Client Authentication'; then
+    return 0
+  fi
   command -v openssl >/dev/null || die "openssl is needed for QRLOGIN_LOCAL_TLS=true"
   mkdir -p "$TLS_DIR"
   (
     cd "$TLS_DIR" || exit 1
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
-      -subj "/CN=qrlogin local CA" -keyout ca.key -out ca.pem \
-      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" &&
+    { [[ -s ca.pem && -s ca.key ]] ||
+      openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+        -subj "/CN=qrlogin local CA" -keyout ca.key -out ca.pem \
+        -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"; } &&
       openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
         -subj "/CN=localhost" -keyout server.key -out server.csr &&
       printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost" "basicConstraints=CA:FALSE" \
-        "keyUsage=critical,digitalSignature" "extendedKeyUsage=serverAuth" >server.ext &&
+        "keyUsage=critical,digitalSignature" "extendedKeyUsage=serverAuth,clientAuth" >server.ext &&
       openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 30 \
         -extfile server.ext -out server.pem
   ) >"$LOG_DIR/tls.log" 2>&1 || die "could not make the local certificates (see $LOG_DIR/tls.log)"
   chmod 600 "$TLS_DIR"/*.key
 }
 
-# nats.conf with the qrlogin accounts: the nkey users auth and edge with
-# least-privilege permissions, nobody anonymous (services/auth/src/nats_accounts.rs).
-render_nats_conf() {
-  mkdir -p "$RUN_DIR" "$NATS_STORE" "$LOG_DIR"
-  make_certs
-  "$AUTH_BIN" dev-nats-config --keys "$KEY_DIR" \
-    --listen "127.0.0.1:$QRLOGIN_LOCAL_NATS_PORT" \
-    --http-port "$QRLOGIN_LOCAL_NATS_MONITOR_PORT" --server-name qrlogin-local \
-    --store-dir "$NATS_STORE" "${NATS_TLS_ARGS[@]}" >"$RUN_DIR/nats.conf" ||
-    die "qrlogin-auth dev-nats-config failed"
-}
-
-start_nats() {
-  render_nats_conf
-  spawn nats "$NATS_BIN" --config "$RUN_DIR/nats.conf"
-}
-
+# auth (one process, or auth-1 / auth-2 with --nats-cluster): the session
+# bucket at three replicas on a cluster (QRLOGIN_KV_REPLICAS unless given).
 start_auth() {
+  local name="$1" replicas=()
   make_certs
-  spawn auth env "${NATS_CLIENT_TLS_ENV[@]}" "${AUTH_TLS_ENV[@]}" \
-    QRLOGIN_AUTH_LISTEN="127.0.0.1:$QRLOGIN_LOCAL_AUTH_PORT" \
-    QRLOGIN_AUTH_OPS_LISTEN="127.0.0.1:$QRLOGIN_LOCAL_AUTH_OPS_PORT" \
-    QRLOGIN_NATS_URL="$NATS_URL" \
+  ((NATS_CLUSTERED)) && replicas=("QRLOGIN_KV_REPLICAS=${QRLOGIN_KV_REPLICAS:-3}")
+  spawn "$name" env "${NATS_CLIENT_TLS_ENV[@]}" "${AUTH_TLS_ENV[@]}" "${replicas[@]}" \
+    QRLOGIN_AUTH_LISTEN="127.0.0.1:$(auth_port "$name")" \
+    QRLOGIN_AUTH_OPS_LISTEN="127.0.0.1:$(auth_ops_port "$name")" \
+    QRLOGIN_NATS_URL="$AUTH_NATS_URL" \
     QRLOGIN_NATS_NKEY_SEED_FILE="$KEY_DIR/nats-auth.seed" \
     QRLOGIN_RECORD_KEY_FILE="$KEY_DIR/record.key" \
     QRLOGIN_SERVICE_TOKENS_FILE="$KEY_DIR/service-tokens" \
@@ -284,7 +370,7 @@ start_edge() {
     QRLOGIN_OPS_LISTEN="127.0.0.1:$ops_port" \
     QRLOGIN_NODE_NAME="$name" \
     QRLOGIN_AUTH_URL="$AUTH_URL" \
-    QRLOGIN_NATS_URL="$NATS_URL" \
+    QRLOGIN_NATS_URL="$(nats_urls_from "${name#edge-}")" \
     QRLOGIN_NATS_NKEY_SEED_FILE="$KEY_DIR/nats-edge.seed" \
     QRLOGIN_AUTH_SERVICE_TOKEN_FILE="$KEY_DIR/service-token" \
     QRLOGIN_WEB_DIR="$ROOT/web" \
@@ -296,9 +382,14 @@ start_edge() {
     "$EDGE_BIN"
 }
 
+# The template's lines between "#@AUTH_LB_BEGIN@" and "#@AUTH_LB_END@" (the
+# frontend over auth-1 and auth-2) are kept only with --nats-cluster.
 render_haproxy_cfg() {
+  local auth_lb=(-e '/^#@AUTH_LB_BEGIN@/,/^#@AUTH_LB_END@/d')
+  ((NATS_CLUSTERED)) && auth_lb=(-e '/^#@AUTH_LB_\(BEGIN\|END\)@/d')
   mkdir -p "$RUN_DIR"
-  sed -e "s|@BIND@|$QRLOGIN_LOCAL_BIND|g" \
+  sed "${auth_lb[@]}" \
+    -e "s|@BIND@|$QRLOGIN_LOCAL_BIND|g" \
     -e "s|@HTTP_PORT@|$QRLOGIN_LOCAL_HTTP_PORT|g" \
     -e "s|@STATS_PORT@|$QRLOGIN_LOCAL_STATS_PORT|g" \
     -e "s|@EDGE1_PORT@|$QRLOGIN_LOCAL_EDGE1_PORT|g" \
@@ -308,6 +399,11 @@ render_haproxy_cfg() {
     -e "s|@EDGE2_GRPC_PORT@|$QRLOGIN_LOCAL_EDGE2_GRPC_PORT|g" \
     -e "s|@EDGE1_OPS_PORT@|$QRLOGIN_LOCAL_EDGE1_OPS_PORT|g" \
     -e "s|@EDGE2_OPS_PORT@|$QRLOGIN_LOCAL_EDGE2_OPS_PORT|g" \
+    -e "s|@AUTH_PORT@|$QRLOGIN_LOCAL_AUTH_PORT|g" \
+    -e "s|@AUTH1_PORT@|$(auth_port auth-1)|g" \
+    -e "s|@AUTH2_PORT@|$(auth_port auth-2)|g" \
+    -e "s|@AUTH1_OPS_PORT@|$(auth_ops_port auth-1)|g" \
+    -e "s|@AUTH2_OPS_PORT@|$(auth_ops_port auth-2)|g" \
     "$LOCAL_DIR/haproxy.cfg.in" >"$RUN_DIR/haproxy.cfg"
   "$HAPROXY_BIN" -c -q -f "$RUN_DIR/haproxy.cfg" || die "HAProxy rejected $RUN_DIR/haproxy.cfg"
 }
@@ -320,11 +416,11 @@ start_haproxy() {
 
 start_component() {
   case "$1" in
-    nats) start_nats ;;
-    auth) start_auth ;;
+    nats | nats-[0-9]*) start_nats "$1" ;;
+    auth | auth-[12]) start_auth "$1" ;;
     edge-1 | edge-2) start_edge "$1" ;;
     haproxy) start_haproxy ;;
-    *) die "unknown component '$1' (one of: ${COMPONENTS[*]})" ;;
+    *) members_of "$1" >/dev/null ;;
   esac
 }
 
@@ -332,21 +428,30 @@ http_ok() { curl -fsS -o /dev/null --max-time 2 "$1" 2>/dev/null; }
 
 component_ready() {
   case "$1" in
-    nats) http_ok "$NATS_MONITOR_URL/healthz?js-enabled-only=true" ;;
+    nats | nats-[0-9]*) nats_member_ready "$1" ;;
     auth) port_open "$QRLOGIN_LOCAL_AUTH_PORT" ;;
+    # A replica serves once NATS and the session bucket are there.
+    auth-[12]) port_open "$(auth_port "$1")" && http_ok "http://127.0.0.1:$(auth_ops_port "$1")/readyz" ;;
     edge-1) http_ok "$EDGE1_OPS_URL/readyz" && port_open "$QRLOGIN_LOCAL_EDGE1_GRPC_PORT" ;;
     edge-2) http_ok "$EDGE2_OPS_URL/readyz" && port_open "$QRLOGIN_LOCAL_EDGE2_GRPC_PORT" ;;
     # The demo page through HAProxy: an edge is in rotation.
-    haproxy) http_ok "$HTTP_URL/" && port_open "$QRLOGIN_LOCAL_STATS_PORT" && port_open "$QRLOGIN_LOCAL_GRPC_PORT" ;;
+    haproxy) http_ok "$HTTP_URL/" && haproxy_listening ;;
   esac
 }
 
-# Waits until a component answers its readiness check; fails early when the
-# process died, pointing at its log.
+# HAProxy's ports accept connections (with --nats-cluster it starts before
+# the edges, since they reach auth through it).
+haproxy_listening() {
+  port_open "$QRLOGIN_LOCAL_HTTP_PORT" && port_open "$QRLOGIN_LOCAL_STATS_PORT" &&
+    port_open "$QRLOGIN_LOCAL_GRPC_PORT" && { ((!NATS_CLUSTERED)) || port_open "$QRLOGIN_LOCAL_AUTH_PORT"; }
+}
+
+# Waits until a component answers its readiness check (or CHECK NAME, when
+# given); fails early when the process died, pointing at its log.
 wait_ready() {
-  local name="$1" timeout="${2:-30}" deadline
+  local name="$1" timeout="${2:-30}" check="${3:-component_ready}" deadline
   deadline=$((SECONDS + timeout))
-  until component_ready "$name"; do
+  until "$check" "$name"; do
     if ! is_running "$name"; then
       log "$name exited during start-up; last lines of $LOG_DIR/$name.log:"
       tail -n 20 "$LOG_DIR/$name.log" >&2 || true
@@ -360,27 +465,56 @@ wait_ready() {
   done
 }
 
-# Stops one component: SIGTERM (graceful: edges drain), then SIGKILL after
-# the grace period.
-stop_component() {
-  local name="$1" grace="${2:-20}" pid deadline
-  pid="$(component_pid "$name")"
-  if [[ -n "$pid" ]]; then
-    kill -TERM "$pid" 2>/dev/null || true
-    deadline=$((SECONDS + grace))
-    while kill -0 "$pid" 2>/dev/null; do
-      if ((SECONDS >= deadline)); then
-        log "$name did not stop within ${grace}s; killing it"
-        kill -KILL "$pid" 2>/dev/null || true
-        break
-      fi
-      sleep 0.1
-    done
-  fi
-  rm -f "$(pid_file "$name")"
+# Starts components (a name may stand for a group: members_of) and waits
+# until each is ready. The members of a group start together: a NATS
+# cluster member is healthy only once a majority of them runs.
+start_and_wait() {
+  local timeout="$1" c
+  shift
+  for c in "$@"; do
+    is_running "$c" || start_component "$c"
+  done
+  for c in "$@"; do
+    wait_ready "$c" "$timeout" || return 1
+  done
+  # An auth replica serves the edges, and an edge the browsers, once
+  # HAProxy has it in rotation again (two good checks), so that a rolling
+  # restart never leaves none.
+  for c in "$@"; do
+    is_running haproxy || continue
+    case "$c" in
+      auth-*) wait_in_rotation auth_replicas "$c" 15 || return 1 ;;
+      edge-*)
+        wait_in_rotation edges "$c" 15 || return 1
+        wait_in_rotation edges_grpc "$c" 15 || return 1
+        ;;
+    esac
+  done
 }
 
-# Kills one component at once (SIGKILL), as a crash would.
+# True when HAProxy's stats say BACKEND's SERVER is UP.
+haproxy_server_up_in() {
+  curl -fsS --max-time 2 "$STATS_URL;csv" 2>/dev/null |
+    awk -F, -v b="$1" -v s="$2" '$1 == b && $2 == s { print $18 }' | grep -q '^UP'
+}
+
+wait_in_rotation() {
+  local deadline=$((SECONDS + $3))
+  until haproxy_server_up_in "$1" "$2"; do
+    ((SECONDS < deadline)) || { log "HAProxy did not take $2 back within $3s (see $STATS_URL)"; return 1; }
+    sleep 0.2
+  done
+}
+
+# Stops one component: SIGTERM (graceful: edges drain), then SIGKILL after
+# the grace period. A frozen process (ctl.sh freeze) gets SIGCONT right
+# after SIGTERM, so it handles the signal instead of holding it.
+stop_component() {
+  stop_together_within "${2:-20}" "$1"
+}
+
+# Kills one component at once (SIGKILL), as a crash would (a frozen process
+# dies too).
 kill_component() {
   local name="$1" pid
   pid="$(component_pid "$name")"
@@ -391,15 +525,20 @@ kill_component() {
   rm -f "$(pid_file "$name")"
 }
 
-# Stops several components together: SIGTERM to all, then SIGKILL to those
-# still running after the grace period. Used for the two edges, which each
-# take up to QRLOGIN_DRAIN_DEADLINE to drain.
-stop_together() {
-  local grace=20 name pid deadline pids=()
+# Stops several components together: SIGTERM (and SIGCONT, for a frozen
+# one) to all, then SIGKILL to those still running after the grace period.
+# Used for the two edges, which each take up to QRLOGIN_DRAIN_DEADLINE to
+# drain, and for the members of a group.
+stop_together() { stop_together_within 20 "$@"; }
+
+stop_together_within() {
+  local grace="$1" name pid deadline pids=()
+  shift
   for name in "$@"; do
     pid="$(component_pid "$name")"
     if [[ -n "$pid" ]]; then
       kill -TERM "$pid" 2>/dev/null || true
+      kill -CONT "$pid" 2>/dev/null || true
       pids+=("$pid")
     fi
   done
@@ -424,6 +563,6 @@ stop_all() {
   stop_component prometheus 10
   stop_component haproxy
   stop_together edge-1 edge-2
-  stop_component auth
-  stop_component nats
+  stop_together "${AUTH_MEMBERS[@]}"
+  stop_together "${NATS_MEMBERS[@]}"
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Prometheus (Debian's package) for the local cluster: scrapes auth's and
-# both edges' operations ports and itself, loads the rules of
+# Prometheus (Debian's package) for the local cluster: scrapes auth's (each
+# replica's, with --nats-cluster) and both edges' operations ports and itself, loads the rules of
 # deploy/monitoring/rules/, keeps its data in deploy/local/run/prometheus/.
 # NATS is not scraped: nats-server serves JSON, not the Prometheus format
 # (its /metrics is 404), and no exporter for it is packaged for Debian or
@@ -29,6 +29,12 @@ MONITORING_DIR="$ROOT/deploy/monitoring"
 render_prometheus_yml() {
   local edge1="$QRLOGIN_LOCAL_EDGE1_OPS_PORT"
   local edge2="$QRLOGIN_LOCAL_EDGE2_OPS_PORT"
+  local a auth_targets=""
+  for a in "${AUTH_MEMBERS[@]}"; do
+    auth_targets+="      - targets: [\"127.0.0.1:$(auth_ops_port "$a")\"]
+        labels: {instance: $a}
+"
+  done
   mkdir -p "$RUN_DIR" "$PROMETHEUS_DATA"
   cat >"$RUN_DIR/prometheus.yml" <<YAML
 # Written by deploy/local/monitoring.sh; edit that script, not this file.
@@ -42,9 +48,7 @@ rule_files:
 scrape_configs:
   - job_name: qrlogin-auth
     static_configs:
-      - targets: ["127.0.0.1:$QRLOGIN_LOCAL_AUTH_OPS_PORT"]
-        labels: {instance: auth}
-  - job_name: qrlogin-edge
+${auth_targets}  - job_name: qrlogin-edge
     static_configs:
       - targets: ["127.0.0.1:$edge1"]
         labels: {instance: edge-1}

@@ -79,6 +79,10 @@ bench_init() {
     printf 'export QRLOGIN_CONFIRM_LIMIT=%q\n' "${QRLOGIN_CONFIRM_LIMIT:-0}"
     printf 'export QRLOGIN_MAX_CONCURRENT_REQUESTS=%q\n' "${QRLOGIN_MAX_CONCURRENT_REQUESTS:-8192}"
     printf 'export QRLOGIN_MAX_CONNECTIONS=%q\n' "${QRLOGIN_MAX_CONNECTIONS:-19500}"
+    # The load generator's few source addresses (127.0.0.2, ...) play every
+    # browser: the per-client caps would refuse all but a few hundred.
+    printf 'export QRLOGIN_MAX_REQUESTS_PER_CLIENT=%q\n' "${QRLOGIN_MAX_REQUESTS_PER_CLIENT:-1000000}"
+    printf 'export QRLOGIN_GRPC_MAX_CONNECTIONS_PER_CLIENT=%q\n' "${QRLOGIN_GRPC_MAX_CONNECTIONS_PER_CLIENT:-100000}"
     printf 'export QRLOGIN_MAX_WATCHERS_PER_SESSION=%q\n' "${QRLOGIN_MAX_WATCHERS_PER_SESSION:-8}"
     printf 'export QRLOGIN_TRUSTED_PROXIES=%q\n' "${QRLOGIN_TRUSTED_PROXIES:-127.0.0.1/32}"
     printf 'export RUST_LOG=%q\n' "${QRLOGIN_BENCH_LOG:-warn}"

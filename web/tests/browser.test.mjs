@@ -6,7 +6,8 @@
 // transport; then a login with the standard STOMP client, @stomp/stompjs
 // (the pinned npm package, unchanged, loaded into a page of the site's
 // origin); then the attacks of docs/security.md (an observer who scans
-// first and confirms, a wrong number, a replaced QR code (skipped when the
+// first and confirms, a wrong number, a link that asks the page to redeem
+// without a click (`?autoRedeem=1`), a replaced QR code (skipped when the
 // PENDING deadline is shorter than a rotation), a stolen browser secret);
 // then a denied and a cancelled login,
 // an expired QR code being replaced (skipped unless the PENDING deadline is
@@ -16,9 +17,9 @@
 // cluster only.
 //
 //   cd web/tests && npm ci && node browser.test.mjs [TEST...]
-//   TEST: ws stomp sse longpoll poll stompjs observer wrong-match replaced
-//         stolen-secret deny cancel cancel-stomp expiry fallback failover-ws
-//         failover-sse
+//   TEST: ws stomp sse longpoll poll stompjs observer wrong-match
+//         auto-redeem-link replaced stolen-secret deny cancel cancel-stomp
+//         expiry fallback failover-ws failover-sse
 //
 // QRLOGIN_BASE_URL overrides the URL (default: the running cluster's public
 // URL from deploy/local/run/cluster.env, else http://127.0.0.1:8080).
@@ -61,7 +62,7 @@ function assert(condition, message) {
 }
 
 /** Opens the login page with a transport preset; returns the page and the phone link. */
-async function openLogin(browser, transport, errors, { blockWebSocket = false } = {}) {
+async function openLogin(browser, transport, errors, { blockWebSocket = false, query = '' } = {}) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
   if (blockWebSocket) {
     // A network that refuses WebSocket upgrades: every socket fails before it opens.
@@ -85,7 +86,7 @@ async function openLogin(browser, transport, errors, { blockWebSocket = false } 
   }
   const page = await context.newPage();
   page.on('pageerror', (err) => errors.push(`login page: ${err.message}`));
-  await page.goto(`${BASE}/?transport=${transport}`);
+  await page.goto(`${BASE}/?transport=${transport}${query}`);
   const link = page.locator('#phone-link');
   await link.waitFor({ state: 'visible', timeout: 10000 });
   const href = await link.getAttribute('href');
@@ -236,6 +237,37 @@ async function observerFlow(browser) {
   await mallory.context.close();
   await login.context.close();
   return 'Mallory confirmed first: the page named her, sent no redeem, and "Not you? Start over" showed a fresh code';
+}
+
+/**
+ * A link to the login page with `?autoRedeem=1` (which once skipped the
+ * click) sent to a victim: the page must still ask before redeeming. The
+ * check is made as the "Continue as" box (or the signed-in view) appears:
+ * a page that redeems by itself has disabled the button by then, in the
+ * same task.
+ */
+async function autoRedeemLinkFlow(browser) {
+  const errors = [];
+  const login = await openLogin(browser, 'ws', errors, { query: '&autoRedeem=1' });
+  const redeems = [];
+  login.page.on('request', (r) => {
+    if (r.url().includes('/redeem')) redeems.push(r.url());
+  });
+  const phone = await openPhone(browser, login.href, 'Oscar', errors);
+  await pick(phone, await shownNumber(login));
+  await phone.page.locator('#result[data-kind="ok"]').waitFor({ timeout: 10000 });
+  // Whichever comes first: the question, or (a page that does not ask) the signed-in view.
+  await login.page.locator('#confirm-box:visible, #signed-in-view:visible').first().waitFor({ timeout: 15000 });
+  assert(!(await login.page.locator('#signed-in-view').isVisible()), 'signed in without a click');
+  assert(await login.page.locator('#continue').isEnabled(), 'the page started redeeming without a click');
+  assert(redeems.length === 0, `the page redeemed by itself: ${redeems.join(', ')}`);
+  await continueAs(login, 'Oscar');
+  await login.page.locator('#signed-in-name').waitFor({ state: 'visible', timeout: 15000 });
+  assert(redeems.length === 1, `${redeems.length} redeem requests for one click`);
+  assert(errors.length === 0, errors.join('; '));
+  await phone.context.close();
+  await login.context.close();
+  return '?autoRedeem=1 is ignored: the page asked "Continue as Oscar" and redeemed on the click';
 }
 
 /** A relayed QR code: the phone's user sees no number of their own and picks a wrong one. */
@@ -562,6 +594,7 @@ const TESTS = {
   stompjs: stompjsFlow,
   observer: observerFlow,
   'wrong-match': wrongMatchFlow,
+  'auto-redeem-link': autoRedeemLinkFlow,
   replaced: replacedFlow,
   'stolen-secret': stolenSecretFlow,
   deny: denyFlow,

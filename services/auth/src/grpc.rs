@@ -44,8 +44,15 @@ pub const REASON_INVALID_KEY: &str = "invalid_key";
 pub const REASON_PROOF_REQUIRED: &str = "proof_required";
 /// A proof that does not verify.
 pub const REASON_INVALID_PROOF: &str = "invalid_proof";
-/// Seconds after which a rate-limited caller may try again.
+/// Seconds after which a rate-limited caller may try again; also sent with
+/// UNAVAILABLE.
 pub const RETRY_AFTER_HEADER: &str = "retry-after";
+/// The fixed text of UNAVAILABLE: the store could not be reached within the
+/// call's retry deadline (a NATS member or leader was still being replaced).
+pub const UNAVAILABLE_MESSAGE: &str = "the session store is unavailable; retry";
+/// The `retry-after` of UNAVAILABLE, in seconds: a NATS leader election
+/// takes about that long.
+pub const UNAVAILABLE_RETRY_AFTER: &str = "1";
 
 /// A status with `x-qrlogin-reason` set.
 pub fn with_reason(mut status: Status, reason: &'static str) -> Status {
@@ -85,6 +92,13 @@ impl GrpcAuth {
         self
     }
 
+    /// Until when this call may retry the store (see `Settings::deadline`).
+    fn deadline<T>(&self, request: &Request<T>) -> tokio::time::Instant {
+        self.service
+            .settings()
+            .deadline(caller_timeout(request.metadata()))
+    }
+
     fn refused(&self, e: CallerError) -> Status {
         self.metrics.service_token_refused(match e {
             CallerError::Missing => "missing",
@@ -118,6 +132,30 @@ impl GrpcAuth {
 fn caller_status(e: CallerError) -> Status {
     tracing::warn!(error = %e, "call refused: service token");
     with_reason(Status::unauthenticated(e.to_string()), REASON_SERVICE_TOKEN)
+}
+
+/// The caller's own deadline, from the `grpc-timeout` metadata (gRPC over
+/// HTTP/2: up to 8 digits and a unit, H M S m u n); `None` when absent or
+/// malformed.
+pub fn caller_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
+    let text = metadata.get("grpc-timeout")?.to_str().ok()?;
+    if text.len() < 2 || text.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = text.split_at(text.len() - 1);
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 /// The `authorization` metadata as text. A value that is not visible ASCII
@@ -176,6 +214,7 @@ impl AuthService for GrpcAuth {
         request: Request<pb::CreateLoginSessionRequest>,
     ) -> Result<Response<pb::CreateLoginSessionResponse>, Status> {
         self.browser_side(&request)?;
+        let deadline = self.deadline(&request);
         let req = request.into_inner();
         let key = req.browser_key.map(|k| BrowserKey {
             kty: k.kty,
@@ -185,7 +224,7 @@ impl AuthService for GrpcAuth {
         });
         let created = self
             .service
-            .create(&req.client_ip, &req.user_agent, key.as_ref())
+            .create(&req.client_ip, &req.user_agent, key.as_ref(), deadline)
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::CreateLoginSessionResponse {
@@ -206,10 +245,11 @@ impl AuthService for GrpcAuth {
         request: Request<pb::GetLoginSessionRequest>,
     ) -> Result<Response<pb::GetLoginSessionResponse>, Status> {
         self.browser_side(&request)?;
+        let deadline = self.deadline(&request);
         let req = request.into_inner();
         let view = self
             .service
-            .get(&req.session_id, &req.browser_secret)
+            .get(&req.session_id, &req.browser_secret, deadline)
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::GetLoginSessionResponse {
@@ -223,6 +263,7 @@ impl AuthService for GrpcAuth {
     ) -> Result<Response<pb::ScanLoginSessionResponse>, Status> {
         self.phone_side(&request)?;
         let auth = authorization(&request)?;
+        let deadline = self.deadline(&request);
         let req = request.into_inner();
         let scanned = self
             .service
@@ -231,6 +272,7 @@ impl AuthService for GrpcAuth {
                 auth.as_deref(),
                 &req.qr_payload,
                 &req.client_ip,
+                deadline,
             )
             .await
             .map_err(to_status)?;
@@ -253,10 +295,11 @@ impl AuthService for GrpcAuth {
     ) -> Result<Response<pb::ConfirmLoginSessionResponse>, Status> {
         self.phone_side(&request)?;
         let auth = authorization(&request)?;
+        let deadline = self.deadline(&request);
         let req = request.into_inner();
         let view = self
             .service
-            .confirm(&req.session_id, auth.as_deref(), req.match_code)
+            .confirm(&req.session_id, auth.as_deref(), req.match_code, deadline)
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::ConfirmLoginSessionResponse {
@@ -270,10 +313,11 @@ impl AuthService for GrpcAuth {
     ) -> Result<Response<pb::DenyLoginSessionResponse>, Status> {
         self.phone_side(&request)?;
         let auth = authorization(&request)?;
+        let deadline = self.deadline(&request);
         let req = request.into_inner();
         let view = self
             .service
-            .deny(&req.session_id, auth.as_deref())
+            .deny(&req.session_id, auth.as_deref(), deadline)
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::DenyLoginSessionResponse {
@@ -286,10 +330,11 @@ impl AuthService for GrpcAuth {
         request: Request<pb::CancelLoginSessionRequest>,
     ) -> Result<Response<pb::CancelLoginSessionResponse>, Status> {
         self.browser_side(&request)?;
+        let deadline = self.deadline(&request);
         let req = request.into_inner();
         let view = self
             .service
-            .cancel(&req.session_id, &req.browser_secret)
+            .cancel(&req.session_id, &req.browser_secret, deadline)
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::CancelLoginSessionResponse {
@@ -312,10 +357,11 @@ impl AuthService for GrpcAuth {
         request: Request<pb::RedeemLoginSessionRequest>,
     ) -> Result<Response<pb::RedeemLoginSessionResponse>, Status> {
         self.browser_side(&request)?;
+        let deadline = self.deadline(&request);
         let req = request.into_inner();
         let r = self
             .service
-            .redeem(&req.session_id, &req.browser_secret, &req.proof)
+            .redeem(&req.session_id, &req.browser_secret, &req.proof, deadline)
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::RedeemLoginSessionResponse {
@@ -380,7 +426,12 @@ pub fn to_status(e: ServiceError) -> Status {
         ServiceError::Aborted(_) => Status::aborted(msg),
         ServiceError::Unavailable(detail) => {
             tracing::warn!(error = %detail, "session store unavailable");
-            Status::unavailable("the session store is unavailable; retry")
+            let mut status = Status::unavailable(UNAVAILABLE_MESSAGE);
+            status.metadata_mut().insert(
+                RETRY_AFTER_HEADER,
+                MetadataValue::from_static(UNAVAILABLE_RETRY_AFTER),
+            );
+            status
         }
         ServiceError::Internal(detail) => {
             tracing::error!(error = %detail, "internal error");
@@ -403,4 +454,41 @@ pub fn timed_out(limit: Duration) -> Status {
         "the call took longer than {}s",
         limit.as_secs_f64()
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_is_read_in_every_unit() {
+        let mut m = tonic::metadata::MetadataMap::new();
+        assert_eq!(caller_timeout(&m), None);
+        for (text, want) in [
+            ("5S", Some(Duration::from_secs(5))),
+            ("4999m", Some(Duration::from_millis(4999))),
+            ("2M", Some(Duration::from_secs(120))),
+            ("1H", Some(Duration::from_secs(3600))),
+            ("250000u", Some(Duration::from_millis(250))),
+            ("7n", Some(Duration::from_nanos(7))),
+            ("5s", None),
+            ("S", None),
+            ("123456789S", None),
+            ("-5S", None),
+        ] {
+            m.insert("grpc-timeout", text.parse().unwrap());
+            assert_eq!(caller_timeout(&m), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn an_unavailable_store_is_a_fixed_retryable_answer() {
+        let status = to_status(ServiceError::Unavailable("timed out: detail".into()));
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert_eq!(status.message(), UNAVAILABLE_MESSAGE);
+        assert_eq!(
+            status.metadata().get(RETRY_AFTER_HEADER).unwrap(),
+            UNAVAILABLE_RETRY_AFTER
+        );
+    }
 }

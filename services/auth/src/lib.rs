@@ -7,7 +7,7 @@
 //! - [`token`]: access token signing, dev keys, the errors of user tokens.
 //! - [`signing`]: the published keys of the tokens auth signs (kid, JWKS:
 //!   current, next, previous).
-//! - [`broker`]: the only NATS code: the key-value bucket (CAS writes as
+//! - [`broker`]: NATS: the key-value bucket (CAS writes as
 //!   JetStream publishes, republished by the server as per-session events),
 //!   the stored bytes (`StoredSession`), credentials and TLS.
 //! - [`sealing`]: the AEAD that seals the private part of stored sessions.

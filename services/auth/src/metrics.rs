@@ -52,6 +52,11 @@ pub struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabels {
+    pub op: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CallLabels {
     pub method: &'static str,
     pub code: &'static str,
@@ -79,6 +84,7 @@ pub struct AuthMetrics {
     cas_aborts: Family<ActionLabels, Counter>,
     kv_read: Histogram,
     kv_write: Family<ResultLabels, Histogram, fn() -> Histogram>,
+    kv_retries: Family<OpLabels, Counter>,
     user_token_failures: Family<ReasonLabels, Counter>,
     create_limited: Counter,
     service_token_refusals: Family<ReasonLabels, Counter>,
@@ -112,6 +118,7 @@ impl AuthMetrics {
             cas_aborts: Family::default(),
             kv_read: latency(),
             kv_write: Family::new_with_constructor(latency),
+            kv_retries: Family::default(),
             user_token_failures: Family::default(),
             create_limited: Counter::default(),
             service_token_refusals: Family::default(),
@@ -149,13 +156,18 @@ impl AuthMetrics {
         );
         r.register(
             "kv_read_duration_seconds",
-            "Reading one session from the bucket (JetStream direct get)",
+            "Reading one session from the bucket",
             m.kv_read.clone(),
         );
         r.register(
             "kv_write_duration_seconds",
             "Writing one session: the JetStream publish until its acknowledgement, by result (committed, conflict, full, error). NATS republishes a committed write as the session's event",
             m.kv_write.clone(),
+        );
+        r.register(
+            "kv_retries",
+            "Session reads and writes attempted again after a transient failure (timeout, no responders, leader election), by op (read, write)",
+            m.kv_retries.clone(),
         );
         r.register(
             "user_token_failures",
@@ -245,6 +257,9 @@ impl AuthMetrics {
         for result in ["committed", "conflict", "full", "error"] {
             let _ = m.kv_write.get_or_create(&ResultLabels { result });
         }
+        for op in ["read", "write"] {
+            m.kv_retries.get_or_create(&OpLabels { op }).get();
+        }
         Self { registry, ..m }
     }
 
@@ -288,6 +303,11 @@ impl AuthMetrics {
         self.kv_write
             .get_or_create(&ResultLabels { result })
             .observe(took.as_secs_f64());
+    }
+
+    /// A session read or write about to be attempted again.
+    pub fn kv_retry(&self, op: &'static str) {
+        self.kv_retries.get_or_create(&OpLabels { op }).inc();
     }
 
     pub fn user_token_failure(&self, reason: &'static str) {

@@ -1,4 +1,4 @@
-//! What nats-server must be told about qrlogin's users, written once: the
+//! What nats-server must be told about qrlogin's users: the
 //! account `QRLOGIN` (JetStream on) with the least-privilege nkey users
 //! `auth` and `edge`, and `SYS` as the system account. The test harness and
 //! the local cluster (`qrlogin-auth dev-nats-config`) render their

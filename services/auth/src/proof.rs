@@ -111,6 +111,17 @@ fn part<T: for<'de> Deserialize<'de>>(text: &str, what: &'static str) -> Result<
     serde_json::from_slice(&bytes).map_err(|_| ProofError::Invalid(what))
 }
 
+/// A short name of a proof (a digest of its text), kept in the redeemed
+/// record so that the same proof cannot be presented twice. Naming an
+/// unverified proof is harmless: only a verified one is ever accepted.
+pub fn fingerprint(proof: &str) -> String {
+    let digest = Sha256::new()
+        .chain_update(b"qrlogin redeem proof\0")
+        .chain_update(proof.as_bytes())
+        .finalize();
+    URL_SAFE_NO_PAD.encode(&digest[..16])
+}
+
 /// Verifies a proof JWT (compact form) against `expected`.
 pub fn verify(proof: &str, expected: &Expected<'_>) -> Result<(), ProofError> {
     use subtle::ConstantTimeEq as _;

@@ -179,6 +179,12 @@ impl Application {
         self.ops_listener.as_ref().map(|(_, addr)| *addr)
     }
 
+    /// Where the broker appears once NATS and the bucket are ready (tests
+    /// reach its hooks through it).
+    pub fn broker_slot(&self) -> BrokerSlot {
+        self.broker.clone()
+    }
+
     /// The service's metrics (what `/metrics` renders).
     pub fn metrics(&self) -> Arc<AuthMetrics> {
         self.metrics.clone()
@@ -392,11 +398,13 @@ async fn connect_broker(
     let mut delay = Duration::from_millis(100);
     loop {
         let reporter = status.clone();
-        let ready = slot.clone();
+        // Weak: the connection keeps this callback, and must not keep the
+        // broker (and so itself) alive once the service is gone.
+        let ready = Arc::downgrade(&slot);
         let link_metrics = metrics.clone();
         let on_link = move |state: LinkState| {
             // Before the bucket is open, "connected" does not mean ready.
-            if ready.get().is_none() {
+            if ready.upgrade().is_none_or(|slot| slot.get().is_none()) {
                 return;
             }
             let reporter = reporter.clone();

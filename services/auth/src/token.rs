@@ -162,19 +162,31 @@ impl AccessTokenSigner {
         })
     }
 
-    /// The token of `user`'s login `session_id`; `jkt`: the thumbprint of
-    /// the browser key the login was bound to, if it was (`cnf.jkt`).
+    /// The access token of the login `session_id` redeemed by `user` at
+    /// `redeemed_at`; `jkt`: the thumbprint of the browser key the login was
+    /// bound to, if it was (`cnf.jkt`). A pure function of these and the
+    /// signing key: Ed25519 signatures are deterministic, the header's `kid`
+    /// is the key's thumbprint and every claim comes from the arguments,
+    /// `jti` included, so signing again for a retried redeem gives the very
+    /// same token, not a second one.
     pub fn sign(
         &self,
         user: &PhoneUser,
         session_id: &str,
-        now: UnixMillis,
+        redeemed_at: UnixMillis,
         jkt: Option<&str>,
     ) -> Result<AccessToken, KeyError> {
-        let iat = u64::try_from(now / 1000).unwrap_or(0);
+        use sha2::{Digest as _, Sha256};
+        let iat = u64::try_from(redeemed_at / 1000).unwrap_or(0);
         let exp = iat.saturating_add(self.ttl.as_secs().max(1));
-        let mut jti = [0u8; 16];
-        rand::rng().fill_bytes(&mut jti);
+        // Unique per token: one REDEEMED per session, and session ids are
+        // 128 random bits.
+        let digest = Sha256::new()
+            .chain_update(b"qrlogin access token jti\0")
+            .chain_update(session_id.as_bytes())
+            .chain_update(redeemed_at.to_be_bytes())
+            .finalize();
+        let jti = &digest[..16];
         let claims = AccessClaims {
             sub: user.id.clone(),
             name: user.display_name.clone(),
@@ -261,4 +273,53 @@ pub fn unix_now_secs() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_access_token_is_a_function_of_the_redeemed_record() {
+        let pair = generate_key_pair().unwrap();
+        let path = std::env::temp_dir().join(format!(
+            "qrlogin-token-test-{}-{}.pem",
+            std::process::id(),
+            unix_now_secs()
+        ));
+        std::fs::write(&path, &pair.private_pem).unwrap();
+        let signer = AccessTokenSigner::from_pem_file(
+            &path,
+            "qrlogin",
+            "qrlogin-web",
+            Duration::from_secs(3600),
+        )
+        .unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let alice = PhoneUser {
+            id: "alice".into(),
+            display_name: "Alice".into(),
+        };
+        let at = 1_800_000_000_123;
+        let thumbprint = "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I";
+        let jkt = Some(thumbprint);
+        let first = signer.sign(&alice, "session-1", at, jkt).unwrap();
+        let again = signer.sign(&alice, "session-1", at, jkt).unwrap();
+        assert_eq!(first.token, again.token, "a retry gets the same token");
+        assert_eq!(first.expires_at, again.expires_at);
+        let part = |t: &str, i: usize| -> serde_json::Value {
+            let b64 = t.split('.').nth(i).unwrap();
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(b64).unwrap()).unwrap()
+        };
+        let public = crate::signing::PublicKey::from_pem(&pair.public_pem).unwrap();
+        assert_eq!(part(&first.token, 0)["kid"], public.kid.as_str());
+        assert_eq!(part(&first.token, 1)["cnf"]["jkt"], thumbprint);
+        let unbound = signer.sign(&alice, "session-1", at, None).unwrap();
+        assert!(part(&unbound.token, 1).get("cnf").is_none());
+        let jti = |t: &str| part(t, 1)["jti"].as_str().unwrap().to_owned();
+        let other_session = signer.sign(&alice, "session-2", at, jkt).unwrap();
+        let later = signer.sign(&alice, "session-1", at + 1, jkt).unwrap();
+        assert_ne!(jti(&first.token), jti(&other_session.token));
+        assert_ne!(jti(&first.token), jti(&later.token));
+    }
 }

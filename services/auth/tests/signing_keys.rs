@@ -98,6 +98,13 @@ async fn access_tokens_name_their_key_and_a_bound_login_says_so() {
         claims["cnf"]["jkt"], thumbprint,
         "cnf.jkt is the browser key's thumbprint"
     );
+    // A retry after a lost answer, with a new proof of the same key: the
+    // very same token, kid and cnf.jkt included.
+    let proof = key.proof(&s.id, now_s());
+    let again = redeem_with(&mut h.client, &s.id, &s.secret, &proof)
+        .await
+        .expect("the repeated redeem");
+    assert_eq!(again.access_token, redeemed.access_token, "one token");
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
-//! The only file that speaks gRPC: a lazily connecting tonic client of the
-//! auth service (with the edge's service token on every call, over TLS when
-//! the URL is https://), returning domain types and [`AuthError`]. Auth's
+//! The edge's gRPC client of the auth service: a lazily connecting tonic
+//! client (with the edge's service token on every call, over TLS when the
+//! URL is https://), returning domain types and [`AuthError`]. (The gRPC
+//! watch stream the edge serves is `transport/grpc/`.) Auth's
 //! refusals keep their texts; everything else (transport errors, unexpected
 //! answers) becomes a fixed text, the detail going to the log only.
 

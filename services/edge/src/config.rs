@@ -162,6 +162,10 @@ pub struct EdgeConfig {
     /// PEM private key of the NATS client certificate.
     #[arg(long, env = "QRLOGIN_NATS_TLS_KEY_FILE")]
     pub nats_tls_key_file: Option<PathBuf>,
+    /// Interval of the edge's PINGs to NATS; no PONG to two of them ends
+    /// the connection (a frozen server), and the edge moves to another.
+    #[arg(long, env = "QRLOGIN_NATS_PING_INTERVAL", default_value = "1s", value_parser = duration)]
+    pub nats_ping_interval: Duration,
     /// `per-session` (default) or `wildcard` (small deployments).
     #[arg(
         long,
@@ -170,6 +174,13 @@ pub struct EdgeConfig {
         default_value = "per-session"
     )]
     pub nats_interest: NatsInterest,
+    /// On a NATS cluster, a watched session is read once more this long
+    /// after its interest was registered (a new watch, or the sweep after
+    /// a reconnect): the other members learn of the interest a little
+    /// after the edge's own server proves it, and an event published in
+    /// between is not forwarded. 0s: never.
+    #[arg(long, env = "QRLOGIN_INTEREST_SETTLE", default_value = "1s", value_parser = duration)]
+    pub interest_settle: Duration,
     /// Events are on `<prefix>.<session_id>`; must match auth.
     #[arg(
         long,
@@ -203,6 +214,18 @@ pub struct EdgeConfig {
     /// The same, per client (IPv4 address or IPv6 /64; trusted proxies exempt).
     #[arg(long, env = "QRLOGIN_MAX_PRE_HEAD_PER_CLIENT", default_value_t = 64)]
     pub max_pre_head_per_client: usize,
+    /// Requests and streams one client (IPv4 address or IPv6 /64; behind a
+    /// trusted proxy, the forwarded address) may have open on this node,
+    /// counted from the head (a body still arriving counts); beyond:
+    /// `429 too_many_requests`. Trusted proxies themselves are exempt.
+    #[arg(long, env = "QRLOGIN_MAX_REQUESTS_PER_CLIENT", default_value_t = 256)]
+    pub max_requests_per_client: usize,
+    /// A request body must arrive whole within this time of its head;
+    /// beyond: `408 body_timeout` and the connection closes. The body is
+    /// read before the request is admitted, so a slow body holds no
+    /// admission.
+    #[arg(long, env = "QRLOGIN_BODY_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub body_timeout: Duration,
     /// A write (response, event, frame, close) that makes no progress for
     /// this long drops the connection: a peer that does not read.
     #[arg(long, env = "QRLOGIN_WRITE_TIMEOUT", default_value = "10s", value_parser = duration)]
@@ -331,6 +354,14 @@ impl EdgeConfig {
                 "set together with QRLOGIN_NATS_TLS_KEY_FILE",
             ));
         }
+        if !(Duration::from_millis(100)..=Duration::from_secs(300))
+            .contains(&self.nats_ping_interval)
+        {
+            return Err(invalid("QRLOGIN_NATS_PING_INTERVAL", "100ms..=5m"));
+        }
+        if self.interest_settle > Duration::from_secs(60) {
+            return Err(invalid("QRLOGIN_INTEREST_SETTLE", "0s..=60s"));
+        }
         let prefix_ok = !self.subject_prefix.is_empty()
             && self.subject_prefix.split('.').all(|t| {
                 !t.is_empty()
@@ -350,6 +381,7 @@ impl EdgeConfig {
             ("QRLOGIN_AUTH_TIMEOUT", self.auth_timeout),
             ("QRLOGIN_POLL_INTERVAL", self.poll_interval),
             ("QRLOGIN_WRITE_TIMEOUT", self.write_timeout),
+            ("QRLOGIN_BODY_TIMEOUT", self.body_timeout),
             ("QRLOGIN_SECRET_COOKIE_MAX_AGE", self.secret_cookie_max_age),
         ];
         for (var, value) in positive {
@@ -373,6 +405,12 @@ impl EdgeConfig {
                 "QRLOGIN_MAX_PRE_HEAD_PER_CLIENT",
                 "1..=QRLOGIN_MAX_PRE_HEAD_CONNECTIONS",
             ));
+        }
+        if self.max_requests_per_client == 0 || self.max_requests_per_client > 1_000_000 {
+            return Err(invalid("QRLOGIN_MAX_REQUESTS_PER_CLIENT", "1..=1000000"));
+        }
+        if self.body_timeout > Duration::from_secs(300) {
+            return Err(invalid("QRLOGIN_BODY_TIMEOUT", "at most 5m"));
         }
         if self.socket_send_buffer != 0 && !(4096..=16 << 20).contains(&self.socket_send_buffer) {
             return Err(invalid(
@@ -442,7 +480,14 @@ mod tests {
         assert_eq!(c.write_timeout, Duration::from_secs(10));
         assert_eq!(c.max_pre_head_connections, 1024);
         assert_eq!(c.max_pre_head_per_client, 64);
+        assert_eq!(c.max_requests_per_client, 256);
+        assert_eq!(c.body_timeout, Duration::from_secs(10));
         assert_eq!(c.secret_cookie_max_age, Duration::from_secs(300));
+        assert_eq!(
+            c.nats_ping_interval,
+            crate::broker::DEFAULT_PING_INTERVAL,
+            "the flag's default and the broker's agree"
+        );
     }
 
     #[test]
@@ -461,6 +506,13 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("QRLOGIN_IDLE_TIMEOUT"));
+        let mut c = EdgeConfig::defaults();
+        c.nats_ping_interval = Duration::from_millis(10);
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("QRLOGIN_NATS_PING_INTERVAL"));
         assert!(EdgeConfig::try_parse_from(["e", "--trusted-proxies", "10.0.0.0/33"]).is_err());
         assert!(EdgeConfig::try_parse_from(["e", "--allowed-origins", "example.com"]).is_err());
         let ok = EdgeConfig::try_parse_from([

@@ -41,6 +41,10 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("request body larger than {0} bytes")]
     PayloadTooLarge(usize),
+    /// The body did not arrive whole within `QRLOGIN_BODY_TIMEOUT` of the
+    /// head; the connection is closed.
+    #[error("the request body did not arrive in time")]
+    BodyTimeout,
     #[error("a request body must be JSON (Content-Type: application/json)")]
     UnsupportedMediaType,
     /// Answered by the front server: not a readable HTTP/1.1 request.
@@ -53,6 +57,10 @@ pub enum ApiError {
     /// request head, on the node or from this client.
     #[error("too many connections have not sent a request; retry later")]
     TooManyConnections,
+    /// This client has `QRLOGIN_MAX_REQUESTS_PER_CLIENT` requests and
+    /// streams open on this node.
+    #[error("too many requests from this address are open on this node; retry later")]
+    TooManyRequests,
     #[error("too many login sessions created from this address; retry later")]
     RateLimited { retry_after: Duration },
     /// A short poll sooner than the pace the answers ask for.
@@ -87,12 +95,14 @@ impl ApiError {
             Self::FailedPrecondition(_) | Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Expired(_) => StatusCode::GONE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::MalformedRequest => StatusCode::BAD_REQUEST,
             Self::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            Self::RateLimited { .. } | Self::SlowDown { .. } | Self::TooManyWatchers => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
+            Self::RateLimited { .. }
+            | Self::SlowDown { .. }
+            | Self::TooManyWatchers
+            | Self::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             Self::OverCapacity
             | Self::Draining
             | Self::StorageFull
@@ -124,10 +134,12 @@ impl ApiError {
             Self::Conflict(_) => "conflict",
             Self::Expired(_) => "expired",
             Self::PayloadTooLarge(_) => "payload_too_large",
+            Self::BodyTimeout => "body_timeout",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::MalformedRequest => "malformed_request",
             Self::HeadTooLarge => "head_too_large",
             Self::TooManyConnections => "too_many_connections",
+            Self::TooManyRequests => "too_many_requests",
             Self::RateLimited { .. } => "rate_limited",
             Self::SlowDown { .. } => "slow_down",
             Self::TooManyWatchers => "too_many_watchers",
@@ -204,6 +216,12 @@ pub fn as_json_error(response: Response, body_limit: usize) -> Response {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status(), Json(self.body())).into_response();
+        if let Self::BodyTimeout = self {
+            // The rest of the body may still come: the connection ends here.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         // Counted by the metrics middleware, which owns the node's registry.
         response.extensions_mut().insert(Rejected(self.code()));
         if let Self::RateLimited { retry_after } | Self::SlowDown { retry_after, .. } = &self {
@@ -211,6 +229,13 @@ impl IntoResponse for ApiError {
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
                 response.headers_mut().insert(header::RETRY_AFTER, v);
             }
+        }
+        // Auth (or its session store) is away for a moment, e.g. while a
+        // NATS member or the bucket's leader is replaced: worth a retry.
+        if let Self::Unavailable(_) = &self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
     }
@@ -278,6 +303,7 @@ mod tests {
             ApiError::Conflict("x".into()),
             ApiError::Expired("x".into()),
             ApiError::PayloadTooLarge(1),
+            ApiError::BodyTimeout,
             ApiError::UnsupportedMediaType,
             ApiError::MalformedRequest,
             ApiError::HeadTooLarge,
@@ -294,6 +320,7 @@ mod tests {
             ApiError::StorageFull,
             ApiError::Unavailable("x".into()),
             ApiError::TooManyConnections,
+            ApiError::TooManyRequests,
         ];
         all.extend(
             [
@@ -324,6 +351,7 @@ mod tests {
                 | ApiError::Conflict(_)
                 | ApiError::Expired(_)
                 | ApiError::PayloadTooLarge(_)
+                | ApiError::BodyTimeout
                 | ApiError::UnsupportedMediaType
                 | ApiError::MalformedRequest
                 | ApiError::HeadTooLarge
@@ -335,6 +363,7 @@ mod tests {
                 | ApiError::StorageFull
                 | ApiError::Unavailable(_)
                 | ApiError::TooManyConnections
+                | ApiError::TooManyRequests
                 | ApiError::Qr { .. } => {}
             }
         }
@@ -387,6 +416,13 @@ mod tests {
             too_big.extensions().get::<Rejected>().map(|r| r.0),
             Some("payload_too_large")
         );
+    }
+
+    #[test]
+    fn unavailable_says_when_to_retry() {
+        let r = ApiError::Unavailable("x".into()).into_response();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "1");
     }
 
     #[test]

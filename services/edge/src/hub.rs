@@ -40,6 +40,9 @@ pub struct SyncState {
     pub stale: bool,
     /// The next retry of a failed re-read, if one is owed.
     pub retry_at: Option<Instant>,
+    /// One more re-read owed once the interest has reached every server of
+    /// a NATS cluster (see `EventBus::is_clustered`).
+    pub settle_at: Option<Instant>,
     /// Wait before the next retry after this one fails.
     pub backoff: Duration,
     /// The entry's place in the node's timer queue, if it has one.
@@ -85,6 +88,7 @@ impl Entry {
             sync: Mutex::new(SyncState {
                 stale: false,
                 retry_at: None,
+                settle_at: None,
                 backoff,
                 timer: None,
                 queued: false,

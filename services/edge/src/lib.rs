@@ -15,8 +15,8 @@
 //! - [`sessions`]: the facade over auth and the watches that routes and
 //!   transports use (observes its own writes; one error type).
 //! - [`hub`]: which local watchers watch which session (no NATS in it).
-//! - [`broker`]: the only NATS code (a subscribe-only client of our own).
-//!   [`auth_client`]: the only gRPC code.
+//! - [`broker`]: the NATS client (subscribe-only, our own).
+//!   [`auth_client`]: the gRPC client of auth.
 //! - [`domain`]: snapshots and their ordering rules.
 //! - [`error`]: the one mapping of failures to HTTP.
 //! - [`oidc`]: what relying parties read: the signing keys (JWKS).

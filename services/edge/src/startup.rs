@@ -13,7 +13,7 @@ use crate::{
     broker::{Broker, BrokerConfig, BrokerError},
     config::{ConfigError, EdgeConfig, NatsInterest},
     delivery::{Settings, Watches},
-    limits::{ConnectionGate, CreateRateLimiter, PollPace},
+    limits::{ClientGate, ConnectionGate, CreateRateLimiter, PollPace},
     metrics::Metrics,
     routes::{self, AppState, DevTokens, Shared},
     server,
@@ -84,6 +84,7 @@ impl Application {
             tls_ca_file: config.nats_tls_ca_file.clone(),
             tls_cert_file: config.nats_tls_cert_file.clone(),
             tls_key_file: config.nats_tls_key_file.clone(),
+            ping_interval: config.nats_ping_interval,
             wildcard: config.nats_interest == NatsInterest::Wildcard,
             ..BrokerConfig::new(&config.nats_url, &config.subject_prefix)
         };
@@ -92,7 +93,10 @@ impl Application {
             Arc::new(broker.clone()),
             Arc::new(auth.clone()),
             metrics.clone(),
-            Settings::new(config.max_watchers_per_session),
+            Settings {
+                interest_settle: config.interest_settle,
+                ..Settings::new(config.max_watchers_per_session)
+            },
         );
         // Connects in the background: the edge starts unready and becomes
         // ready when NATS is there.
@@ -147,6 +151,11 @@ impl Application {
             metrics,
             drain,
             gate: ConnectionGate::new(config.max_connections),
+            // No node-wide cap of its own: a slot is an open connection
+            // whose head came, either admitted (QRLOGIN_MAX_CONNECTIONS) or
+            // reading its body (QRLOGIN_BODY_TIMEOUT); a slow body must not
+            // keep other clients out.
+            clients: ClientGate::new(usize::MAX, config.max_requests_per_client),
             create_rate: CreateRateLimiter::new(config.create_rate_per_ip),
             poll_pace: PollPace::new(config.poll_interval),
             dev_tokens,
@@ -223,6 +232,7 @@ impl Application {
                     timeout: state.config.write_timeout,
                     metrics: state.metrics.clone(),
                 }),
+                trusted_proxies: state.config.trusted_proxies.clone(),
             };
             let mut draining = drain.listener();
             let closing = closing.clone();

@@ -187,6 +187,8 @@ pub enum ApiError {
         status: u16,
         code: String,
         message: String,
+        /// The answer's `Retry-After` (whole seconds), when it had one.
+        retry_after: Option<std::time::Duration>,
     },
     #[error("cannot decode the answer: {0}")]
     Decode(String),
@@ -220,6 +222,15 @@ impl ApiError {
             _ => None,
         }
     }
+
+    /// How long the server asked the client to wait (`Retry-After` of a
+    /// 429 or 503), when it said.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            ApiError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
 }
 
 /// The error a non-2xx answer stands for.
@@ -229,18 +240,28 @@ pub fn status_error(status: u16, body: &[u8]) -> ApiError {
             status,
             code: b.error.code,
             message: b.error.message,
+            retry_after: None,
         },
         Err(_) => ApiError::Status {
             status,
             code: "unknown".into(),
             message: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+            retry_after: None,
         },
     }
 }
 
 fn decode<T: for<'de> Deserialize<'de>>(r: &Response) -> Result<T, ApiError> {
     if !(200..300).contains(&r.head.status) {
-        return Err(status_error(r.head.status, &r.body));
+        let mut e = status_error(r.head.status, &r.body);
+        if let ApiError::Status { retry_after, .. } = &mut e {
+            *retry_after = r
+                .head
+                .header("retry-after")
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(std::time::Duration::from_secs);
+        }
+        return Err(e);
     }
     serde_json::from_slice(&r.body).map_err(|e| ApiError::Decode(e.to_string()))
 }
@@ -515,5 +536,23 @@ mod tests {
         assert_eq!(e.code(), "unknown");
         assert!(!e.is_retryable());
         assert!(status_error(503, b"").is_retryable());
+    }
+
+    #[test]
+    fn a_refusal_keeps_its_retry_after() {
+        let refusal = |headers: Vec<(String, String)>| Response {
+            head: crate::http::Head {
+                status: 429,
+                headers,
+            },
+            body: br#"{"error":{"code":"rate_limited","message":"x"}}"#.to_vec(),
+        };
+        let e = decode::<Snapshot>(&refusal(vec![("retry-after".into(), "7".into())])).unwrap_err();
+        assert_eq!(
+            (e.code(), e.retry_after()),
+            ("rate_limited", Some(std::time::Duration::from_secs(7)))
+        );
+        let e = decode::<Snapshot>(&refusal(vec![])).unwrap_err();
+        assert_eq!(e.retry_after(), None);
     }
 }

@@ -29,6 +29,9 @@ pub enum Command {
     Transport(Box<crate::compare::TransportArgs>),
     /// Whole logins per second at rising rates (the comparison's throughput).
     Throughput(Box<crate::compare::throughput::ThroughputArgs>),
+    /// Whole logins at a steady rate under a fault schedule: lost,
+    /// duplicated, latency in and out of the fault window, recovery.
+    Chaos(Box<crate::chaos::ChaosArgs>),
     /// One worker process (started by `run`; reads its plan on stdin).
     #[command(hide = true)]
     Worker,

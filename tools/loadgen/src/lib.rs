@@ -13,6 +13,9 @@
 //! - [`phone`]: scan, confirm, redeem and the final check, with retries.
 //! - [`compare`]: the measured comparison's `transport` and `throughput`
 //!   runs.
+//! - [`chaos`]: whole logins at a steady rate under a fault schedule;
+//!   lost and duplicated logins, latency in and out of the fault window,
+//!   recovery.
 //! - [`report`]: worker messages, merging, percentiles, checks.
 //!
 //! Every byte on the wire goes through the shared client crate
@@ -21,6 +24,7 @@
 //! The load generator adds only the policy: phases, retries, reconnects,
 //! timing and totals.
 
+pub mod chaos;
 pub mod compare;
 pub mod config;
 pub mod coordinator;

@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use qrlogin_loadgen::{
-    compare,
+    chaos, compare,
     config::{Cli, Command},
     coordinator, worker,
 };
@@ -31,6 +31,10 @@ fn main() -> anyhow::Result<()> {
         Command::Throughput(args) => {
             runtime.block_on(compare::throughput::run(*args))?;
             Ok(())
+        }
+        Command::Chaos(args) => {
+            let passed = runtime.block_on(chaos::run(*args))?;
+            std::process::exit(if passed { 0 } else { 1 });
         }
         Command::Worker => runtime.block_on(worker::main()),
     }

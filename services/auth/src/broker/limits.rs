@@ -135,6 +135,15 @@ impl Counters {
         Ok(Self { kv })
     }
 
+    /// The same bucket through `js` (another request timeout).
+    pub(super) async fn reopen(&self, js: &jetstream::Context) -> Result<Self, BrokerError> {
+        let kv = js
+            .get_key_value(self.kv.name.as_str())
+            .await
+            .map_err(unavailable)?;
+        Ok(Self { kv })
+    }
+
     /// Reads the counter of `what` at `now` without counting: whether one
     /// more call would still be allowed.
     pub async fn peek(&self, what: &Limit, now: UnixMillis) -> Result<Decision, BrokerError> {

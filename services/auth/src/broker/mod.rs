@@ -1,12 +1,20 @@
-//! The only module that speaks NATS: the session bucket (JetStream key-value,
+//! The service's NATS code: the session bucket (JetStream key-value,
 //! every write a compare-and-swap on the key's revision), its stream's
-//! republish rule (NATS publishes every write on the session's subject), and
-//! the connection's credentials. Each read and write is timed
+//! republish rule (NATS publishes every write on the session's subject),
+//! the counters of the cluster-wide limits ([`limits`]), and the
+//! connection's credentials. Each read and write is timed
 //! ([`AuthMetrics`]); with tracing on, a write carries the W3C trace context
 //! in its headers, which the republished event keeps.
+//!
+//! On a NATS cluster the connection knows every configured member and moves
+//! to another when one dies, freezes (client pings) or enters lame duck
+//! mode. Reads and writes are retried through transient failures until the
+//! caller's deadline ([`retry`]); a write carries a `Nats-Msg-Id` that is
+//! the same for all attempts of that write and never used for another, so
+//! a retry of a write that committed is not stored twice (see
+//! [`Broker::update`] for what a retry answers then).
 
 use async_nats::jetstream::{self, kv, stream};
-use async_nats::HeaderMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::Instrument as _;
@@ -18,19 +26,31 @@ use crate::sealing::Sealer;
 use crate::telemetry;
 
 mod access;
+mod connection;
 pub mod limits;
 mod record;
+pub mod retry;
+mod write;
 pub use access::{AccessError, NatsAccess, NkeySeed};
+pub use connection::CLIENT_NAME;
 pub use record::{login_event, proto_state, qr_rotation, timestamp, RecordError};
+use retry::Attempt;
 
 /// Largest record we store; real ones are well under 1 KiB.
 const MAX_VALUE_SIZE: i32 = 8 * 1024;
 /// The JetStream header that makes a publish a compare-and-swap.
 const EXPECTED_LAST_SUBJECT_SEQUENCE: &str = "Nats-Expected-Last-Subject-Sequence";
+/// The JetStream header of de-duplication: a second message with the same
+/// id within the stream's duplicate window is acknowledged, not stored.
+const MSG_ID: &str = "Nats-Msg-Id";
+/// Longest wait for the answers of bucket creation and update at start.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
     /// The detail is for logs; clients get a fixed text (see grpc.rs).
+    /// Transient failures become this only once retrying them ran out of
+    /// time.
     #[error("NATS unavailable: {0}")]
     Unavailable(String),
     /// The key's revision moved since we read it: someone else won the race.
@@ -46,7 +66,12 @@ pub enum BrokerError {
 /// Where and how to keep sessions.
 #[derive(Debug, Clone)]
 pub struct BrokerSettings {
-    pub nats_url: String,
+    /// Every configured member (QRLOGIN_NATS_URL).
+    pub servers: Vec<async_nats::ServerAddr>,
+    /// Client ping interval (QRLOGIN_NATS_PING_INTERVAL).
+    pub ping_interval: Duration,
+    /// One JetStream request's timeout (QRLOGIN_NATS_REQUEST_TIMEOUT).
+    pub request_timeout: Duration,
     pub access: NatsAccess,
     pub bucket: String,
     pub replicas: usize,
@@ -62,9 +87,12 @@ pub struct BrokerSettings {
 }
 
 impl BrokerSettings {
+    /// `c` must have passed `validate` (its server list parses).
     pub fn from_config(c: &AuthConfig, access: NatsAccess) -> Self {
         Self {
-            nats_url: c.nats_url.clone(),
+            servers: c.nats_servers().unwrap_or_default(),
+            ping_interval: c.store.nats_ping_interval,
+            request_timeout: c.store.nats_request_timeout,
             access,
             bucket: c.kv_bucket.clone(),
             replicas: c.kv_replicas,
@@ -107,6 +135,18 @@ impl BrokerSettings {
     }
 }
 
+/// Which replica answers a read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadFrom {
+    /// Any replica (JetStream direct get): spreads the reads, but a replica
+    /// may not have applied a write that just committed (most visibly
+    /// while members fail and the others catch up).
+    AnyReplica,
+    /// The stream's leader (the stream's message API): what the next
+    /// compare-and-swap is checked against.
+    Leader,
+}
+
 /// Connection state changes the service reports through its health check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LinkState {
@@ -125,6 +165,18 @@ pub struct Broker {
     /// The bucket's name, for span attributes.
     bucket: String,
     public_base: String,
+    /// Test hook: acknowledgements to drop after their write committed.
+    #[cfg(any(test, feature = "testing"))]
+    lose_acks: Arc<std::sync::atomic::AtomicUsize>,
+    /// Moves off a member in lame duck mode; holds a client handle, so it
+    /// is stopped with the broker.
+    lame_duck: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.lame_duck.abort();
+    }
 }
 
 fn unavailable(e: impl std::fmt::Display) -> BrokerError {
@@ -141,30 +193,35 @@ impl Broker {
         metrics: Arc<AuthMetrics>,
         on_link: impl Fn(LinkState) + Send + Sync + 'static,
     ) -> Result<Self, BrokerError> {
-        let client = settings
-            .access
-            .options()
-            .name("qrlogin-auth")
-            .connection_timeout(Duration::from_secs(3))
-            .event_callback(move |event| {
-                let state = match event {
-                    async_nats::Event::Connected => Some(LinkState::Up),
-                    async_nats::Event::Disconnected => Some(LinkState::Down),
-                    _ => None,
-                };
-                if let Some(state) = state {
-                    on_link(state);
-                }
-                async {}
-            })
-            .connect(settings.nats_url.as_str())
-            .await
-            .map_err(unavailable)?;
-        let mut js = jetstream::new(client);
-        js.set_timeout(Duration::from_secs(3));
-        let kv = open_bucket(&js, settings).await?;
-        let limits = limits::Counters::open(&js, settings).await?;
+        let (client, lame_duck) = connection::connect(settings, on_link).await?;
+        let opened = async {
+            // Creating or updating a replicated bucket takes longer than a
+            // read or write may; the store's operations then use their own
+            // context, with the request timeout.
+            let mut setup = jetstream::new(client.clone());
+            setup.set_timeout(SETUP_TIMEOUT);
+            open_bucket(&setup, settings).await?;
+            let limits = limits::Counters::open(&setup, settings).await?;
+            let mut js = jetstream::new(client.clone());
+            js.set_timeout(settings.request_timeout);
+            let kv = js
+                .get_key_value(settings.bucket.as_str())
+                .await
+                .map_err(unavailable)?;
+            let limits = limits.reopen(&js).await?;
+            Ok::<_, BrokerError>((js, kv, limits))
+        }
+        .await;
+        let (js, kv, limits) = match opened {
+            Ok(opened) => opened,
+            Err(e) => {
+                // Let the connection close: the caller tries again anew.
+                lame_duck.abort();
+                return Err(e);
+            }
+        };
         Ok(Self {
+            lame_duck,
             js,
             kv,
             limits,
@@ -173,81 +230,139 @@ impl Broker {
             metrics,
             bucket: settings.bucket.clone(),
             public_base: settings.public_base.clone(),
+            #[cfg(any(test, feature = "testing"))]
+            lose_acks: Arc::default(),
         })
     }
 
-    /// Reads a session and its revision; `None` when absent or removed.
-    pub async fn load(&self, id: &SessionId) -> Result<Option<(SessionRecord, u64)>, BrokerError> {
-        let started = Instant::now();
-        let entry = self
-            .kv
-            .entry(id.as_str())
-            .instrument(self.span("kv.get", "client"))
+    /// Test hook: the next `n` writes commit but their acknowledgement is
+    /// dropped, as when a member dies between the two; the write's retry
+    /// path then runs. The counter goes down as acks are dropped.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn lose_acks(&self) -> Arc<std::sync::atomic::AtomicUsize> {
+        self.lose_acks.clone()
+    }
+
+    /// Reads a session and its revision from the stream's leader; `None`
+    /// when absent or removed. Transient failures are retried until
+    /// `deadline`. A snapshot must not be older than a write already
+    /// acknowledged: an edge subscribes to the session's subject and then
+    /// reads, and a replica that has not applied a committed write (one
+    /// just thawed or restarted, still catching up) would answer an older
+    /// state, or none for a session just created, while the event that
+    /// carried the newer one went out before the subscription.
+    pub async fn load(
+        &self,
+        id: &SessionId,
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<(SessionRecord, u64)>, BrokerError> {
+        self.load_from(id, ReadFrom::Leader, deadline).await
+    }
+
+    /// Reads a session as [`load`](Self::load) does, from `from`.
+    pub async fn load_from(
+        &self,
+        id: &SessionId,
+        from: ReadFrom,
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<(SessionRecord, u64)>, BrokerError> {
+        let mut backoff = retry::Backoff::until(deadline);
+        let mut first = true;
+        let stored = loop {
+            let started = Instant::now();
+            let attempt = retry::within(
+                backoff.limit(std::mem::take(&mut first)),
+                self.read_once(id, from)
+                    .instrument(self.span("kv.get", "client")),
+            )
             .await;
-        self.metrics.kv_read(started.elapsed());
-        let entry = entry.map_err(unavailable)?;
-        match entry {
-            Some(e) if e.operation == kv::Operation::Put => {
-                let record = record::decode(&e.value, id, &self.sealer)?;
-                Ok(Some((record, e.revision)))
+            self.metrics.kv_read(started.elapsed());
+            let error = match attempt {
+                Ok(Ok(stored)) => break stored,
+                Ok(Err(Attempt::Refused(e))) => return Err(e),
+                Ok(Err(Attempt::Failed(error))) => error,
+                Err(_) => "timed out at the call's deadline".to_owned(),
+            };
+            if !backoff.wait().await {
+                return Err(BrokerError::Unavailable(format!("read: {error}")));
             }
-            _ => Ok(None),
+            self.metrics.kv_retry("read");
+            tracing::debug!(session_id = %id, %error, "session read failed; retrying");
+        };
+        match stored {
+            Some((value, revision)) => {
+                let record = record::decode(&value, id, &self.sealer)?;
+                Ok(Some((record, revision)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// One attempt of a read: the stored value and its revision, `None`
+    /// for a key never written or removed.
+    async fn read_once(
+        &self,
+        id: &SessionId,
+        from: ReadFrom,
+    ) -> Result<Option<(bytes::Bytes, u64)>, Attempt> {
+        match from {
+            ReadFrom::AnyReplica => match self.kv.entry(id.as_str()).await {
+                Ok(Some(e)) if e.operation == kv::Operation::Put => Ok(Some((e.value, e.revision))),
+                Ok(_) => Ok(None),
+                Err(e) if retry::read_is_retryable(&e) => Err(Attempt::Failed(e.to_string())),
+                Err(e) => Err(Attempt::Refused(unavailable(e))),
+            },
+            ReadFrom::Leader => {
+                use jetstream::stream::LastRawMessageErrorKind as Kind;
+                let subject = format!("{}{}", self.key_prefix, id);
+                match self
+                    .kv
+                    .stream
+                    .get_last_raw_message_by_subject(&subject)
+                    .await
+                {
+                    // A delete or purge marker carries KV-Operation.
+                    Ok(m) if m.headers.get("KV-Operation").is_some() => Ok(None),
+                    Ok(m) => Ok(Some((m.payload, m.sequence))),
+                    Err(e) if e.kind() == Kind::NoMessageFound => Ok(None),
+                    Err(e) if e.kind() == Kind::InvalidSubject => {
+                        Err(Attempt::Refused(unavailable(e)))
+                    }
+                    Err(e) => Err(Attempt::Failed(e.to_string())),
+                }
+            }
         }
     }
 
     /// Stores a new session; fails with `Conflict` if the id exists (a
-    /// 128-bit collision).
-    pub async fn create(&self, record: &SessionRecord) -> Result<u64, BrokerError> {
-        self.write(record, 0).await
+    /// 128-bit collision). Retried like [`update`](Self::update).
+    pub async fn create(
+        &self,
+        record: &SessionRecord,
+        deadline: tokio::time::Instant,
+    ) -> Result<u64, BrokerError> {
+        self.write(record, 0, deadline).await
     }
 
-    /// Writes `record` only if the key is still at `revision`.
-    pub async fn update(&self, record: &SessionRecord, revision: u64) -> Result<u64, BrokerError> {
-        self.write(record, revision).await
-    }
-
-    /// A JetStream publish to the key's subject, expecting the key's last
-    /// revision to be `revision` (0: the key must not exist). Headers set
-    /// here ride along to the republished event.
-    async fn write(&self, record: &SessionRecord, revision: u64) -> Result<u64, BrokerError> {
-        let value = record::encode(record, &self.sealer, &self.public_base)?;
-        let span = self.span("kv.put", "producer");
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            EXPECTED_LAST_SUBJECT_SEQUENCE,
-            revision.to_string().as_str(),
-        );
-        // The event NATS republishes from this write continues this span.
-        span.in_scope(|| telemetry::inject_current(&mut telemetry::NatsHeaders(&mut headers)));
-        let subject = format!("{}{}", self.key_prefix, record.id);
-        let started = Instant::now();
-        let ack = async {
-            self.js
-                .publish_with_headers(subject, headers, value)
-                .await
-                .map_err(unavailable)?
-                .await
-                .map_err(|e| {
-                    if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence {
-                        BrokerError::Conflict
-                    } else if is_full(&e) {
-                        BrokerError::Full
-                    } else {
-                        unavailable(e)
-                    }
-                })
-        }
-        .instrument(span.clone())
-        .await;
-        let result = match &ack {
-            Ok(_) => "committed",
-            Err(BrokerError::Conflict) => "conflict",
-            Err(BrokerError::Full) => "full",
-            Err(_) => "error",
-        };
-        self.metrics.kv_write(result, started.elapsed());
-        span.record("messaging.kv.result", result);
-        ack.map(|ack| ack.sequence)
+    /// Writes `record` only if the key is still at `revision`, and returns
+    /// the key's new revision. Transient failures are retried until
+    /// `deadline`, every attempt with the same `Nats-Msg-Id`. When an
+    /// earlier attempt committed but its acknowledgement was lost, the
+    /// retry learns it one of two ways: on a replicated bucket the
+    /// duplicate check comes first (nats-server checks the message id
+    /// before the expected sequence when it proposes a clustered write) and
+    /// acknowledges with the original revision; on one replica the expected
+    /// sequence is checked first and refuses, so the key is read again, and
+    /// if it holds exactly this record, that is the answer. Otherwise
+    /// `Conflict`: the caller reads again and decides anew (the domain
+    /// answers a repeat of a committed action without a write).
+    pub async fn update(
+        &self,
+        record: &SessionRecord,
+        revision: u64,
+        deadline: tokio::time::Instant,
+    ) -> Result<u64, BrokerError> {
+        self.write(record, revision, deadline).await
     }
 
     /// A span of one bucket operation; disabled when tracing is off.

@@ -13,9 +13,11 @@ use crate::domain::{Deadlines, Rules};
 mod dev;
 mod identity;
 mod protocol;
+mod store;
 pub use dev::{DevKeygenArgs, DevNatsConfigArgs, DevTokenArgs};
 pub use identity::{IdentityConfig, IssuerSpec};
 pub use protocol::{ProtocolConfig, PRODUCTION_MIN_ROTATION};
+pub use store::{parse_nats_servers, StoreConfig};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -59,7 +61,8 @@ pub struct AuthConfig {
     /// gRPC listen address; port 0 picks a free port.
     #[arg(long, env = "QRLOGIN_AUTH_LISTEN", default_value = "0.0.0.0:50051")]
     pub listen: SocketAddr,
-    /// NATS server URL(s), comma-separated.
+    /// NATS server URL(s), comma-separated: auth connects to any of them
+    /// and moves to another when one fails.
     #[arg(
         long,
         env = "QRLOGIN_NATS_URL",
@@ -210,6 +213,9 @@ pub struct AuthConfig {
     /// Trusted issuers of phone tokens, their keys, the user's claims.
     #[command(flatten)]
     pub identity: IdentityConfig,
+    /// Client pings, request timeout and retries of the session store.
+    #[command(flatten)]
+    pub store: StoreConfig,
     /// How long in-flight calls may finish after SIGTERM.
     #[arg(long, env = "QRLOGIN_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
@@ -287,7 +293,13 @@ impl AuthConfig {
         Rules {
             deadlines: self.deadlines(),
             qr: self.protocol.qr_rules(),
+            redeem_retry: self.protocol.redeem_retry_window,
         }
+    }
+
+    /// The servers of QRLOGIN_NATS_URL (see [`parse_nats_servers`]).
+    pub fn nats_servers(&self) -> Result<Vec<async_nats::ServerAddr>, ConfigError> {
+        parse_nats_servers(&self.nats_url)
     }
 
     /// The base URL without a trailing slash.
@@ -317,16 +329,7 @@ impl AuthConfig {
 
     /// Checks every value that clap's types cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.nats_url.split(',').any(|u| u.trim().is_empty()) {
-            return Err(invalid("QRLOGIN_NATS_URL", "empty server URL"));
-        }
-        // Credentials in a URL end up in logs and process listings.
-        if self.nats_url.contains('@') {
-            return Err(invalid(
-                "QRLOGIN_NATS_URL",
-                "must not carry credentials; use QRLOGIN_NATS_NKEY_SEED_FILE",
-            ));
-        }
+        self.nats_servers()?;
         if self.nats_tls_cert_file.is_some() != self.nats_tls_key_file.is_some() {
             return Err(invalid(
                 "QRLOGIN_NATS_TLS_CERT_FILE",
@@ -441,11 +444,12 @@ impl AuthConfig {
         let longest = self
             .pending_ttl
             .max(self.scanned_ttl)
-            .max(self.confirmed_ttl);
+            .max(self.confirmed_ttl)
+            .max(self.protocol.redeem_retry_window);
         if self.session_retention < longest {
             return Err(invalid(
                 "QRLOGIN_SESSION_RETENTION",
-                "must be at least the longest state deadline",
+                "must be at least the longest state deadline and QRLOGIN_REDEEM_RETRY_WINDOW",
             ));
         }
         if self.access_token_ttl < Duration::from_secs(1) {
@@ -476,6 +480,7 @@ impl AuthConfig {
             ));
         }
         self.protocol.validate()?;
+        self.store.validate()?;
         for (name, value) in [
             ("QRLOGIN_USER_TOKEN_ISSUER", &self.user_token_issuer),
             ("QRLOGIN_USER_TOKEN_AUDIENCE", &self.user_token_audience),
@@ -522,6 +527,10 @@ mod tests {
         assert_eq!(c.protocol.qr_rotation, Duration::from_secs(25));
         assert!(!c.protocol.require_key_binding);
         assert_eq!(c.protocol.scan_limit, 30);
+        assert_eq!(c.protocol.redeem_retry_window, Duration::from_secs(30));
+        assert_eq!(c.store.nats_ping_interval, Duration::from_secs(1));
+        assert_eq!(c.store.store_retry_deadline, Duration::from_secs(4));
+        assert!(c.store.store_retry_deadline < c.request_timeout);
         assert_eq!(byte_size("64KiB"), Ok(65536));
         assert!(byte_size("12 parsecs").is_err());
     }
@@ -578,6 +587,34 @@ mod tests {
             (
                 &["--trusted-issuers", "qrlogin-dev"],
                 "QRLOGIN_TRUSTED_ISSUERS",
+            ),
+            (
+                &["--nats-url", "nats://127.0.0.1:4222,nats://127.0.0.1:x"],
+                "QRLOGIN_NATS_URL",
+            ),
+            (
+                &["--nats-url", "nats://a:b@127.0.0.1:4222"],
+                "QRLOGIN_NATS_URL",
+            ),
+            (
+                &["--nats-ping-interval", "10ms"],
+                "QRLOGIN_NATS_PING_INTERVAL",
+            ),
+            (
+                &["--nats-request-timeout", "50ms"],
+                "QRLOGIN_NATS_REQUEST_TIMEOUT",
+            ),
+            (
+                &["--store-retry-deadline", "6m"],
+                "QRLOGIN_STORE_RETRY_DEADLINE",
+            ),
+            (
+                &["--store-retry-deadline", "500ms"],
+                "QRLOGIN_STORE_RETRY_DEADLINE",
+            ),
+            (
+                &["--redeem-retry-window", "10m"],
+                "QRLOGIN_REDEEM_RETRY_WINDOW",
             ),
             (&["--kv-max-bytes", "1KiB"], "QRLOGIN_KV_MAX_BYTES"),
             (&["--qr-rotation", "31s"], "QRLOGIN_QR_ROTATION"),

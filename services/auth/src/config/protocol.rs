@@ -40,6 +40,10 @@ pub struct ProtocolConfig {
     /// The fixed window of the per-user limits.
     #[arg(long, env = "QRLOGIN_USER_LIMIT_WINDOW", default_value = "60s", value_parser = humantime::parse_duration)]
     pub user_limit_window: Duration,
+    /// How long after a redeem the creating browser may redeem again (a
+    /// retry after a lost answer) and get the same access token; 0s: never.
+    #[arg(long, env = "QRLOGIN_REDEEM_RETRY_WINDOW", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub redeem_retry_window: Duration,
 }
 
 /// Rotation periods outside this range are refused; below 20 s only tests
@@ -75,6 +79,12 @@ impl ProtocolConfig {
             return Err(invalid(
                 "QRLOGIN_PROOF_MAX_AGE",
                 "must be between 5s and 5m",
+            ));
+        }
+        if self.redeem_retry_window > Duration::from_secs(300) {
+            return Err(invalid(
+                "QRLOGIN_REDEEM_RETRY_WINDOW",
+                "must be at most 5m (a retry comes within seconds)",
             ));
         }
         if self.user_limit_window < Duration::from_secs(1)

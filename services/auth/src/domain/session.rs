@@ -70,10 +70,24 @@ impl Default for Deadlines {
 }
 
 /// What the transition rules depend on besides the record and the time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rules {
     pub deadlines: Deadlines,
     pub qr: qr::QrRules,
+    /// How long after REDEEMED a redeem by the creating browser is taken
+    /// for a retry of the one that redeemed (its answer was lost) and
+    /// answered the same instead of refused.
+    pub redeem_retry: Duration,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Self {
+            deadlines: Deadlines::default(),
+            qr: qr::QrRules::default(),
+            redeem_retry: Duration::from_secs(30),
+        }
+    }
 }
 
 /// Where the login comes from, recorded at creation and shown to the phone.
@@ -110,7 +124,11 @@ pub enum Action {
         user_id: String,
     },
     Cancel,
-    Redeem,
+    /// The creating browser redeems; `proof` names the proof of its key
+    /// that it sent (a digest, see `proof::fingerprint`), `None` without.
+    Redeem {
+        proof: Option<String>,
+    },
     /// Written by whoever first notices a passed deadline.
     Expire,
 }
@@ -122,7 +140,7 @@ impl Action {
             Self::Confirm { .. } => "confirm",
             Self::Deny { .. } => "deny",
             Self::Cancel => "cancel",
-            Self::Redeem => "redeem",
+            Self::Redeem { .. } => "redeem",
             Self::Expire => "expire",
         }
     }
@@ -181,6 +199,10 @@ pub struct SessionRecord {
     /// RFC 7638 thumbprint of the browser's key; redeem needs a proof by it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_thumbprint: Option<String>,
+    /// The digest of the proof that redeemed a key-bound session: a repeat
+    /// needs a fresh proof, not this one again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redeem_proof: Option<String>,
 }
 
 /// The result of applying an action. Returned once per call and never
@@ -190,8 +212,9 @@ pub struct SessionRecord {
 pub enum Outcome {
     /// A new record to write with compare-and-swap.
     Write(SessionRecord),
-    /// Nothing to write: the action was a repeat that already holds (the same
-    /// user scanning twice).
+    /// Nothing to write: the action is a repeat of the one that made the
+    /// record what it is (a retry whose first answer was lost), answered as
+    /// the first was. See [`SessionRecord::repeats`].
     Unchanged,
 }
 
@@ -222,6 +245,7 @@ impl SessionRecord {
             matching: None,
             deny_reason: None,
             key_thumbprint,
+            redeem_proof: None,
         }
     }
 
@@ -314,6 +338,9 @@ impl SessionRecord {
             action: action.name(),
             state: self.state.name(),
         };
+        if self.repeats(action, now, rules) {
+            return Ok(Outcome::Unchanged);
+        }
         let scanner_is = |user_id: &str| self.user.as_ref().is_some_and(|u| u.id == user_id);
         match (self.state, action) {
             (
@@ -332,7 +359,6 @@ impl SessionRecord {
                 next.matching = *matching;
                 Ok(Outcome::Write(next))
             }
-            (Scanned, Action::Scan { user, .. }) if scanner_is(&user.id) => Ok(Outcome::Unchanged),
             (Scanned, Action::Scan { .. }) => Err(DomainError::WrongUser),
             (Scanned, Action::Confirm { user_id, .. }) | (Scanned, Action::Deny { user_id })
                 if !scanner_is(user_id) =>
@@ -362,8 +388,73 @@ impl SessionRecord {
             (Pending | Scanned | Confirmed, Action::Cancel) => {
                 Ok(Outcome::Write(self.moved(Cancelled, now, None)))
             }
-            (Confirmed, Action::Redeem) => Ok(Outcome::Write(self.moved(Redeemed, now, None))),
+            (Confirmed, Action::Redeem { proof }) => {
+                let mut next = self.moved(Redeemed, now, None);
+                next.redeem_proof = self.key_thumbprint.as_ref().and(proof.clone());
+                Ok(Outcome::Write(next))
+            }
             _ => Err(not_allowed()),
+        }
+    }
+
+    /// Whether `action` is what made this record what it is, asked again by
+    /// the same caller: a retry whose first answer was lost (a NATS member
+    /// died between the commit and the acknowledgement, or the answer never
+    /// reached the client). Such a retry is answered as the first call was,
+    /// without a write:
+    ///
+    /// - scan by the user who scanned, while SCANNED;
+    /// - confirm by the scanning user with the number shown, while CONFIRMED
+    ///   (or REDEEMED since); with a wrong number, while DENIED for it;
+    /// - deny by the scanning user, while DENIED by them;
+    /// - cancel, while CANCELLED (the caller proved to be the creating
+    ///   browser before `apply`);
+    /// - redeem, while REDEEMED for less than `rules.redeem_retry` (the
+    ///   caller proved to be the creating browser, with a valid proof of
+    ///   its key when bound, before `apply`; a bound session's repeat needs
+    ///   another proof than the one that redeemed: a proof works once; the
+    ///   service answers with the same token).
+    pub fn repeats(&self, action: &Action, now: UnixMillis, rules: &Rules) -> bool {
+        use LoginState::*;
+        let scanner_is = |user_id: &str| self.user.as_ref().is_some_and(|u| u.id == user_id);
+        let right_pick = |picked: &Option<u8>| match (&self.matching, picked) {
+            (Some(m), Some(p)) => m.is(*p),
+            (Some(_), None) => false,
+            (None, _) => true,
+        };
+        match (self.state, action) {
+            (Scanned, Action::Scan { user, .. }) => scanner_is(&user.id),
+            (
+                Confirmed | Redeemed,
+                Action::Confirm {
+                    user_id,
+                    match_code,
+                },
+            ) => scanner_is(user_id) && right_pick(match_code),
+            (
+                Denied,
+                Action::Confirm {
+                    user_id,
+                    match_code,
+                },
+            ) => {
+                self.deny_reason == Some(DenyReason::WrongMatch)
+                    && match_code.is_some()
+                    && scanner_is(user_id)
+                    && !right_pick(match_code)
+            }
+            (Denied, Action::Deny { user_id }) => {
+                self.deny_reason == Some(DenyReason::User) && scanner_is(user_id)
+            }
+            (Cancelled, Action::Cancel) => true,
+            (Redeemed, Action::Redeem { proof }) => {
+                let fresh_proof = self.key_thumbprint.is_none()
+                    || proof
+                        .as_ref()
+                        .is_some_and(|p| Some(p) != self.redeem_proof.as_ref());
+                fresh_proof && now < deadline(self.updated_at, rules.redeem_retry)
+            }
+            _ => false,
         }
     }
 

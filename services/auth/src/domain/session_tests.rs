@@ -67,6 +67,9 @@ fn confirm(user: &str, code: u8) -> Action {
     }
 }
 
+/// A redeem without a proof (the sessions here are not key-bound).
+const REDEEM: Action = Action::Redeem { proof: None };
+
 fn write(o: Outcome) -> SessionRecord {
     match o {
         Outcome::Write(r) => r,
@@ -91,16 +94,84 @@ fn happy_path_and_deadlines() {
     let confirmed = write(scanned.apply(&confirm("alice", 42), T0 + 3, &d).unwrap());
     assert_eq!(confirmed.state, LoginState::Confirmed);
     assert_eq!(confirmed.expires_at, Some(T0 + 3 + 30_000));
-    let redeemed = write(confirmed.apply(&Action::Redeem, T0 + 4, &d).unwrap());
+    let redeemed = write(confirmed.apply(&REDEEM, T0 + 4, &d).unwrap());
     assert_eq!(redeemed.state, LoginState::Redeemed);
     assert_eq!(redeemed.expires_at, None);
+    // A repeat within the window is answered as the first (a retry whose
+    // answer was lost); after it, refused.
+    assert_eq!(redeemed.apply(&REDEEM, T0 + 5, &d), Ok(Outcome::Unchanged));
+    assert_eq!(
+        redeemed.apply(&REDEEM, T0 + 4 + 29_999, &d),
+        Ok(Outcome::Unchanged)
+    );
     assert!(matches!(
-        redeemed.apply(&Action::Redeem, T0 + 5, &d),
+        redeemed.apply(&REDEEM, T0 + 4 + 30_000, &d),
         Err(DomainError::NotAllowed {
             state: "REDEEMED",
             ..
         })
     ));
+    let never = Rules {
+        redeem_retry: Duration::ZERO,
+        ..d
+    };
+    assert!(redeemed.apply(&REDEEM, T0 + 4, &never).is_err());
+}
+
+#[test]
+fn a_repeated_call_is_answered_as_the_first_without_a_write() {
+    let d = Rules::default();
+    let (rec, _) = fresh();
+    let scanned = write(rec.apply(&scan_at(&rec, alice(), T0), T0, &d).unwrap());
+    let confirmed = write(scanned.apply(&confirm("alice", 42), T0 + 1, &d).unwrap());
+    let unchanged = Ok(Outcome::Unchanged);
+    // Confirm by the same user with the number shown, also once redeemed.
+    assert_eq!(
+        confirmed.apply(&confirm("alice", 42), T0 + 2, &d),
+        unchanged
+    );
+    let redeemed = write(confirmed.apply(&REDEEM, T0 + 3, &d).unwrap());
+    assert_eq!(redeemed.apply(&confirm("alice", 42), T0 + 4, &d), unchanged);
+    // Not by another user, nor with another number: not a repeat.
+    assert!(confirmed.apply(&confirm("bob", 42), T0 + 2, &d).is_err());
+    assert!(confirmed.apply(&confirm("alice", 17), T0 + 2, &d).is_err());
+    // A wrong pick that denied: repeated, the same refusal.
+    let wrong = write(scanned.apply(&confirm("alice", 17), T0 + 1, &d).unwrap());
+    assert_eq!(wrong.deny_reason, Some(DenyReason::WrongMatch));
+    assert_eq!(wrong.apply(&confirm("alice", 17), T0 + 2, &d), unchanged);
+    assert!(wrong.apply(&confirm("alice", 42), T0 + 2, &d).is_err());
+    assert!(wrong.apply(&confirm("bob", 17), T0 + 2, &d).is_err());
+    // Deny by the user who denied; not a confirm after it.
+    let deny = |user: &str| Action::Deny {
+        user_id: user.into(),
+    };
+    let denied = write(scanned.apply(&deny("alice"), T0 + 1, &d).unwrap());
+    assert_eq!(denied.apply(&deny("alice"), T0 + 2, &d), unchanged);
+    assert!(denied.apply(&deny("bob"), T0 + 2, &d).is_err());
+    assert!(denied.apply(&confirm("alice", 42), T0 + 2, &d).is_err());
+    assert!(wrong.apply(&deny("alice"), T0 + 2, &d).is_err());
+    // Cancel of a cancelled session (the service checked the secret).
+    let cancelled = write(confirmed.apply(&Action::Cancel, T0 + 2, &d).unwrap());
+    assert_eq!(cancelled.apply(&Action::Cancel, T0 + 3, &d), unchanged);
+    assert!(cancelled.apply(&REDEEM, T0 + 3, &d).is_err());
+    assert!(cancelled.apply(&confirm("alice", 42), T0 + 3, &d).is_err());
+    // A key-bound session: a repeat needs another proof (valid: the
+    // service checks it) than the one that redeemed; a proof works once.
+    let bound = SessionRecord {
+        key_thumbprint: Some("thumbprint".into()),
+        ..confirmed.clone()
+    };
+    let with = |p: &str| Action::Redeem {
+        proof: Some(p.into()),
+    };
+    let redeemed = write(bound.apply(&with("first"), T0 + 3, &d).unwrap());
+    assert_eq!(redeemed.redeem_proof.as_deref(), Some("first"));
+    assert_eq!(redeemed.apply(&with("second"), T0 + 4, &d), unchanged);
+    assert!(redeemed.apply(&with("first"), T0 + 4, &d).is_err());
+    assert!(redeemed.apply(&REDEEM, T0 + 4, &d).is_err());
+    // An expired session is not cancelled.
+    let expired = write(rec.apply(&Action::Expire, T0 + 120_000, &d).unwrap());
+    assert!(expired.apply(&Action::Cancel, T0 + 120_001, &d).is_err());
 }
 
 #[test]
@@ -224,7 +295,7 @@ fn every_forbidden_transition_is_refused() {
             user_id: "alice".into(),
         },
         Action::Cancel,
-        Action::Redeem,
+        REDEEM,
     ];
     let allowed: &[(LoginState, &str)] = &[
         (LoginState::Pending, "scan"),
@@ -235,10 +306,16 @@ fn every_forbidden_transition_is_refused() {
         (LoginState::Scanned, "cancel"),
         (LoginState::Confirmed, "redeem"),
         (LoginState::Confirmed, "cancel"),
+        // Repeats of what made the record, answered without a write.
+        (LoginState::Confirmed, "confirm"),
+        (LoginState::Redeemed, "confirm"),
+        (LoginState::Redeemed, "redeem"),
+        (LoginState::Denied, "deny"),
+        (LoginState::Cancelled, "cancel"),
     ];
     let mut finals = Vec::new();
     for (from, action) in [
-        (&confirmed, Action::Redeem),
+        (&confirmed, REDEEM),
         (
             &scanned,
             Action::Deny {
@@ -260,6 +337,14 @@ fn every_forbidden_transition_is_refused() {
             let ok = allowed.contains(&(rec.state, action.name()));
             let result = rec.apply(action, T0 + 1, &d);
             assert_eq!(result.is_ok(), ok, "{:?} {}", rec.state, action.name());
+            if rec.state.is_final() {
+                assert!(
+                    !matches!(result, Ok(Outcome::Write(_))),
+                    "{:?} was written after {}",
+                    rec.state,
+                    action.name()
+                );
+            }
         }
     }
 }
@@ -320,7 +405,10 @@ fn records_of_the_previous_format_still_open() {
 /// Random walks over every action at random times: no panic, a final
 /// state never changes, `expires_at` is set exactly in waiting states,
 /// time only moves forward in the record, and nobody but the scanner
-/// ever gets a session CONFIRMED, and never with a wrong pick.
+/// ever gets a session CONFIRMED, and never with a wrong pick. Every write
+/// repeated at once by the same caller (a retry after a lost answer) is
+/// answered without a write, and nothing else is: an unchanged answer is
+/// always a repeat of what made the record.
 #[test]
 fn random_walks_keep_the_invariants() {
     use rand::Rng as _;
@@ -334,6 +422,7 @@ fn random_walks_keep_the_invariants() {
             rotation: Duration::from_millis(20),
             grace: Duration::from_millis(5),
         },
+        redeem_retry: Duration::from_millis(30),
     };
     let mut rng = rand::rng();
     for _ in 0..2000 {
@@ -354,7 +443,7 @@ fn random_walks_keep_the_invariants() {
                     user_id: "alice".into(),
                 },
                 6 => Action::Cancel,
-                7 => Action::Redeem,
+                7 => REDEEM,
                 8 => Action::Scan {
                     user: alice(),
                     qr_payload: None,
@@ -363,7 +452,37 @@ fn random_walks_keep_the_invariants() {
                 _ => Action::Expire,
             };
             let before = rec.clone();
-            if let Ok(Outcome::Write(next)) = rec.apply(&action, now, &d) {
+            let outcome = rec.apply(&action, now, &d);
+            if let Ok(Outcome::Unchanged) = outcome {
+                assert!(
+                    before.repeats(&action, now, &d),
+                    "{action:?} unchanged in {:?} without being a repeat",
+                    before.state
+                );
+                let by_scanner =
+                    |user_id: &str| before.user.as_ref().is_some_and(|u| u.id == user_id);
+                match &action {
+                    Action::Scan { user, .. } => assert!(by_scanner(&user.id)),
+                    Action::Confirm { user_id, .. } | Action::Deny { user_id } => {
+                        assert!(by_scanner(user_id))
+                    }
+                    Action::Redeem { .. } => assert!(
+                        before.state == LoginState::Redeemed && now < before.updated_at + 30
+                    ),
+                    Action::Cancel => assert_eq!(before.state, LoginState::Cancelled),
+                    Action::Expire => panic!("an expiry is never a repeat"),
+                }
+            }
+            if let Ok(Outcome::Write(next)) = outcome {
+                if !matches!(action, Action::Expire) {
+                    assert_eq!(
+                        next.apply(&action, now, &d),
+                        Ok(Outcome::Unchanged),
+                        "{action:?} repeated at once after it moved {:?} to {:?}",
+                        before.state,
+                        next.state
+                    );
+                }
                 assert!(
                     !before.state.is_final(),
                     "{:?} left a final state",

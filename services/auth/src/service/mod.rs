@@ -3,6 +3,11 @@
 //! times when another writer wins the race in between. Events need no step
 //! of ours: NATS republishes every committed write on the session's subject.
 //!
+//! Every call carries a deadline (see [`Settings::deadline`]): the store
+//! retries transient NATS failures until then, and a call repeated by its
+//! caller after a lost answer is answered as the first was (the domain's
+//! [`SessionRecord::repeats`]; a repeated redeem gets the same token).
+//!
 //! - this file: the service, its errors, the browser side (create, get,
 //!   cancel, redeem) and the transition loop;
 //! - [`phone`]: the phone side (scan, confirm, deny) with number matching,
@@ -14,9 +19,10 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::OnceCell;
+use tokio::time::Instant;
 
 use crate::broker::limits::{self, Decision, Limit};
-use crate::broker::{Broker, BrokerError};
+use crate::broker::{Broker, BrokerError, ReadFrom};
 use crate::config::AuthConfig;
 use crate::counters::Counters;
 use crate::domain::{
@@ -167,7 +173,14 @@ pub struct Settings {
     pub scan_limit: u32,
     pub confirm_limit: u32,
     pub user_window: Duration,
+    /// How long one call retries the store (QRLOGIN_STORE_RETRY_DEADLINE).
+    pub store_retry: Duration,
+    /// The longest a call may take (QRLOGIN_REQUEST_TIMEOUT).
+    pub request_timeout: Duration,
 }
+
+/// Time kept, out of the caller's own deadline, to send the answer.
+const ANSWER_RESERVE: Duration = Duration::from_millis(200);
 
 impl Settings {
     pub fn from_config(c: &AuthConfig) -> Self {
@@ -183,7 +196,19 @@ impl Settings {
             scan_limit: p.scan_limit,
             confirm_limit: p.confirm_limit,
             user_window: p.user_limit_window,
+            store_retry: c.store.store_retry_deadline,
+            request_timeout: c.request_timeout,
         }
+    }
+
+    /// Until when a call that arrived now may retry the store: the retry
+    /// bound, or the caller's own timeout (gRPC `grpc-timeout`) or auth's
+    /// request timeout less a moment to answer, whichever comes first. Past
+    /// it the call answers UNAVAILABLE, which the caller may retry.
+    pub fn deadline(&self, caller_timeout: Option<Duration>) -> Instant {
+        let longest = caller_timeout.map_or(self.request_timeout, |t| t.min(self.request_timeout));
+        let bound = self.store_retry.min(longest.saturating_sub(ANSWER_RESERVE));
+        Instant::now() + bound
     }
 }
 
@@ -270,8 +295,11 @@ impl LoginService {
         client_ip: &str,
         user_agent: &str,
         browser_key: Option<&BrowserKey>,
+        deadline: Instant,
     ) -> Result<Created, ServiceError> {
-        let created = self.try_create(client_ip, user_agent, browser_key).await;
+        let created = self
+            .try_create(client_ip, user_agent, browser_key, deadline)
+            .await;
         let outcome = match &created {
             Ok(_) => "written",
             Err(e) => e.outcome(),
@@ -285,6 +313,7 @@ impl LoginService {
         client_ip: &str,
         user_agent: &str,
         browser_key: Option<&BrowserKey>,
+        deadline: Instant,
     ) -> Result<Created, ServiceError> {
         let ip: IpAddr = client_ip.trim().parse().map_err(|_| {
             ServiceError::InvalidArgument("client_ip must be an IPv4 or IPv6 address".into())
@@ -310,7 +339,12 @@ impl LoginService {
         let s = &self.settings;
         if s.create_limit > 0 {
             let limit = Limit::network(ip, s.create_limit, s.create_window);
-            match broker.limits().count(&limit, now).await {
+            // Bounded by the call's deadline like every store operation;
+            // a counter that cannot be kept lets the call through.
+            let counted = tokio::time::timeout_at(deadline, broker.limits().count(&limit, now))
+                .await
+                .unwrap_or_else(|_| Err(BrokerError::Unavailable("timed out".into())));
+            match counted {
                 Ok(Decision::Allowed) => {}
                 Ok(Decision::Limited { retry_after }) => {
                     self.metrics.create_limited();
@@ -338,7 +372,7 @@ impl LoginService {
                 &s.rules,
                 thumbprint.clone(),
             );
-            match broker.create(&record).await {
+            match broker.create(&record, deadline).await {
                 Ok(version) => {
                     tracing::info!(session_id = %id, version, key_bound = thumbprint.is_some(), "login session created");
                     return Ok(Created {
@@ -356,17 +390,25 @@ impl LoginService {
         ))
     }
 
-    pub async fn get(&self, id: &str, secret: &str) -> Result<SessionView, ServiceError> {
+    pub async fn get(
+        &self,
+        id: &str,
+        secret: &str,
+        deadline: Instant,
+    ) -> Result<SessionView, ServiceError> {
         let id = SessionId::parse(id)?;
         let secret = BrowserSecret::parse(secret)?;
         let broker = self.broker()?;
-        let (record, version) = broker.load(&id).await?.ok_or(ServiceError::NotFound)?;
+        let (record, version) = broker
+            .load(&id, deadline)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
         if !record.secret_matches(&secret) {
             return Err(ServiceError::WrongSecret);
         }
         let now = now_millis();
         if record.is_past_deadline(now) {
-            if let Some(view) = self.expire(broker, &record, version, now).await {
+            if let Some(view) = self.expire(broker, &record, version, now, deadline).await {
                 return Ok(view);
             }
         }
@@ -377,20 +419,29 @@ impl LoginService {
     }
 
     /// PENDING, SCANNED or CONFIRMED → CANCELLED ("not you? start over").
-    pub async fn cancel(&self, id: &str, secret: &str) -> Result<SessionView, ServiceError> {
+    pub async fn cancel(
+        &self,
+        id: &str,
+        secret: &str,
+        deadline: Instant,
+    ) -> Result<SessionView, ServiceError> {
         let id = SessionId::parse(id)?;
         let secret = BrowserSecret::parse(secret)?;
-        self.transition(&id, Guard::Browser(&secret), Action::Cancel, None)
+        let guard = Guard::Browser(&secret);
+        self.transition(&id, guard, Action::Cancel, None, deadline)
             .await
     }
 
     /// CONFIRMED → REDEEMED, with the proof of the browser's key when the
-    /// session is bound to one (`proof` empty: none sent).
+    /// session is bound to one (`proof` empty: none sent). Repeated within
+    /// QRLOGIN_REDEEM_RETRY_WINDOW, with the same proofs, it answers the
+    /// same token: the token is a function of the redeemed record.
     pub async fn redeem(
         &self,
         id: &str,
         secret: &str,
         proof: &str,
+        deadline: Instant,
     ) -> Result<Redeemed, ServiceError> {
         let id = SessionId::parse(id)?;
         let secret = BrowserSecret::parse(secret)?;
@@ -398,7 +449,9 @@ impl LoginService {
             secret: &secret,
             proof,
         };
-        let view = self.transition(&id, guard, Action::Redeem, None).await?;
+        let view = self
+            .transition(&id, guard, redeem_action(proof), None, deadline)
+            .await?;
         let user = view
             .record
             .user
@@ -428,9 +481,18 @@ impl LoginService {
                 let Some(thumbprint) = &record.key_thumbprint else {
                     return Ok(());
                 };
-                // Only a session that could be redeemed is worth a
-                // signature check (and a refusal count).
-                if record.effective_state(now) != LoginState::Confirmed {
+                // Only a session that could be redeemed (or was, and would
+                // answer a repeat with its token) is worth a signature
+                // check (and a refusal count); the others are refused by
+                // the state machine as before.
+                let could_redeem = match record.effective_state(now) {
+                    LoginState::Confirmed => true,
+                    LoginState::Redeemed => {
+                        record.repeats(&redeem_action(proof), now, &self.settings.rules)
+                    }
+                    _ => false,
+                };
+                if !could_redeem {
                     return Ok(());
                 }
                 let expected = proof::Expected {
@@ -458,9 +520,12 @@ impl LoginService {
         guard: Guard<'_>,
         action: Action,
         precheck: Option<futures::future::BoxFuture<'_, Result<(), ServiceError>>>,
+        deadline: Instant,
     ) -> Result<SessionView, ServiceError> {
         let name = action.name();
-        let result = self.try_transition(id, guard, action, precheck).await;
+        let result = self
+            .try_transition(id, guard, action, precheck, deadline)
+            .await;
         let outcome = match &result {
             Ok((_, true)) => "written",
             Ok((_, false)) => "unchanged",
@@ -477,23 +542,37 @@ impl LoginService {
         guard: Guard<'_>,
         action: Action,
         precheck: Option<futures::future::BoxFuture<'_, Result<(), ServiceError>>>,
+        deadline: Instant,
     ) -> Result<(SessionView, bool), ServiceError> {
         let broker = self.broker()?;
         let mut precheck = precheck;
+        // The first read may come from any replica; one that lags a write
+        // committed elsewhere would show an older state. A refusal, a
+        // missing session or a lost race is therefore decided again on the
+        // leader's record before it is answered.
+        let mut from = ReadFrom::AnyReplica;
         for _ in 0..MAX_CAS_ATTEMPTS {
             let loaded = match precheck.take() {
                 Some(check) => {
-                    let (loaded, checked) = tokio::join!(broker.load(id), check);
+                    let (loaded, checked) =
+                        tokio::join!(broker.load_from(id, from, deadline), check);
                     checked?;
                     loaded
                 }
-                None => broker.load(id).await,
+                None => broker.load_from(id, from, deadline).await,
             };
-            let (record, version) = loaded?.ok_or(ServiceError::NotFound)?;
+            let current = from == ReadFrom::Leader;
+            from = ReadFrom::Leader;
+            let Some((record, version)) = loaded? else {
+                if current {
+                    return Err(ServiceError::NotFound);
+                }
+                continue;
+            };
             let now = now_millis();
             self.admit(&guard, &record, now)?;
             match record.apply(&action, now, &self.settings.rules) {
-                Ok(Outcome::Write(next)) => match broker.update(&next, version).await {
+                Ok(Outcome::Write(next)) => match broker.update(&next, version, deadline).await {
                     Ok(new_version) => {
                         tracing::info!(
                             session_id = %id,
@@ -515,9 +594,16 @@ impl LoginService {
                     }
                     Err(e) => return Err(e.into()),
                 },
-                Ok(Outcome::Unchanged) => return Ok((SessionView { record, version }, false)),
+                Ok(Outcome::Unchanged) => {
+                    tracing::debug!(session_id = %id, action = action.name(), state = record.state.name(), "a repeated call; answered as the first");
+                    return Ok((SessionView { record, version }, false));
+                }
+                Err(err) if !current => {
+                    tracing::debug!(session_id = %id, action = action.name(), error = %err, "refused on a replica's read; deciding on the leader's");
+                    continue;
+                }
                 Err(err @ DomainError::Expired { .. }) => {
-                    self.expire(broker, &record, version, now).await;
+                    self.expire(broker, &record, version, now, deadline).await;
                     return Err(err.into());
                 }
                 Err(err) => return Err(err.into()),
@@ -536,12 +622,13 @@ impl LoginService {
         record: &SessionRecord,
         version: u64,
         now: UnixMillis,
+        deadline: Instant,
     ) -> Option<SessionView> {
         let Ok(Outcome::Write(next)) = record.apply(&Action::Expire, now, &self.settings.rules)
         else {
             return None;
         };
-        let written = broker.update(&next, version).await;
+        let written = broker.update(&next, version, deadline).await;
         self.metrics.transition(
             "expire",
             if written.is_ok() {
@@ -566,8 +653,55 @@ impl LoginService {
     }
 }
 
+/// The redeem action for the proof a caller sent (empty: none).
+fn redeem_action(proof: &str) -> Action {
+    Action::Redeem {
+        proof: (!proof.is_empty()).then(|| proof::fingerprint(proof)),
+    }
+}
+
 impl SessionView {
     pub fn state(&self) -> LoginState {
         self.record.state
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_retries_the_store_until_the_first_of_its_bounds() {
+        let config = AuthConfig::from_flags([
+            "--user-token-public-key-file",
+            "/k/u.pub",
+            "--access-token-private-key-file",
+            "/k/a.pem",
+            "--record-key-file",
+            "/k/record.key",
+            "--service-tokens-file",
+            "/k/service-tokens",
+        ])
+        .unwrap();
+        let settings = Settings::from_config(&config);
+        let bound = |caller: Option<Duration>| settings.deadline(caller) - Instant::now();
+        // QRLOGIN_STORE_RETRY_DEADLINE (4 s) when the caller allows more.
+        assert_eq!(bound(None), Duration::from_secs(4));
+        assert_eq!(bound(Some(Duration::from_secs(30))), Duration::from_secs(4));
+        // The caller's grpc-timeout, less the moment kept to answer.
+        assert_eq!(
+            bound(Some(Duration::from_secs(2))),
+            Duration::from_millis(1800)
+        );
+        assert_eq!(bound(Some(Duration::from_millis(100))), Duration::ZERO);
+        // QRLOGIN_REQUEST_TIMEOUT likewise.
+        let short = Settings {
+            request_timeout: Duration::from_secs(1),
+            ..settings.clone()
+        };
+        assert_eq!(
+            short.deadline(None) - Instant::now(),
+            Duration::from_millis(800)
+        );
     }
 }

@@ -6,9 +6,11 @@
 
 use futures::FutureExt as _;
 use std::net::IpAddr;
+use tokio::time::Instant;
 
 use super::{now_millis, Guard, LoginService, ServiceError, SessionView};
 use crate::broker::limits::{Decision, Limit};
+use crate::broker::BrokerError;
 use crate::counters::Counters;
 use crate::domain::{
     network, Action, DenyReason, DomainError, LoginState, Matching, PhoneUser, SessionId,
@@ -33,6 +35,7 @@ impl LoginService {
         authorization: Option<&str>,
         qr_payload: &str,
         phone_ip: &str,
+        deadline: Instant,
     ) -> Result<Scanned, ServiceError> {
         let id = SessionId::parse(id)?;
         let user = self.verify_user(authorization).await?;
@@ -48,8 +51,10 @@ impl LoginService {
             matching: self.settings.number_matching.then(Matching::random),
         };
         let limit = self.user_limit("scan", self.settings.scan_limit, &user);
-        let precheck = limit.as_ref().map(|l| self.within(l).boxed());
-        let result = self.transition(&id, Guard::Phone, action, precheck).await;
+        let precheck = limit.as_ref().map(|l| self.within(l, deadline).boxed());
+        let result = self
+            .transition(&id, Guard::Phone, action, precheck, deadline)
+            .await;
         match &result {
             Err(ServiceError::Domain(DomainError::WrongUser)) => {
                 Counters::bump(&self.counters.multi_scan);
@@ -66,7 +71,7 @@ impl LoginService {
             _ => {}
         }
         let view = result?;
-        self.count(limit).await;
+        self.count(limit, deadline).await;
         let same_network = phone_ip.and_then(|phone| {
             let browser: IpAddr = view.record.browser.ip.parse().ok()?;
             Some(network::same_network(phone, browser))
@@ -89,6 +94,7 @@ impl LoginService {
         id: &str,
         authorization: Option<&str>,
         match_code: u32,
+        deadline: Instant,
     ) -> Result<SessionView, ServiceError> {
         let id = SessionId::parse(id)?;
         let user = self.verify_user(authorization).await?;
@@ -99,9 +105,11 @@ impl LoginService {
             match_code: picked,
         };
         let limit = self.user_limit("confirm", self.settings.confirm_limit, &user);
-        let precheck = limit.as_ref().map(|l| self.within(l).boxed());
-        let view = self.transition(&id, Guard::Phone, action, precheck).await?;
-        self.count(limit).await;
+        let precheck = limit.as_ref().map(|l| self.within(l, deadline).boxed());
+        let view = self
+            .transition(&id, Guard::Phone, action, precheck, deadline)
+            .await?;
+        self.count(limit, deadline).await;
         if view.record.state == LoginState::Denied
             && view.record.deny_reason == Some(DenyReason::WrongMatch)
         {
@@ -117,11 +125,13 @@ impl LoginService {
         &self,
         id: &str,
         authorization: Option<&str>,
+        deadline: Instant,
     ) -> Result<SessionView, ServiceError> {
         let id = SessionId::parse(id)?;
         let user = self.verify_user(authorization).await?;
         let action = Action::Deny { user_id: user.id };
-        self.transition(&id, Guard::Phone, action, None).await
+        self.transition(&id, Guard::Phone, action, None, deadline)
+            .await
     }
 
     fn user_limit(&self, action: &str, limit: u32, user: &PhoneUser) -> Option<Limit> {
@@ -130,9 +140,12 @@ impl LoginService {
 
     /// Whether `limit` still allows a call (read only; NATS trouble lets
     /// the call through, as for creates).
-    async fn within(&self, limit: &Limit) -> Result<(), ServiceError> {
+    async fn within(&self, limit: &Limit, deadline: Instant) -> Result<(), ServiceError> {
         let broker = self.broker()?;
-        match broker.limits().peek(limit, now_millis()).await {
+        let peeked = tokio::time::timeout_at(deadline, broker.limits().peek(limit, now_millis()))
+            .await
+            .unwrap_or_else(|_| Err(BrokerError::Unavailable("timed out".into())));
+        match peeked {
             Ok(Decision::Allowed) => Ok(()),
             Ok(Decision::Limited { retry_after }) => {
                 Counters::bump(&self.counters.user_limited);
@@ -156,11 +169,15 @@ impl LoginService {
 
     /// Counts a call that went through (after its write: off the path of
     /// the event, which NATS published when the write committed).
-    async fn count(&self, limit: Option<Limit>) {
+    async fn count(&self, limit: Option<Limit>, deadline: Instant) {
         let (Some(limit), Ok(broker)) = (limit, self.broker()) else {
             return;
         };
-        if let Err(e) = broker.limits().count(&limit, now_millis()).await {
+        let counted =
+            tokio::time::timeout_at(deadline, broker.limits().count(&limit, now_millis()))
+                .await
+                .unwrap_or_else(|_| Err(BrokerError::Unavailable("timed out".into())));
+        if let Err(e) = counted {
             tracing::warn!(error = %e, "user counter not kept");
         }
     }

@@ -3,8 +3,8 @@
 //! secured with the same accounts and users as [`super::NatsServer`] and
 //! rendered by the same rules as the local cluster's and production's
 //! (`nats_accounts::render_server`). A test inflicts the faults an operator
-//! meets: SIGKILL, SIGSTOP/SIGCONT, lame duck mode and a restart on the same
-//! ports and store. Every member is killed on drop.
+//! meets: SIGKILL, SIGSTOP/SIGCONT, lame duck mode and a restart (of one
+//! member or all) on the same ports and store. Every member is killed on drop.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -207,6 +207,20 @@ impl NatsCluster {
             .is_some()
     }
 
+    /// Waits until member `i` answers `/healthz` again (after a thaw, say):
+    /// back in the cluster with its streams current.
+    pub async fn wait_healthy(&self, i: usize) {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while !self.healthy(i, false).await {
+            assert!(
+                Instant::now() < deadline,
+                "{} not healthy within {READY_TIMEOUT:?}",
+                self.members[i].name
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     async fn wait_all_ready(&mut self) -> bool {
         let deadline = Instant::now() + READY_TIMEOUT;
         while Instant::now() < deadline {
@@ -386,6 +400,70 @@ impl NatsCluster {
         }
     }
 
+    /// Waits until every live member routes `subject` to a subscriber,
+    /// its own client or one behind a route: whichever member a message is
+    /// published on (a stream leader's republish, say), it reaches the
+    /// subscription. (`/subsz` lists only a member's own clients' interest,
+    /// `/routez` what its peers asked for.)
+    pub async fn wait_for_interest_everywhere(&mut self, subject: &str) {
+        let local = format!(
+            "/subsz?subs=1&acc={}&test={subject}",
+            nats_accounts::ACCOUNT
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        'wait: loop {
+            assert!(
+                Instant::now() < deadline,
+                "{subject} not routed by every live member within 10 s"
+            );
+            for i in self.live_members() {
+                let port = self.members[i].monitor_port;
+                let json = |body: Option<String>| {
+                    body.and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok())
+                };
+                let mine = json(monitor_get(port, &local).await)
+                    .and_then(|v| v["total"].as_u64())
+                    .unwrap_or(0)
+                    > 0;
+                let routed = || async {
+                    let v = json(monitor_get(port, "/routez?subs=1").await)?;
+                    let found = v["routes"].as_array()?.iter().any(|r| {
+                        r["subscriptions_list"].as_array().is_some_and(|subs| {
+                            subs.iter()
+                                .filter_map(|s| s.as_str())
+                                .any(|s| subject_matches(s, subject))
+                        })
+                    });
+                    Some(found)
+                };
+                if !mine && routed().await != Some(true) {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    continue 'wait;
+                }
+            }
+            return;
+        }
+    }
+
+    /// Why member `i` closed its last connection from a client named
+    /// `client_name` (`/connz?state=closed`): `Client Closed` when the
+    /// client left by itself, `Server Shutdown` when the server evicted it.
+    pub async fn closed_reason(&self, i: usize, client_name: &str) -> Option<String> {
+        let body = monitor_get(
+            self.members[i].monitor_port,
+            "/connz?state=closed&limit=1024",
+        )
+        .await?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        v["connections"]
+            .as_array()?
+            .iter()
+            .rev()
+            .find(|c| c["name"].as_str() == Some(client_name))
+            .and_then(|c| c["reason"].as_str())
+            .map(str::to_owned)
+    }
+
     fn signal(&self, i: usize, signal: &str) {
         let status = Command::new("kill")
             .arg(format!("-{signal}"))
@@ -476,11 +554,50 @@ impl NatsCluster {
         }
     }
 
+    /// Starts every member again (killing those that run) on the same ports
+    /// and stores, all at once: a member alone has no JetStream quorum and
+    /// never turns healthy. Waits until all are healthy.
+    pub async fn restart_all(&mut self) {
+        self.kill_all();
+        let deadline = Instant::now() + READY_TIMEOUT;
+        for i in 0..self.size() {
+            self.spawn(i);
+        }
+        while !self.wait_all_ready().await {
+            // An old process's port may not be free yet: start who failed.
+            assert!(
+                Instant::now() < deadline,
+                "the cluster did not restart within {READY_TIMEOUT:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            for i in 0..self.size() {
+                if !self.is_running(i) {
+                    self.spawn(i);
+                }
+            }
+        }
+    }
+
     fn kill_all(&mut self) {
         for i in 0..self.size() {
             self.kill(i);
         }
     }
+}
+
+/// Whether the subscription `filter` (with `*` and `>` wildcards) takes
+/// messages on the literal `subject`.
+fn subject_matches(filter: &str, subject: &str) -> bool {
+    let mut tokens = subject.split('.');
+    for f in filter.split('.') {
+        match (f, tokens.next()) {
+            (">", Some(_)) => return true,
+            ("*", Some(_)) => {}
+            (f, Some(t)) if f == t => {}
+            _ => return false,
+        }
+    }
+    tokens.next().is_none()
 }
 
 impl Drop for NatsCluster {

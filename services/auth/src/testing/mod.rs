@@ -621,6 +621,7 @@ pub struct TestAuth {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
     counters: std::sync::Arc<crate::counters::Counters>,
+    broker: crate::service::BrokerSlot,
 }
 
 /// A browser's key pair that signs redeem proofs (what web/qrlogin-key.js
@@ -630,45 +631,58 @@ pub use crate::proof::signer::KeyPair as BrowserKeyPair;
 impl TestAuth {
     /// The configuration `spawn` starts from (memory storage, short retention).
     pub fn config(nats: &NatsServer, keys: &TestKeys) -> AuthConfig {
-        let user_pub = keys.user_public_key_path();
-        let access = keys.access_private_key_path();
-        AuthConfig::from_flags([
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-            "--nats-url".into(),
-            nats.url(),
-            "--nats-nkey-seed-file".into(),
-            nats.auth_seed_file().display().to_string(),
-            "--kv-storage".into(),
-            "file".into(),
-            "--user-token-public-key-file".into(),
-            user_pub.display().to_string(),
-            "--access-token-private-key-file".into(),
-            access.display().to_string(),
-            "--record-key-file".into(),
-            keys.record_key_path().display().to_string(),
-            "--service-tokens-file".into(),
-            keys.service_tokens_path().display().to_string(),
-            "--grpc-reflection".into(),
-            "true".into(),
+        let mut config =
+            AuthConfig::from_flags(Self::flags(nats.url(), &nats.auth_seed_file(), keys))
+                .expect("test config");
+        config.nats_tls_ca_file = nats.tls_ca_file();
+        config
+    }
+
+    /// The configuration of auth on every member of `cluster` (the
+    /// comma-separated list) with the bucket at `replicas` replicas;
+    /// otherwise as [`config`](Self::config).
+    pub fn cluster_config(cluster: &NatsCluster, keys: &TestKeys, replicas: usize) -> AuthConfig {
+        let mut flags = Self::flags(cluster.url_list(), &cluster.auth_seed_file(), keys);
+        flags.extend(["--kv-replicas".to_owned(), replicas.to_string()]);
+        AuthConfig::from_flags(flags).expect("cluster test config")
+    }
+
+    fn flags(nats_url: String, seed: &Path, keys: &TestKeys) -> Vec<String> {
+        let path = |p: PathBuf| p.display().to_string();
+        [
+            "--listen",
+            "127.0.0.1:0",
+            "--nats-url",
+            &nats_url,
+            "--nats-nkey-seed-file",
+            &seed.display().to_string(),
+            "--kv-storage",
+            "file",
+            "--user-token-public-key-file",
+            &path(keys.user_public_key_path()),
+            "--access-token-private-key-file",
+            &path(keys.access_private_key_path()),
+            "--record-key-file",
+            &path(keys.record_key_path()),
+            "--service-tokens-file",
+            &path(keys.service_tokens_path()),
+            "--grpc-reflection",
+            "true",
             // Every test client comes from one address; tests of the limit
             // set their own.
-            "--create-limit".into(),
-            "1000000".into(),
-            "--scan-limit".into(),
-            "1000000".into(),
-            "--confirm-limit".into(),
-            "1000000".into(),
-            "--shutdown-grace".into(),
-            "1s".into(),
-            "--ops-listen".into(),
-            "127.0.0.1:0".into(),
-        ])
-        .map(|mut config| {
-            config.nats_tls_ca_file = nats.tls_ca_file();
-            config
-        })
-        .expect("test config")
+            "--create-limit",
+            "1000000",
+            "--scan-limit",
+            "1000000",
+            "--confirm-limit",
+            "1000000",
+            "--shutdown-grace",
+            "1s",
+            "--ops-listen",
+            "127.0.0.1:0",
+        ]
+        .map(str::to_owned)
+        .to_vec()
     }
 
     /// Starts auth against `nats` and waits until it serves (bucket ready).
@@ -706,6 +720,7 @@ impl TestAuth {
         let health_addr = app.health_addr().unwrap_or(addr);
         let ops_addr = app.ops_addr();
         let counters = app.counters().clone();
+        let broker = app.broker_slot();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let _ = app
@@ -724,6 +739,7 @@ impl TestAuth {
             stop: Some(tx),
             task: Some(task),
             counters,
+            broker,
         };
         auth.wait_serving().await;
         auth
@@ -777,6 +793,19 @@ impl TestAuth {
     /// What the service counted (refused QR-protocol abuse).
     pub fn counters(&self) -> crate::counters::Snapshot {
         self.counters.snapshot()
+    }
+
+    /// Makes the next `n` session writes commit but drop their
+    /// acknowledgement, as when the NATS member dies between the two; the
+    /// returned counter goes back to 0 as they are dropped.
+    pub fn lose_next_acks(&self, n: usize) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+        let hook = self
+            .broker
+            .get()
+            .expect("auth is serving, so its broker is ready")
+            .lose_acks();
+        hook.store(n, std::sync::atomic::Ordering::SeqCst);
+        hook
     }
 
     /// A service token auth accepts (for `x-qrlogin-service-token`).

@@ -19,7 +19,7 @@ use tokio::{
 use super::{
     link::{disconnected, serve},
     proto::{self, Op, ParseError},
-    server::{learn, Server, Settings},
+    server::{Pool, Server, Settings},
     Shared,
 };
 use crate::delivery::ports::Inbox;
@@ -75,18 +75,16 @@ pub(super) struct Conn {
 
 /// Keeps a connection for as long as the process runs.
 pub(super) async fn run(shared: Arc<Shared>, settings: Settings, inbox: Arc<dyn Inbox>) {
-    let mut known = settings.servers.clone();
-    let mut next = 0usize;
+    let mut pool = Pool::new(settings.servers.clone());
     let mut rounds = 0u32;
     loop {
-        let server = known[next % known.len()].clone();
-        next += 1;
+        let (server, round_ends) = pool.next();
         match connect(&server, &settings).await {
             Ok(conn) => {
                 rounds = 0;
-                learn(&conn.info, &server, &mut known);
+                pool.learn(&conn.info, &server);
                 tracing::info!(server = %server, server_id = %conn.info.server_id, "NATS connected");
-                let reason = serve(conn, &shared, &settings, &inbox, &server, &mut known).await;
+                let reason = serve(conn, &shared, &settings, &inbox, &server, &mut pool).await;
                 disconnected(&shared);
                 tracing::warn!(server = %server, reason = %reason, "NATS connection lost; reconnecting");
                 // A little jitter so that nodes cut off together do not
@@ -96,7 +94,7 @@ pub(super) async fn run(shared: Arc<Shared>, settings: Settings, inbox: Arc<dyn 
             }
             Err(e) => {
                 tracing::warn!(server = %server, error = %e, "cannot connect to NATS");
-                if next % known.len() == 0 {
+                if round_ends {
                     rounds += 1;
                     let base = BACKOFF_MIN
                         .saturating_mul(1 << rounds.min(8))

@@ -15,7 +15,7 @@ use super::{
     conn::{parse_info, Conn, ConnError, Io, MAX_PAYLOAD},
     decode::decode,
     proto::{self, Op},
-    server::{learn, Server, Settings},
+    server::{Pool, Server, Settings},
     Group, Shared,
 };
 use crate::{
@@ -38,9 +38,13 @@ pub(super) async fn serve(
     settings: &Settings,
     inbox: &Arc<dyn Inbox>,
     server: &Server,
-    known: &mut Vec<Server>,
+    pool: &mut Pool,
 ) -> ConnError {
     let Conn { stream, buf, info } = conn;
+    shared.clustered.store(
+        !info.connect_urls.is_empty(),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let max_payload = match info.max_payload {
         0 => MAX_PAYLOAD,
         n => n.min(MAX_PAYLOAD),
@@ -72,7 +76,7 @@ pub(super) async fn serve(
     shared.wake.notify_one();
     let (reader, writer) = tokio::io::split(stream);
     tokio::select! {
-        e = read_loop(reader, buf, max_payload, shared, inbox, server, known) => e,
+        e = read_loop(reader, buf, max_payload, shared, inbox, server, pool) => e,
         e = write_loop(writer, shared, settings.ping_interval) => e,
     }
 }
@@ -84,7 +88,7 @@ async fn read_loop(
     shared: &Arc<Shared>,
     inbox: &Arc<dyn Inbox>,
     server: &Server,
-    known: &mut Vec<Server>,
+    pool: &mut Pool,
 ) -> ConnError {
     let mut topic = shared.prefix.clone().into_bytes();
     topic.push(b'.');
@@ -127,10 +131,15 @@ async fn read_loop(
                 Op::Pong => on_pong(shared, inbox),
                 Op::Info(json) => {
                     if let Ok(info) = parse_info(&json) {
-                        learn(&info, server, known);
+                        pool.learn(&info, server);
+                        if !info.connect_urls.is_empty() {
+                            shared
+                                .clustered
+                                .store(true, std::sync::atomic::Ordering::Relaxed);
+                        }
                         if info.ldm {
                             tracing::warn!(server = %server, "NATS server is shutting down (lame duck)");
-                            if known.len() > 1 {
+                            if pool.has_other(server) {
                                 return ConnError::LameDuck;
                             }
                         }

@@ -5,7 +5,8 @@
 //! [`Inbox`], so no queue or channel exists per subscription.
 //!
 //! - [`proto`]: the protocol parser (bounded lines and payloads).
-//! - [`server`]: where and how to connect (URLs, nkey seed, TLS settings).
+//! - [`server`]: where and how to connect (URLs, nkey seed, TLS settings),
+//!   and the pool of servers a reconnect goes round.
 //! - [`conn`]: connecting (INFO, TLS, CONNECT with an nkey signature of the
 //!   server's nonce) and reconnecting.
 //! - [`link`]: one live connection: reading, writing, pinging.
@@ -49,6 +50,14 @@ use crate::{
 /// re-subscribes and re-reads the session anyway.
 const PROOF_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The default of [`BrokerConfig::ping_interval`] (`QRLOGIN_NATS_PING_INTERVAL`).
+/// A frozen server (one that keeps its sockets open and answers nothing)
+/// is found two to three intervals after it froze: at 1 s within the
+/// interval plus 2 s, and the move and the re-read take milliseconds more.
+/// The cost is one PING and one PONG a second on the edge's one
+/// connection; a server silent for two intervals is left for another.
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(1);
+
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
     #[error("QRLOGIN_NATS_URL: {0}")]
@@ -72,7 +81,8 @@ pub struct BrokerConfig {
     pub tls_ca_file: Option<PathBuf>,
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
-    /// Interval of our PINGs; two unanswered ones end the connection.
+    /// Interval of our PINGs; when two are unanswered at the next one, the
+    /// connection ends (see [`DEFAULT_PING_INTERVAL`]).
     pub ping_interval: Duration,
     /// One subscription to `<prefix>.*` instead of one per watched session
     /// (small deployments only: every edge then receives every event).
@@ -89,7 +99,7 @@ impl BrokerConfig {
             tls_ca_file: None,
             tls_cert_file: None,
             tls_key_file: None,
-            ping_interval: Duration::from_secs(20),
+            ping_interval: DEFAULT_PING_INTERVAL,
             wildcard: false,
         }
     }
@@ -115,6 +125,8 @@ struct Shared {
     /// Wakes the writer: bytes or proof waiters are pending.
     wake: Notify,
     connected: AtomicBool,
+    /// The server announced other members (INFO `connect_urls`).
+    clustered: AtomicBool,
     metrics: Arc<Metrics>,
 }
 
@@ -174,6 +186,7 @@ impl Broker {
             state: Mutex::new(State::default()),
             wake: Notify::new(),
             connected: AtomicBool::new(false),
+            clustered: AtomicBool::new(false),
             metrics,
         });
         Ok((
@@ -262,5 +275,9 @@ impl EventBus for Broker {
 
     fn is_connected(&self) -> bool {
         Broker::is_connected(self)
+    }
+
+    fn is_clustered(&self) -> bool {
+        self.shared.clustered.load(Relaxed)
     }
 }

@@ -1,12 +1,15 @@
 //! Where and how to connect: the server addresses (configured, and those
-//! the servers announce), credentials and TLS, loaded and checked once.
+//! the servers announce), credentials and TLS, loaded and checked once; and
+//! the pool the client goes round when it (re)connects.
 
 use std::{fmt, sync::Arc, time::Duration};
 
 use super::{conn::Info, tls, BrokerConfig, BrokerError};
 
-/// Servers learnt from INFO are kept up to this many.
-const MAX_SERVERS: usize = 64;
+/// Servers learnt from one INFO are kept up to this many (a cluster of
+/// more members is reached through those); the rest of a longer list is
+/// ignored.
+const MAX_LEARNT: usize = 32;
 
 /// One NATS server address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,18 +133,73 @@ impl Settings {
     }
 }
 
-/// Adds the servers that INFO names (`connect_urls`) to those we know.
-pub(super) fn learn(info: &Info, current: &Server, known: &mut Vec<Server>) {
-    for url in &info.connect_urls {
-        if known.len() >= MAX_SERVERS {
-            break;
+/// The servers to try, in turn: the configured ones, always, then those
+/// the last INFO announced (`connect_urls`). Every INFO that names servers
+/// replaces what earlier ones named, so a member that left the cluster
+/// (lame duck mode, a pod's old address) is forgotten instead of costing a
+/// connect attempt in every later round.
+pub(super) struct Pool {
+    configured: Vec<Server>,
+    learnt: Vec<Server>,
+    next: usize,
+}
+
+impl Pool {
+    pub(super) fn new(configured: Vec<Server>) -> Self {
+        Self {
+            configured,
+            learnt: Vec::new(),
+            next: 0,
         }
-        if let Ok(mut s) = parse_server(url) {
-            s.tls = current.tls;
-            if !known.contains(&s) {
-                tracing::info!(server = %s, "learnt a NATS server");
-                known.push(s);
+    }
+
+    fn len(&self) -> usize {
+        self.configured.len() + self.learnt.len()
+    }
+
+    /// The next server to try, and whether it ends a round (every server
+    /// tried once since the last round ended).
+    pub(super) fn next(&mut self) -> (Server, bool) {
+        let i = self.next % self.len();
+        self.next = i + 1;
+        let server = match self.configured.get(i) {
+            Some(s) => s.clone(),
+            None => self.learnt[i - self.configured.len()].clone(),
+        };
+        (server, self.next == self.len())
+    }
+
+    /// Whether a server other than `current` is known.
+    pub(super) fn has_other(&self, current: &Server) -> bool {
+        self.configured
+            .iter()
+            .chain(&self.learnt)
+            .any(|s| s != current)
+    }
+
+    /// Takes the servers `info` announces (with `current`'s scheme), in
+    /// place of those announced before; an INFO that names none changes
+    /// nothing.
+    pub(super) fn learn(&mut self, info: &Info, current: &Server) {
+        if info.connect_urls.is_empty() {
+            return;
+        }
+        let mut learnt = Vec::new();
+        for url in &info.connect_urls {
+            if learnt.len() == MAX_LEARNT {
+                break;
             }
+            if let Ok(mut s) = parse_server(url) {
+                s.tls = current.tls;
+                if !self.configured.contains(&s) && !learnt.contains(&s) {
+                    learnt.push(s);
+                }
+            }
+        }
+        if learnt != self.learnt {
+            let names: Vec<String> = learnt.iter().map(Server::to_string).collect();
+            tracing::info!(servers = ?names, "NATS servers announced");
+            self.learnt = learnt;
         }
     }
 }
@@ -165,5 +223,84 @@ mod tests {
         assert!(parse_server("nats://user:pass@host:4222").is_err());
         assert!(parse_server("http://host").is_err());
         assert!(parse_server("nats://:4222").is_err());
+    }
+    fn info(urls: &[String]) -> Info {
+        Info {
+            connect_urls: urls.to_vec(),
+            ..Info::default()
+        }
+    }
+
+    /// One whole round, from its start.
+    fn round(pool: &mut Pool) -> Vec<String> {
+        while pool.next % pool.len() != 0 {
+            pool.next();
+        }
+        let mut seen = Vec::new();
+        loop {
+            let (s, last) = pool.next();
+            seen.push(s.to_string());
+            if last {
+                return seen;
+            }
+        }
+    }
+
+    #[test]
+    fn the_pool_goes_round_configured_then_announced_servers() {
+        let a = parse_server("nats://10.0.0.1:4222").unwrap();
+        let mut pool = Pool::new(vec![a.clone()]);
+        assert!(!pool.has_other(&a), "alone: nowhere to move to");
+        assert_eq!(round(&mut pool), ["nats://10.0.0.1:4222"]);
+        let urls = ["10.0.0.1:4222", "10.0.0.2:4222", "10.0.0.3:4222"].map(String::from);
+        pool.learn(&info(&urls), &a);
+        assert!(pool.has_other(&a));
+        assert_eq!(
+            round(&mut pool),
+            [
+                "nats://10.0.0.1:4222",
+                "nats://10.0.0.2:4222",
+                "nats://10.0.0.3:4222"
+            ]
+        );
+        // A member left and another came (a pod's new address): the next
+        // INFO replaces what the last one said; the configured one stays.
+        let urls = ["10.0.0.2:4222", "10.0.0.4:4222"].map(String::from);
+        pool.learn(&info(&urls), &a);
+        assert_eq!(
+            round(&mut pool),
+            [
+                "nats://10.0.0.1:4222",
+                "nats://10.0.0.2:4222",
+                "nats://10.0.0.4:4222"
+            ]
+        );
+        // An INFO without servers (an update of something else) keeps them.
+        pool.learn(&info(&[]), &a);
+        assert_eq!(round(&mut pool).len(), 3);
+        // Announced servers take the scheme of the one that announced them.
+        let t = parse_server("tls://10.0.0.1:4222").unwrap();
+        pool.learn(&info(&["10.0.0.5:4222".into()]), &t);
+        assert_eq!(round(&mut pool)[1], "tls://10.0.0.5:4222");
+    }
+
+    #[test]
+    fn a_hostile_info_is_bounded() {
+        let a = parse_server("nats://10.0.0.1:4222").unwrap();
+        let mut pool = Pool::new(vec![a.clone()]);
+        let mut urls: Vec<String> = (0..1000)
+            .map(|i| format!("10.1.{}.{}:4222", i / 250, i % 250))
+            .collect();
+        urls.insert(0, "nats://user:secret@10.9.9.9:4222".into());
+        urls.insert(0, "http://10.9.9.9".into());
+        urls.insert(0, "nats://:4222".into());
+        pool.learn(&info(&urls), &a);
+        let servers = round(&mut pool);
+        assert_eq!(servers.len(), 1 + MAX_LEARNT);
+        assert!(
+            servers.iter().all(|s| !s.contains("10.9.9.9")),
+            "{servers:?}"
+        );
+        // The whole INFO line is bounded too (proto::MAX_CONTROL_LINE).
     }
 }

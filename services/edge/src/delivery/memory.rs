@@ -32,6 +32,8 @@ pub struct MemoryBus {
     inbox: OnceLock<Arc<dyn Inbox>>,
     subs: Mutex<HashSet<SessionId>>,
     connected: Mutex<bool>,
+    /// Reported by `is_clustered`.
+    clustered: Mutex<bool>,
     /// When set, proofs wait until [`MemoryBus::prove`].
     hold_proofs: Mutex<bool>,
     proven: Arc<Notify>,
@@ -44,6 +46,7 @@ impl MemoryBus {
             inbox: OnceLock::new(),
             subs: Mutex::new(HashSet::new()),
             connected: Mutex::new(true),
+            clustered: Mutex::new(false),
             hold_proofs: Mutex::new(false),
             proven: Arc::new(Notify::new()),
         })
@@ -76,6 +79,10 @@ impl MemoryBus {
                 inbox.event(BusEvent { snapshot, previous });
             }
         }
+    }
+
+    pub fn set_clustered(&self, clustered: bool) {
+        *self.clustered.lock().unwrap() = clustered;
     }
 
     pub fn set_connected(&self, up: bool) {
@@ -115,6 +122,10 @@ impl EventBus for MemoryBus {
 
     fn is_connected(&self) -> bool {
         *self.connected.lock().unwrap()
+    }
+
+    fn is_clustered(&self) -> bool {
+        *self.clustered.lock().unwrap()
     }
 }
 

@@ -97,6 +97,14 @@ pub struct Settings {
     /// hammer a restarting auth.
     pub retry_min: Duration,
     pub retry_max: Duration,
+    /// On a NATS cluster, how long after subscribing (a new watch, or the
+    /// sweep after a reconnect) the session is read once more: the server
+    /// the edge is connected to proves the interest at once, but the
+    /// member whose stream leader publishes the event learns of it a
+    /// little later (microseconds when idle; the chaos benchmark saw more
+    /// than 5 ms under load, after a member restarted), and an event
+    /// published in between is not forwarded. Zero: no such read.
+    pub interest_settle: Duration,
 }
 
 impl Settings {
@@ -106,6 +114,7 @@ impl Settings {
             max_rereads: 64,
             retry_min: Duration::from_millis(250),
             retry_max: Duration::from_secs(5),
+            interest_settle: Duration::from_secs(1),
         }
     }
 }
@@ -225,7 +234,10 @@ impl Watches {
                     .await?;
                 let snapshot = core.reader.read(id, secret).await?;
                 entry.remember_secret(secret);
-                core.offer(&entry, snapshot);
+                core.owe_settle_read(&entry);
+                if !core.offer(&entry, snapshot) {
+                    core.schedule(&entry);
+                }
             }
         }
         Ok(Watcher::new(attached.promote()?, since))
@@ -328,14 +340,21 @@ impl Core {
         let due = match sync.retry_at {
             Some(at) => Some(at),
             None if sync.stale || sync.queued => None,
-            None => entry
-                .current()
-                .filter(|s| !s.state.is_final())
-                .and_then(|s| match (s.expires_at, s.next_rotation()) {
-                    (Some(deadline), Some(rotation)) => Some(deadline.min(rotation)),
-                    (deadline, rotation) => deadline.or(rotation),
-                })
-                .map(|t| self.clock.instant_at(t)),
+            None => {
+                let current = entry.current().filter(|s| !s.state.is_final());
+                let due = current
+                    .as_ref()
+                    .and_then(|s| match (s.expires_at, s.next_rotation()) {
+                        (Some(deadline), Some(rotation)) => Some(deadline.min(rotation)),
+                        (deadline, rotation) => deadline.or(rotation),
+                    })
+                    .map(|t| self.clock.instant_at(t));
+                // A final state needs no settle read: nothing comes after it.
+                match (due, sync.settle_at.filter(|_| current.is_some())) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            }
         };
         let sync = &mut *sync;
         self.timers.set(entry, &mut sync.timer, due);
@@ -361,8 +380,19 @@ impl Core {
         tracing::info!(sessions = entries.len(), "re-reading every watched session");
         for entry in entries {
             entry.lock_sync().stale = true;
+            self.owe_settle_read(&entry);
             self.enqueue(&entry);
         }
+    }
+
+    /// On a NATS cluster, owes `entry` one more read once its interest has
+    /// had time to reach every member (`Settings::interest_settle`); the
+    /// caller schedules.
+    fn owe_settle_read(&self, entry: &Entry) {
+        if self.settings.interest_settle.is_zero() || !self.bus.is_clustered() {
+            return;
+        }
+        entry.lock_sync().settle_at = Some(Instant::now() + self.settings.interest_settle);
     }
 
     fn core_entries(&self) -> Vec<Arc<Entry>> {
@@ -370,15 +400,20 @@ impl Core {
     }
 
     fn on_timer(self: &Arc<Self>, key: timers::TimerKey, entry: Arc<Entry>) {
-        let retry = {
+        let read = {
             let mut sync = entry.lock_sync();
             if sync.timer != Some(key) {
                 return;
             }
             sync.timer = None;
-            sync.retry_at.take().is_some()
+            let retry = sync.retry_at.take().is_some();
+            let settle = sync.settle_at.is_some_and(|at| at <= Instant::now());
+            if settle {
+                sync.settle_at = None;
+            }
+            retry || settle
         };
-        if !retry && self.rotate(&entry) {
+        if !read && self.rotate(&entry) {
             return;
         }
         self.enqueue(&entry);

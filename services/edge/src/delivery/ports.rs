@@ -34,6 +34,17 @@ pub trait EventBus: Send + Sync + 'static {
     fn unsubscribe(&self, id: &SessionId);
     /// Whether events currently flow.
     fn is_connected(&self) -> bool;
+    /// Whether the bus is a cluster whose servers learn of an interest a
+    /// little after the one it was registered on. [`subscribe`]'s proof
+    /// then covers that one server only: an event published on another
+    /// before the interest reaches it is not forwarded, and delivery reads
+    /// the session once more after a short delay
+    /// ([`Settings::interest_settle`](super::Settings)).
+    ///
+    /// [`subscribe`]: EventBus::subscribe
+    fn is_clustered(&self) -> bool {
+        false
+    }
 }
 
 /// One event taken off the bus.

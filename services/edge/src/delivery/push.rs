@@ -1,6 +1,6 @@
-//! The delivery policy every push transport shares, written once: what a
-//! client is sent next ([`Push`]) and when it must go ([`Leave`]). A
-//! transport only turns pushes into its bytes.
+//! The delivery policy the push transports share: what a client is sent
+//! next ([`Push`]) and when it must go ([`Leave`]). A transport only turns
+//! pushes into its bytes.
 //!
 //! - News: a snapshot is pushed when it is news to this client (the
 //!   [`Watcher`]'s rule: a higher version, or final after non-final);

@@ -398,3 +398,110 @@ async fn a_refused_first_read_leaves_nothing_behind() {
 
 #[path = "rotation_tests.rs"]
 mod rotation;
+
+/// On a NATS cluster the edge's own server proves the interest, but the
+/// member that publishes learns of it a little later: a write committed in
+/// between is never forwarded. The read owed `interest_settle` after the
+/// subscription delivers it.
+#[tokio::test(start_paused = true)]
+async fn on_a_cluster_a_write_published_before_the_interest_spread_arrives_by_the_settle_read() {
+    let f = fixture(8);
+    f.bus.set_clustered(true);
+    f.auth.store(
+        SECRET,
+        f.snap(1, 1, LoginState::Pending, Duration::from_secs(120)),
+    );
+    let mut w = f.watch(1).await;
+    assert_eq!(next(&mut w, &f.metrics).await, (LoginState::Pending, 1));
+    // Committed, but published where the interest has not arrived yet.
+    f.auth.store(
+        SECRET,
+        f.snap(1, 2, LoginState::Scanned, Duration::from_secs(60)),
+    );
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    settle().await;
+    assert_eq!(f.auth.reads(), 1, "nothing read before the settle delay");
+    let started = Instant::now();
+    assert_eq!(next(&mut w, &f.metrics).await, (LoginState::Scanned, 2));
+    assert!(started.elapsed() <= Duration::from_millis(150));
+    assert_eq!(f.auth.reads(), 2);
+    // Once: nothing more is read until the state's own deadline.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    settle().await;
+    assert_eq!(f.auth.reads(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn on_one_server_or_with_the_settle_read_off_nothing_more_is_read() {
+    for (clustered, settle_for) in [(false, Duration::from_secs(1)), (true, Duration::ZERO)] {
+        let log: Log = Default::default();
+        let bus = MemoryBus::new(log.clone());
+        bus.set_clustered(clustered);
+        let auth = MemoryAuth::new(log.clone());
+        let metrics = Arc::new(Metrics::default());
+        let clock = Clock::Tokio {
+            wall: OffsetDateTime::now_utc(),
+            at: Instant::now(),
+        };
+        let watches = Watches::with_clock(
+            bus.clone(),
+            Arc::new(auth.clone()),
+            metrics.clone(),
+            Settings {
+                interest_settle: settle_for,
+                ..Settings::new(8)
+            },
+            clock,
+        );
+        bus.attach(watches.inbox());
+        let now = clock.now();
+        auth.store(
+            SECRET,
+            Snapshot {
+                session_id: id(1),
+                state: LoginState::Pending,
+                version: 1,
+                expires_at: Some(now + Duration::from_secs(120)),
+                updated_at: now,
+                user_display_name: None,
+                changed_at: None,
+                qr: None,
+                match_code: None,
+                deny_reason: None,
+            },
+        );
+        let _w = watches.watch(&id(1), SECRET, None).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        settle().await;
+        assert_eq!(
+            auth.reads(),
+            1,
+            "clustered {clustered}, settle {settle_for:?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn on_a_cluster_the_sweep_after_a_reconnect_is_followed_by_a_settle_read() {
+    let f = fixture(8);
+    f.bus.set_clustered(true);
+    f.auth.store(
+        SECRET,
+        f.snap(1, 1, LoginState::Pending, Duration::from_secs(120)),
+    );
+    let mut w = f.watch(1).await;
+    assert_eq!(next(&mut w, &f.metrics).await, (LoginState::Pending, 1));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    settle().await;
+    assert_eq!(f.auth.reads(), 2, "the watch's settle read");
+    f.bus.resync();
+    settle().await;
+    assert_eq!(f.auth.reads(), 3, "the sweep");
+    // Written after the sweep's read, published before the interest spread.
+    f.auth.store(
+        SECRET,
+        f.snap(1, 2, LoginState::Scanned, Duration::from_secs(60)),
+    );
+    assert_eq!(next(&mut w, &f.metrics).await, (LoginState::Scanned, 2));
+    assert_eq!(f.auth.reads(), 4, "the sweep's settle read");
+}

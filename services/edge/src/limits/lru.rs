@@ -69,6 +69,12 @@ impl<K: Eq + Hash + Clone, V> Lru<K, V> {
         self.head = i;
     }
 
+    /// The value of `key`, if present, leaving the order as it is.
+    pub fn peek(&self, key: &K) -> Option<&V> {
+        let &i = self.index.get(key)?;
+        Some(&self.slots[i as usize].value)
+    }
+
     /// The value of `key`, made the most recent; a new one (`fresh`) when
     /// absent, evicting the least recent key when full.
     pub fn get_or_insert(&mut self, key: K, fresh: V) -> &mut V {

@@ -1,11 +1,12 @@
 //! Admission limits: the per-client create rate ([`CreateRateLimiter`]),
-//! the per-session short-poll pace ([`PollPace`]),
-//! the node-wide cap on requests and streams ([`ConnectionGate`]), and the
-//! cap on connections that have not sent a complete request head, node-wide
-//! and per client ([`HeadGate`]). Clients are [`ClientKey`]s.
+//! the per-session poll pace ([`PollPace`]), the node-wide cap on requests
+//! and streams ([`ConnectionGate`]), and counts of what each client holds
+//! open ([`ClientGate`]: connections that have not sent a complete request
+//! head, requests and streams, gRPC connections), node-wide and per
+//! client. Clients are [`ClientKey`]s.
 
+mod client_gate;
 mod create_rate;
-mod head_gate;
 mod lru;
 mod poll_pace;
 
@@ -16,9 +17,9 @@ use std::{
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+pub use client_gate::{ClientGate, ClientSlot, Refused};
 pub use create_rate::CreateRateLimiter;
-pub use head_gate::{HeadGate, HeadRefused, HeadSlot};
-pub use poll_pace::PollPace;
+pub use poll_pace::{Held, PollPace};
 
 /// What one client is, for limits: an IPv4 address, or the /64 prefix of
 /// an IPv6 address (one host is usually given a whole /64, so keying on
@@ -64,8 +65,23 @@ pub struct ConnectionGate {
     permits: Arc<Semaphore>,
 }
 
-/// One admitted request or stream; released on drop.
-pub type Admission = OwnedSemaphorePermit;
+/// One admitted request or stream, with its client's slot when it counts
+/// against one; both are released on drop.
+pub struct Admission {
+    _permit: OwnedSemaphorePermit,
+    _client: Option<ClientSlot>,
+}
+
+impl Admission {
+    /// The admission holds `client` too, for as long as it lives (a stream,
+    /// a WebSocket that takes it over).
+    pub fn with_client(self, client: Option<ClientSlot>) -> Self {
+        Self {
+            _client: client,
+            ..self
+        }
+    }
+}
 
 /// The admission of the current request, for handlers that keep the
 /// connection past the response (WebSocket) to take over.
@@ -87,7 +103,11 @@ impl ConnectionGate {
 
     /// Admits one more, or `None` at the cap (the caller answers 503).
     pub fn try_admit(&self) -> Option<Admission> {
-        self.permits.clone().try_acquire_owned().ok()
+        let permit = self.permits.clone().try_acquire_owned().ok()?;
+        Some(Admission {
+            _permit: permit,
+            _client: None,
+        })
     }
 }
 

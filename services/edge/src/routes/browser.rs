@@ -24,6 +24,7 @@ use crate::{
     config::CookieSecure,
     domain::format_timestamp,
     error::ApiError,
+    limits::Held,
     metrics::Transport,
     transport::{long_poll, short_poll},
 };
@@ -120,23 +121,34 @@ pub async fn get_or_long_poll(
         .map(|v| extract::version(v, "qr"))
         .transpose()?;
     let wait = state.long_poll.wait(wait);
-    // A short poll, or a long poll that may come back sooner than the pace
-    // allows without news (held less than half of it), counts against the
-    // pace of this session's polls on this node.
+    // Paced like a short poll: a short poll; a long poll that may come back
+    // sooner than the pace allows without news (held less than half of
+    // it); and a long poll for what this node already answered this
+    // session and secret with (`?since=0` over and over), which is answered
+    // at once. Too early: refused before anything is read. Only once auth
+    // accepted the secret is the poll recorded (guessed secrets leave no
+    // trace in the pace table).
     let pace = state.poll_pace.interval();
-    if since.is_none() || wait < pace / 2 {
-        state
-            .poll_pace
-            .check(&id, &secret)
-            .map_err(|retry_after| ApiError::SlowDown {
-                retry_after,
-                interval: pace,
-            })?;
+    let slow_down = |retry_after| ApiError::SlowDown {
+        retry_after,
+        interval: pace,
+    };
+    let held = since.map(|version| Held { version, qr_epoch });
+    let paced = match held {
+        None => true,
+        Some(held) => wait < pace / 2 || state.poll_pace.is_replay(&id, &secret, held),
+    };
+    if paced {
+        state.poll_pace.check(&id, &secret).map_err(slow_down)?;
     }
     let Some(since) = since else {
         let snapshot = state.sessions.get(&id, &secret).await?;
+        state
+            .poll_pace
+            .answered(&id, &secret, &snapshot, paced)
+            .map_err(slow_down)?;
         let body = short_poll::body(&snapshot, &state.node, &state.metrics);
-        return Ok(Json(paced(&state, body)).into_response());
+        return Ok(Json(paced_body(&state, body)).into_response());
     };
     let mut delivery = state
         .sessions
@@ -148,19 +160,23 @@ pub async fn get_or_long_poll(
     let snapshot = long_poll::answer(delivery, wait)
         .await
         .ok_or_else(|| ApiError::Unavailable("no state read yet".into()))?;
+    state
+        .poll_pace
+        .answered(&id, &secret, &snapshot, paced)
+        .map_err(slow_down)?;
     let body = long_poll::body(&snapshot, &state.long_poll.node);
-    Ok(Json(paced(&state, body)).into_response())
+    Ok(Json(paced_body(&state, body)).into_response())
 }
 
 /// A poll's answer carries the pace to keep (`poll_interval_ms`).
-fn paced(state: &AppState, mut json: serde_json::Value) -> serde_json::Value {
+fn paced_body(state: &AppState, mut json: serde_json::Value) -> serde_json::Value {
     json["poll_interval_ms"] = (state.poll_pace.interval().as_millis() as u64).into();
     json
 }
 
 /// The snapshot as a poll answers it (create's answer starts from it).
 fn poll_answer(state: &AppState, snapshot: &crate::domain::Snapshot) -> serde_json::Value {
-    paced(state, snapshot.to_json(&state.node))
+    paced_body(state, snapshot.to_json(&state.node))
 }
 
 pub async fn cancel(

@@ -1,8 +1,9 @@
 //! The HTTP surface: one file per concern, one router for the public port
 //! and one for the operations port, and the middleware that every response
-//! passes through (node header, security headers, admission, rejection
-//! count).
+//! passes through (node header, security headers, admission in
+//! [`admit`], rejection count).
 
+mod admit;
 mod browser;
 mod extract;
 mod ops;
@@ -14,18 +15,13 @@ mod stomp;
 mod web;
 mod ws;
 
-use std::{
-    pin::Pin,
-    sync::Arc,
-    task::{Context, Poll},
-};
+use std::sync::Arc;
 
 use axum::{
-    body::{Body, Bytes, HttpBody},
     extract::{DefaultBodyLimit, Request, State},
     http::{header, HeaderName, HeaderValue},
     middleware::{self, Next},
-    response::{IntoResponse, Response},
+    response::Response,
     routing::{get, post, MethodRouter},
     Router,
 };
@@ -36,7 +32,7 @@ use crate::{
     broker::Broker,
     config::EdgeConfig,
     error::{as_json_error, ApiError, Rejected},
-    limits::{Admission, AdmissionSlot, ConnectionGate, CreateRateLimiter, PollPace},
+    limits::{ClientGate, ConnectionGate, CreateRateLimiter, PollPace},
     metrics::Metrics,
     sessions::Sessions,
     shutdown::Drain,
@@ -49,7 +45,8 @@ pub struct Shared {
     pub auth: AuthClient,
     pub broker: Broker,
     /// Sessions through auth and the watches (observes its own writes);
-    /// the only way routes reach either, so none can forget to observe.
+    /// the session routes go through it, so none can forget to observe.
+    /// (`/readyz` asks `auth` and `broker` directly.)
     pub sessions: Sessions,
     /// What every connection of each push transport shares (its settings).
     pub sse: Arc<crate::transport::sse::Endpoint>,
@@ -59,6 +56,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub drain: Drain,
     pub gate: ConnectionGate,
+    /// Requests and streams open per client (`QRLOGIN_MAX_REQUESTS_PER_CLIENT`).
+    pub clients: ClientGate,
     pub create_rate: CreateRateLimiter,
     pub poll_pace: PollPace,
     /// Development token minting, when `QRLOGIN_DEV_USER_TOKEN_KEY_FILE` is set.
@@ -127,7 +126,7 @@ pub fn app(state: AppState) -> Router {
         .merge(crate::oidc::routes())
         // Before the layers: it applies to the routes present now.
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), admit));
+        .layer(middleware::from_fn_with_state(state.clone(), admit::admit));
     let mut router = Router::new().merge(api);
     if crate::telemetry::enabled() {
         // Only while tracing is on: no cost per request otherwise.
@@ -189,31 +188,6 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
-/// Refuses new work while draining or at the connection cap; otherwise the
-/// admission lives as long as the response body (a stream keeps it), or is
-/// taken over by the WebSocket.
-async fn admit(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    if state.drain.is_draining() {
-        return ApiError::Draining.into_response();
-    }
-    let Some(admission) = state.gate.try_admit() else {
-        return ApiError::OverCapacity.into_response();
-    };
-    let slot = AdmissionSlot::default();
-    *slot.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(admission);
-    req.extensions_mut().insert(slot.clone());
-    let response = next.run(req).await;
-    match slot.take() {
-        Some(admission) => response.map(|body| {
-            Body::new(AdmittedBody {
-                body,
-                _admission: admission,
-            })
-        }),
-        None => response,
-    }
-}
-
 /// Every error as JSON (axum's own rejections too), counted by reason.
 async fn count_rejections(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let response = as_json_error(next.run(req).await, state.config.max_body_bytes);
@@ -221,30 +195,4 @@ async fn count_rejections(State(state): State<AppState>, req: Request, next: Nex
         state.metrics.rejected(reason);
     }
     response
-}
-
-/// A response body that holds its request's admission until it is done.
-struct AdmittedBody {
-    body: Body,
-    _admission: Admission,
-}
-
-impl HttpBody for AdmittedBody {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
-    }
 }

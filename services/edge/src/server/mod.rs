@@ -1,6 +1,7 @@
 //! The HTTP/1.1 front: accepts connections and reads the first request
-//! head itself. SSE and WebSocket requests, which become long-lived idle
-//! connections, are answered by writing the axum app's response straight to
+//! head itself. Requests of the stream routes (`routes::STREAM_ROUTES`:
+//! SSE, WebSocket, STOMP), which become long-lived idle connections, are
+//! answered by writing the axum app's response straight to
 //! the socket: no hyper connection stays behind them, so an idle stream
 //! does not keep hyper's two 8 KiB buffers. Every other request (and any
 //! later request on a kept-alive connection) is served by hyper with the
@@ -11,7 +12,7 @@
 //! limits: a head is at most [`MAX_HEAD`] bytes and [`MAX_HEADERS`] headers
 //! for the head reader and for hyper, every write has a deadline
 //! ([`deadline`]), and connections that have not sent a head are counted
-//! and capped ([`crate::limits::HeadGate`]).
+//! and capped ([`crate::limits::ClientGate`]).
 //!
 //! - [`head`]: the first head. [`direct`]: the stream path.
 //! - [`hyper_io`]: the socket as hyper sees it. [`answers`]: the front's
@@ -48,7 +49,7 @@ use tower::ServiceExt;
 
 use crate::{
     config::{CidrList, EdgeConfig},
-    limits::{HeadGate, HeadRefused, HeadSlot},
+    limits::{ClientGate, ClientSlot, Refused},
     metrics::{Metrics, PreHeadGuard},
 };
 use answers::Answers;
@@ -77,7 +78,7 @@ pub struct Front {
     app: Router,
     closing: CancellationToken,
     tracker: TaskTracker,
-    heads: HeadGate,
+    heads: ClientGate,
     trusted: CidrList,
     answers: Arc<Answers>,
     write: Arc<WriteLimits>,
@@ -98,7 +99,7 @@ impl Front {
             app,
             closing,
             tracker,
-            heads: HeadGate::new(
+            heads: ClientGate::new(
                 config.max_pre_head_connections,
                 config.max_pre_head_per_client,
             ),
@@ -130,7 +131,7 @@ impl Front {
             }
             Err(why) => {
                 self.metrics.rejected("too_many_connections");
-                if why == HeadRefused::Node {
+                if why == Refused::Node {
                     tracing::debug!(%peer, "pre-head cap of the node reached");
                 }
                 // One attempt that never waits; then the socket closes.
@@ -199,7 +200,7 @@ fn connection<S>(
     stream: S,
     peer: SocketAddr,
     front: Arc<Front>,
-    waiting: (HeadSlot, PreHeadGuard),
+    waiting: (ClientSlot, PreHeadGuard),
 ) -> impl Future<Output = ()> + Send + 'static
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -226,7 +227,7 @@ async fn first_head<S>(
     mut stream: S,
     peer: SocketAddr,
     front: Arc<Front>,
-    waiting: (HeadSlot, PreHeadGuard),
+    waiting: (ClientSlot, PreHeadGuard),
 ) -> Option<Phase>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,

@@ -1,7 +1,7 @@
 //! The push transports, one module each, apart from routes and from the
-//! delivery policy (`delivery::push`: what to push and when, written
-//! once): each module only turns pushes into its bytes (and its client's
-//! bytes into requests), and owns its settings in its `Endpoint`.
+//! delivery policy they share (`delivery::push`: what to push and when):
+//! each module only turns pushes into its bytes (and its client's bytes
+//! into requests), and owns its settings in its `Endpoint`.
 //!
 //! - [`short_poll`]: the current snapshot per `GET`.
 //! - [`long_poll`]: one push per `GET ?since=`, held until news.

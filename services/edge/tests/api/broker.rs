@@ -29,9 +29,11 @@ use qrlogin_proto::events::v1::{LoginEvent, LoginState};
 use crate::helpers::{Cluster, WAIT};
 
 #[derive(Default)]
-struct Recorder {
-    events: Mutex<Vec<BusEvent>>,
-    resyncs: AtomicUsize,
+pub(crate) struct Recorder {
+    pub(crate) events: Mutex<Vec<BusEvent>>,
+    pub(crate) resyncs: AtomicUsize,
+    /// When each resync came.
+    pub(crate) resynced_at: Mutex<Vec<std::time::Instant>>,
 }
 
 impl Inbox for Recorder {
@@ -40,12 +42,16 @@ impl Inbox for Recorder {
     }
 
     fn resync(&self) {
+        self.resynced_at
+            .lock()
+            .unwrap()
+            .push(std::time::Instant::now());
         self.resyncs.fetch_add(1, SeqCst);
     }
 }
 
 impl Recorder {
-    fn versions(&self) -> Vec<u64> {
+    pub(crate) fn versions(&self) -> Vec<u64> {
         self.events
             .lock()
             .unwrap()
@@ -56,7 +62,7 @@ impl Recorder {
 }
 
 /// Waits (bounded) until `cond` holds.
-async fn until(what: &str, cond: impl Fn() -> bool) {
+pub(crate) async fn until(what: &str, cond: impl Fn() -> bool) {
     let deadline = tokio::time::Instant::now() + WAIT * 2;
     while !cond() {
         assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
@@ -64,7 +70,7 @@ async fn until(what: &str, cond: impl Fn() -> bool) {
     }
 }
 
-fn start(config: BrokerConfig) -> (Broker, Arc<Recorder>, Arc<Metrics>) {
+pub(crate) fn start(config: BrokerConfig) -> (Broker, Arc<Recorder>, Arc<Metrics>) {
     let metrics = Arc::new(Metrics::default());
     let (broker, starter) = Broker::new(&config, metrics.clone()).expect("broker config");
     let recorder = Arc::new(Recorder::default());

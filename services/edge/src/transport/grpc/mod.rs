@@ -7,10 +7,17 @@
 //!   of [`crate::sessions::SessionError`] to gRPC status codes.
 //! - [`health`]: `grpc.health.v1.Health`, answered like `/readyz`.
 //! - [`incoming`]: accepted connections, counted against
-//!   `QRLOGIN_GRPC_MAX_CONNECTIONS`.
+//!   `QRLOGIN_GRPC_MAX_CONNECTIONS` and, per client,
+//!   `QRLOGIN_GRPC_MAX_CONNECTIONS_PER_CLIENT`.
+//! - [`idle`]: the deadlines of a connection without a stream (the HTTP/2
+//!   handshake, then the idle timeout) and the layer that counts streams.
 //!
-//! Bounds: connections (`QRLOGIN_GRPC_MAX_CONNECTIONS`; beyond, a new
-//! connection is closed at once), streams per connection
+//! Bounds: connections (`QRLOGIN_GRPC_MAX_CONNECTIONS`, and per client
+//! address `QRLOGIN_GRPC_MAX_CONNECTIONS_PER_CLIENT`, trusted proxies
+//! exempt; beyond, a new connection is closed at once), the client's
+//! connection preface within `QRLOGIN_GRPC_HANDSHAKE_TIMEOUT`, a connection
+//! without an open stream closed after `QRLOGIN_GRPC_IDLE_TIMEOUT`, streams
+//! per connection
 //! (`QRLOGIN_GRPC_MAX_STREAMS`, HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`),
 //! every watch stream counted against the node's `QRLOGIN_MAX_CONNECTIONS`
 //! (beyond: RESOURCE_EXHAUSTED), request messages of at most
@@ -23,6 +30,7 @@
 //! watch ends with UNAVAILABLE and `retry-after-ms` (delivery's drain).
 
 mod health;
+mod idle;
 mod incoming;
 pub mod watch;
 
@@ -32,7 +40,7 @@ use qrlogin_proto::watch::v1::login_watch_server::LoginWatchServer;
 use tokio::net::TcpListener;
 
 use crate::{
-    config::{duration, ConfigError},
+    config::{duration, CidrList, ConfigError},
     limits::ConnectionGate,
     metrics::Metrics,
     sessions::Sessions,
@@ -103,6 +111,23 @@ pub struct GrpcSettings {
     /// same time is dropped.
     #[arg(id = "grpc-keepalive", long = "grpc-keepalive", env = "QRLOGIN_GRPC_KEEPALIVE", default_value = "20s", value_parser = duration)]
     pub keepalive: Duration,
+    /// Open connections to the gRPC port from one client (IPv4 address or
+    /// IPv6 /64; trusted proxies exempt); beyond, a new one is closed at once.
+    #[arg(
+        id = "grpc-max-connections-per-client",
+        long = "grpc-max-connections-per-client",
+        env = "QRLOGIN_GRPC_MAX_CONNECTIONS_PER_CLIENT",
+        default_value_t = 32
+    )]
+    pub max_connections_per_client: usize,
+    /// A client must send its HTTP/2 connection preface within this time
+    /// of connecting, or the connection is closed.
+    #[arg(id = "grpc-handshake-timeout", long = "grpc-handshake-timeout", env = "QRLOGIN_GRPC_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub handshake_timeout: Duration,
+    /// A connection without an open stream (watch, health check) for this
+    /// long is closed; a client reconnects when it needs one.
+    #[arg(id = "grpc-idle-timeout", long = "grpc-idle-timeout", env = "QRLOGIN_GRPC_IDLE_TIMEOUT", default_value = "60s", value_parser = duration)]
+    pub idle_timeout: Duration,
 }
 
 impl GrpcSettings {
@@ -121,6 +146,26 @@ impl GrpcSettings {
         if self.keepalive < Duration::from_secs(1) {
             return Err(invalid("QRLOGIN_GRPC_KEEPALIVE", "at least 1s"));
         }
+        if !(1..=100_000).contains(&self.max_connections_per_client) {
+            return Err(invalid(
+                "QRLOGIN_GRPC_MAX_CONNECTIONS_PER_CLIENT",
+                "1..=100000",
+            ));
+        }
+        if self.handshake_timeout.is_zero() || self.handshake_timeout > Duration::from_secs(300) {
+            return Err(invalid(
+                "QRLOGIN_GRPC_HANDSHAKE_TIMEOUT",
+                "more than 0, at most 5m",
+            ));
+        }
+        if self.idle_timeout < self.handshake_timeout
+            || self.idle_timeout > Duration::from_secs(86_400)
+        {
+            return Err(invalid(
+                "QRLOGIN_GRPC_IDLE_TIMEOUT",
+                "at least QRLOGIN_GRPC_HANDSHAKE_TIMEOUT, at most 24h",
+            ));
+        }
         Ok(())
     }
 }
@@ -134,6 +179,8 @@ pub struct GrpcContext {
     pub node: String,
     /// The front server's write deadline, on every gRPC connection too.
     pub write_limits: std::sync::Arc<crate::server::deadline::WriteLimits>,
+    /// Peers exempt from the per-client connection cap.
+    pub trusted_proxies: CidrList,
 }
 
 /// Why the gRPC port could not be served.
@@ -175,17 +222,13 @@ pub async fn serve(
     let health = tonic_health::pb::health_server::HealthServer::new(health::HealthService::new(
         context.sessions.clone(),
     ));
-    let incoming = incoming::counted(
-        listener,
-        settings.max_connections,
-        context.metrics.clone(),
-        context.write_limits.clone(),
-    );
+    let incoming = incoming::counted(listener, &settings, &context);
     tonic::transport::Server::builder()
         .max_concurrent_streams(settings.max_streams)
         .http2_keepalive_interval(Some(settings.keepalive))
         .http2_keepalive_timeout(Some(settings.keepalive))
         .http2_max_header_list_size(16 * 1024)
+        .layer(idle::CountStreamsLayer)
         .add_service(watch)
         .add_service(health)
         .add_optional_service(v1)

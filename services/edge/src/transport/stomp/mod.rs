@@ -11,7 +11,7 @@
 //! ```text
 //! client: GET /v1/login-sessions/<id>/stomp   Sec-WebSocket-Protocol: v12.stomp
 //! client: CONNECT  accept-version:1.2  heart-beat:10000,10000
-//! server: CONNECTED  version:1.2  heart-beat:<sx>,<sy>  server:qrlogin
+//! server: CONNECTED  version:1.2  heart-beat:<sx>,<sy>  server:qrlogin/<version>
 //! client: SUBSCRIBE  id:sub-0  destination:/topic/login-sessions.<id>  [since:<version>]
 //! server: MESSAGE  subscription:sub-0  message-id:<n>  destination:…  content-type:application/json
 //!         (one per snapshot, body = the JSON snapshot)

@@ -1,7 +1,9 @@
 //! CONNECT negotiation: the protocol version (`accept-version` against what
 //! qrlogin speaks) and heart-beats (the client's `heart-beat: cx,cy`
 //! against the server's `sx,sy`), per "Connecting" and "Heart-beating" in
-//! the STOMP 1.2 specification.
+//! the STOMP 1.2 specification. A client's values are read as at most
+//! [`MAX_CLIENT_HEART_BEAT`]: a client cannot ask for so long an interval
+//! that silence detection is off in effect.
 
 use std::time::Duration;
 
@@ -29,6 +31,14 @@ impl Version {
         }
     }
 }
+
+/// The longest interval a client's `heart-beat` values are read as. A
+/// `cx` above it would let a client promise beats and then stay silent for
+/// years (twice `cx` is the silence allowed); a `cy` above it would stop
+/// the server's beats that keep proxies and NATs from dropping the socket.
+/// Zero keeps its meaning (that direction off: then WebSocket pings and
+/// `QRLOGIN_IDLE_TIMEOUT` find a dead peer).
+pub const MAX_CLIENT_HEART_BEAT: Duration = Duration::from_secs(60);
 
 /// What the server can do: send a heart-beat at least this often, and
 /// tolerate client silence this long (zero: not at all / no need).
@@ -96,6 +106,8 @@ pub fn negotiate(
         None => (0, 0),
         Some(text) => parse_heart_beat(text)?,
     };
+    let max = MAX_CLIENT_HEART_BEAT.as_millis() as u64;
+    let (cx, cy) = (cx.min(max), cy.min(max));
     let (sx, sy) = (
         server.send_every.as_millis() as u64,
         server.expect_every.as_millis() as u64,
@@ -182,6 +194,30 @@ mod tests {
         let n = negotiate(Some("1.2"), Some("10000,10000"), quiet).unwrap();
         assert_eq!((n.server_sends_every, n.client_sends_every), (None, None));
         assert_eq!(n.server_header(), "0,0");
+    }
+
+    /// Regression: `heart-beat: 9999999999999,0` made the allowed silence
+    /// twice about 317 years, and `u64::MAX` overflowed the timers.
+    #[test]
+    fn a_client_cannot_ask_for_beats_further_apart_than_the_maximum() {
+        let n = negotiate(Some("1.2"), Some("9999999999999,0"), SERVER).unwrap();
+        assert_eq!(n.client_sends_every, Some(MAX_CLIENT_HEART_BEAT));
+        assert_eq!(n.server_sends_every, None);
+        let huge = format!("{0},{0}", u64::MAX);
+        let n = negotiate(Some("1.2"), Some(&huge), SERVER).unwrap();
+        assert_eq!(n.client_sends_every, Some(MAX_CLIENT_HEART_BEAT));
+        assert_eq!(n.server_sends_every, Some(MAX_CLIENT_HEART_BEAT));
+        // A server offer above the maximum still wins (the larger of both).
+        let slow = ServerHeartBeat {
+            send_every: Duration::from_secs(300),
+            expect_every: Duration::from_secs(300),
+        };
+        let n = negotiate(Some("1.2"), Some("9999999999999,9999999999999"), slow).unwrap();
+        assert_eq!(n.client_sends_every, Some(Duration::from_secs(300)));
+        assert_eq!(n.server_sends_every, Some(Duration::from_secs(300)));
+        // Within the maximum, the client's values are taken as they are.
+        let n = negotiate(Some("1.2"), Some("45000,0"), SERVER).unwrap();
+        assert_eq!(n.client_sends_every, Some(Duration::from_secs(45)));
     }
 
     #[test]

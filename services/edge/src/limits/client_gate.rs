@@ -1,4 +1,4 @@
-//! The cap on connections that have not sent a complete request head.
+//! Counting what each client holds open, node-wide and per client.
 
 use std::{
     collections::HashMap,
@@ -11,44 +11,49 @@ use std::{
 
 use super::ClientKey;
 
-/// Counts connections that have not yet sent a complete request head,
-/// node-wide and per client key, and refuses beyond either cap. Such a
-/// connection costs a file descriptor and a head buffer while it says
-/// nothing; without a cap, idle sockets alone exhaust the open-file limit.
-/// The per-client cap does not apply to trusted proxies (every connection
-/// through a proxy comes from its address).
+/// Counts open things (connections without a head, requests, gRPC
+/// connections), node-wide and per client key, and refuses beyond either
+/// cap. Three gates use it: connections that have not sent a complete
+/// request head (each costs a file descriptor and a head buffer while it
+/// says nothing), requests and streams of the public port (counted from
+/// their head, so a body still arriving counts too), and connections to
+/// the gRPC watch port. The per-client cap does not apply to trusted
+/// proxies (every connection through a proxy comes from its address); the
+/// caller says when it applies.
 #[derive(Clone)]
-pub struct HeadGate {
-    inner: Arc<HeadGateInner>,
+pub struct ClientGate {
+    inner: Arc<Inner>,
 }
 
-struct HeadGateInner {
+struct Inner {
     max: usize,
     max_per_client: usize,
     open: AtomicUsize,
-    /// Keys with at least one waiting connection (so at most `max` entries).
+    /// Keys holding at least one slot (so at most `max` entries, and at
+    /// most one per open connection).
     per_client: Mutex<HashMap<ClientKey, u32>>,
 }
 
-/// Why a connection was refused before its head.
+/// Why a slot was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HeadRefused {
-    /// The node holds its maximum of connections without a head.
+pub enum Refused {
+    /// The node holds its maximum.
     Node,
-    /// This client holds its maximum of connections without a head.
+    /// This client holds its maximum.
     Client,
 }
 
-/// One connection waiting for its head; released on drop.
-pub struct HeadSlot {
-    gate: Arc<HeadGateInner>,
+/// One slot of a gate; released on drop.
+pub struct ClientSlot {
+    gate: Arc<Inner>,
     key: Option<ClientKey>,
 }
 
-impl HeadGate {
+impl ClientGate {
+    /// At most `max` slots on the node and `max_per_client` per client.
     pub fn new(max: usize, max_per_client: usize) -> Self {
         Self {
-            inner: Arc::new(HeadGateInner {
+            inner: Arc::new(Inner {
                 max,
                 max_per_client,
                 open: AtomicUsize::new(0),
@@ -57,14 +62,14 @@ impl HeadGate {
         }
     }
 
-    /// Connections currently waiting for their head.
+    /// Slots currently taken.
     pub fn open(&self) -> usize {
         self.inner.open.load(Ordering::Relaxed)
     }
 
-    /// Takes a slot for a new connection from `ip`; `per_client` says
-    /// whether the per-client cap applies (false for trusted proxies).
-    pub fn try_enter(&self, ip: IpAddr, per_client: bool) -> Result<HeadSlot, HeadRefused> {
+    /// Takes a slot for `ip`; `per_client` says whether the per-client cap
+    /// applies (false for trusted proxies).
+    pub fn try_enter(&self, ip: IpAddr, per_client: bool) -> Result<ClientSlot, Refused> {
         let g = &self.inner;
         if g.open
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -72,9 +77,9 @@ impl HeadGate {
             })
             .is_err()
         {
-            return Err(HeadRefused::Node);
+            return Err(Refused::Node);
         }
-        let mut slot = HeadSlot {
+        let mut slot = ClientSlot {
             gate: g.clone(),
             key: None,
         };
@@ -87,7 +92,7 @@ impl HeadGate {
                     map.remove(&key);
                 }
                 // Dropping `slot` gives the node-wide count back.
-                return Err(HeadRefused::Client);
+                return Err(Refused::Client);
             }
             *n += 1;
             slot.key = Some(key);
@@ -96,7 +101,7 @@ impl HeadGate {
     }
 }
 
-impl Drop for HeadSlot {
+impl Drop for ClientSlot {
     fn drop(&mut self) {
         if let Some(key) = self.key {
             let mut map = self
@@ -120,23 +125,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn head_gate_caps_the_node_and_each_client() {
-        let g = HeadGate::new(3, 2);
+    fn the_gate_caps_the_node_and_each_client() {
+        let g = ClientGate::new(3, 2);
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let b: IpAddr = "2001:db8::1".parse().unwrap();
         let a1 = g.try_enter(a, true).unwrap();
         let _a2 = g.try_enter(a, true).unwrap();
-        assert_eq!(g.try_enter(a, true).err(), Some(HeadRefused::Client));
+        assert_eq!(g.try_enter(a, true).err(), Some(Refused::Client));
         // A trusted proxy is not capped per client, only node-wide.
         let _p = g.try_enter(a, false).unwrap();
-        assert_eq!(g.try_enter(b, true).err(), Some(HeadRefused::Node));
+        assert_eq!(g.try_enter(b, true).err(), Some(Refused::Node));
         assert_eq!(g.open(), 3);
         drop(a1);
         let _b1 = g.try_enter(b, true).unwrap();
         // Same /64: same client.
         assert_eq!(
             g.try_enter("2001:db8::2".parse().unwrap(), true).err(),
-            Some(HeadRefused::Node)
+            Some(Refused::Node)
         );
         drop(_b1);
         drop(_a2);
