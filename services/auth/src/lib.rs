@@ -2,7 +2,11 @@
 //!
 //! - [`config`]: the typed configuration (flags + environment) and the CLI.
 //! - [`domain`]: ids, secrets, states and transition rules (no I/O).
-//! - [`token`]: phone user token verification, access token signing, dev keys.
+//! - [`identity`]: phone users' tokens: trusted issuers (OpenID discovery,
+//!   JWKS URL or file, PEM), the key cache, the claims that name the user.
+//! - [`token`]: access token signing, dev keys, the errors of user tokens.
+//! - [`signing`]: the published keys of the tokens auth signs (kid, JWKS:
+//!   current, next, previous).
 //! - [`broker`]: NATS: the key-value bucket (CAS writes as
 //!   JetStream publishes, republished by the server as per-session events),
 //!   the stored bytes (`StoredSession`), credentials and TLS.
@@ -37,6 +41,7 @@ pub mod counters;
 pub mod dev;
 pub mod domain;
 pub mod grpc;
+pub mod identity;
 pub mod metrics;
 pub mod nats_accounts;
 pub mod ops;
@@ -44,6 +49,7 @@ pub mod proof;
 pub mod sealing;
 pub mod service;
 pub mod shutdown;
+pub mod signing;
 pub mod startup;
 pub mod telemetry;
 #[cfg(feature = "testing")]

@@ -171,7 +171,7 @@ impl AuthMetrics {
         );
         r.register(
             "user_token_failures",
-            "Phone calls refused for their user token, by reason (missing, malformed, expired, invalid)",
+            "Phone calls refused for their user token, by reason (missing, malformed, expired, invalid, keys_unavailable)",
             m.user_token_failures.clone(),
         );
         r.register(
@@ -233,7 +233,13 @@ impl AuthMetrics {
                 })
                 .get();
         }
-        for reason in ["missing", "malformed", "expired", "invalid"] {
+        for reason in [
+            "missing",
+            "malformed",
+            "expired",
+            "invalid",
+            "keys_unavailable",
+        ] {
             m.user_token_failures
                 .get_or_create(&ReasonLabels { reason })
                 .get();

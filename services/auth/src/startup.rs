@@ -20,11 +20,13 @@ use crate::broker::{AccessError, Broker, BrokerSettings, LinkState, NatsAccess};
 use crate::callers::{ServiceTokens, TokensError};
 use crate::config::{AuthConfig, ConfigError, PRODUCTION_MIN_ROTATION};
 use crate::grpc::GrpcAuth;
+use crate::identity::{IdentityError, UserTokens};
 use crate::metrics::AuthMetrics;
 use crate::ops::{self, Readiness};
 use crate::sealing::{SealError, Sealer};
 use crate::service::{BrokerSlot, LoginService, Settings};
-use crate::token::{AccessTokenSigner, KeyError, UserTokenVerifier};
+use crate::signing::PublishedKeys;
+use crate::token::{AccessTokenSigner, KeyError};
 use qrlogin_proto::auth::v1::auth_service_server::AuthServiceServer;
 
 /// Largest request we decode. Our messages are a few hundred bytes; tonic's
@@ -40,6 +42,8 @@ pub enum StartupError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Key(#[from] KeyError),
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
     #[error(transparent)]
     NatsAccess(#[from] AccessError),
     #[error(transparent)]
@@ -75,6 +79,8 @@ pub struct Application {
     config: AuthConfig,
     nats_access: NatsAccess,
     sealer: Arc<Sealer>,
+    /// The JWK Set of the tokens auth signs (GetSigningKeys).
+    published: Arc<PublishedKeys>,
     service: Arc<LoginService>,
     broker: BrokerSlot,
     metrics: Arc<AuthMetrics>,
@@ -84,18 +90,19 @@ pub struct Application {
 impl Application {
     pub async fn build(config: AuthConfig) -> Result<Self, StartupError> {
         config.validate()?;
-        let verifier = UserTokenVerifier::from_pem_file(
-            &config.user_token_public_key_file,
-            &config.user_token_issuer,
-            &config.user_token_audience,
-            config.user_token_max_lifetime,
-        )?;
+        let verifier = Arc::new(UserTokens::from_config(&config)?);
+        verifier.prefetch();
         let signer = AccessTokenSigner::from_pem_file(
             &config.access_token_private_key_file,
             &config.access_token_issuer,
             &config.access_token_audience,
             config.access_token_ttl,
         )?;
+        let published = Arc::new(PublishedKeys::load(
+            &config.access_token_private_key_file,
+            config.access_token_next_key_file.as_deref(),
+            config.access_token_previous_key_file.as_deref(),
+        )?);
         let sealer = Arc::new(Sealer::from_files(
             &config.record_key_file,
             config.record_previous_key_file.as_deref(),
@@ -145,6 +152,7 @@ impl Application {
             config,
             nats_access,
             sealer,
+            published,
             service,
             broker,
             metrics,
@@ -227,11 +235,14 @@ impl Application {
         ));
 
         let auth = Admission::new(
-            AuthServiceServer::new(GrpcAuth::new(
-                self.service.clone(),
-                self.tokens.clone(),
-                self.metrics.clone(),
-            ))
+            AuthServiceServer::new(
+                GrpcAuth::new(
+                    self.service.clone(),
+                    self.tokens.clone(),
+                    self.metrics.clone(),
+                )
+                .publishing(&self.published),
+            )
             .max_decoding_message_size(MAX_REQUEST_BYTES),
             self.config.max_concurrent_requests,
             self.config.request_timeout,

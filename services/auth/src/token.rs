@@ -1,6 +1,6 @@
-//! Tokens: verifying phone users' JWTs and signing the access tokens that
-//! redemption issues. Both use EdDSA (Ed25519) and accept nothing else, so a
-//! token with `alg: none`, an HMAC algorithm or another key never verifies.
+//! Tokens: the errors of phone users' JWTs (verified by
+//! [`crate::identity`]) and signing the access tokens that redemption
+//! issues (EdDSA, Ed25519).
 //!
 //! Also the development helpers `dev-keygen` and `dev-token` use: they make
 //! keys and user tokens for demos and tests, never for production.
@@ -9,18 +9,13 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use ed25519_dalek::pkcs8::{EncodePrivateKey as _, EncodePublicKey as _};
-use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use rand::RngCore as _;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::time::Duration;
 
-use crate::domain::{text, PhoneUser, UnixMillis};
-
-/// Longest accepted `sub` and `name` claims, in bytes.
-const MAX_CLAIM_LEN: usize = 128;
-/// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds.
-const LEEWAY_SECS: u64 = 5;
+use crate::domain::{PhoneUser, UnixMillis};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
@@ -32,6 +27,10 @@ pub enum TokenError {
     Expired,
     #[error("invalid user token: {0}")]
     Invalid(String),
+    /// The token's issuer is trusted, but none of its keys can be had (never
+    /// fetched, or stale past QRLOGIN_JWKS_MAX_STALE).
+    #[error("the keys of the token's issuer are unavailable; retry later")]
+    KeysUnavailable,
 }
 
 impl TokenError {
@@ -42,6 +41,7 @@ impl TokenError {
             Self::MalformedHeader => "malformed",
             Self::Expired => "expired",
             Self::Invalid(_) => "invalid",
+            Self::KeysUnavailable => "keys_unavailable",
         }
     }
 }
@@ -62,6 +62,8 @@ pub enum KeyError {
 #[derive(Debug, Serialize, Deserialize)]
 struct UserClaims {
     sub: String,
+    /// The account the browser shows (QRLOGIN_USER_ACCOUNT_CLAIM's default).
+    preferred_username: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     name: Option<String>,
     iss: String,
@@ -85,6 +87,14 @@ struct AccessClaims {
     jti: String,
     /// The login session that issued this token.
     sid: String,
+    /// RFC 9449: the thumbprint of the browser key the login was bound to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cnf: Option<Confirmation>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Confirmation {
+    jkt: String,
 }
 
 fn read_key(path: &Path) -> Result<Vec<u8>, KeyError> {
@@ -101,122 +111,12 @@ fn parse_err(path: &Path, e: impl std::fmt::Display) -> KeyError {
     }
 }
 
-/// Checks phone users' bearer tokens: EdDSA signature, issuer, audience,
-/// `exp` and `nbf` (with a few seconds of leeway), `iat` not in the future
-/// and not longer ago than the maximum lifetime allows (`exp - iat`), and
-/// `sub`/`name` free of control and format characters (what the browser
-/// shows must be what it says).
-#[derive(Clone)]
-pub struct UserTokenVerifier {
-    key: DecodingKey,
-    validation: Validation,
-    max_lifetime: Duration,
-}
-
-impl std::fmt::Debug for UserTokenVerifier {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("UserTokenVerifier")
-    }
-}
-
-impl UserTokenVerifier {
-    pub fn from_pem_file(
-        path: &Path,
-        issuer: &str,
-        audience: &str,
-        max_lifetime: Duration,
-    ) -> Result<Self, KeyError> {
-        let pem = read_key(path)?;
-        let key = DecodingKey::from_ed_pem(&pem).map_err(|e| parse_err(path, e))?;
-        let mut validation = Validation::new(Algorithm::EdDSA);
-        validation.set_issuer(&[issuer]);
-        validation.set_audience(&[audience]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        validation.validate_nbf = true;
-        validation.leeway = LEEWAY_SECS;
-        Ok(Self {
-            key,
-            validation,
-            max_lifetime,
-        })
-    }
-
-    /// Verifies `authorization` metadata (`Bearer <JWT>`) and returns the user.
-    pub fn verify_header(&self, header: Option<&str>) -> Result<PhoneUser, TokenError> {
-        let header = header.ok_or(TokenError::Missing)?;
-        let token = header
-            .strip_prefix("Bearer ")
-            .or_else(|| header.strip_prefix("bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or(TokenError::MalformedHeader)?;
-        self.verify(token)
-    }
-
-    pub fn verify(&self, token: &str) -> Result<PhoneUser, TokenError> {
-        use jsonwebtoken::errors::ErrorKind;
-        let data = decode::<UserClaims>(token, &self.key, &self.validation).map_err(|e| match e
-            .kind()
-        {
-            ErrorKind::ExpiredSignature => TokenError::Expired,
-            ErrorKind::ImmatureSignature => TokenError::Invalid("not valid yet (nbf)".into()),
-            ErrorKind::InvalidSignature => TokenError::Invalid("bad signature".into()),
-            ErrorKind::InvalidIssuer => TokenError::Invalid("wrong issuer".into()),
-            ErrorKind::InvalidAudience => TokenError::Invalid("wrong audience".into()),
-            ErrorKind::InvalidAlgorithm => TokenError::Invalid("algorithm must be EdDSA".into()),
-            ErrorKind::MissingRequiredClaim(c) => {
-                TokenError::Invalid(format!("missing claim `{c}`"))
-            }
-            _ => TokenError::Invalid("not a valid EdDSA JWT".into()),
-        })?;
-        let claims = data.claims;
-        let iat = claims
-            .iat
-            .ok_or_else(|| TokenError::Invalid("missing claim `iat`".into()))?;
-        if iat > unix_now_secs().saturating_add(LEEWAY_SECS) {
-            return Err(TokenError::Invalid("issued in the future (iat)".into()));
-        }
-        if claims.exp.saturating_sub(iat) > self.max_lifetime.as_secs() {
-            return Err(TokenError::Invalid(format!(
-                "lifetime (exp - iat) above the maximum of {}s",
-                self.max_lifetime.as_secs()
-            )));
-        }
-        if claims.sub.is_empty() || claims.sub.len() > MAX_CLAIM_LEN {
-            return Err(TokenError::Invalid(format!(
-                "`sub` must be 1..={MAX_CLAIM_LEN} bytes"
-            )));
-        }
-        if !text::is_displayable(&claims.sub) {
-            return Err(TokenError::Invalid(
-                "`sub` contains control or format characters".into(),
-            ));
-        }
-        let display_name = match claims.name {
-            Some(n) if n.len() > MAX_CLAIM_LEN => {
-                return Err(TokenError::Invalid(format!(
-                    "`name` must be at most {MAX_CLAIM_LEN} bytes"
-                )))
-            }
-            Some(n) if !text::is_displayable(&n) => {
-                return Err(TokenError::Invalid(
-                    "`name` contains control or format characters".into(),
-                ))
-            }
-            Some(n) if !n.trim().is_empty() => n,
-            _ => claims.sub.clone(),
-        };
-        Ok(PhoneUser {
-            id: claims.sub,
-            display_name,
-        })
-    }
-}
-
 /// Signs the access tokens handed out by redemption.
 #[derive(Clone)]
 pub struct AccessTokenSigner {
     key: EncodingKey,
+    /// The key's RFC 7638 thumbprint, in every token's header.
+    kid: String,
     issuer: String,
     audience: String,
     ttl: Duration,
@@ -250,8 +150,12 @@ impl AccessTokenSigner {
         // Fail at start, not at the first redeem, if the key cannot sign.
         encode(&Header::new(Algorithm::EdDSA), &serde_json::json!({}), &key)
             .map_err(|e| parse_err(path, e))?;
+        let kid = crate::signing::PublicKey::from_pem(&String::from_utf8_lossy(&pem))
+            .map_err(|e| parse_err(path, e))?
+            .kid;
         Ok(Self {
             key,
+            kid,
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
             ttl,
@@ -259,15 +163,18 @@ impl AccessTokenSigner {
     }
 
     /// The access token of the login `session_id` redeemed by `user` at
-    /// `redeemed_at`. A pure function of these (and the key): Ed25519
-    /// signatures are deterministic and every claim comes from the
-    /// arguments, `jti` included, so signing again for a retried redeem
-    /// gives the very same token, not a second one.
+    /// `redeemed_at`; `jkt`: the thumbprint of the browser key the login was
+    /// bound to, if it was (`cnf.jkt`). A pure function of these and the
+    /// signing key: Ed25519 signatures are deterministic, the header's `kid`
+    /// is the key's thumbprint and every claim comes from the arguments,
+    /// `jti` included, so signing again for a retried redeem gives the very
+    /// same token, not a second one.
     pub fn sign(
         &self,
         user: &PhoneUser,
         session_id: &str,
         redeemed_at: UnixMillis,
+        jkt: Option<&str>,
     ) -> Result<AccessToken, KeyError> {
         use sha2::{Digest as _, Sha256};
         let iat = u64::try_from(redeemed_at / 1000).unwrap_or(0);
@@ -289,9 +196,14 @@ impl AccessTokenSigner {
             iat,
             jti: URL_SAFE_NO_PAD.encode(jti),
             sid: session_id.to_owned(),
+            cnf: jkt.map(|jkt| Confirmation {
+                jkt: jkt.to_owned(),
+            }),
         };
-        let token = encode(&Header::new(Algorithm::EdDSA), &claims, &self.key)
-            .map_err(|e| KeyError::Sign(e.to_string()))?;
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.kid.clone());
+        let token =
+            encode(&header, &claims, &self.key).map_err(|e| KeyError::Sign(e.to_string()))?;
         Ok(AccessToken {
             token,
             expires_at: i64::try_from(exp).unwrap_or(i64::MAX).saturating_mul(1000),
@@ -344,6 +256,7 @@ pub fn mint_dev_user_token(
     let key = EncodingKey::from_ed_pem(private_pem).map_err(|e| KeyError::Sign(e.to_string()))?;
     let claims = UserClaims {
         sub: req.user_id.to_owned(),
+        preferred_username: req.user_id.to_owned(),
         name: Some(req.display_name.to_owned()),
         iss: req.issuer.to_owned(),
         aud: req.audience.to_owned(),
@@ -388,18 +301,24 @@ mod tests {
             display_name: "Alice".into(),
         };
         let at = 1_800_000_000_123;
-        let first = signer.sign(&alice, "session-1", at).unwrap();
-        let again = signer.sign(&alice, "session-1", at).unwrap();
+        let thumbprint = "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I";
+        let jkt = Some(thumbprint);
+        let first = signer.sign(&alice, "session-1", at, jkt).unwrap();
+        let again = signer.sign(&alice, "session-1", at, jkt).unwrap();
         assert_eq!(first.token, again.token, "a retry gets the same token");
         assert_eq!(first.expires_at, again.expires_at);
-        let jti = |t: &str| -> String {
-            let claims = t.split('.').nth(1).unwrap();
-            let json: serde_json::Value =
-                serde_json::from_slice(&URL_SAFE_NO_PAD.decode(claims).unwrap()).unwrap();
-            json["jti"].as_str().unwrap().to_owned()
+        let part = |t: &str, i: usize| -> serde_json::Value {
+            let b64 = t.split('.').nth(i).unwrap();
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(b64).unwrap()).unwrap()
         };
-        let other_session = signer.sign(&alice, "session-2", at).unwrap();
-        let later = signer.sign(&alice, "session-1", at + 1).unwrap();
+        let public = crate::signing::PublicKey::from_pem(&pair.public_pem).unwrap();
+        assert_eq!(part(&first.token, 0)["kid"], public.kid.as_str());
+        assert_eq!(part(&first.token, 1)["cnf"]["jkt"], thumbprint);
+        let unbound = signer.sign(&alice, "session-1", at, None).unwrap();
+        assert!(part(&unbound.token, 1).get("cnf").is_none());
+        let jti = |t: &str| part(t, 1)["jti"].as_str().unwrap().to_owned();
+        let other_session = signer.sign(&alice, "session-2", at, jkt).unwrap();
+        let later = signer.sign(&alice, "session-1", at + 1, jkt).unwrap();
         assert_ne!(jti(&first.token), jti(&other_session.token));
         assert_ne!(jti(&first.token), jti(&later.token));
     }

@@ -91,8 +91,13 @@ async fn every_write_is_republished_in_order_with_nothing_private_in_clear() {
         version: 0,
         qr_payload: created.qr_payload.clone(),
     });
-    // A user whose id is nowhere in its display name.
-    let token = h.keys.user_token("user-8d1f03", "Alice");
+    // A user whose id is nowhere in its display name (the account shown
+    // is preferred_username).
+    let now = qrlogin_auth::token::unix_now_secs();
+    let token = h.keys.user_token_claims(&serde_json::json!({
+        "sub": "user-8d1f03", "preferred_username": "alice", "name": "Alice",
+        "iss": "qrlogin-dev", "aud": "qrlogin", "iat": now, "exp": now + 600,
+    }));
     let scanned = scan(&mut h.client, &id, &token).await.unwrap();
     let confirmed = confirm(&mut h.client, &id, &token).await.unwrap();
     let redeemed = redeem(&mut h.client, &id, &secret).await.unwrap();

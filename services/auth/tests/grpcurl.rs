@@ -65,7 +65,7 @@ async fn grpcurl_lists_describes_and_runs_a_full_login() {
 
     let nats = NatsServer::start().await;
     let mut config = TestAuth::config(&nats, &qrlogin_auth::testing::TestKeys::generate());
-    config.user_token_public_key_file = keys.path().join("user-token.pub.pem");
+    config.user_token_public_key_file = Some(keys.path().join("user-token.pub.pem"));
     config.access_token_private_key_file = keys.path().join("access-token.pem");
     config.record_key_file = keys.path().join("record.key");
     config.service_tokens_file = keys.path().join("service-tokens");

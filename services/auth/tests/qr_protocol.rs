@@ -193,7 +193,10 @@ async fn an_observer_who_scans_first_is_not_named_and_the_browser_can_start_over
     // user can refuse it: cancel after CONFIRMED.
     confirm(&mut h.client, &s.id, &mallory).await.unwrap();
     let shown = get(&mut h.client, &s.id, &s.secret).await.unwrap();
-    assert_eq!(shown.user_display_name, "Mallory");
+    assert_eq!(
+        shown.user_display_name, "Mallory (mallory)",
+        "the account that confirmed, not only the name it chose"
+    );
     let cancelled = cancel(&mut h.client, &s.id, &s.secret).await.unwrap();
     assert_eq!(state(&cancelled), LoginState::Cancelled);
 }

@@ -55,7 +55,10 @@ async fn full_flow_create_scan_confirm_redeem_once() {
     assert_eq!(state(&confirmed), LoginState::Confirmed);
     assert!(confirmed.version > session.version);
     let shown = get(&mut h.client, &s.id, &s.secret).await.unwrap();
-    assert_eq!(shown.user_display_name, "Alice", "named once confirmed");
+    assert_eq!(
+        shown.user_display_name, "Alice (alice)",
+        "named (name and account) once confirmed"
+    );
 
     let redeemed = redeem(&mut h.client, &s.id, &s.secret).await.unwrap();
     assert_eq!(
@@ -63,7 +66,7 @@ async fn full_flow_create_scan_confirm_redeem_once() {
         LoginState::Redeemed
     );
     assert_eq!(redeemed.user_id, "alice");
-    assert_eq!(redeemed.user_display_name, "Alice");
+    assert_eq!(redeemed.user_display_name, "Alice (alice)");
     assert!(redeemed.access_token_expires_at.is_some());
 
     // The access token verifies with the access public key and names alice.

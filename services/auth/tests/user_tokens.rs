@@ -17,7 +17,8 @@ async fn scan_with(h: &mut Harness, token: &str) -> Result<(), tonic::Status> {
 fn claims(extra: serde_json::Value) -> serde_json::Value {
     let now = unix_now_secs();
     let mut base = json!({
-        "sub": "alice", "name": "Alice", "iss": "qrlogin-dev", "aud": "qrlogin",
+        "sub": "alice", "preferred_username": "alice", "name": "Alice",
+        "iss": "qrlogin-dev", "aud": "qrlogin",
         "iat": now, "exp": now + 600,
     });
     for (k, v) in extra.as_object().unwrap() {

@@ -453,6 +453,17 @@ impl AuthClient {
         })
     }
 
+    /// The JWK Set of the tokens auth signs (JSON text).
+    pub async fn signing_keys(&self) -> Result<String, AuthError> {
+        let r = self
+            .grpc
+            .clone()
+            .get_signing_keys(pb::GetSigningKeysRequest {})
+            .await?
+            .into_inner();
+        Ok(r.jwks)
+    }
+
     /// Scan on behalf of the phone whose `authorization` value is passed
     /// on, with the payload it read and its address as this edge saw it.
     pub async fn scan(

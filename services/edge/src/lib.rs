@@ -19,6 +19,7 @@
 //!   [`auth_client`]: the gRPC client of auth.
 //! - [`domain`]: snapshots and their ordering rules.
 //! - [`error`]: the one mapping of failures to HTTP.
+//! - [`oidc`]: what relying parties read: the signing keys (JWKS).
 //! - [`limits`], [`metrics`], [`shutdown`], [`telemetry`].
 
 pub mod auth_client;
@@ -30,6 +31,7 @@ pub mod error;
 pub mod hub;
 pub mod limits;
 pub mod metrics;
+pub mod oidc;
 pub mod routes;
 pub mod server;
 pub mod sessions;

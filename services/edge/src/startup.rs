@@ -159,6 +159,7 @@ impl Application {
             create_rate: CreateRateLimiter::new(config.create_rate_per_ip),
             poll_pace: PollPace::new(config.poll_interval),
             dev_tokens,
+            oidc_keys: Default::default(),
             config,
         });
         Ok(Self {

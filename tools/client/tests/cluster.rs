@@ -103,7 +103,7 @@ async fn http_calls_cover_a_whole_login_across_two_edges() {
     assert_eq!((e.status(), e.code()), (Some(401), "proof_required"));
     let redeemed = one.redeem_bound(&id, &secret, &key).await.unwrap();
     assert_eq!(redeemed.token_type, "Bearer");
-    assert_eq!(redeemed.user.display_name, "Alice");
+    assert_eq!(redeemed.user.display_name, "Alice (alice)");
     // Repeated on the other edge (the first answer lost): the same token.
     let again = two.redeem_bound(&id, &secret, &key).await.unwrap();
     assert_eq!(again.access_token, redeemed.access_token);

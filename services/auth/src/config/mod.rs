@@ -11,9 +11,11 @@ use std::time::Duration;
 use crate::domain::{Deadlines, Rules};
 
 mod dev;
+mod identity;
 mod protocol;
 mod store;
 pub use dev::{DevKeygenArgs, DevNatsConfigArgs, DevTokenArgs};
+pub use identity::{IdentityConfig, IssuerSpec};
 pub use protocol::{ProtocolConfig, PRODUCTION_MIN_ROTATION};
 pub use store::{parse_nats_servers, StoreConfig};
 
@@ -122,10 +124,12 @@ pub struct AuthConfig {
     /// How long a record stays in the bucket after its last change.
     #[arg(long, env = "QRLOGIN_SESSION_RETENTION", default_value = "10m", value_parser = humantime::parse_duration)]
     pub session_retention: Duration,
-    /// PEM Ed25519 public key that verifies phone users' tokens.
+    /// PEM Ed25519 public key that verifies phone users' tokens of the
+    /// issuer QRLOGIN_USER_TOKEN_ISSUER (one more trusted issuer beside
+    /// QRLOGIN_TRUSTED_ISSUERS).
     #[arg(long, env = "QRLOGIN_USER_TOKEN_PUBLIC_KEY_FILE")]
-    pub user_token_public_key_file: PathBuf,
-    /// Required `iss` of user tokens.
+    pub user_token_public_key_file: Option<PathBuf>,
+    /// Required `iss` of user tokens verified with the PEM key.
     #[arg(long, env = "QRLOGIN_USER_TOKEN_ISSUER", default_value = "qrlogin-dev")]
     pub user_token_issuer: String,
     /// Required `aud` of user tokens.
@@ -137,6 +141,14 @@ pub struct AuthConfig {
     /// PEM Ed25519 private key that signs access tokens issued by redeem.
     #[arg(long, env = "QRLOGIN_ACCESS_TOKEN_PRIVATE_KEY_FILE")]
     pub access_token_private_key_file: PathBuf,
+    /// The key that signs next (PEM, Ed25519, public or private): published
+    /// in the JWKS ahead of the rotation (docs/operations.md).
+    #[arg(long, env = "QRLOGIN_ACCESS_TOKEN_NEXT_KEY_FILE")]
+    pub access_token_next_key_file: Option<PathBuf>,
+    /// The key that signed before the current one (PEM, Ed25519, public or
+    /// private): still published, so its tokens verify until they expire.
+    #[arg(long, env = "QRLOGIN_ACCESS_TOKEN_PREVIOUS_KEY_FILE")]
+    pub access_token_previous_key_file: Option<PathBuf>,
     /// `iss` of access tokens.
     #[arg(long, env = "QRLOGIN_ACCESS_TOKEN_ISSUER", default_value = "qrlogin")]
     pub access_token_issuer: String,
@@ -198,6 +210,9 @@ pub struct AuthConfig {
     /// Number matching, rotating QR codes, key binding, per-user limits.
     #[command(flatten)]
     pub protocol: ProtocolConfig,
+    /// Trusted issuers of phone tokens, their keys, the user's claims.
+    #[command(flatten)]
+    pub identity: IdentityConfig,
     /// Client pings, request timeout and retries of the session store.
     #[command(flatten)]
     pub store: StoreConfig,
@@ -290,6 +305,26 @@ impl AuthConfig {
     /// The base URL without a trailing slash.
     pub fn public_base(&self) -> &str {
         self.public_base_url.trim_end_matches('/')
+    }
+
+    /// Every trusted issuer of phone tokens: QRLOGIN_TRUSTED_ISSUERS, and
+    /// QRLOGIN_USER_TOKEN_ISSUER with the PEM key when one is configured.
+    pub fn trusted_issuers(&self) -> Result<Vec<IssuerSpec>, ConfigError> {
+        let mut issuers = self.identity.issuers(&self.user_token_audience)?;
+        if let Some(pem) = &self.user_token_public_key_file {
+            if issuers.iter().any(|i| i.issuer == self.user_token_issuer) {
+                return Err(invalid(
+                    "QRLOGIN_TRUSTED_ISSUERS",
+                    "lists QRLOGIN_USER_TOKEN_ISSUER, whose key is QRLOGIN_USER_TOKEN_PUBLIC_KEY_FILE",
+                ));
+            }
+            issuers.push(IssuerSpec {
+                issuer: self.user_token_issuer.clone(),
+                audience: self.user_token_audience.clone(),
+                source: crate::identity::discovery::KeySource::PemFile(pem.clone()),
+            });
+        }
+        Ok(issuers)
     }
 
     /// Checks every value that clap's types cannot.
@@ -426,11 +461,19 @@ impl AuthConfig {
                 "must be at least 1m",
             ));
         }
+        self.identity.validate()?;
+        let issuers = self.trusted_issuers()?;
+        if issuers.is_empty() {
+            return Err(invalid(
+                "QRLOGIN_TRUSTED_ISSUERS",
+                "no issuer of phone tokens is trusted: set it or QRLOGIN_USER_TOKEN_PUBLIC_KEY_FILE",
+            ));
+        }
         // Otherwise an access token auth issued could pass where a user
         // token is expected, should the keys ever be shared too.
-        if self.user_token_issuer == self.access_token_issuer
-            && self.user_token_audience == self.access_token_audience
-        {
+        if issuers.iter().any(|i| {
+            i.issuer == self.access_token_issuer && i.audience == self.access_token_audience
+        }) {
             return Err(invalid(
                 "QRLOGIN_ACCESS_TOKEN_AUDIENCE",
                 "user and access tokens must not share both issuer and audience",
@@ -516,6 +559,35 @@ mod tests {
                 "QRLOGIN_MAX_CONCURRENT_REQUESTS",
             ),
             (&["--request-timeout", "1ms"], "QRLOGIN_REQUEST_TIMEOUT"),
+            (
+                &["--user-token-algorithms", "RS256,HS256"],
+                "QRLOGIN_USER_TOKEN_ALGORITHMS",
+            ),
+            (
+                &["--user-token-algorithms", "none"],
+                "QRLOGIN_USER_TOKEN_ALGORITHMS",
+            ),
+            (
+                &["--user-account-claim", "name"],
+                "QRLOGIN_USER_ACCOUNT_CLAIM",
+            ),
+            (&["--jwks-max-keys", "0"], "QRLOGIN_JWKS_MAX_KEYS"),
+            (
+                &["--jwks-min-refresh-interval", "1ms"],
+                "QRLOGIN_JWKS_MIN_REFRESH_INTERVAL",
+            ),
+            (
+                &["--trusted-issuers", "http://sso.example.com"],
+                "QRLOGIN_TRUSTED_ISSUERS",
+            ),
+            (
+                &["--trusted-issuers", "https://a.example flavour=x"],
+                "QRLOGIN_TRUSTED_ISSUERS",
+            ),
+            (
+                &["--trusted-issuers", "qrlogin-dev"],
+                "QRLOGIN_TRUSTED_ISSUERS",
+            ),
             (
                 &["--nats-url", "nats://127.0.0.1:4222,nats://127.0.0.1:x"],
                 "QRLOGIN_NATS_URL",

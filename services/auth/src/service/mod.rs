@@ -29,9 +29,10 @@ use crate::domain::{
     text, Action, BrowserContext, BrowserSecret, DomainError, IdError, LoginState, Outcome,
     PhoneUser, Rules, SessionId, SessionRecord, UnixMillis,
 };
+use crate::identity::UserTokens;
 use crate::metrics::AuthMetrics;
 use crate::proof::{self, BrowserKey, ProofError};
-use crate::token::{AccessToken, AccessTokenSigner, KeyError, TokenError, UserTokenVerifier};
+use crate::token::{AccessToken, AccessTokenSigner, KeyError, TokenError};
 
 pub use phone::Scanned;
 
@@ -214,7 +215,7 @@ impl Settings {
 pub struct LoginService {
     broker: BrokerSlot,
     settings: Settings,
-    verifier: UserTokenVerifier,
+    verifier: Arc<UserTokens>,
     signer: AccessTokenSigner,
     counters: Arc<Counters>,
     metrics: Arc<AuthMetrics>,
@@ -243,7 +244,7 @@ impl LoginService {
     pub fn new(
         broker: BrokerSlot,
         settings: Settings,
-        verifier: UserTokenVerifier,
+        verifier: Arc<UserTokens>,
         signer: AccessTokenSigner,
         metrics: Arc<AuthMetrics>,
     ) -> Self {
@@ -267,10 +268,11 @@ impl LoginService {
     }
 
     /// The phone's user from its token; refusals counted by reason.
-    fn verify_user(&self, authorization: Option<&str>) -> Result<PhoneUser, ServiceError> {
+    async fn verify_user(&self, authorization: Option<&str>) -> Result<PhoneUser, ServiceError> {
         Ok(self
             .verifier
             .verify_header(authorization)
+            .await
             .inspect_err(|e| self.metrics.user_token_failure(e.reason()))?)
     }
 
@@ -455,9 +457,12 @@ impl LoginService {
             .user
             .clone()
             .ok_or_else(|| ServiceError::Internal("redeemed session has no user".into()))?;
-        let token = self
-            .signer
-            .sign(&user, id.as_str(), view.record.updated_at)?;
+        let token = self.signer.sign(
+            &user,
+            id.as_str(),
+            view.record.updated_at,
+            view.record.key_thumbprint.as_deref(),
+        )?;
         tracing::info!(session_id = %id, user_id = %user.id, "login redeemed");
         Ok(Redeemed { view, token, user })
     }

@@ -38,7 +38,7 @@ impl LoginService {
         deadline: Instant,
     ) -> Result<Scanned, ServiceError> {
         let id = SessionId::parse(id)?;
-        let user = self.verify_user(authorization)?;
+        let user = self.verify_user(authorization).await?;
         let phone_ip: Option<IpAddr> = match phone_ip.trim() {
             "" => None,
             text => Some(text.parse().map_err(|_| {
@@ -97,7 +97,7 @@ impl LoginService {
         deadline: Instant,
     ) -> Result<SessionView, ServiceError> {
         let id = SessionId::parse(id)?;
-        let user = self.verify_user(authorization)?;
+        let user = self.verify_user(authorization).await?;
         // A number outside 1..=255 can only be wrong (codes are 10-99).
         let picked = (match_code != 0).then(|| u8::try_from(match_code).unwrap_or(0));
         let action = Action::Confirm {
@@ -128,7 +128,7 @@ impl LoginService {
         deadline: Instant,
     ) -> Result<SessionView, ServiceError> {
         let id = SessionId::parse(id)?;
-        let user = self.verify_user(authorization)?;
+        let user = self.verify_user(authorization).await?;
         let action = Action::Deny { user_id: user.id };
         self.transition(&id, Guard::Phone, action, None, deadline)
             .await

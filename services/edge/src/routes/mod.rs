@@ -62,6 +62,8 @@ pub struct Shared {
     pub poll_pace: PollPace,
     /// Development token minting, when `QRLOGIN_DEV_USER_TOKEN_KEY_FILE` is set.
     pub dev_tokens: Option<phone::DevTokens>,
+    /// The copy of auth's signing keys served at `/.well-known/jwks.json`.
+    pub oidc_keys: crate::oidc::Keys,
 }
 
 pub type AppState = Arc<Shared>;
@@ -121,6 +123,7 @@ pub fn app(state: AppState) -> Router {
     }
     let api = api
         .merge(web::routes())
+        .merge(crate::oidc::routes())
         // Before the layers: it applies to the routes present now.
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), admit::admit));

@@ -144,6 +144,7 @@ impl DevTokens {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let claims = Claims {
             sub: user_id,
+            preferred_username: user_id,
             name: display_name,
             iss: &self.issuer,
             aud: &self.audience,
@@ -158,6 +159,8 @@ impl DevTokens {
 #[derive(Serialize)]
 struct Claims<'a> {
     sub: &'a str,
+    /// The account auth shows to the browser (its default account claim).
+    preferred_username: &'a str,
     name: &'a str,
     iss: &'a str,
     aud: &'a str,

@@ -12,6 +12,7 @@ mod guards;
 mod helpers;
 mod limits;
 mod metrics;
+mod oidc;
 mod pace;
 mod qr;
 mod raw;

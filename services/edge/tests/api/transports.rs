@@ -15,7 +15,7 @@ async fn redeem_once(cluster: &Cluster, created: &Created) {
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["token_type"], "Bearer");
     assert_eq!(body["user"]["id"], "alice");
-    assert_eq!(body["user"]["display_name"], "Alice");
+    assert_eq!(body["user"]["display_name"], "Alice (alice)");
     let token = body["access_token"].as_str().unwrap();
     assert_eq!(token.split('.').count(), 3, "a JWT");
     assert!(cookie.starts_with(&format!("qrl_session={token};")));
