@@ -48,7 +48,7 @@ impl<S> Admission<S> {
 /// Only the methods this service implements are named; anything else is
 /// `other`, so a caller cannot create series.
 fn method_label(path: &str) -> &'static str {
-    const METHODS: [&str; 7] = [
+    const METHODS: [&str; 8] = [
         "CreateLoginSession",
         "GetLoginSession",
         "ScanLoginSession",
@@ -56,6 +56,7 @@ fn method_label(path: &str) -> &'static str {
         "DenyLoginSession",
         "CancelLoginSession",
         "RedeemLoginSession",
+        "GetSigningKeys",
     ];
     let name = path.rsplit('/').next().unwrap_or("");
     METHODS.into_iter().find(|m| *m == name).unwrap_or("other")
