@@ -70,7 +70,17 @@ impl BrowserKey {
 struct Header {
     typ: Option<String>,
     alg: Option<String>,
-    jwk: Option<BrowserKey>,
+    jwk: Option<HeaderJwk>,
+}
+
+/// The header's `jwk`: a public key, and nothing private beside it.
+#[derive(Deserialize)]
+struct HeaderJwk {
+    #[serde(flatten)]
+    key: BrowserKey,
+    /// A private key's members (EC `d`; RSA's others never parse as P-256):
+    /// a client that sends its private key has leaked it.
+    d: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -147,6 +157,12 @@ pub fn verify(proof: &str, expected: &Expected<'_>) -> Result<(), ProofError> {
     let jwk = header
         .jwk
         .ok_or(ProofError::Invalid("the header carries no jwk"))?;
+    if jwk.d.is_some() {
+        return Err(ProofError::Invalid(
+            "the header's jwk carries a private key (d)",
+        ));
+    }
+    let jwk = jwk.key;
     let thumbprint = jwk
         .thumbprint()
         .map_err(|_| ProofError::Invalid("the header's jwk is not a P-256 key"))?;
@@ -178,9 +194,10 @@ pub fn verify(proof: &str, expected: &Expected<'_>) -> Result<(), ProofError> {
         return Err(ProofError::Invalid("sid must name this session"));
     }
     let iat = claims.iat.ok_or(ProofError::Invalid("iat is required"))?;
-    let age_ms = expected.now - iat.saturating_mul(1000);
-    let max_ms = i64::try_from(expected.max_age.as_millis()).unwrap_or(i64::MAX);
-    if age_ms.abs() > max_ms {
+    // Saturating: an iat near i64's ends must be refused, not overflow.
+    let age_ms = expected.now.saturating_sub(iat.saturating_mul(1000));
+    let max_ms = u64::try_from(expected.max_age.as_millis()).unwrap_or(u64::MAX);
+    if age_ms.unsigned_abs() > max_ms {
         return Err(ProofError::Invalid("iat is not within the allowed window"));
     }
     match claims.jti.as_deref() {

@@ -154,3 +154,40 @@ fn every_wrong_part_fails() {
         Err(ProofError::Invalid("bad signature"))
     );
 }
+
+#[test]
+fn a_jwk_carrying_its_private_key_is_refused() {
+    let pair = KeyPair::generate();
+    let thumbprint = pair.public().thumbprint().unwrap();
+    let mut header = pair.header();
+    header["jwk"]["d"] = serde_json::json!("870MB6gfuTJ4HtUnUvYMyJpr5eUZNP4Bk43bVdj3eAE");
+    let proof = pair.sign(&header, &claims());
+    assert_eq!(
+        verify(&proof, &expected(&thumbprint)),
+        Err(ProofError::Invalid(
+            "the header's jwk carries a private key (d)"
+        ))
+    );
+}
+
+#[test]
+fn an_iat_at_either_end_of_the_integers_is_refused_without_overflow() {
+    let pair = KeyPair::generate();
+    let thumbprint = pair.public().thumbprint().unwrap();
+    for iat in [
+        i64::MIN,
+        i64::MIN / 1000 - 1,
+        -1,
+        i64::MAX / 1000 + 1,
+        i64::MAX,
+    ] {
+        let mut c = claims();
+        c["iat"] = serde_json::json!(iat);
+        let proof = pair.sign(&pair.header(), &c);
+        assert_eq!(
+            verify(&proof, &expected(&thumbprint)),
+            Err(ProofError::Invalid("iat is not within the allowed window")),
+            "iat {iat}"
+        );
+    }
+}
