@@ -10,7 +10,8 @@
 #   4b. the protobuf contract: buf lint, buf breaking against the released
 #       contract, and self-tests that show both can fail (proto/check.sh)
 #   5. monitoring rules: promtool check rules, promtool test rules, no drift
-#   6. the local cluster (NATS, auth, two edges, HAProxy): end-to-end script
+#   6. the release binaries, in one build; the local cluster (NATS, auth,
+#      two edges, HAProxy): end-to-end script
 #   7. browser tests (Debian's Chromium driven by playwright-core)
 #   8. the dashboard's and the rules' queries against Prometheus during a short load
 #   8b. the end-to-end script again with TLS on a NATS cluster (up.sh --tls
@@ -86,7 +87,12 @@ run_step proto-contract proto/check.sh
 run_step monitoring-rules timeout 120 deploy/monitoring/check.sh
 # The local cluster (with a 15 s PENDING deadline so expiry is observable)
 # serves both the end-to-end script and the browser tests, then stops.
-run_step e2e deploy/local/e2e.sh --start --keep
+# Every release binary the later steps run, in one build: cargo unifies
+# the features of shared dependencies over the packages of one invocation,
+# so building them in different sets (auth and edge, then with the load
+# generator, then with the charts) rebuilt most of the tree each time.
+run_step release-build cargo build --release --locked -q -p qrlogin-auth -p qrlogin-edge -p qrlogin-loadgen -p qrlogin-charts -p qrlogin-peer-sse
+run_step e2e deploy/local/e2e.sh --start --keep --no-build
 run_step browser bash -c 'cd web/tests && node browser.test.mjs'
 # Prometheus on the same cluster, a 10-browser load, every query finds series
 # (bounded: the load stops at 90 s, the queries wait at most 30 s).
@@ -100,7 +106,7 @@ deploy/local/down.sh >/dev/null 2>&1 || true
 run_step e2e-tls-cluster bash -c 'QRLOGIN_LOCAL_TLS=true QRLOGIN_LOCAL_NATS_NODES=3 deploy/local/e2e.sh --start --no-build'
 # A small load run on a throw-away cluster (release binaries from above):
 # 200 browsers over two edges, one edge killed mid-way, nothing lost.
-run_step load-smoke bash -c 'cargo build --release --locked -q -p qrlogin-loadgen && QRLOGIN_BENCH_NO_BUILD=1 tools/bench/smoke.sh'
+run_step load-smoke bash -c 'QRLOGIN_BENCH_NO_BUILD=1 tools/bench/smoke.sh'
 # Chaos in quick mode (about 4 minutes): a local cluster of its own (ports
 # from 27100, run directory artifacts/bench/chaos/cluster) on one NATS
 # server for the baseline, then on three, whole logins at 10/s over SSE,
@@ -108,10 +114,10 @@ run_step load-smoke bash -c 'cargo build --release --locked -q -p qrlogin-loadge
 # killed, a member is killed, frozen and put in lame duck mode, everything
 # is restarted in turn, and edges and an auth replica are killed; one check
 # per scenario: no login lost, none duplicated.
-run_step chaos-quick bash -c 'cargo build --release --locked -q -p qrlogin-auth -p qrlogin-edge -p qrlogin-loadgen && tools/bench/chaos.sh --quick --no-build'
+run_step chaos-quick tools/bench/chaos.sh --quick --no-build
 # The comparison of tools/bench/compare.sh at 200 browsers (about 2 minutes,
 # with the load of the machine): every transport and peer present, every event delivered.
-run_step compare-quick bash -c 'cargo build --release --locked -q -p qrlogin-auth -p qrlogin-edge -p qrlogin-loadgen -p qrlogin-charts -p qrlogin-peer-sse && QRLOGIN_BENCH_NO_BUILD=1 tools/bench/compare.sh --quick --out artifacts/bench/compare/quick'
+run_step compare-quick bash -c 'QRLOGIN_BENCH_NO_BUILD=1 tools/bench/compare.sh --quick --out artifacts/bench/compare/quick'
 
 total_secs=$(($(date +%s) - started))
 echo

@@ -29,11 +29,13 @@ NATS_BIN="$ROOT/.tools/bin/nats-server"
 bench_log() { printf 'bench: %s\n' "$*" >&2; }
 bench_die() { printf 'bench: error: %s\n' "$*" >&2; exit 1; }
 
-# Builds the three binaries (release) unless QRLOGIN_BENCH_NO_BUILD=1.
+# Builds the release binaries every benchmark runs, in one cargo invocation
+# (as tools/test.sh does: one feature unification, nothing built twice),
+# unless QRLOGIN_BENCH_NO_BUILD=1.
 bench_build() {
   [[ -x "$NATS_BIN" ]] || bench_die "$NATS_BIN is missing: run tools/bootstrap.sh"
   if [[ "${QRLOGIN_BENCH_NO_BUILD:-0}" != 1 ]]; then
-    (cd "$ROOT" && cargo build --release -q -p qrlogin-auth -p qrlogin-edge -p qrlogin-loadgen) ||
+    (cd "$ROOT" && cargo build --release -q -p qrlogin-auth -p qrlogin-edge -p qrlogin-loadgen -p qrlogin-charts -p qrlogin-peer-sse) ||
       bench_die "build failed"
   fi
   local b

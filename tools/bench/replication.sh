@@ -27,10 +27,6 @@ OUT="$ROOT/artifacts/bench/replication"
 rm -rf "$OUT"
 mkdir -p "$OUT"
 bench_build
-if [[ "${QRLOGIN_BENCH_NO_BUILD:-0}" != 1 ]]; then
-  # compare.sh's throughput part also wants these (it checks for them).
-  (cd "$ROOT" && cargo build --release --locked -q -p qrlogin-charts -p qrlogin-peer-sse)
-fi
 export QRLOGIN_BENCH_NO_BUILD=1
 machine_line | tee "$OUT/summary.txt"
 
