@@ -31,6 +31,10 @@ struct Fixture {
 }
 
 fn fixture(max_watchers: usize) -> Fixture {
+    fixture_with(Settings::new(max_watchers))
+}
+
+fn fixture_with(settings: Settings) -> Fixture {
     let log: Log = Default::default();
     let bus = MemoryBus::new(log.clone());
     let auth = MemoryAuth::new(log.clone());
@@ -43,7 +47,7 @@ fn fixture(max_watchers: usize) -> Fixture {
         bus.clone(),
         Arc::new(auth.clone()),
         metrics.clone(),
-        Settings::new(max_watchers),
+        settings,
         clock,
     );
     bus.attach(watches.inbox());
@@ -434,47 +438,20 @@ async fn on_a_cluster_a_write_published_before_the_interest_spread_arrives_by_th
 #[tokio::test(start_paused = true)]
 async fn on_one_server_or_with_the_settle_read_off_nothing_more_is_read() {
     for (clustered, settle_for) in [(false, Duration::from_secs(1)), (true, Duration::ZERO)] {
-        let log: Log = Default::default();
-        let bus = MemoryBus::new(log.clone());
-        bus.set_clustered(clustered);
-        let auth = MemoryAuth::new(log.clone());
-        let metrics = Arc::new(Metrics::default());
-        let clock = Clock::Tokio {
-            wall: OffsetDateTime::now_utc(),
-            at: Instant::now(),
-        };
-        let watches = Watches::with_clock(
-            bus.clone(),
-            Arc::new(auth.clone()),
-            metrics.clone(),
-            Settings {
-                interest_settle: settle_for,
-                ..Settings::new(8)
-            },
-            clock,
-        );
-        bus.attach(watches.inbox());
-        let now = clock.now();
-        auth.store(
+        let f = fixture_with(Settings {
+            interest_settle: settle_for,
+            ..Settings::new(8)
+        });
+        f.bus.set_clustered(clustered);
+        f.auth.store(
             SECRET,
-            Snapshot {
-                session_id: id(1),
-                state: LoginState::Pending,
-                version: 1,
-                expires_at: Some(now + Duration::from_secs(120)),
-                updated_at: now,
-                user_display_name: None,
-                changed_at: None,
-                qr: None,
-                match_code: None,
-                deny_reason: None,
-            },
+            f.snap(1, 1, LoginState::Pending, Duration::from_secs(120)),
         );
-        let _w = watches.watch(&id(1), SECRET, None).await.unwrap();
+        let _w = f.watch(1).await;
         tokio::time::sleep(Duration::from_secs(10)).await;
         settle().await;
         assert_eq!(
-            auth.reads(),
+            f.auth.reads(),
             1,
             "clustered {clustered}, settle {settle_for:?}"
         );
