@@ -108,7 +108,7 @@ if [[ -x "$buf_bin" ]]; then ln -sf "$buf_bin" "$BIN/buf"; else ln -sf "$buf_dir
 "$BIN/buf" --version >/dev/null 2>&1 || { echo "bootstrap: $BIN/buf does not run" >&2; exit 1; }
 
 # The OpenID peers the tests run (tools/oidc): panva's oidc-provider, the
-# phone's identity provider of services/auth/tests/trusted_issuers.rs, and
+# phone's identity provider of services/auth/tests/integration/trusted_issuers.rs, and
 # openid-client, the relying party. Pinned exactly by
 # tools/oidc/package-lock.json; installed in the work tree (the scripts
 # there import them), no install script runs.

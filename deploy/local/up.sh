@@ -87,8 +87,8 @@ if ((build)); then
   else
     "$ROOT/tools/bootstrap.sh" --system
   fi
-  log "building the services (cargo build --release)"
-  (cd "$ROOT" && cargo build --release -p qrlogin-auth -p qrlogin-edge)
+  log "building the release binaries (tools/build-release.sh)"
+  "$ROOT/tools/build-release.sh"
 fi
 
 for bin in "$NATS_BIN" "$AUTH_BIN" "$EDGE_BIN" "$HAPROXY_BIN"; do

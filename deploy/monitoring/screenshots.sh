@@ -14,7 +14,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 source "$ROOT/deploy/local/monitoring.sh"
 is_running prometheus || die "Prometheus is not running (deploy/local/up.sh --with-monitoring)"
 loadgen="$ROOT/target/release/qrlogin-loadgen"
-[[ -x "$loadgen" ]] || (cd "$ROOT" && cargo build --release --locked -q -p qrlogin-loadgen)
+[[ -x "$loadgen" ]] || "$ROOT/tools/build-release.sh" -q
 token="$("$AUTH_BIN" dev-token --key "$KEY_DIR/user-token.pem" --sub alice --name Alice)"
 mkdir -p "$ROOT/artifacts/monitoring"
 log "load: 500 browsers, 20 confirms/s across edges (log: artifacts/monitoring/load.log)"

@@ -43,9 +43,9 @@ if ! is_running prometheus; then
 fi
 
 loadgen="$ROOT/target/release/qrlogin-loadgen"
-# Built (a no-op when up to date), so a stale binary never plays an older
-# protocol.
-(cd "$ROOT" && cargo build --release --locked -q -p qrlogin-loadgen)
+# Built (a no-op when up to date: the same set as every other script), so a
+# stale binary never plays an older protocol.
+"$ROOT/tools/build-release.sh" -q
 # One phone user of its own: auth allows a user QRLOGIN_CONFIRM_LIMIT
 # confirms a minute (10 by default), so the load stays within it.
 token="$("$AUTH_BIN" dev-token --key "$KEY_DIR/user-token.pem" --sub "monitoring-$$" --name Monitoring)"

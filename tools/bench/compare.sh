@@ -88,9 +88,6 @@ started=$(date +%s)
 CHARTS_BIN="$BIN_DIR/qrlogin-charts"
 
 bench_build
-if [[ "${QRLOGIN_BENCH_NO_BUILD:-0}" != 1 ]]; then
-  (cd "$ROOT" && cargo build --release -q -p qrlogin-charts -p qrlogin-peer-sse) || bench_die "build failed"
-fi
 [[ -x "$CHARTS_BIN" ]] || bench_die "$CHARTS_BIN is missing"
 command -v haproxy >/dev/null || bench_die "haproxy missing: run tools/bootstrap.sh --peers"
 

@@ -35,7 +35,7 @@ bench_die() { printf 'bench: error: %s\n' "$*" >&2; exit 1; }
 bench_build() {
   [[ -x "$NATS_BIN" ]] || bench_die "$NATS_BIN is missing: run tools/bootstrap.sh"
   if [[ "${QRLOGIN_BENCH_NO_BUILD:-0}" != 1 ]]; then
-    (cd "$ROOT" && cargo build --release -q -p qrlogin-auth -p qrlogin-edge -p qrlogin-loadgen -p qrlogin-charts -p qrlogin-peer-sse) ||
+    "$ROOT/tools/build-release.sh" -q ||
       bench_die "build failed"
   fi
   local b

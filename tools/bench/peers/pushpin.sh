@@ -50,7 +50,7 @@ for b in pushpin condure zurl pushpin-proxy pushpin-handler node; do
 done
 LOAD_BIN="${QRLOGIN_BENCH_BIN_DIR:-$ROOT/target/release}/qrlogin-peer-sse"
 if [[ "${QRLOGIN_BENCH_NO_BUILD:-0}" != 1 ]]; then
-  (cd "$ROOT" && cargo build --release -q -p qrlogin-peer-sse) || peers_die "build failed"
+  "$ROOT/tools/build-release.sh" -q || peers_die "build failed"
 fi
 [[ -x "$LOAD_BIN" ]] || peers_die "$LOAD_BIN is missing"
 peers_init pushpin

@@ -2,9 +2,8 @@
 //! setting, and the limits that keep one caller from taking it all: the
 //! concurrency cap, the request timeout, the create limit shared by every
 //! replica, the size cap of the session bucket.
-mod common;
 
-use common::*;
+use crate::common::*;
 use qrlogin_auth::testing::{grpcurl_bin, TestAuth};
 use qrlogin_proto::auth::v1 as pb;
 use std::time::Duration;

@@ -1,8 +1,7 @@
 //! Every transition and every refusal, through the real gRPC API, against a
 //! real nats-server.
-mod common;
 
-use common::*;
+use crate::common::*;
 use qrlogin_proto::auth::v1 as pb;
 use qrlogin_proto::events::v1::LoginState;
 use std::time::Duration;
@@ -81,7 +80,7 @@ async fn full_flow_create_scan_confirm_redeem_once() {
     assert_eq!(claims.claims["sid"], s.id.as_str());
 
     // Redeemed once: a repeat (its answer lost) gets the same token, not a
-    // second one (the idempotency rules are in tests/cluster.rs).
+    // second one (the idempotency rules are in tests/integration/cluster.rs).
     let again = redeem(&mut h.client, &s.id, &s.secret).await.unwrap();
     assert_eq!(again.access_token, redeemed.access_token);
     let final_state = get(&mut h.client, &s.id, &s.secret).await.unwrap();
@@ -430,7 +429,9 @@ async fn user_tokens_are_verified() {
 
 #[tokio::test]
 async fn deadlines_expire_each_state() {
-    let ttl = Duration::from_millis(400);
+    // Long enough that the calls before each wait (create, scan, confirm)
+    // finish inside their deadlines on a busy machine.
+    let ttl = Duration::from_secs(1);
     let mut h = Harness::start_with(|c| {
         c.pending_ttl = ttl;
         c.scanned_ttl = ttl;
@@ -480,13 +481,28 @@ async fn deadlines_expire_each_state() {
         state(&get(&mut h.client, &c.id, &c.secret).await.unwrap()),
         LoginState::Expired
     );
+}
 
-    // Each transition restarts the clock: scanning just before the pending
-    // deadline gives a full scanned deadline.
+/// Each transition restarts the clock: a session scanned halfway through
+/// its PENDING deadline can be confirmed after that deadline has passed.
+/// Deadlines of 2 s leave 0.8 s between the confirm and the SCANNED
+/// deadline, however slowly a busy machine runs the calls.
+#[tokio::test]
+async fn each_transition_restarts_the_deadline() {
+    let ttl = Duration::from_secs(2);
+    let mut h = Harness::start_with(|c| {
+        c.pending_ttl = ttl;
+        c.scanned_ttl = ttl;
+    })
+    .await;
+    let token = h.alice();
+    let before_create = tokio::time::Instant::now();
     let q = create(&mut h.client).await;
-    tokio::time::sleep(ttl / 2).await;
+    tokio::time::sleep_until(before_create + ttl / 2).await;
     scan(&mut h.client, &q.id, &token).await.unwrap();
-    tokio::time::sleep(ttl * 3 / 4).await;
+    // Past the PENDING deadline, inside the SCANNED one (the scan was
+    // written at least ttl/2 after the create).
+    tokio::time::sleep_until(before_create + ttl + Duration::from_millis(200)).await;
     confirm(&mut h.client, &q.id, &token).await.unwrap();
 }
 

@@ -5,9 +5,8 @@
 //! published first, previous key kept until its tokens expired), the
 //! procedure of docs/operations.md, with auth restarted at each step as a
 //! rolling deployment would.
-mod common;
 
-use common::*;
+use crate::common::*;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
 use qrlogin_auth::testing::{BrowserKeyPair, TestAuth};

@@ -4,9 +4,8 @@
 //! by the client's pings), a member in lame duck mode; and a call repeated
 //! after its answer was lost is answered as the first was, with no second
 //! write and no second token.
-mod common;
 
-use common::*;
+use crate::common::*;
 use qrlogin_auth::testing::{BrowserKeyPair, NatsCluster, TestAuth, TestKeys};
 use qrlogin_proto::auth::v1 as pb;
 use qrlogin_proto::events::v1::LoginState;

@@ -8,9 +8,8 @@
 //! with RS256, PS256, ES256 or EdDSA, and rotates or withdraws its keys on
 //! command. Waiting is always on a condition (the provider's answer, a
 //! token accepted or refused), bounded by a deadline.
-mod common;
 
-use common::*;
+use crate::common::*;
 use qrlogin_auth::config::AuthConfig;
 use std::path::PathBuf;
 use std::process::Stdio;

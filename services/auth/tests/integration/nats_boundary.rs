@@ -1,9 +1,8 @@
 //! The NATS trust boundary, against a real nats-server secured as in
 //! production: nobody gets in without a listed nkey, and the edge's
 //! credential can only listen to session events.
-mod common;
 
-use common::*;
+use crate::common::*;
 use futures::StreamExt as _;
 use std::time::Duration;
 
@@ -150,9 +149,11 @@ async fn a_three_member_cluster_replicates_and_elects_a_new_stream_leader() {
         })
         .await
         .expect("R3 bucket");
-    bucket.put("k", "v1".into()).await.expect("put");
     let stream = format!("KV_{}", qrlogin_auth::testing::TEST_BUCKET);
+    // A new R3 stream answers writes once its first leader is elected (on a
+    // busy machine that can outlast one publish's acknowledgement timeout).
     let leader = cluster.wait_for_stream_leader(&stream, None).await;
+    bucket.put("k", "v1".into()).await.expect("put");
     cluster.kill(leader);
     let next = cluster.wait_for_stream_leader(&stream, Some(leader)).await;
     assert_ne!(next, leader);

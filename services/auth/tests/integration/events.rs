@@ -1,10 +1,9 @@
 //! Events are the bucket's writes, republished by NATS: a subscriber on the
 //! session subject sees every transition, in version order, with the
 //! revision in `Nats-Sequence`, and nothing private in clear.
-mod common;
 
+use crate::common::*;
 use async_nats::jetstream;
-use common::*;
 use futures::StreamExt as _;
 use prost::Message as _;
 use qrlogin_auth::testing::{NatsLayout, NatsServer};

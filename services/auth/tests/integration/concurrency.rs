@@ -1,8 +1,7 @@
 //! Races: compare-and-swap must give exactly one winner, also across two auth
 //! instances sharing one NATS.
-mod common;
 
-use common::*;
+use crate::common::*;
 use futures::future::join_all;
 use qrlogin_auth::testing::TestAuth;
 use qrlogin_proto::events::v1::LoginState;

@@ -1,8 +1,7 @@
 //! Auth's operations port: metrics of what callers did, and readiness, on
 //! a port of their own (the gRPC port shows neither).
-mod common;
 
-use common::*;
+use crate::common::*;
 use qrlogin_proto::auth::v1 as pb;
 use tonic::Code;
 

@@ -1,6 +1,5 @@
 //! Shared by the auth integration tests: a real nats-server, throw-away keys,
 //! the auth service on port 0, and a gRPC client with small helpers.
-#![allow(dead_code)]
 
 use qrlogin_auth::config::AuthConfig;
 use qrlogin_auth::testing::{BrowserKeyPair, NatsServer, TestAuth, TestKeys};

@@ -3,9 +3,8 @@
 //! matching, rotating payloads, no name before the confirm, per-user
 //! limits, the multi-scan count and the proximity hint. Each test plays the
 //! attack and checks that it fails with its documented code.
-mod common;
 
-use common::*;
+use crate::common::*;
 use qrlogin_proto::events::v1::{DenyReason, LoginState};
 use std::time::{Duration, Instant};
 use tonic::Code;

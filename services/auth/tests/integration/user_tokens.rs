@@ -1,9 +1,8 @@
 //! Phone users' tokens, beyond signature, issuer and audience: the time
 //! claims (`nbf`, `iat`, the lifetime) and the text claims, which the
 //! browser shows. Each case is one a lax verifier would let through.
-mod common;
 
-use common::*;
+use crate::common::*;
 use qrlogin_auth::token::unix_now_secs;
 use serde_json::json;
 use tonic::Code;

@@ -1,7 +1,6 @@
 //! The service as an operator meets it: the real `qrlogin-auth` binary's
 //! development subcommands and the pinned grpcurl 1.8.6 (reflection v1alpha)
 //! driving a full login.
-mod common;
 
 use qrlogin_auth::testing::{grpcurl_bin, NatsServer, TestAuth};
 use std::process::{Command, Output};

@@ -1,9 +1,8 @@
 //! Key-bound redemption through the real gRPC API: a session created with
 //! the browser's public key redeems only with a fresh proof signed by that
 //! key, so whoever stole the browser secret (and not the key) cannot.
-mod common;
 
-use common::*;
+use crate::common::*;
 use qrlogin_auth::testing::BrowserKeyPair;
 use qrlogin_proto::events::v1::LoginState;
 use tonic::Code;

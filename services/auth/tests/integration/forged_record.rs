@@ -5,10 +5,9 @@
 //! test failed on that code). Now: an anonymous client cannot connect, the
 //! edge's credential cannot write, and even a client that can write the
 //! bucket cannot make auth accept a record it did not seal.
-mod common;
 
+use crate::common::*;
 use async_nats::jetstream;
-use common::*;
 use prost::Message as _;
 use qrlogin_auth::testing::Permissions;
 use qrlogin_proto::events::v1::{LoginEvent, LoginState, StoredSession};
