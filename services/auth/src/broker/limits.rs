@@ -8,13 +8,15 @@
 //! makes a valid key and none is stored in clear).
 //!
 //! When the counters cannot be kept (bucket full, NATS trouble in the
-//! middle of a count), the count lets the call through and logs: the
-//! session bucket's size cap still bounds what an abuser can store.
+//! middle of a count) the call goes through and is logged: a counter
+//! bucket in trouble must not stop every login (it is held in memory, so a
+//! single server's restart empties it), and the session bucket's size cap
+//! still bounds what an abuser can store.
 //!
-//! Scans and confirms [`Counters::peek`] at the counter while the session
-//! is read (no round trip added before the write) and count after their
-//! write: under a burst of concurrent calls from one user the limit can be
-//! passed by the number of calls in flight.
+//! Scans and confirms are counted before their write, beside the session's
+//! first read (no round trip added): each attempt takes one compare-and-swap
+//! on the counter, so concurrent calls of one user cannot pass the limit
+//! together, and refused attempts count too.
 
 use async_nats::jetstream::{self, kv};
 use std::net::IpAddr;
@@ -144,22 +146,6 @@ impl Counters {
         Ok(Self { kv })
     }
 
-    /// Reads the counter of `what` at `now` without counting: whether one
-    /// more call would still be allowed.
-    pub async fn peek(&self, what: &Limit, now: UnixMillis) -> Result<Decision, BrokerError> {
-        let (key, retry_after) = what.key_at(now);
-        let entry = self.kv.entry(key.as_str()).await.map_err(unavailable)?;
-        let count = match entry {
-            Some(e) if e.operation == kv::Operation::Put => parse_count(&e.value),
-            _ => 0,
-        };
-        Ok(if count >= what.limit {
-            Decision::Limited { retry_after }
-        } else {
-            Decision::Allowed
-        })
-    }
-
     /// Counts one call of `what` at `now` against its limit.
     pub async fn count(&self, what: &Limit, now: UnixMillis) -> Result<Decision, BrokerError> {
         let (key, retry_after) = what.key_at(now);
@@ -177,7 +163,11 @@ impl Counters {
                         .await
                         .map(|_| ())
                         .map_err(|e| match e.kind() {
-                            kv::UpdateErrorKind::WrongLastRevision => None,
+                            // Lost the race, or no answer in time (the
+                            // write may have committed: counting again errs
+                            // towards the limit).
+                            kv::UpdateErrorKind::WrongLastRevision
+                            | kv::UpdateErrorKind::TimedOut => None,
                             _ => Some(e.to_string()),
                         })
                 }
@@ -193,7 +183,8 @@ impl Counters {
             };
             match written {
                 Ok(()) => return Ok(Decision::Allowed),
-                // Someone else counted in between: read again.
+                // Someone else counted in between, or the write timed out:
+                // read again.
                 Err(None) => continue,
                 Err(Some(detail)) => {
                     tracing::warn!(error = %detail, subject = %what.subject, "counter not kept; letting the call through");

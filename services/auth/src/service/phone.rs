@@ -51,7 +51,7 @@ impl LoginService {
             matching: self.settings.number_matching.then(Matching::random),
         };
         let limit = self.user_limit("scan", self.settings.scan_limit, &user);
-        let precheck = limit.as_ref().map(|l| self.within(l, deadline).boxed());
+        let precheck = limit.as_ref().map(|l| self.take(l, deadline).boxed());
         let result = self
             .transition(&id, Guard::Phone, action, precheck, deadline)
             .await;
@@ -71,7 +71,6 @@ impl LoginService {
             _ => {}
         }
         let view = result?;
-        self.count(limit, deadline).await;
         let same_network = phone_ip.and_then(|phone| {
             let browser: IpAddr = view.record.browser.ip.parse().ok()?;
             Some(network::same_network(phone, browser))
@@ -105,11 +104,10 @@ impl LoginService {
             match_code: picked,
         };
         let limit = self.user_limit("confirm", self.settings.confirm_limit, &user);
-        let precheck = limit.as_ref().map(|l| self.within(l, deadline).boxed());
+        let precheck = limit.as_ref().map(|l| self.take(l, deadline).boxed());
         let view = self
             .transition(&id, Guard::Phone, action, precheck, deadline)
             .await?;
-        self.count(limit, deadline).await;
         if view.record.state == LoginState::Denied
             && view.record.deny_reason == Some(DenyReason::WrongMatch)
         {
@@ -138,14 +136,18 @@ impl LoginService {
         (limit > 0).then(|| Limit::user(action, &user.id, limit, self.settings.user_window))
     }
 
-    /// Whether `limit` still allows a call (read only; NATS trouble lets
-    /// the call through, as for creates).
-    async fn within(&self, limit: &Limit, deadline: Instant) -> Result<(), ServiceError> {
+    /// Counts this call against `limit` before its write, with one
+    /// compare-and-swap on the counter (beside the session's first read,
+    /// so no round trip is added): concurrent calls of one user are
+    /// counted one by one and cannot pass the limit together, and a call
+    /// refused later (wrong state, wrong QR code) has still been counted.
+    /// A counter that cannot be read lets the call through (logged).
+    async fn take(&self, limit: &Limit, deadline: Instant) -> Result<(), ServiceError> {
         let broker = self.broker()?;
-        let peeked = tokio::time::timeout_at(deadline, broker.limits().peek(limit, now_millis()))
+        let counted = tokio::time::timeout_at(deadline, broker.limits().count(limit, now_millis()))
             .await
             .unwrap_or_else(|_| Err(BrokerError::Unavailable("timed out".into())));
-        match peeked {
+        match counted {
             Ok(Decision::Allowed) => Ok(()),
             Ok(Decision::Limited { retry_after }) => {
                 Counters::bump(&self.counters.user_limited);
@@ -160,25 +162,11 @@ impl LoginService {
                     retry_after,
                 })
             }
+            // As for creates: the write tells whether NATS is really away.
             Err(e) => {
-                tracing::warn!(error = %e, "user counter unavailable");
+                tracing::warn!(error = %e, "per-user counter unavailable; letting the call through");
                 Ok(())
             }
-        }
-    }
-
-    /// Counts a call that went through (after its write: off the path of
-    /// the event, which NATS published when the write committed).
-    async fn count(&self, limit: Option<Limit>, deadline: Instant) {
-        let (Some(limit), Ok(broker)) = (limit, self.broker()) else {
-            return;
-        };
-        let counted =
-            tokio::time::timeout_at(deadline, broker.limits().count(&limit, now_millis()))
-                .await
-                .unwrap_or_else(|_| Err(BrokerError::Unavailable("timed out".into())));
-        if let Err(e) = counted {
-            tracing::warn!(error = %e, "user counter not kept");
         }
     }
 }

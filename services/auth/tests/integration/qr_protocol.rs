@@ -235,6 +235,88 @@ async fn per_user_limits_hold_scans_and_confirms() {
     assert_eq!(h.auth.counters().user_limited, 2);
 }
 
+/// Finding: a limit read before the write and counted after it let a burst
+/// of concurrent scans by one user through together. Each attempt now takes
+/// the counter by compare-and-swap before its write: of twelve concurrent
+/// scans of twelve sessions with a limit of five, exactly five scan.
+#[tokio::test]
+async fn concurrent_scans_of_one_user_cannot_pass_the_limit_together() {
+    let mut h = Harness::start_with(|c| c.protocol.scan_limit = 5).await;
+    let mallory = h.keys.user_token("mallory", "Mallory");
+    let mut sessions = Vec::new();
+    for _ in 0..12 {
+        sessions.push(create(&mut h.client).await);
+    }
+    let scans = sessions.iter().map(|s| {
+        let mut client = h.client.clone();
+        let (id, payload, token) = (s.id.clone(), s.qr_payload.clone(), mallory.clone());
+        async move { scan_with(&mut client, &id, &token, &payload, "").await }
+    });
+    let results = futures::future::join_all(scans).await;
+    let scanned = results.iter().filter(|r| r.is_ok()).count();
+    let limited = results
+        .iter()
+        .filter(|r| matches!(r, Err(s) if s.code() == Code::ResourceExhausted))
+        .count();
+    assert_eq!((scanned, limited), (5, 7), "{results:?}");
+    assert_eq!(h.auth.counters().user_limited, 7);
+}
+
+/// Refused attempts count: a user guessing QR payloads spends the limit.
+#[tokio::test]
+async fn refused_scans_count_against_the_limit() {
+    let mut h = Harness::start_with(|c| c.protocol.scan_limit = 2).await;
+    let mallory = h.keys.user_token("mallory", "Mallory");
+    let s = create(&mut h.client).await;
+    let guess = format!("http://localhost:8080/m/{}#0.AAAAAAAAAAAAAAAA", s.id);
+    for _ in 0..2 {
+        let r = scan_with(&mut h.client, &s.id, &mallory, &guess, "").await;
+        assert_eq!(
+            r.as_ref().err().map(|e| e.code()),
+            Some(Code::InvalidArgument),
+            "{r:?}"
+        );
+    }
+    let r = scan(&mut h.client, &s.id, &mallory).await;
+    assert_eq!(reason(&r), "rate_limited");
+    let still = get(&mut h.client, &s.id, &s.secret).await.unwrap();
+    assert_eq!(state(&still), LoginState::Pending);
+}
+
+/// A per-user counter that cannot be read lets the call through, as for
+/// creates: the counter bucket is held in memory (a single server's restart
+/// empties it), and a counter in trouble must not stop every login. Here
+/// the limits bucket's direct reads are turned off under auth, which reads
+/// counters that way; the session bucket is untouched.
+#[tokio::test]
+async fn an_unreadable_user_counter_lets_the_scan_through() {
+    let mut h = Harness::start_with(|c| c.protocol.scan_limit = 1).await;
+    let alice = h.alice();
+    let first = create(&mut h.client).await;
+    scan(&mut h.client, &first.id, &alice).await.unwrap();
+    let js = async_nats::jetstream::new(h.nats.connect_as_auth().await.unwrap());
+    let mut stream = js
+        .get_stream(format!("KV_{}", qrlogin_auth::testing::TEST_LIMITS_BUCKET))
+        .await
+        .unwrap();
+    let config = stream.info().await.unwrap().config.clone();
+    js.update_stream(async_nats::jetstream::stream::Config {
+        allow_direct: false,
+        ..config.clone()
+    })
+    .await
+    .unwrap();
+    let second = create(&mut h.client).await;
+    scan(&mut h.client, &second.id, &alice).await.unwrap();
+    // Readable again: the limit holds again.
+    js.update_stream(config).await.unwrap();
+    let third = create(&mut h.client).await;
+    assert_eq!(
+        reason(&scan(&mut h.client, &third.id, &alice).await),
+        "rate_limited"
+    );
+}
+
 #[tokio::test]
 async fn the_phone_learns_whether_the_browser_shares_its_network() {
     let mut h = Harness::start().await;
