@@ -236,7 +236,7 @@ impl Metrics {
         );
         r.register(
             "undecodable_events",
-            "NATS messages dropped because they are not a LoginEvent",
+            "NATS messages dropped because they are not a republished session record with a known state",
             m.undecodable.clone(),
         );
         r.register(

@@ -1,8 +1,11 @@
 //! Event payloads on the session subjects, turned into domain snapshots:
-//! a `StoredSession` republished by the server on every write of the KV
-//! bucket (contract C1: the version is the `Nats-Sequence` header, the KV
-//! revision, and the commit time its `Nats-Time-Stamp`), or a bare
-//! `LoginEvent` published by an older auth.
+//! only a `StoredSession` republished by the server on every write of the
+//! KV bucket (contract C1: the version is the `Nats-Sequence` header, the
+//! KV revision, and the commit time its `Nats-Time-Stamp`). A message
+//! without the republish headers (a bare `LoginEvent`, or a record someone
+//! published by hand) is dropped: nothing but the bucket's republish
+//! speaks on these subjects, and an edge does not take a state from
+//! anyone else, not even from a peer that got onto the subject.
 
 use prost::Message as _;
 use qrlogin_proto::events::v1::LoginEvent;
@@ -26,28 +29,21 @@ struct StoredSession {
     sealed: bytes::Bytes,
 }
 
-/// Decodes an event about `id`; `None` when the bytes are neither form,
-/// name another session, or carry no known state.
+/// Decodes an event about `id`; `None` when the message is not a
+/// republished record (no `Nats-Sequence` header, or not a
+/// `StoredSession`), names another session, or carries no known state.
 pub fn decode(id: &SessionId, headers: Option<&[u8]>, payload: &[u8]) -> Option<BusEvent> {
-    let stored = StoredSession::decode(payload)
-        .ok()
-        .and_then(|s| s.event)
-        .filter(|e| e.session_id == id.as_str());
-    let e = match stored {
-        Some(e) => e,
-        None => LoginEvent::decode(payload).ok()?,
-    };
+    let headers = headers?;
+    let version = header_u64(headers, "Nats-Sequence")?;
+    let e = StoredSession::decode(payload).ok()?.event?;
     if e.session_id != id.as_str() {
         return None;
     }
     let state = login_state(e.state)?;
-    let version = headers
-        .and_then(|h| header_u64(h, "Nats-Sequence"))
-        .unwrap_or(e.version);
-    let previous = headers.and_then(|h| header_u64(h, "Nats-Last-Sequence"));
+    let previous = header_u64(headers, "Nats-Last-Sequence");
     let changed_at = timestamp_opt(e.changed_at);
     // When the stream stored the write: the commit, on the server's clock.
-    let committed_at = headers.and_then(commit_time).or(changed_at);
+    let committed_at = commit_time(headers).or(changed_at);
     Some(BusEvent {
         snapshot: Snapshot {
             session_id: id.clone(),
@@ -99,23 +95,47 @@ mod tests {
         }
     }
 
+    fn stored(e: LoginEvent) -> Vec<u8> {
+        StoredSession {
+            event: Some(e),
+            sealed: bytes::Bytes::new(),
+        }
+        .encode_to_vec()
+    }
+
+    const HEADERS: &[u8] = b"NATS/1.0\r\nNats-Sequence: 4\r\n\r\n";
+
+    /// Finding (#21, 8): a bare `LoginEvent` (what an older auth published,
+    /// and what anyone who gets onto the subject can send) was taken as a
+    /// state. Only the bucket's republished records are.
     #[test]
-    fn decodes_bare_events_and_refuses_garbage_or_other_sessions() {
+    fn bare_events_and_records_without_the_republish_headers_are_refused() {
         let id = SessionId::parse("q3Zb0Xz2kT9yLw1sJm5HAA").unwrap();
         let e = event(&id);
-        let s = decode(&id, None, &e.encode_to_vec()).unwrap();
+        assert!(decode(&id, None, &e.encode_to_vec()).is_none());
+        assert!(decode(&id, Some(HEADERS), &e.encode_to_vec()).is_none());
+        assert!(decode(&id, None, &stored(e.clone())).is_none());
+        let no_sequence = b"NATS/1.0\r\nNats-Stream: KV_qrlogin_sessions\r\n\r\n";
+        assert!(decode(&id, Some(no_sequence), &stored(e.clone())).is_none());
+        let s = decode(&id, Some(HEADERS), &stored(e)).unwrap();
         assert_eq!(s.snapshot.version, 4);
         assert_eq!(s.previous, None);
         assert_eq!(s.snapshot.user_display_name.as_deref(), Some("Alice"));
         assert!(s.snapshot.changed_at.is_some());
-        assert!(decode(&id, None, b"\xff\xff not protobuf").is_none());
+    }
+
+    #[test]
+    fn garbage_other_sessions_and_unknown_states_are_refused() {
+        let id = SessionId::parse("q3Zb0Xz2kT9yLw1sJm5HAA").unwrap();
+        let e = event(&id);
+        assert!(decode(&id, Some(HEADERS), b"\xff\xff not protobuf").is_none());
         let other = LoginEvent {
             session_id: "AAAAAAAAAAAAAAAAAAAAAA".into(),
             ..e.clone()
         };
-        assert!(decode(&id, None, &other.encode_to_vec()).is_none());
+        assert!(decode(&id, Some(HEADERS), &stored(other)).is_none());
         let unspecified = LoginEvent { state: 0, ..e };
-        assert!(decode(&id, None, &unspecified.encode_to_vec()).is_none());
+        assert!(decode(&id, Some(HEADERS), &stored(unspecified)).is_none());
     }
 
     #[test]

@@ -24,7 +24,7 @@ use qrlogin_edge::{
     domain::SessionId,
     metrics::Metrics,
 };
-use qrlogin_proto::events::v1::{LoginEvent, LoginState};
+use qrlogin_proto::events::v1::{LoginEvent, LoginState, StoredSession};
 
 use crate::helpers::{Cluster, WAIT};
 
@@ -82,14 +82,28 @@ fn id() -> SessionId {
     SessionId::parse("q3Zb0Xz2kT9yLw1sJm5HAA").unwrap()
 }
 
-fn event(version: u64) -> Vec<u8> {
-    LoginEvent {
-        session_id: id().to_string(),
-        state: LoginState::Scanned as i32,
-        version,
+/// A SCANNED record of `session` as the bucket's republish sends it: a
+/// `StoredSession` with the `Nats-Sequence` header (the edge takes nothing
+/// else from the subject).
+async fn republish(publisher: &async_nats::Client, session: &SessionId, version: u64) {
+    let record = StoredSession {
+        event: Some(LoginEvent {
+            session_id: session.to_string(),
+            state: LoginState::Scanned as i32,
+            ..Default::default()
+        }),
         ..Default::default()
-    }
-    .encode_to_vec()
+    };
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Sequence", version.to_string().as_str());
+    publisher
+        .publish_with_headers(
+            format!("qrlogin.session.{session}"),
+            headers,
+            record.encode_to_vec().into(),
+        )
+        .await
+        .unwrap();
 }
 
 /// A publisher on the session subjects (neither auth's nor the edge's
@@ -152,11 +166,7 @@ async fn a_server_restart_resubscribes_and_resyncs() {
     until("connected", || broker.is_connected()).await;
     broker.subscribe(&id()).await.unwrap();
     let (seed, publisher) = publisher(&nats).await;
-    let subject = format!("qrlogin.session.{}", id());
-    publisher
-        .publish(subject.clone(), event(1).into())
-        .await
-        .unwrap();
+    republish(&publisher, &id(), 1).await;
     publisher.flush().await.unwrap();
     until("first event", || rec.versions() == [1]).await;
     let resyncs = rec.resyncs.load(SeqCst);
@@ -169,7 +179,7 @@ async fn a_server_restart_resubscribes_and_resyncs() {
     // The resync comes after the server proved the re-subscription: an event
     // published now arrives.
     let publisher = nats.connect(&seed).await.unwrap();
-    publisher.publish(subject, event(2).into()).await.unwrap();
+    republish(&publisher, &id(), 2).await;
     publisher.flush().await.unwrap();
     until("event after the restart", || rec.versions() == [1, 2]).await;
 
@@ -178,24 +188,8 @@ async fn a_server_restart_resubscribes_and_resyncs() {
     broker.unsubscribe(&id());
     let other = SessionId::parse("AAAAAAAAAAAAAAAAAAAAAA").unwrap();
     broker.subscribe(&other).await.unwrap();
-    publisher
-        .publish(format!("qrlogin.session.{}", id()), event(3).into())
-        .await
-        .unwrap();
-    publisher
-        .publish(
-            format!("qrlogin.session.{other}"),
-            LoginEvent {
-                session_id: other.to_string(),
-                state: LoginState::Scanned as i32,
-                version: 9,
-                ..Default::default()
-            }
-            .encode_to_vec()
-            .into(),
-        )
-        .await
-        .unwrap();
+    republish(&publisher, &id(), 3).await;
+    republish(&publisher, &other, 9).await;
     publisher.flush().await.unwrap();
     until("the other session's event", || rec.versions().contains(&9)).await;
     assert_eq!(rec.versions(), [1, 2, 9]);
@@ -400,10 +394,7 @@ async fn tls_with_a_private_ca() {
         .connect(&url)
         .await
         .unwrap();
-    publisher
-        .publish(format!("qrlogin.session.{}", id()), event(4).into())
-        .await
-        .unwrap();
+    republish(&publisher, &id(), 4).await;
     publisher.flush().await.unwrap();
     until("event over TLS", || rec.versions() == [4]).await;
 
@@ -439,7 +430,7 @@ async fn an_oversize_message_ends_the_connection_and_the_client_comes_back() {
     assert!(metrics
         .render()
         .contains("qrlogin_edge_nats_errors_total 1"));
-    publisher.publish(subject, event(5).into()).await.unwrap();
+    republish(&publisher, &id(), 5).await;
     publisher.flush().await.unwrap();
     until("event after the reconnect", || rec.versions() == [5]).await;
 }
@@ -455,10 +446,7 @@ async fn wildcard_mode_receives_every_session_without_per_session_interest() {
     broker.subscribe(&id()).await.unwrap();
     assert_eq!(broker.subscriptions(), 0, "no per-session interest");
     let (_, publisher) = publisher(&nats).await;
-    publisher
-        .publish(format!("qrlogin.session.{}", id()), event(7).into())
-        .await
-        .unwrap();
+    republish(&publisher, &id(), 7).await;
     publisher.flush().await.unwrap();
     until("event through the wildcard", || rec.versions() == [7]).await;
 }
