@@ -9,6 +9,9 @@ use std::time::Duration;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
+use qrlogin_proto::auth::v1 as pb;
+use qrlogin_proto::auth::v1::auth_service_server::AuthService;
+
 use crate::broker::{proto_state, qr_rotation, timestamp};
 use crate::callers::{CallerError, ServiceTokens, SERVICE_TOKEN_HEADER};
 use crate::domain::{DenyReason, DomainError};
@@ -61,8 +64,6 @@ pub fn with_reason(mut status: Status, reason: &'static str) -> Status {
         .insert(REASON_HEADER, MetadataValue::from_static(reason));
     status
 }
-use qrlogin_proto::auth::v1 as pb;
-use qrlogin_proto::auth::v1::auth_service_server::AuthService;
 
 pub struct GrpcAuth {
     service: Arc<LoginService>,
