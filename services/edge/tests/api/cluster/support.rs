@@ -46,7 +46,7 @@ pub(super) fn urls_from(nats: &NatsCluster, first: usize) -> String {
 /// rule) and returns the member that leads its stream.
 pub(super) async fn create_bucket(nats: &mut NatsCluster) -> usize {
     let js = jetstream::new(nats.connect_as_auth().await.expect("auth connects"));
-    js.create_key_value(kv::Config {
+    let config = kv::Config {
         bucket: TEST_BUCKET.into(),
         history: 1,
         num_replicas: 3,
@@ -56,9 +56,17 @@ pub(super) async fn create_bucket(nats: &mut NatsCluster) -> usize {
             headers_only: false,
         }),
         ..Default::default()
-    })
-    .await
-    .expect("session bucket");
+    };
+    // A new R3 stream needs its members to agree; on a busy machine that
+    // can outlast one API request's timeout. Creating it again with the
+    // same configuration is a no-op once it exists.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match js.create_key_value(config.clone()).await {
+            Ok(_) => break,
+            Err(e) => assert!(Instant::now() < deadline, "session bucket: {e:?}"),
+        }
+    }
     nats.wait_for_stream_leader(STREAM, None).await
 }
 
