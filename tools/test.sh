@@ -81,7 +81,9 @@ run_step clippy cargo clippy --workspace --all-targets --locked -- -D warnings
 # Six test threads on two cores: the integration tests mostly wait on the
 # real processes they start (nats-server, node, grpcurl), so this cuts the
 # run from about 100 s to 40 s; each test still owns its servers and ports.
-run_step cargo-test cargo test --workspace --locked -- --test-threads 6
+# (Through the environment: the edge's benchmark target, built and run once
+# as a smoke test, takes no test-harness flags.)
+run_step cargo-test env RUST_TEST_THREADS=6 cargo test --workspace --locked
 run_step k8s deploy/k8s/check.sh
 # Offline, a few seconds: the contract that old and new components share
 # during a rolling upgrade (docs/operations.md, "Upgrade the contract").
