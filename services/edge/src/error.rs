@@ -61,7 +61,9 @@ pub enum ApiError {
     /// streams open on this node.
     #[error("too many requests from this address are open on this node; retry later")]
     TooManyRequests,
-    #[error("too many login sessions created from this address; retry later")]
+    /// A create rate (this edge's per client, auth's per network) or one of
+    /// auth's per-user scan and confirm limits.
+    #[error("rate limit reached (creates from this address, or scans and confirms by this user); retry later")]
     RateLimited { retry_after: Duration },
     /// A short poll sooner than the pace the answers ask for.
     #[error("polling faster than every {} ms; wait for Retry-After", interval.as_millis())]

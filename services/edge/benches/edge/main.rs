@@ -291,8 +291,11 @@ async fn main() -> Result<()> {
         c.scanned_ttl = Duration::from_secs(3600);
         c.confirmed_ttl = Duration::from_secs(3600);
         c.session_retention = Duration::from_secs(7200);
-        // Every session comes from this one host: no per-network limit.
+        // Every session comes from this one host and every login is one
+        // user's: no per-network or per-user limit.
         c.create_limit = 0;
+        c.protocol.scan_limit = 0;
+        c.protocol.confirm_limit = 0;
     })
     .await;
     let kinds: Vec<Transport> = match args.transport.as_str() {
