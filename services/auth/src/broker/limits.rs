@@ -146,8 +146,20 @@ impl Counters {
         Ok(Self { kv })
     }
 
-    /// Counts one call of `what` at `now` against its limit.
-    pub async fn count(&self, what: &Limit, now: UnixMillis) -> Result<Decision, BrokerError> {
+    /// Counts one call of `what` at `now` against its limit, bounded by the
+    /// call's `deadline` like every store operation.
+    pub async fn count(
+        &self,
+        what: &Limit,
+        now: UnixMillis,
+        deadline: tokio::time::Instant,
+    ) -> Result<Decision, BrokerError> {
+        tokio::time::timeout_at(deadline, self.count_once(what, now))
+            .await
+            .unwrap_or_else(|_| Err(BrokerError::Unavailable("timed out".into())))
+    }
+
+    async fn count_once(&self, what: &Limit, now: UnixMillis) -> Result<Decision, BrokerError> {
         let (key, retry_after) = what.key_at(now);
         let limit = what.limit;
         for _ in 0..MAX_ATTEMPTS {

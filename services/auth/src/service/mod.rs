@@ -339,12 +339,8 @@ impl LoginService {
         let s = &self.settings;
         if s.create_limit > 0 {
             let limit = Limit::network(ip, s.create_limit, s.create_window);
-            // Bounded by the call's deadline like every store operation;
-            // a counter that cannot be kept lets the call through.
-            let counted = tokio::time::timeout_at(deadline, broker.limits().count(&limit, now))
-                .await
-                .unwrap_or_else(|_| Err(BrokerError::Unavailable("timed out".into())));
-            match counted {
+            // A counter that cannot be kept lets the call through.
+            match broker.limits().count(&limit, now, deadline).await {
                 Ok(Decision::Allowed) => {}
                 Ok(Decision::Limited { retry_after }) => {
                     self.metrics.create_limited();

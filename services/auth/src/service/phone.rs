@@ -10,7 +10,6 @@ use tokio::time::Instant;
 
 use super::{now_millis, Guard, LoginService, ServiceError, SessionView};
 use crate::broker::limits::{Decision, Limit};
-use crate::broker::BrokerError;
 use crate::counters::Counters;
 use crate::domain::{
     network, Action, DenyReason, DomainError, LoginState, Matching, PhoneUser, SessionId,
@@ -144,10 +143,7 @@ impl LoginService {
     /// A counter that cannot be read lets the call through (logged).
     async fn take(&self, limit: &Limit, deadline: Instant) -> Result<(), ServiceError> {
         let broker = self.broker()?;
-        let counted = tokio::time::timeout_at(deadline, broker.limits().count(limit, now_millis()))
-            .await
-            .unwrap_or_else(|_| Err(BrokerError::Unavailable("timed out".into())));
-        match counted {
+        match broker.limits().count(limit, now_millis(), deadline).await {
             Ok(Decision::Allowed) => Ok(()),
             Ok(Decision::Limited { retry_after }) => {
                 Counters::bump(&self.counters.user_limited);
