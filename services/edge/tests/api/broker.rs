@@ -82,25 +82,29 @@ fn id() -> SessionId {
     SessionId::parse("q3Zb0Xz2kT9yLw1sJm5HAA").unwrap()
 }
 
-/// A SCANNED record of `session` as the bucket's republish sends it: a
-/// `StoredSession` with the `Nats-Sequence` header (the edge takes nothing
-/// else from the subject).
-async fn republish(publisher: &async_nats::Client, session: &SessionId, version: u64) {
-    let record = StoredSession {
+/// A SCANNED record of `session` as the session bucket stores it.
+pub(crate) fn record(session: &SessionId) -> Vec<u8> {
+    StoredSession {
         event: Some(LoginEvent {
             session_id: session.to_string(),
             state: LoginState::Scanned as i32,
             ..Default::default()
         }),
         ..Default::default()
-    };
+    }
+    .encode_to_vec()
+}
+
+/// [`record`] as the bucket's republish sends it: with the `Nats-Sequence`
+/// header (the edge takes nothing else from the subject).
+async fn republish(publisher: &async_nats::Client, session: &SessionId, version: u64) {
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("Nats-Sequence", version.to_string().as_str());
     publisher
         .publish_with_headers(
             format!("qrlogin.session.{session}"),
             headers,
-            record.encode_to_vec().into(),
+            record(session).into(),
         )
         .await
         .unwrap();

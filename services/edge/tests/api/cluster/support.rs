@@ -8,16 +8,15 @@ use std::{
 };
 
 use async_nats::jetstream::{self, kv, stream};
-use prost::Message as _;
 use qrlogin_auth::testing::{NatsCluster, TEST_BUCKET, TEST_SUBJECT_PREFIX};
 use qrlogin_edge::{
     broker::{Broker, BrokerConfig},
     delivery::ports::EventBus,
     domain::SessionId,
 };
-use qrlogin_proto::events::v1::{LoginEvent, LoginState, StoredSession};
 use tokio::time::Instant;
 
+pub(super) use crate::broker::record;
 use crate::broker::{start, until, Recorder};
 
 /// The edge's PING interval here: a frozen member is found after two
@@ -94,18 +93,6 @@ pub(super) async fn write(kv: &kv::Store, id: &SessionId) -> u64 {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-pub(super) fn record(id: &SessionId) -> Vec<u8> {
-    StoredSession {
-        event: Some(LoginEvent {
-            session_id: id.to_string(),
-            state: LoginState::Scanned as i32,
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-    .encode_to_vec()
 }
 
 /// One edge's NATS client, named so that the cluster's `/connz` finds it.
